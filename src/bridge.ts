@@ -1,0 +1,131 @@
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { createDispatcher, sleep, type Dispatcher } from './dispatcher.js';
+import { errorMessage } from './errors.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { connectionConfig, describeConnection } from './pg/connection.js';
+import { reconnectDelay } from './pg/listener.js';
+import { createPipeline, type Pipeline } from './pipeline.js';
+import { createRouter } from './router.js';
+import type { Sink } from './sink.js';
+import { createNotifySource } from './source/notify.js';
+
+export interface Readiness {
+  readonly ready: boolean;
+  readonly checks: Readonly<Record<string, boolean>>;
+}
+
+export interface Bridge {
+  readonly pipeline: Pipeline;
+  readonly metrics: Metrics;
+  /** Starts sinks and sources. Resolves once started (sinks and the database keep retrying in the background). */
+  start(): Promise<void>;
+  /** Stops taking events, finishes in-flight deliveries (up to `shutdown.timeout`), closes everything. Idempotent. */
+  stop(): Promise<void>;
+  readiness(): Readiness;
+}
+
+/**
+ * Wraps a sink so that `send` waits until `start` has succeeded. `start` is retried with capped,
+ * jittered backoff in the background: a broker that is down at boot is not fatal.
+ */
+function startInBackground(sink: Sink, signal: AbortSignal, logger: Logger): { sink: Sink; started: () => boolean } {
+  let ok = false;
+  const ready = (async () => {
+    for (let attempt = 1; !signal.aborted; attempt++) {
+      try {
+        await sink.start(signal);
+        ok = true;
+        if (attempt > 1) logger.info({ sink: sink.name }, 'sink started');
+        return;
+      } catch (error) {
+        const retryInMs = reconnectDelay(attempt, 30_000);
+        logger.error({ sink: sink.name, err: errorMessage(error), attempt, retryInMs }, 'sink failed to start; retrying');
+        await sleep(retryInMs, signal);
+      }
+    }
+  })();
+  const gated: Sink = {
+    name: sink.name,
+    type: sink.type,
+    start: () => ready,
+    async send(batch, s) {
+      if (!ok) await Promise.race([ready, new Promise((resolve) => s.addEventListener('abort', resolve, { once: true }))]);
+      return sink.send(batch, s);
+    },
+    stop: () => sink.stop(),
+    ...(sink.check ? { check: sink.check.bind(sink) } : {}),
+  };
+  return { sink: gated, started: () => ok };
+}
+
+export function createBridge(params: {
+  config: Config;
+  logger: Logger;
+  metrics?: Metrics;
+  stdout?: NodeJS.WritableStream;
+}): Bridge {
+  const { config, logger } = params;
+  const metrics = params.metrics ?? createMetrics();
+  const connection = connectionConfig(config.database);
+  const lifetime = new AbortController();
+  const started = new Map<string, () => boolean>();
+  const dispatchers = new Map<string, Dispatcher>();
+  for (const entry of config.sinks) {
+    const raw = entry.definition.create(entry.options as never, {
+      name: entry.name, logger: logger.child({ sink: entry.name }), database: connection,
+      ...(params.stdout ? { stdout: params.stdout } : {}),
+    });
+    const gated = startInBackground(raw, lifetime.signal, logger);
+    started.set(entry.name, gated.started);
+    dispatchers.set(entry.name, createDispatcher({ sink: gated.sink, options: entry.dispatch, logger, metrics }));
+  }
+  const pipeline = createPipeline({ router: createRouter(config.routes), dispatchers, logger, metrics });
+  const notify = config.listen.length > 0
+    ? createNotifySource({ connection, channels: config.listen, pipeline, logger, metrics })
+    : undefined;
+  let stopping: Promise<void> | undefined;
+  let sourceLoop: Promise<void> | undefined;
+
+  return {
+    pipeline,
+    metrics,
+    async start() {
+      if (!notify) return;
+      logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
+      // The first connection is retried too: a database that is not up yet must not end the bridge.
+      sourceLoop = (async () => {
+        for (let attempt = 1; !lifetime.signal.aborted; attempt++) {
+          try {
+            await notify.start();
+            metrics.listenerConnected.set(1);
+            return;
+          } catch (error) {
+            const retryInMs = reconnectDelay(attempt, 30_000);
+            logger.error({ err: errorMessage(error), attempt, retryInMs, database: describeConnection(connection) }, 'cannot connect to the database; retrying');
+            await sleep(retryInMs, lifetime.signal);
+          }
+        }
+      })();
+      await sourceLoop;
+    },
+    stop() {
+      stopping ??= (async () => {
+        await notify?.stop();
+        lifetime.abort();
+        await sourceLoop;
+        await Promise.all([...dispatchers.values()].map((d) => d.stop(config.shutdown.timeout)));
+        await Promise.all([...dispatchers.values()].map((d) => d.sink.stop().catch((error) => {
+          logger.warn({ sink: d.sink.name, err: errorMessage(error) }, 'sink did not stop cleanly');
+        })));
+      })();
+      return stopping;
+    },
+    readiness() {
+      const checks: Record<string, boolean> = {};
+      if (notify) checks.listener = notify.listener.connected;
+      for (const [name, ok] of started) checks[`sink:${name}`] = ok();
+      return { ready: Object.values(checks).every(Boolean), checks };
+    },
+  };
+}

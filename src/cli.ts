@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+/**
+ * The only module that touches process.argv, the environment, signals and exit codes. Every
+ * command is a function of (options, io) returning an exit code, so tests can run them in-process.
+ */
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import { checkCommand } from './commands/check.js';
+import { demoCommand } from './commands/demo.js';
+import type { CommandIO } from './commands/io.js';
+import { listenCommand } from './commands/listen.js';
+import { runCommand } from './commands/run.js';
+import { ConfigError } from './errors.js';
+import { VERSION } from './version.js';
+
+const DEFAULT_CONFIG = process.env.SIDEKICK_CONFIG ?? 'sidekick.yaml';
+
+function processIO(): CommandIO {
+  const controller = new AbortController();
+  let signals = 0;
+  const onSignal = (name: NodeJS.Signals) => {
+    signals++;
+    if (signals === 1) {
+      controller.abort(new Error(name));
+    } else {
+      process.stderr.write(`${name} again: exiting now\n`);
+      process.exit(130);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return { stdout: process.stdout, stderr: process.stderr, env: process.env, signal: controller.signal };
+}
+
+async function exitWith(run: () => Promise<number>): Promise<never> {
+  let code: number;
+  try {
+    code = await run();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`sidekick: ${error.message}\n`);
+      code = 1;
+    } else {
+      process.stderr.write(`sidekick: ${(error as Error)?.stack ?? String(error)}\n`);
+      code = 1;
+    }
+  }
+  // Flush stdout before exiting (a pipe may still hold data).
+  await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
+  process.exit(code);
+}
+
+export function buildProgram(io: () => CommandIO): Command {
+  const program = new Command('sidekick')
+    .description('Let PostgreSQL trigger work outside itself: NOTIFY and row changes → webhooks, Kafka, RabbitMQ, Redis Streams, stdout.')
+    .version(VERSION, '-V, --version')
+    .showHelpAfterError()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  program.command('run')
+    .description('run the bridge')
+    .option('-c, --config <file>', 'config file (YAML or JSON)', DEFAULT_CONFIG)
+    .action((opts: { config: string }) => exitWith(() => runCommand(opts, io())));
+
+  program.command('check')
+    .description('validate the config and check that the database and every sink answer (exit 0/1)')
+    .option('-c, --config <file>', 'config file (YAML or JSON)', DEFAULT_CONFIG)
+    .action((opts: { config: string }) => exitWith(() => checkCommand(opts, io())));
+
+  program.command('listen')
+    .description('print notifications to stdout: a drop-in for pgsidekick\'s pglisten (see `sidekick listen --help`)')
+    .helpOption(false)
+    .allowUnknownOption(true)
+    .allowExcessArguments(true)
+    .argument('[args...]')
+    .action((args: string[]) => exitWith(() => listenCommand(args, io())));
+
+  program.command('demo')
+    .description('zero-setup demo: embedded PostgreSQL, a demo channel, events printed to stdout')
+    .option('--once', 'exit after the demo events were delivered')
+    .option('--dir <dir>', 'data directory of the embedded PostgreSQL')
+    .action((opts: { once?: boolean; dir?: string }) => exitWith(() => demoCommand(opts, io())));
+
+  return program;
+}
+
+/** Entry point; `argv` without node and script. */
+export async function main(argv: readonly string[]): Promise<void> {
+  const program = buildProgram(processIO);
+  program.exitOverride((err: CommanderError) => {
+    process.exit(err.exitCode);
+  });
+  // pglisten-style options go through verbatim (commander would otherwise eat --help, -V …).
+  if (argv[0] === 'listen') return exitWith(() => listenCommand(argv.slice(1), processIO()));
+  await program.parseAsync([...argv], { from: 'user' });
+}
+
+function invokedDirectly(): boolean {
+  try {
+    return realpathSync(process.argv[1] ?? '') === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+}
+if (invokedDirectly()) void main(process.argv.slice(2));

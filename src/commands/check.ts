@@ -1,0 +1,61 @@
+import pg from 'pg';
+import { errorMessage } from '../errors.js';
+import { connectionConfig, describeConnection } from '../pg/connection.js';
+import type { CommandIO } from './io.js';
+import { loadConfigFor, loggerFor } from './run.js';
+
+const TIMEOUT_MS = 10_000;
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms / 1000}s`)), ms); }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * `sidekick check`: validates the config (a broken one throws ConfigError → exit 1 with the
+ * reason), then tries the database and each sink, one line each; exit 0 only if all answer.
+ */
+export async function checkCommand(options: { config: string }, io: CommandIO): Promise<number> {
+  const config = loadConfigFor(options.config, io);
+  const logger = loggerFor(config, io).child({ command: 'check' });
+  const out = (line: string) => io.stdout.write(`${line}\n`);
+  out(`ok    config ${config.file}: ${config.sinks.length} sink(s), ${config.routes.length} route(s), ${config.listen.length} channel(s)`);
+  let failures = 0;
+
+  const connection = connectionConfig(config.database, io.env);
+  const client = new pg.Client({ ...connection, connectionTimeoutMillis: TIMEOUT_MS });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    const { rows } = await client.query<{ v: string; u: string }>('SELECT current_setting(\'server_version\') AS v, current_user AS u');
+    out(`ok    database ${describeConnection(connection, io.env)} (PostgreSQL ${rows[0]?.v}, as ${rows[0]?.u})`);
+  } catch (error) {
+    failures++;
+    out(`FAIL  database ${describeConnection(connection, io.env)}: ${errorMessage(error)}`);
+  } finally {
+    await client.end().catch(() => {});
+  }
+
+  for (const entry of config.sinks) {
+    const sink = entry.definition.create(entry.options as never, { name: entry.name, logger, database: connection });
+    const controller = new AbortController();
+    try {
+      const detail = await withTimeout((async () => {
+        if (sink.check) return sink.check(controller.signal);
+        await sink.start(controller.signal);
+        return undefined;
+      })(), TIMEOUT_MS, `sink ${entry.name}`);
+      out(`ok    sink ${entry.name} (${entry.type})${detail ? `: ${detail}` : ''}`);
+    } catch (error) {
+      failures++;
+      out(`FAIL  sink ${entry.name} (${entry.type}): ${errorMessage(error)}`);
+    } finally {
+      controller.abort();
+      await sink.stop().catch(() => {});
+    }
+  }
+  return failures === 0 ? 0 : 1;
+}

@@ -1,0 +1,218 @@
+import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { z } from 'zod';
+import { duration } from './duration.js';
+import { ConfigError } from './errors.js';
+import type { SinkDefinition } from './sink.js';
+
+/** Retry policy of one sink (the `retry:` key every sink accepts). */
+export const retrySchema = z.strictObject({
+  /** Attempts in all, the first included, before an event is dead-lettered. Default 10. */
+  attempts: z.number().int().min(1).default(10),
+  /** Delay before the first retry; doubled each time, with jitter. Default 500ms. */
+  initialDelay: duration.default(500),
+  /** Longest delay between two attempts (also caps Retry-After). Default 5m. */
+  maxDelay: duration.default(300_000),
+  /**
+   * Dead-letter an event older than this even if attempts remain. Default: none. Failures where the
+   * destination is unreachable do not use up attempts, so this is what bounds an outage.
+   */
+  maxAge: duration.optional(),
+});
+
+/** Options the dispatcher applies to every sink, whatever its type. */
+function dispatchShape(defaults: { concurrency?: number; batchSize?: number } = {}) {
+  return {
+    retry: retrySchema.prefault({}),
+    /** send() calls in flight at once. Default 8 (webhook: 32). */
+    concurrency: z.number().int().min(1).max(10_000).default(defaults.concurrency ?? 8),
+    batch: z.strictObject({
+      /** Most envelopes per send() call. Default 100. */
+      size: z.number().int().min(1).max(100_000).default(defaults.batchSize ?? 100),
+      /** How long to wait for a batch to fill. Default 0 (send what is there now). */
+      linger: duration.default(0),
+    }).prefault({}),
+    /** Events held in memory for this sink before ephemeral ones are refused (counted, logged). Default 100000. */
+    maxQueued: z.number().int().min(1).default(100_000),
+  };
+}
+
+export type RetryOptions = z.infer<typeof retrySchema>;
+export type DispatchOptions = z.infer<z.ZodObject<ReturnType<typeof dispatchShape>>>;
+
+const channelList = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+  .transform((v) => (typeof v === 'string' ? [v] : v));
+
+const baseSchema = z.strictObject({
+  /** postgres:// URL or conninfo. Default: DATABASE_URL, then the libpq PG* variables. */
+  database: z.string().min(1).optional(),
+  /** Plain NOTIFY channels to LISTEN on (ephemeral, at-most-once). Case-sensitive. */
+  listen: z.array(z.string().min(1).max(63)).default([]),
+  /** Named sinks; each has a `type` and that type's options. */
+  sinks: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'sink names use letters, digits, _ . -'),
+    z.looseObject({ type: z.string() })),
+  /** Which channels go to which sinks. Every `to` must name a sink. */
+  routes: z.array(z.strictObject({ from: channelList, to: channelList })).default([]),
+  log: z.strictObject({
+    /** trace | debug | info | warn | error | fatal. Default: LOG_LEVEL or info. */
+    level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
+  }).prefault({}),
+  shutdown: z.strictObject({
+    /** How long a stop waits for in-flight deliveries. Default 10s. */
+    timeout: duration.default(10_000),
+  }).prefault({}),
+});
+
+export interface SinkEntry {
+  readonly name: string;
+  readonly type: string;
+  readonly definition: SinkDefinition;
+  readonly options: Readonly<Record<string, unknown>>;
+  readonly dispatch: DispatchOptions;
+}
+
+export interface Config {
+  readonly file: string | undefined;
+  readonly database: string | undefined;
+  readonly listen: readonly string[];
+  readonly sinks: readonly SinkEntry[];
+  readonly routes: readonly { from: readonly string[]; to: readonly string[] }[];
+  readonly log: { readonly level: string | undefined };
+  readonly shutdown: { readonly timeout: number };
+}
+
+export interface ParseOptions {
+  /** Named in every error message. */
+  readonly file?: string;
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  readonly sinks: readonly SinkDefinition[];
+}
+
+type Path = readonly PropertyKey[];
+
+export function formatPath(path: Path): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out === '' ? String(p) : `.${String(p)}`;
+  }
+  return out || '(top level)';
+}
+
+function issueLines(error: z.ZodError, prefix: Path = []): string[] {
+  return error.issues.map((issue) => {
+    if (issue.code === 'unrecognized_keys') {
+      return issue.keys.map((k) => `${formatPath([...prefix, ...issue.path, k])}: unknown key`).join('\n  - ');
+    }
+    return `${formatPath([...prefix, ...issue.path])}: ${issue.message}`;
+  });
+}
+
+function fail(file: string | undefined, lines: string[]): never {
+  const where = file ? ` in ${file}` : '';
+  throw new ConfigError(`invalid config${where}:\n  - ${lines.join('\n  - ')}`);
+}
+
+const VAR = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+/** Replaces ${VAR} and ${VAR:-default} in every string of the parsed document; `$${` is a literal `${`. */
+export function interpolate(value: unknown, env: ParseOptions['env'], file: string | undefined, path: PropertyKey[] = []): unknown {
+  if (typeof value === 'string') {
+    return value.replace(VAR, (whole, name: string | undefined, fallback: string | undefined) => {
+      if (name === undefined) return '${';
+      const found = env?.[name];
+      if (found !== undefined && found !== '') return found;
+      if (fallback !== undefined) return fallback;
+      fail(file, [`${formatPath(path)}: environment variable ${name} is not set (write \${${name}:-default} to give a default)`]);
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, env, file, [...path, i]));
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, interpolate(v, env, file, [...path, k])]));
+  }
+  return value;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+/** Validates a parsed document (YAML or JSON) against the schema; throws ConfigError naming every problem. */
+export function parseConfig(document: unknown, options: ParseOptions): Config {
+  const { file } = options;
+  const doc = interpolate(document ?? {}, options.env ?? {}, file);
+  const base = baseSchema.safeParse(doc);
+  if (!base.success) fail(file, issueLines(base.error));
+  const problems: string[] = [];
+  const byType = new Map(options.sinks.map((d) => [d.type, d]));
+  const sinks: SinkEntry[] = [];
+  for (const [name, raw] of Object.entries(base.data.sinks)) {
+    const definition = byType.get(raw.type);
+    if (!definition) {
+      problems.push(`sinks.${name}.type: unknown sink type "${raw.type}" (known: ${[...byType.keys()].join(', ')})`);
+      continue;
+    }
+    const schema = z.strictObject({ type: z.literal(definition.type), ...dispatchShape(definition.defaults), ...definition.options });
+    const parsed = schema.safeParse(raw);
+    if (!parsed.success) {
+      problems.push(...issueLines(parsed.error, ['sinks', name]));
+      continue;
+    }
+    const { type, retry, concurrency, batch, maxQueued, ...rest } = parsed.data as Record<string, unknown> & DispatchOptions & { type: string };
+    sinks.push({ name, type, definition, options: rest, dispatch: { retry, concurrency, batch, maxQueued } });
+  }
+  const names = new Set(Object.keys(base.data.sinks));
+  base.data.routes.forEach((route, i) => {
+    route.to.forEach((to, j) => {
+      if (!names.has(to)) {
+        problems.push(`routes[${i}].to[${j}]: no sink named "${to}" (sinks: ${[...names].join(', ') || 'none'})`);
+      }
+    });
+  });
+  if (problems.length > 0) fail(file, problems);
+  return deepFreeze({
+    file,
+    database: base.data.database,
+    listen: base.data.listen,
+    sinks,
+    routes: base.data.routes,
+    log: base.data.log,
+    shutdown: base.data.shutdown,
+  }) as Config;
+}
+
+/** Reads a YAML or JSON file; syntax errors name the file, line and column. */
+export function readConfigDocument(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`cannot read config file ${file}: ${(error as Error).message}`, { cause: error });
+  }
+  if (extname(file).toLowerCase() === '.json') {
+    try {
+      return JSON.parse(text);
+    } catch (error) {
+      throw new ConfigError(`invalid JSON in ${file}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+  try {
+    return parseYaml(text, { prettyErrors: true, uniqueKeys: true });
+  } catch (error) {
+    if (error instanceof YAMLParseError) {
+      const pos = error.linePos?.[0];
+      const at = pos ? ` at line ${pos.line}, column ${pos.col}` : '';
+      throw new ConfigError(`invalid YAML in ${file}${at}: ${error.message.split('\n')[0]}`, { cause: error });
+    }
+    throw error;
+  }
+}
+
+export function loadConfig(file: string, options: Omit<ParseOptions, 'file'>): Config {
+  return parseConfig(readConfigDocument(file), { ...options, file });
+}

@@ -1,0 +1,287 @@
+import pRetry from 'p-retry';
+import type { Logger } from 'pino';
+import type { DispatchOptions } from './config.js';
+import { orderingKey, type Envelope } from './envelope.js';
+import { classifyError, errorMessage, SidekickError, RetriableError } from './errors.js';
+import type { Metrics } from './metrics.js';
+import type { ItemOutcome, Sink } from './sink.js';
+
+/** What finally happened to one envelope at one sink. */
+export type Delivery =
+  | { readonly status: 'delivered'; readonly attempts: number }
+  | { readonly status: 'dead'; readonly attempts: number; readonly error: SidekickError }
+  /** Not delivered because the dispatcher stopped first: a durable source keeps it for next time. */
+  | { readonly status: 'aborted'; readonly attempts: number }
+  /** Refused at the door because `maxQueued` was reached (ephemeral sources only). */
+  | { readonly status: 'dropped'; readonly attempts: 0 };
+
+export interface Dispatcher {
+  readonly sink: Sink;
+  /**
+   * Queues an envelope for this sink. Envelopes with the same ordering key are delivered one after
+   * another in the order given; other keys flow concurrently. Never rejects.
+   */
+  deliver(envelope: Envelope, options?: { force?: boolean }): Promise<Delivery>;
+  /** Envelopes queued or in flight. */
+  readonly size: number;
+  /** Resolves when `size` is below the high-water mark (for sources that can wait). */
+  waitForRoom(): Promise<void>;
+  /** Stops taking work, waits up to `timeout` ms for what is queued, then aborts the rest. Idempotent. */
+  stop(timeout: number): Promise<void>;
+}
+
+interface Pending { readonly envelope: Envelope; readonly resolve: (d: Delivery) => void }
+interface Waiting { readonly envelope: Envelope; readonly resolve: (o: ItemOutcome) => void }
+
+const jitter = (ms: number) => ms * (0.85 + Math.random() * 0.3);
+
+/**
+ * Per-sink delivery: one FIFO lane per ordering key (so a retrying event holds back only later
+ * events of its own key), a batcher that gathers the heads of all lanes into `send()` calls with at
+ * most `concurrency` in flight, per-event retries through p-retry (exponential, randomised), and a
+ * sink-wide pause while every attempt fails, so a dead endpoint is not hammered.
+ */
+export function createDispatcher(params: {
+  sink: Sink;
+  options: DispatchOptions;
+  logger: Logger;
+  metrics?: Metrics;
+  now?: () => number;
+}): Dispatcher {
+  const { sink, options, metrics } = params;
+  const logger = params.logger.child({ sink: sink.name });
+  const now = params.now ?? Date.now;
+  const { retry, concurrency, batch, maxQueued } = options;
+  const controller = new AbortController();
+  const lanes = new Map<string, Pending[]>();
+  const waiting: Waiting[] = [];
+  let size = 0;
+  let inFlight = 0;
+  let flushScheduled = false;
+  let lingerTimer: NodeJS.Timeout | undefined;
+  let pausedUntil = 0;
+  let consecutiveFailures = 0;
+  let stopping: Promise<void> | undefined;
+  const idleWaiters: (() => void)[] = [];
+  const roomWaiters: (() => void)[] = [];
+  const highWater = Math.max(1, Math.floor(maxQueued * 0.8));
+
+  function setSize(delta: number) {
+    size += delta;
+    metrics?.queued.set({ sink: sink.name }, size);
+    if (size < highWater) for (const w of roomWaiters.splice(0)) w();
+    if (size === 0) for (const w of idleWaiters.splice(0)) w();
+  }
+
+  // ---- batcher: heads of lanes → send() calls --------------------------------------------------
+  function submit(envelope: Envelope): Promise<ItemOutcome> {
+    return new Promise((resolve) => {
+      waiting.push({ envelope, resolve });
+      schedule();
+    });
+  }
+
+  function schedule(): void {
+    if (waiting.length === 0 || inFlight >= concurrency) return;
+    const wait = pausedUntil - now();
+    if (wait > 0) {
+      if (!lingerTimer) {
+        lingerTimer = setTimeout(() => { lingerTimer = undefined; schedule(); }, wait);
+        lingerTimer.unref();
+      }
+      return;
+    }
+    if (waiting.length >= batch.size || batch.linger === 0) {
+      // Let the current burst of lanes submit before sending, so batches fill up.
+      if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(() => { flushScheduled = false; flush(); });
+      }
+    } else if (!lingerTimer) {
+      lingerTimer = setTimeout(() => { lingerTimer = undefined; flush(); }, batch.linger);
+      lingerTimer.unref();
+    }
+  }
+
+  function flush(): void {
+    while (waiting.length > 0 && inFlight < concurrency && pausedUntil <= now()) {
+      const items = waiting.splice(0, batch.size);
+      inFlight++;
+      void sendBatch(items).finally(() => {
+        inFlight--;
+        schedule();
+      });
+    }
+    schedule();
+  }
+
+  async function sendBatch(items: Waiting[]): Promise<void> {
+    let outcomes: readonly ItemOutcome[];
+    try {
+      outcomes = await sink.send(items.map((i) => i.envelope), controller.signal);
+      if (outcomes.length !== items.length) {
+        throw new TypeError(`sink ${sink.name} returned ${outcomes.length} outcomes for ${items.length} envelopes`);
+      }
+    } catch (error) {
+      const failure: ItemOutcome = { ok: false, error: classifyError(error) };
+      outcomes = items.map(() => failure);
+    }
+    const anyOk = outcomes.some((o) => o.ok);
+    const allRetriable = outcomes.every((o) => !o.ok && o.error.retriable);
+    if (anyOk) {
+      consecutiveFailures = 0;
+      pausedUntil = 0;
+    } else if (allRetriable) {
+      // Every attempt failed: back the whole sink off (exponential, jittered, capped), then probe again.
+      consecutiveFailures++;
+      const first = outcomes[0] as { error: SidekickError };
+      const asked = first.error instanceof RetriableError ? first.error.retryAfterMs ?? 0 : 0;
+      const backoff = Math.min(retry.maxDelay, Math.max(asked, retry.initialDelay * 2 ** Math.min(consecutiveFailures - 1, 30)));
+      pausedUntil = now() + jitter(backoff);
+      if (consecutiveFailures === 1 || consecutiveFailures % 10 === 0) {
+        logger.warn({ failures: consecutiveFailures, backoffMs: Math.round(backoff), err: first.error.message }, 'sink failing; backing off');
+      }
+    }
+    items.forEach((item, i) => item.resolve(outcomes[i] as ItemOutcome));
+  }
+
+  // ---- lanes: per-key order and per-event retries ----------------------------------------------
+  async function attempt(envelope: Envelope): Promise<Delivery> {
+    let attempts = 0;
+    /** Failures that count against `retry.attempts` (an unreachable destination does not). */
+    let counted = 0;
+    let last: SidekickError | undefined;
+    const born = Date.parse(envelope.at);
+    try {
+      await pRetry(async () => {
+        attempts++;
+        const outcome = await submit(envelope);
+        if (outcome.ok) return;
+        last = outcome.error;
+        metrics?.failed.inc({ sink: sink.name, retriable: String(outcome.error.retriable) });
+        // A fatal error ends the retries at once; pRetry rethrows it because it is not retriable here.
+        throw outcome.error;
+      }, {
+        // The attempt budget is enforced in shouldRetry, where unreachable-destination failures are
+        // exempt; maxAge bounds those instead.
+        retries: Number.MAX_SAFE_INTEGER,
+        factor: 2,
+        minTimeout: retry.initialDelay,
+        maxTimeout: retry.maxDelay,
+        randomize: true,
+        unref: true,
+        signal: controller.signal,
+        shouldConsumeRetry: ({ error }) => !(error instanceof RetriableError && error.unavailable),
+        shouldRetry: ({ error }) => {
+          if (!(error instanceof SidekickError) || !error.retriable) return false;
+          if (!(error instanceof RetriableError && error.unavailable)) counted++;
+          if (counted >= retry.attempts) return false;
+          if (retry.maxAge !== undefined && Number.isFinite(born) && now() - born >= retry.maxAge) return false;
+          metrics?.retried.inc({ sink: sink.name });
+          logger.debug({ id: envelope.id, attempts, err: error.message }, 'delivery failed; will retry');
+          return true;
+        },
+        onFailedAttempt: async ({ error }) => {
+          // Honour Retry-After (capped by maxDelay) on top of the computed backoff.
+          const asked = error instanceof RetriableError ? error.retryAfterMs : undefined;
+          if (asked && asked > 0) await sleep(Math.min(asked, retry.maxDelay), controller.signal);
+        },
+      });
+      return { status: 'delivered', attempts };
+    } catch (error) {
+      if (controller.signal.aborted) return { status: 'aborted', attempts };
+      return { status: 'dead', attempts, error: last ?? classifyError(error) };
+    }
+  }
+
+  async function runLane(key: string, lane: Pending[]): Promise<void> {
+    while (lane.length > 0) {
+      const head = lane[0] as Pending;
+      const result = controller.signal.aborted ? { status: 'aborted', attempts: 0 } as const : await attempt(head.envelope);
+      lane.shift();
+      record(head.envelope, result);
+      head.resolve(result);
+      setSize(-1);
+    }
+    lanes.delete(key);
+  }
+
+  function record(envelope: Envelope, result: Delivery): void {
+    if (result.status === 'delivered') {
+      metrics?.delivered.inc({ sink: sink.name });
+      const born = Date.parse(envelope.at);
+      if (Number.isFinite(born)) metrics?.latency.observe({ sink: sink.name }, Math.max(0, now() - born) / 1000);
+    } else if (result.status === 'dead') {
+      metrics?.dead.inc({ sink: sink.name });
+      logger.error({ id: envelope.id, channel: envelope.channel, attempts: result.attempts, code: result.error.code, err: errorMessage(result.error) },
+        'delivery failed for good; event dead-lettered');
+    }
+  }
+
+  let droppedLogged = 0;
+  return {
+    sink,
+    get size() { return size; },
+    deliver(envelope, opts) {
+      if (stopping) return Promise.resolve({ status: 'aborted', attempts: 0 });
+      if (size >= maxQueued && !opts?.force) {
+        metrics?.dropped.inc({ sink: sink.name });
+        const t = now();
+        if (t - droppedLogged > 5_000) {
+          droppedLogged = t;
+          logger.error({ id: envelope.id, channel: envelope.channel, maxQueued }, 'sink queue full; event dropped (ephemeral events are at-most-once)');
+        }
+        return Promise.resolve({ status: 'dropped', attempts: 0 });
+      }
+      return new Promise<Delivery>((resolve) => {
+        setSize(+1);
+        const key = orderingKey(envelope);
+        const lane = lanes.get(key);
+        if (lane) {
+          lane.push({ envelope, resolve });
+        } else {
+          const fresh: Pending[] = [{ envelope, resolve }];
+          lanes.set(key, fresh);
+          void runLane(key, fresh);
+        }
+      });
+    },
+    waitForRoom() {
+      if (size < highWater) return Promise.resolve();
+      return new Promise((resolve) => roomWaiters.push(resolve));
+    },
+    stop(timeout) {
+      stopping ??= (async () => {
+        if (size > 0) {
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([
+            new Promise<void>((resolve) => idleWaiters.push(resolve)),
+            new Promise<void>((resolve) => { timer = setTimeout(resolve, timeout); }),
+          ]);
+          clearTimeout(timer);
+        }
+        controller.abort(new Error('dispatcher stopped'));
+        if (lingerTimer) clearTimeout(lingerTimer);
+        // Lanes still waiting in the batcher will never be sent: release them as aborted.
+        for (const w of waiting.splice(0)) w.resolve({ ok: false, error: new SidekickError('STOPPED', 'dispatcher stopped') });
+        if (size > 0) await new Promise<void>((resolve) => idleWaiters.push(resolve));
+        for (const w of roomWaiters.splice(0)) w();
+      })();
+      return stopping;
+    },
+  };
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    timer.unref();
+    function done() {
+      signal?.removeEventListener('abort', done);
+      clearTimeout(timer);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

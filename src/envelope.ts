@@ -1,0 +1,96 @@
+import { randomUUID } from 'node:crypto';
+
+export type EnvelopeSource = 'notify' | 'table' | 'publish' | 'schedule';
+export type RowOp = 'INSERT' | 'UPDATE' | 'DELETE' | 'READ';
+
+/**
+ * One event on its way from PostgreSQL to the sinks. What `format: json` prints and what every sink
+ * sends is `envelopeJson(envelope)`; `raw` (the payload text exactly as received) is kept beside it
+ * so that payload formats can reproduce the original bytes.
+ */
+export interface Envelope {
+  /** Stable and unique: the outbox id for durable events, a UUID for ephemeral ones. Idempotency key. */
+  readonly id: string;
+  readonly source: EnvelopeSource;
+  readonly channel: string;
+  /** Parsed JSON when the payload is valid JSON, else the string itself. */
+  readonly payload: unknown;
+  /** ISO-8601: when the event happened (commit time for row changes, arrival for NOTIFY). */
+  readonly at: string;
+  readonly op?: RowOp;
+  readonly schema?: string;
+  readonly table?: string;
+  /** The ordering key: key columns' values as a string. Same key → delivered in order. */
+  readonly key?: string;
+  readonly new?: Record<string, unknown> | null;
+  readonly old?: Record<string, unknown> | null;
+  /** Transaction id (xid8) of the writer, for row changes. */
+  readonly txid?: string;
+  /** Sender backend pid, for NOTIFY. */
+  readonly pid?: number;
+  /** The payload text exactly as received (not part of the JSON form). */
+  readonly raw?: string;
+}
+
+/** Parses a payload as JSON when it is JSON; otherwise it stays a string. Never throws. */
+export function parsePayload(raw: string): unknown {
+  // Cheap pre-check: most non-JSON payloads are rejected without a parse attempt.
+  const first = raw.trimStart()[0];
+  if (first === undefined) return raw;
+  if (!'{["-0123456789tfn'.includes(first)) return raw;
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return raw;
+  }
+}
+
+export function notifyEnvelope(channel: string, raw: string, pid: number, at = new Date()): Envelope {
+  return { id: randomUUID(), source: 'notify', channel, payload: parsePayload(raw), at: at.toISOString(), pid, raw };
+}
+
+/** The public JSON shape of an envelope (without `raw`); fields in a fixed, readable order. */
+export function envelopeJson(e: Envelope): Record<string, unknown> {
+  const out: Record<string, unknown> = { id: e.id, source: e.source, channel: e.channel };
+  if (e.op !== undefined) out.op = e.op;
+  if (e.schema !== undefined) out.schema = e.schema;
+  if (e.table !== undefined) out.table = e.table;
+  if (e.key !== undefined) out.key = e.key;
+  if (e.new !== undefined) out.new = e.new;
+  if (e.old !== undefined) out.old = e.old;
+  if (e.payload !== undefined) out.payload = e.payload;
+  out.at = e.at;
+  if (e.txid !== undefined) out.txid = e.txid;
+  if (e.pid !== undefined) out.pid = e.pid;
+  return out;
+}
+
+/** The payload's original text: `raw` when known, else the JSON of the payload. */
+export function payloadText(e: Envelope): string {
+  if (e.raw !== undefined) return e.raw;
+  return typeof e.payload === 'string' ? e.payload : JSON.stringify(e.payload ?? null);
+}
+
+/** Same ordering key → same lane: delivered one after another, in order. */
+export function orderingKey(e: Envelope): string {
+  return e.key === undefined ? e.channel : `${e.channel}\u0000${e.key}`;
+}
+
+/**
+ * Fills `{field}` placeholders (topic, routing key, URL …) from the envelope. Unknown fields are an
+ * error when the template is compiled, not when an event arrives.
+ */
+export const TEMPLATE_FIELDS = ['id', 'source', 'channel', 'op', 'schema', 'table', 'key'] as const;
+export type TemplateField = (typeof TEMPLATE_FIELDS)[number];
+
+export function compileTemplate(template: string, encode: (s: string) => string = (s) => s): (e: Envelope) => string {
+  const parts = template.split(/(\{[^{}]*\})/);
+  for (const p of parts) {
+    if (p.startsWith('{') && p.endsWith('}') && !TEMPLATE_FIELDS.includes(p.slice(1, -1) as TemplateField)) {
+      throw new Error(`unknown template field ${p} in "${template}" (known: ${TEMPLATE_FIELDS.map((f) => `{${f}}`).join(', ')})`);
+    }
+  }
+  if (parts.length === 1) return () => template;
+  return (e) => parts.map((p) => (p.startsWith('{') && p.endsWith('}')
+    ? encode(String((e as unknown as Record<string, unknown>)[p.slice(1, -1)] ?? '')) : p)).join('');
+}

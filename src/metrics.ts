@@ -1,0 +1,31 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every counter the bridge keeps, in one registry per bridge (tests run several bridges in one
+ * process; a global registry would mix them). Served at /metrics.
+ */
+export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    received: new Counter({ name: 'sidekick_events_received_total', help: 'Events picked up from PostgreSQL, per source and channel.', labelNames: ['source', 'channel'], registers }),
+    unrouted: new Counter({ name: 'sidekick_events_unrouted_total', help: 'Events that matched no route.', labelNames: ['channel'], registers }),
+    malformed: new Counter({ name: 'sidekick_events_malformed_total', help: 'Notifications or rows that could not be understood (logged, never fatal).', labelNames: ['channel'], registers }),
+    delivered: new Counter({ name: 'sidekick_events_delivered_total', help: 'Events acknowledged by a sink.', labelNames: ['sink'], registers }),
+    retried: new Counter({ name: 'sidekick_events_retried_total', help: 'Failed delivery attempts that will be retried.', labelNames: ['sink'], registers }),
+    failed: new Counter({ name: 'sidekick_delivery_failures_total', help: 'Failed delivery attempts, by whether they were retriable.', labelNames: ['sink', 'retriable'], registers }),
+    dead: new Counter({ name: 'sidekick_events_dead_lettered_total', help: 'Events given up on after the retry policy (dead-lettered).', labelNames: ['sink'], registers }),
+    dropped: new Counter({ name: 'sidekick_events_dropped_total', help: 'Ephemeral events refused because the sink queue was full.', labelNames: ['sink'], registers }),
+    latency: new Histogram({
+      name: 'sidekick_delivery_latency_seconds', help: 'From the event (commit or arrival) to the sink acknowledging it.', labelNames: ['sink'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers,
+    }),
+    queued: new Gauge({ name: 'sidekick_sink_queued', help: 'Events waiting or in flight per sink.', labelNames: ['sink'], registers }),
+    listenerConnected: new Gauge({ name: 'sidekick_listener_connected', help: '1 while the LISTEN connection is up.', registers }),
+    reconnects: new Counter({ name: 'sidekick_listener_reconnects_total', help: 'Times the LISTEN connection was re-established.', registers }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
