@@ -12,6 +12,7 @@ import type { CommandIO } from './commands/io.js';
 import { installCommand } from './commands/install.js';
 import { listenCommand } from './commands/listen.js';
 import { runCommand } from './commands/run.js';
+import { triggersCommand } from './commands/triggers.js';
 import { ConfigError } from './errors.js';
 import { VERSION } from './version.js';
 
@@ -82,6 +83,16 @@ export function buildProgram(io: () => CommandIO): Command {
     .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
     .option('-c, --config <file>', 'take the database from this config file')
     .action((opts: { database?: string; config?: string }) => exitWith(() => installCommand(opts, io())));
+
+  program.command('triggers')
+    .description('generate the capture triggers as SQL to review (from the config\'s capture: section or a skor triggers.json); --apply runs it')
+    .argument('[file]', 'a skor triggers.json (default: the capture: section of the config)')
+    .option('-c, --config <file>', 'config file (YAML or JSON)', DEFAULT_CONFIG)
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('--apply', 'run the SQL in one transaction (installs the sidekick schema first if needed)')
+    .option('--drop', 'generate the statements that remove the triggers instead')
+    .action((file: string | undefined, opts: { config: string; database?: string; apply?: boolean; drop?: boolean }) =>
+      exitWith(() => triggersCommand({ ...opts, ...(file ? { file } : {}) }, io())));
 
   program.command('demo')
     .description('zero-setup demo: embedded PostgreSQL, a demo channel, events printed to stdout')
