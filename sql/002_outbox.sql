@@ -86,13 +86,15 @@ CREATE TABLE sidekick.dead_letters (
 CREATE INDEX dead_letters_sink ON sidekick.dead_letters (sink, id);
 COMMENT ON TABLE sidekick.dead_letters IS 'pg-sidekick: events a sink gave up on. See `sidekick dlq`.';
 
--- One row per running drain instance (its member slot); `idle` is set while that drain sleeps.
--- Writers NOTIFY the wake-up channel only while some drain is idle: a NOTIFY in every busy
--- transaction would serialise their commits on PostgreSQL's global notify lock. Unlogged: after a
--- crash it is empty, and the drains catch up on reconnect anyway.
+-- One row per running drain instance (its member slot). While a drain sleeps it sets `idle_until`
+-- a little beyond its next safety-net poll (and pushes it forward at every poll); writers NOTIFY
+-- the wake-up channel only while some drain is asleep. A NOTIFY in every busy transaction would
+-- serialise their commits on PostgreSQL's global notify lock. A drain killed in its sleep stops
+-- costing writers a NOTIFY once its `idle_until` has passed. Unlogged: after a crash it is empty,
+-- and the drains catch up on reconnect anyway.
 CREATE UNLOGGED TABLE sidekick.drain_idle (
-  member  integer PRIMARY KEY,
-  idle    boolean NOT NULL DEFAULT false
+  member      integer PRIMARY KEY,
+  idle_until  timestamptz
 );
 COMMENT ON TABLE sidekick.drain_idle IS 'pg-sidekick: which drain instances are asleep (writers wake them with NOTIFY sidekick).';
 
@@ -111,7 +113,7 @@ BEGIN
   INSERT INTO sidekick.outbox (source, channel, key, payload)
   VALUES ('publish', publish.channel, publish.key, publish.payload)
   RETURNING id INTO v_id;
-  IF EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle) THEN
+  IF EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) THEN
     PERFORM pg_notify('sidekick', '');
   END IF;
   RETURN v_id;
@@ -135,7 +137,7 @@ BEGIN
   SELECT g.xid, g.at, g.source, g.channel, g.op, g.schema_name, g.table_name, g.key, g.new, g.old, g.payload, g.event_id, g.sink
   FROM gone g ORDER BY g.id;
   GET DIAGNOSTICS v_count = ROW_COUNT;
-  IF v_count > 0 AND EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle) THEN
+  IF v_count > 0 AND EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) THEN
     PERFORM pg_notify('sidekick', '');
   END IF;
   RETURN v_count;

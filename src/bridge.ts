@@ -9,6 +9,7 @@ import { createPipeline, type Pipeline } from './pipeline.js';
 import { createRouter } from './router.js';
 import type { Sink } from './sink.js';
 import { createNotifySource } from './source/notify.js';
+import { createOutboxSource, type OutboxStatus } from './source/outbox.js';
 
 export interface Readiness {
   readonly ready: boolean;
@@ -17,6 +18,8 @@ export interface Readiness {
 
 export interface Bridge {
   readonly pipeline: Pipeline;
+  /** The durable source's state (undefined when `outbox.enabled: false`). */
+  readonly outbox: OutboxStatus | undefined;
   readonly metrics: Metrics;
   /** Starts sinks and sources. Resolves once started (sinks and the database keep retrying in the background). */
   start(): Promise<void>;
@@ -80,7 +83,14 @@ export function createBridge(params: {
     started.set(entry.name, gated.started);
     dispatchers.set(entry.name, createDispatcher({ sink: gated.sink, options: entry.dispatch, logger, metrics }));
   }
-  const pipeline = createPipeline({ router: createRouter(config.routes), dispatchers, logger, metrics });
+  const router = createRouter(config.routes);
+  const pipeline = createPipeline({ router, dispatchers, logger, metrics });
+  // The durable path (outbox → sinks); with `enabled: auto` it switches itself off when the sidekick
+  // schema is not installed and nothing is captured.
+  const outbox = config.outbox.enabled === false ? undefined : createOutboxSource({
+    connection, options: config.outbox, router, dispatchers, logger, metrics,
+    install: config.outbox.enabled === true || config.capture.length > 0,
+  });
   const notify = config.listen.length > 0
     ? createNotifySource({ connection, channels: config.listen, pipeline, logger, metrics })
     : undefined;
@@ -90,31 +100,37 @@ export function createBridge(params: {
   return {
     pipeline,
     metrics,
+    get outbox() { return outbox?.status; },
     async start() {
-      if (!notify) return;
-      logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
-      // The first connection is retried too: a database that is not up yet must not end the bridge.
-      sourceLoop = (async () => {
-        for (let attempt = 1; !lifetime.signal.aborted; attempt++) {
-          try {
-            await notify.start();
-            metrics.listenerConnected.set(1);
-            return;
-          } catch (error) {
-            const retryInMs = reconnectDelay(attempt, 30_000);
-            logger.error({ err: errorMessage(error), attempt, retryInMs, database: describeConnection(connection) }, 'cannot connect to the database; retrying');
-            await sleep(retryInMs, lifetime.signal);
+      const outboxStarted = outbox?.start();
+      if (notify) {
+        logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
+        // The first connection is retried too: a database that is not up yet must not end the bridge.
+        sourceLoop = (async () => {
+          for (let attempt = 1; !lifetime.signal.aborted; attempt++) {
+            try {
+              await notify.start();
+              metrics.listenerConnected.set(1);
+              return;
+            } catch (error) {
+              const retryInMs = reconnectDelay(attempt, 30_000);
+              logger.error({ err: errorMessage(error), attempt, retryInMs, database: describeConnection(connection) }, 'cannot connect to the database; retrying');
+              await sleep(retryInMs, lifetime.signal);
+            }
           }
-        }
-      })();
-      await sourceLoop;
+        })();
+      }
+      await Promise.all([sourceLoop, outboxStarted]);
     },
     stop() {
       stopping ??= (async () => {
         await notify?.stop();
+        await outbox?.stopIntake();
         lifetime.abort();
         await sourceLoop;
         await Promise.all([...dispatchers.values()].map((d) => d.stop(config.shutdown.timeout)));
+        // After the dispatchers: the outcomes of the last deliveries are written before disconnecting.
+        await outbox?.close();
         await Promise.all([...dispatchers.values()].map((d) => d.sink.stop().catch((error) => {
           logger.warn({ sink: d.sink.name, err: errorMessage(error) }, 'sink did not stop cleanly');
         })));
@@ -124,6 +140,10 @@ export function createBridge(params: {
     readiness() {
       const checks: Record<string, boolean> = {};
       if (notify) checks.listener = notify.listener.connected;
+      if (outbox?.status.enabled) {
+        checks.outbox = outbox.status.connected;
+        checks['outbox-wakeup'] = outbox.status.listening;
+      }
       for (const [name, ok] of started) checks[`sink:${name}`] = ok();
       return { ready: Object.values(checks).every(Boolean), checks };
     },

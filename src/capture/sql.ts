@@ -79,7 +79,7 @@ function selectExpression(selection: ColumnSelection, row: string): string {
 const CHANNEL = `TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME`;
 /** Wake a sleeping drain. Only while one sleeps: a NOTIFY in every transaction would serialise commits. */
 function wake(condition: string): string {
-  return `IF ${condition}EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle) THEN
+  return `IF ${condition}EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) THEN
     PERFORM pg_notify('sidekick', '');
   END IF;`;
 }
