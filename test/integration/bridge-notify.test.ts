@@ -65,8 +65,8 @@ describe('bridge: NOTIFY → router → stdout (real PostgreSQL)', () => {
       WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN%'`);
     expect(killed.rowCount).toBe(1);
     await waitFor(() => !bridge!.readiness().ready, 'readiness to drop');
-    await waitFor(async () => (await c.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'`)).rowCount === 1, 'the listener to come back');
-    expect(bridge.readiness().ready).toBe(true);
+    await waitFor(() => bridge!.readiness().ready, 'the listener to come back');
+    expect((await c.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'`)).rowCount).toBe(1);
     await c.query(`SELECT pg_notify('ch', 'after')`);
     await waitFor(() => lines().length === 2, 'envelope after reconnect');
     expect(lines().map((e) => e.payload)).toEqual(['before', 'after']);
