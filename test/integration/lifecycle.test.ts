@@ -147,19 +147,19 @@ describe('sidekick run: signals and lost connections (built CLI, real PostgreSQL
     const base = await httpBase(run);
     await waitFor(async () => (await readyz(base)).status === 200, 'the bridge to be ready');
 
-    // A writer keeps notifying until the bridge is gone: 1000 notifications per transaction (they
-    // arrive together at commit) every 50 ms, so the signal lands while many are queued or in
-    // flight. (The pause only caps the offered load: one NOTIFY channel is one ordering key, which
-    // the dispatcher delivers one event at a time.)
+    // A writer keeps notifying until the bridge is gone: 20 000 notifications per transaction (they
+    // arrive together at commit) every 200 ms; the signal goes out as the first ones are printed, so
+    // it lands while thousands are queued or in flight. (The pause keeps the offered load below
+    // maxQueued: ephemeral events beyond it would be dropped by design.)
     const writer = await db.client();
-    const chunk = 1_000;
+    const chunk = 20_000;
     let sent = 0;
     let writing = true;
     const burst = (async () => {
       while (writing) {
         await writer.query(`SELECT pg_notify('burst', g::text) FROM generate_series($1::int, $2::int) g`, [sent, sent + chunk - 1]);
         sent += chunk;
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await new Promise((resolve) => setTimeout(resolve, 200));
       }
     })();
     await waitFor(() => run.stdout().split('\n').length > 300, 'the burst to start arriving');
