@@ -61,6 +61,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       colorize: options.colorize ?? false,
       translateTime: 'SYS:HH:MM:ss.l',
       ignore: 'pid,hostname',
+      singleLine: true,
     })
     : options.destination ?? pinoDestination({ fd: 2, sync: true });
   const redacting = { write: (line: string) => target.write(redactLine(line)) };
