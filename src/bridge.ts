@@ -2,30 +2,39 @@ import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { createDispatcher, sleep, type Dispatcher } from './dispatcher.js';
 import { errorMessage } from './errors.js';
-import { createMetrics, type Metrics } from './metrics.js';
+import { createHttpServer, type HttpServer, type Readiness } from './http.js';
+import { createMetrics, createSampledGauge, type Metrics } from './metrics.js';
 import { connectionConfig, describeConnection } from './pg/connection.js';
 import { reconnectDelay } from './pg/listener.js';
+import { createStatsClient, type StatsClient } from './pg/stats.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
+import { createHeartbeat, createReadinessChecks, type ReadinessCheck } from './readiness.js';
 import { createRouter } from './router.js';
 import type { Sink } from './sink.js';
 import { createNotifySource } from './source/notify.js';
 import { createOutboxSource, type OutboxStatus } from './source/outbox.js';
 
-export interface Readiness {
-  readonly ready: boolean;
-  readonly checks: Readonly<Record<string, boolean>>;
-}
+export type { Readiness } from './http.js';
 
 export interface Bridge {
   readonly pipeline: Pipeline;
-  /** The durable source's state (undefined when `outbox.enabled: false`). */
-  readonly outbox: OutboxStatus | undefined;
   readonly metrics: Metrics;
   /** Starts sinks and sources. Resolves once started (sinks and the database keep retrying in the background). */
   start(): Promise<void>;
   /** Stops taking events, finishes in-flight deliveries (up to `shutdown.timeout`), closes everything. Idempotent. */
   stop(): Promise<void>;
   readiness(): Readiness;
+  /**
+   * Adds a check to /readyz, e.g. `outbox` → "the drain loop turned within its interval" (see
+   * createHeartbeat in readiness.ts). Returns a function that removes it.
+   */
+  registerReadinessCheck(name: string, check: ReadinessCheck): () => void;
+  /** The /metrics endpoint when `http` is enabled (its address() tells the bound port). */
+  readonly http: HttpServer | undefined;
+  /** Short scrape-time queries (one pooled connection, closed when idle) for gauges read from the database. */
+  readonly stats: StatsClient;
+  /** The durable source's state (undefined when `outbox.enabled: false`). */
+  readonly outbox: OutboxStatus | undefined;
 }
 
 /**
@@ -51,6 +60,7 @@ function startInBackground(sink: Sink, signal: AbortSignal, logger: Logger): { s
   const gated: Sink = {
     name: sink.name,
     type: sink.type,
+    ...(sink.ordered ? { ordered: true } : {}),
     start: () => ready,
     async send(batch, s) {
       if (!ok) await Promise.race([ready, new Promise((resolve) => s.addEventListener('abort', resolve, { once: true }))]);
@@ -73,6 +83,8 @@ export function createBridge(params: {
   const connection = connectionConfig(config.database);
   const lifetime = new AbortController();
   const started = new Map<string, () => boolean>();
+  const readinessChecks = createReadinessChecks();
+  const stats = createStatsClient({ connection, logger });
   const dispatchers = new Map<string, Dispatcher>();
   for (const entry of config.sinks) {
     const raw = entry.definition.create(entry.options as never, {
@@ -81,27 +93,83 @@ export function createBridge(params: {
     });
     const gated = startInBackground(raw, lifetime.signal, logger);
     started.set(entry.name, gated.started);
+    readinessChecks.register(`sink:${entry.name}`, gated.started);
     dispatchers.set(entry.name, createDispatcher({ sink: gated.sink, options: entry.dispatch, logger, metrics }));
   }
   const router = createRouter(config.routes);
   const pipeline = createPipeline({ router, dispatchers, logger, metrics });
   // The durable path (outbox → sinks); with `enabled: auto` it switches itself off when the sidekick
   // schema is not installed and nothing is captured.
+  const drainHeartbeat = createHeartbeat(3 * config.outbox.pollInterval + 30_000);
   const outbox = config.outbox.enabled === false ? undefined : createOutboxSource({
-    connection, options: config.outbox, router, dispatchers, logger, metrics,
+    connection, options: config.outbox, router, dispatchers, logger, metrics, heartbeat: drainHeartbeat,
     install: config.outbox.enabled === true || config.capture.length > 0,
   });
+  if (outbox) {
+    // Connected, and its loop turns (a query stuck on a lock would stop it); the wake-up LISTEN is up.
+    readinessChecks.register('outbox', () => !outbox.status.enabled || (outbox.status.connected && drainHeartbeat.alive()));
+    readinessChecks.register('outbox-wakeup', () => !outbox.status.enabled || outbox.status.listening);
+    createSampledGauge(metrics, {
+      name: 'sidekick_outbox_pending',
+      help: 'Events in sidekick.outbox not yet handed to every sink (read on scrape).',
+    }, async (set) => {
+      if (!outbox.status.enabled) return;
+      const rows = await stats.query<{ n: string }>('SELECT count(*) AS n FROM sidekick.outbox');
+      set(Number(rows[0]?.n ?? Number.NaN));
+    }, logger);
+    createSampledGauge(metrics, {
+      name: 'sidekick_sink_backlog',
+      help: 'Events waiting in a sink\'s durable backlog, sidekick.deliveries (read on scrape).',
+      labelNames: ['sink'],
+    }, async (set) => {
+      if (!outbox.status.enabled) return;
+      const rows = await stats.query<{ sink: string; n: string }>('SELECT sink, count(*) AS n FROM sidekick.deliveries GROUP BY sink');
+      for (const name of dispatchers.keys()) set(0, { sink: name });
+      for (const r of rows) set(Number(r.n), { sink: r.sink });
+    }, logger);
+    createSampledGauge(metrics, {
+      name: 'sidekick_dead_letters',
+      help: 'Events in sidekick.dead_letters, per sink (read on scrape; see `sidekick dlq`).',
+      labelNames: ['sink'],
+    }, async (set) => {
+      if (!outbox.status.enabled) return;
+      const rows = await stats.query<{ sink: string; n: string }>('SELECT sink, count(*) AS n FROM sidekick.dead_letters GROUP BY sink');
+      for (const name of dispatchers.keys()) set(0, { sink: name });
+      for (const r of rows) set(Number(r.n), { sink: r.sink });
+    }, logger);
+  }
   const notify = config.listen.length > 0
     ? createNotifySource({ connection, channels: config.listen, pipeline, logger, metrics })
     : undefined;
+  if (notify) readinessChecks.register('listener', () => notify.listener.connected);
   let stopping: Promise<void> | undefined;
   let sourceLoop: Promise<void> | undefined;
+  // Fails /readyz from the first signal on, so an orchestrator stops routing to a bridge on its way out.
+  readinessChecks.register('running', () => stopping === undefined);
+
+  // Cluster-wide: how full the NOTIFY queue is (0–1). Near 1, NOTIFY starts failing in every
+  // session of the server — usually because some session LISTENs and never reads.
+  createSampledGauge(metrics, {
+    name: 'sidekick_notification_queue_usage',
+    help: 'pg_notification_queue_usage(): fraction of the server\'s NOTIFY queue in use (read on scrape).',
+  }, async (set) => {
+    const rows = await stats.query<{ usage: number }>('SELECT pg_notification_queue_usage() AS usage');
+    set(Number(rows[0]?.usage ?? Number.NaN));
+  }, logger);
+
+  const http = config.http.enabled
+    ? createHttpServer({ host: config.http.host, port: config.http.port, registry: metrics.registry, readiness: () => readinessChecks.evaluate(), logger })
+    : undefined;
 
   return {
     pipeline,
     metrics,
+    http,
+    stats,
     get outbox() { return outbox?.status; },
     async start() {
+      // First, so /healthz answers and /readyz says why the bridge is not ready while it connects.
+      await http?.start();
       const outboxStarted = outbox?.start();
       if (notify) {
         logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
@@ -134,18 +202,17 @@ export function createBridge(params: {
         await Promise.all([...dispatchers.values()].map((d) => d.sink.stop().catch((error) => {
           logger.warn({ sink: d.sink.name, err: errorMessage(error) }, 'sink did not stop cleanly');
         })));
+        await stats.close();
+        // Last: /metrics and /readyz (503) stay up while the bridge drains.
+        await http?.stop();
       })();
       return stopping;
     },
     readiness() {
-      const checks: Record<string, boolean> = {};
-      if (notify) checks.listener = notify.listener.connected;
-      if (outbox?.status.enabled) {
-        checks.outbox = outbox.status.connected;
-        checks['outbox-wakeup'] = outbox.status.listening;
-      }
-      for (const [name, ok] of started) checks[`sink:${name}`] = ok();
-      return { ready: Object.values(checks).every(Boolean), checks };
+      return readinessChecks.evaluate();
+    },
+    registerReadinessCheck(name, check) {
+      return readinessChecks.register(name, check);
     },
   };
 }

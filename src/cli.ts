@@ -15,10 +15,12 @@ import { listenCommand } from './commands/listen.js';
 import { runCommand } from './commands/run.js';
 import { triggersCommand } from './commands/triggers.js';
 import { uninstallCommand } from './commands/uninstall.js';
-import { ConfigError } from './errors.js';
+import { SidekickError } from './errors.js';
 import { VERSION } from './version.js';
 
 const DEFAULT_CONFIG = process.env.SIDEKICK_CONFIG ?? 'sidekick.yaml';
+
+let io: CommandIO | undefined;
 
 /** A yes/no question on the terminal; undefined when stdin is not one (then --yes is needed). */
 function terminalConfirm(): ((question: string) => Promise<boolean>) | undefined {
@@ -34,7 +36,13 @@ function terminalConfirm(): ((question: string) => Promise<boolean>) | undefined
   };
 }
 
+/**
+ * The first SIGINT/SIGTERM aborts `signal`: the command stops gracefully (the bridge finishes
+ * in-flight deliveries up to shutdown.timeout, then exits 0). A second one exits 130 at once, for
+ * when a graceful stop takes longer than a person or an orchestrator wants to wait.
+ */
 function processIO(): CommandIO {
+  if (io) return io;
   const controller = new AbortController();
   let signals = 0;
   const onSignal = (name: NodeJS.Signals) => {
@@ -42,13 +50,20 @@ function processIO(): CommandIO {
     if (signals === 1) {
       controller.abort(new Error(name));
     } else {
-      process.stderr.write(`${name} again: exiting now\n`);
+      process.stderr.write(`sidekick: ${name} again: exiting now without finishing in-flight deliveries\n`);
       process.exit(130);
     }
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  return { stdout: process.stdout, stderr: process.stderr, env: process.env, signal: controller.signal };
+  // A promise rejected with nobody listening is a bug somewhere (often in a client library after a
+  // lost connection). It must not end a bridge that recovers from lost connections: say it loudly
+  // and keep running.
+  process.on('unhandledRejection', (reason) => {
+    process.stderr.write(`sidekick: unhandled promise rejection (a bug; kept running): ${(reason as Error)?.stack ?? String(reason)}\n`);
+  });
+  io = { stdout: process.stdout, stderr: process.stderr, env: process.env, signal: controller.signal };
+  return io;
 }
 
 async function exitWith(run: () => Promise<number>): Promise<never> {
@@ -56,7 +71,9 @@ async function exitWith(run: () => Promise<number>): Promise<never> {
   try {
     code = await run();
   } catch (error) {
-    if (error instanceof ConfigError) {
+    // Our own errors (a broken config, a port in use …) carry a message meant for the user;
+    // anything else is unexpected and gets its stack.
+    if (error instanceof SidekickError) {
       process.stderr.write(`sidekick: ${error.message}\n`);
       code = 1;
     } else {
@@ -110,6 +127,16 @@ export function buildProgram(io: () => CommandIO): Command {
       return exitWith(() => uninstallCommand({ ...opts, ...(confirm ? { confirm } : {}) }, io()));
     });
 
+  program.command('triggers')
+    .description('generate the capture triggers as SQL to review (from the config\'s capture: section or a skor triggers.json); --apply runs it')
+    .argument('[file]', 'a skor triggers.json (default: the capture: section of the config)')
+    .option('-c, --config <file>', 'config file (YAML or JSON)', DEFAULT_CONFIG)
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('--apply', 'run the SQL in one transaction (installs the sidekick schema first if needed)')
+    .option('--drop', 'generate the statements that remove the triggers instead')
+    .action((file: string | undefined, opts: { config: string; database?: string; apply?: boolean; drop?: boolean }) =>
+      exitWith(() => triggersCommand({ ...opts, ...(file ? { file } : {}) }, io())));
+
   const dlq = program.command('dlq').description('dead letters: events a sink gave up on (list | retry | purge)');
   const dbOptions = (cmd: Command) => cmd
     .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
@@ -130,16 +157,6 @@ export function buildProgram(io: () => CommandIO): Command {
     .argument('[ids...]', 'dead-letter ids (the ID column of dlq list)')
     .option('--all', 'every dead letter (of --sink, if given)')
     .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) => exitWith(() => dlqPurgeCommand({ ...opts, ids }, io())));
-
-  program.command('triggers')
-    .description('generate the capture triggers as SQL to review (from the config\'s capture: section or a skor triggers.json); --apply runs it')
-    .argument('[file]', 'a skor triggers.json (default: the capture: section of the config)')
-    .option('-c, --config <file>', 'config file (YAML or JSON)', DEFAULT_CONFIG)
-    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
-    .option('--apply', 'run the SQL in one transaction (installs the sidekick schema first if needed)')
-    .option('--drop', 'generate the statements that remove the triggers instead')
-    .action((file: string | undefined, opts: { config: string; database?: string; apply?: boolean; drop?: boolean }) =>
-      exitWith(() => triggersCommand({ ...opts, ...(file ? { file } : {}) }, io())));
 
   program.command('demo')
     .description('zero-setup demo: embedded PostgreSQL, a demo channel, events printed to stdout')

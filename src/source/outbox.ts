@@ -11,6 +11,7 @@ import {
   rowEnvelope, type BacklogRow, type OutboxRow,
 } from '../outbox/queries.js';
 import { createScanBound } from '../outbox/scan-bound.js';
+import type { Heartbeat } from '../readiness.js';
 import type { Router } from '../router.js';
 import { listMigrations, migrate } from '../sql/migrate.js';
 
@@ -63,6 +64,8 @@ export interface OutboxSourceParams {
   readonly metrics?: Metrics;
   /** Install (migrate) the schema when it is missing or behind (capture configured, or enabled: true). */
   readonly install: boolean;
+  /** Beaten on every turn of the drain loop (a /readyz check). */
+  readonly heartbeat?: Heartbeat;
 }
 
 interface SinkRun {
@@ -574,6 +577,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   // ---- the loop --------------------------------------------------------------------------------
   /** One round: rebalance, write bookkeeping, feed backlogs, fetch; returns how long to wait. */
   async function cycle(c: pg.Client): Promise<number> {
+    params.heartbeat?.beat();
     if (!listener) void ensureListener();
     if (Date.now() >= nextRebalance && !closing) await rebalance(c);
     await flush(c);
