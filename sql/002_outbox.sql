@@ -119,11 +119,13 @@ BEGIN
   RETURN v_id;
 END
 $fn$;
-REVOKE ALL ON FUNCTION sidekick.publish(text, jsonb, text) FROM PUBLIC;
-COMMENT ON FUNCTION sidekick.publish(text, jsonb, text) IS 'pg-sidekick: emit a durable event (delivered if the transaction commits). GRANT EXECUTE to roles that may publish.';
+-- EXECUTE stays with PUBLIC: USAGE on schema sidekick (revoked from PUBLIC) is the gate, so only
+-- roles given it — the bridge's, and application roles that should publish — can call it.
+COMMENT ON FUNCTION sidekick.publish(text, jsonb, text) IS 'pg-sidekick: emit a durable event (delivered if the transaction commits). Needs USAGE on schema sidekick.';
 
 -- Sends dead letters back to their sink as new outbox rows that keep the original event id.
--- Returns how many were requeued. Used by `sidekick dlq retry`.
+-- Returns how many were requeued. Used by `sidekick dlq retry`. Runs with the caller's rights (the
+-- bridge's role has what it needs).
 CREATE FUNCTION sidekick.retry_dead_letters(ids bigint[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -143,4 +145,3 @@ BEGIN
   RETURN v_count;
 END
 $fn$;
-REVOKE ALL ON FUNCTION sidekick.retry_dead_letters(bigint[]) FROM PUBLIC;

@@ -50,19 +50,22 @@ describe('outbox: least privilege (real PostgreSQL, non-superuser roles)', () =>
     return c;
   }
 
-  it('a table owner installs and runs it without superuser; application roles write through the triggers but cannot read or forge events', async () => {
+  it('a table owner installs it without superuser, the bridge runs with DML only; application roles write through the triggers but cannot read or forge events', async () => {
     db = await createTestDatabase();
     const suffix = randomBytes(3).toString('hex');
     const owner = `sk_owner_${suffix}`;
     const app = `sk_app_${suffix}`;
-    roles.push(owner, app);
+    const bridgeRole = `sk_bridge_${suffix}`;
+    roles.push(owner, app, bridgeRole);
     const admin = await db.client();
     await admin.query(`CREATE ROLE ${owner} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`);
     await admin.query(`CREATE ROLE ${app} LOGIN NOSUPERUSER`);
+    await admin.query(`CREATE ROLE ${bridgeRole} LOGIN NOSUPERUSER`);
     await admin.query(`ALTER DATABASE "${db.name}" OWNER TO ${owner}`);
     await admin.query(`ALTER SCHEMA public OWNER TO ${owner}`);
     const ownerUrl = asRole(withDatabase(adminUrl(), db.name), owner);
     const appUrl = asRole(withDatabase(adminUrl(), db.name), app);
+    const bridgeUrl = asRole(withDatabase(adminUrl(), db.name), bridgeRole);
 
     const o = await connect(ownerUrl);
     expect((await o.query('SELECT rolsuper FROM pg_roles WHERE rolname = current_user')).rows[0].rolsuper).toBe(false);
@@ -79,9 +82,18 @@ describe('outbox: least privilege (real PostgreSQL, non-superuser roles)', () =>
     expect(await triggersCommand({ config: file, apply: true }, cmd)).toBe(0);
     expect(cmd.out()).toMatch(/capturing public\.orders: insert, update, delete \(statement-level, key id\)/);
 
+    // The bridge's own role: DML on pg-sidekick's tables, nothing else (docs/outbox.md).
+    await o.query(`GRANT USAGE ON SCHEMA sidekick TO ${bridgeRole}`);
+    await o.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA sidekick TO ${bridgeRole}`);
+    await o.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA sidekick TO ${bridgeRole}`);
     const memory = createMemorySinks();
-    bridge = await startBridge(ownerUrl, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    bridge = await startBridge(bridgeUrl, { capture: [{ table: 'public.orders' }], sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
     const out = memory.get('out');
+    const b = await connect(bridgeUrl);
+    await expect(b.query('SELECT * FROM orders')).rejects.toThrow(/permission denied/);
+    await b.query(`SELECT sidekick.publish('from-the-bridge-role', '{}')`);
+    await waitFor(() => out.received.some((e) => e.channel === 'from-the-bridge-role'), 'an event published by the bridge role');
+    out.received.length = 0;
 
     const a = await connect(appUrl);
     await a.query(`INSERT INTO orders VALUES (1, 'new')`);
