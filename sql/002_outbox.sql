@@ -3,11 +3,15 @@
 -- Application roles get no privilege on any of it; the capture functions and sidekick.publish are
 -- SECURITY DEFINER with a pinned search_path. See docs/outbox.md for the design.
 
--- The queue of new events. Rows are removed once every sink they were routed to has them (or holds
--- them in its own durable backlog below). Never read with a "last id" cursor: ids are taken before
--- commit, so a lower id can become visible after a higher one. The drain's scan bound relies on two
--- invariants instead (see src/source/outbox.ts): every writer has its transaction id before it takes
--- an outbox id, and the sequence hands out ids in order (CACHE 1, the default — never raise it).
+-- The queue of new events. A capture trigger writes one row per statement (per chunk of at most
+-- 1000 changed rows or about 8 MB), holding every changed row's image: a bulk statement costs
+-- one outbox insert, not one per row. sidekick.publish() writes one row per event.
+-- Rows are removed once every sink they were routed to has their events (or holds them in its own
+-- durable backlog below). Never read with a "last id" cursor: ids are taken before commit, so a
+-- lower id can become visible after a higher one. The drain's scan bound relies on two invariants
+-- instead (see src/outbox/scan-bound.ts): every writer has its transaction id before it takes an
+-- id from the sequence, and the sequence hands out ids in order (CACHE 1, the default — never
+-- raise it).
 CREATE TABLE sidekick.outbox (
   id          bigint GENERATED ALWAYS AS IDENTITY (CACHE 1) PRIMARY KEY,
   -- The writer's transaction (envelope `txid`).
@@ -16,13 +20,19 @@ CREATE TABLE sidekick.outbox (
   at          timestamptz NOT NULL DEFAULT now(),
   source      text NOT NULL CHECK (source IN ('table', 'publish')),
   channel     text NOT NULL,
+  -- Row changes (source 'table'):
   op          text CHECK (op IN ('INSERT', 'UPDATE', 'DELETE')),
   schema_name text,
   table_name  text,
-  -- Ordering key: the key columns' values as text (NULL: the channel is the ordering key).
+  -- The ordering key's columns: the drain reads each row's key from its image.
+  key_columns text[],
+  -- One event id per changed row, from this table's sequence (NULL: one event, id = `id`).
+  event_ids   bigint[],
+  -- One [key, new, old] per changed row: key is NULL (read it from the image), a list of the key
+  -- columns' values, or the key itself; new/old are the row images (NULL where the op has none).
+  rows        json,
+  -- Published events (source 'publish'): the ordering key and the payload.
   key         text,
-  new         jsonb,
-  old         jsonb,
   payload     jsonb,
   -- Set only for a dead letter sent back by `sidekick dlq retry`: the original event id (the
   -- envelope keeps it, so receivers can deduplicate) and the one sink it goes to.
@@ -135,8 +145,10 @@ BEGIN
   WITH gone AS (
     DELETE FROM sidekick.dead_letters d WHERE d.id = ANY (retry_dead_letters.ids) RETURNING d.*
   )
-  INSERT INTO sidekick.outbox (xid, at, source, channel, op, schema_name, table_name, key, new, old, payload, origin_id, target)
-  SELECT g.xid, g.at, g.source, g.channel, g.op, g.schema_name, g.table_name, g.key, g.new, g.old, g.payload, g.event_id, g.sink
+  INSERT INTO sidekick.outbox (xid, at, source, channel, op, schema_name, table_name, rows, key, payload, origin_id, target)
+  SELECT g.xid, g.at, g.source, g.channel, g.op, g.schema_name, g.table_name,
+         CASE WHEN g.source = 'table' THEN json_build_array(json_build_array(g.key, g.new, g.old)) END,
+         CASE WHEN g.source = 'publish' THEN g.key END, g.payload, g.event_id, g.sink
   FROM gone g ORDER BY g.id;
   GET DIAGNOSTICS v_count = ROW_COUNT;
   IF v_count > 0 AND EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) THEN

@@ -54,29 +54,39 @@ function qualifiedFunction(c: { schema: string; table: string }, op: Operation):
   return `sidekick.${quoteIdent(functionName(c.schema, c.table, op))}`;
 }
 
-/** The key text from a row's jsonb: one column → its text; several → a JSON array of the values. */
-function keyExpression(key: readonly string[], row: string): string {
-  if (key.length === 0) return 'NULL::text';
-  if (key.length === 1) return `${row} ->> ${quoteLiteral(key[0] as string)}`;
-  return `jsonb_build_array(${key.map((k) => `${row} -> ${quoteLiteral(k)}`).join(', ')})::text`;
+/** A text[] literal of the key columns (the drain reads each row's key from its image), or NULL. */
+function keyColumnsLiteral(key: readonly string[]): string {
+  if (key.length === 0) return 'NULL::text[]';
+  return `${quoteLiteral(`{${key.map((k) => `"${k.replace(/["\\]/g, (c) => `\\${c}`)}"`).join(',')}}`)}::text[]`;
 }
 
 /**
- * The row's image with the selected columns. Columns are picked from the row's jsonb by name, so a
- * column renamed or dropped later yields null instead of failing the application's write.
+ * Row images. `*` takes the whole row with row_to_json (cheap, and a column renamed or dropped later
+ * simply changes the image). A column list picks columns from the row's jsonb by name, so a column
+ * renamed or dropped later yields null instead of failing the application's write; it also carries
+ * the key columns' values, which the list may leave out.
  */
-function selectExpression(selection: ColumnSelection, row: string): string {
-  if (selection === '*') return row;
-  // jsonb_build_object takes at most 100 arguments: chain groups of 50 columns.
+interface Image { readonly source: string; readonly image: (row: string) => string; readonly key: (row: string) => string }
+
+function imageOf(selection: ColumnSelection, key: readonly string[]): Image {
+  if (selection === '*') return { source: 'row_to_json(t)', image: (row) => row, key: () => 'NULL' };
   const groups: string[] = [];
+  // jsonb_build_object takes at most 100 arguments: chain groups of 50 columns.
   for (let i = 0; i < selection.length; i += 50) {
-    const pairs = selection.slice(i, i + 50).map((c) => `${quoteLiteral(c)}, ${row} -> ${quoteLiteral(c)}`);
-    groups.push(`jsonb_build_object(${pairs.join(', ')})`);
+    groups.push(`jsonb_build_object(${selection.slice(i, i + 50).map((c) => `${quoteLiteral(c)}, %ROW% -> ${quoteLiteral(c)}`).join(', ')})`);
   }
-  return groups.join(' || ');
+  return {
+    source: 'to_jsonb(t)',
+    image: (row) => `(${groups.join(' || ').replace(/%ROW%/g, row)})::json`,
+    key: (row) => (key.length === 0 ? 'NULL' : `json_build_array(${key.map((k) => `${row} -> ${quoteLiteral(k)}`).join(', ')})`),
+  };
 }
 
-const CHANNEL = `TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME`;
+const DECLARE_CHANNEL = `DECLARE
+  v_channel text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;`;
+
+const COLUMNS = 'source, channel, op, schema_name, table_name, key_columns';
+
 /** Wake a sleeping drain. Only while one sleeps: a NOTIFY in every transaction would serialise commits. */
 function wake(condition: string): string {
   return `IF ${condition}EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) THEN
@@ -84,55 +94,68 @@ function wake(condition: string): string {
   END IF;`;
 }
 
+/**
+ * Chunks of at most 1000 rows and about 8 MB: a huge statement becomes several outbox rows, none
+ * near PostgreSQL's 1 GB value limit. Events keep the statement's order (ids and chunks ascend).
+ */
+function chunked(op: Operation, c: ResolvedCapture, elements: string): string {
+  return `  INSERT INTO sidekick.outbox (${COLUMNS}, event_ids, rows)
+  SELECT 'table', v_channel, '${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)},
+         array_agg(c.id ORDER BY c.r), json_agg(c.e ORDER BY c.r)
+  FROM (
+    SELECT b.r, b.e, nextval('sidekick.outbox_id_seq') AS id, (b.r - 1) / 1000 AS n,
+           sum(octet_length(b.e::text)) OVER (ORDER BY b.r) / 8388608 AS size
+    FROM (
+${elements}
+    ) AS b
+  ) AS c
+  GROUP BY c.n, c.size
+  ORDER BY c.n, c.size;`;
+}
+
 function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
-  const key = c.key;
+  const img = imageOf(selection, c.key);
+  let elements: string;
   if (op === 'insert' || op === 'delete') {
-    const image = op === 'insert' ? 'new' : 'old';
-    return `BEGIN
-  INSERT INTO sidekick.outbox (source, channel, op, schema_name, table_name, key, ${image})
-  SELECT 'table', ${CHANNEL}, '${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME,
-         ${keyExpression(key, 'r.x')}, ${selectExpression(selection, 'r.x')}
-  FROM (SELECT to_jsonb(t) AS x FROM sidekick_${image} AS t) AS r;
-  ${wake('FOUND AND ')}
-  RETURN NULL;
-END`;
+    const table = op === 'insert' ? 'sidekick_new' : 'sidekick_old';
+    const pair = op === 'insert' ? `${img.image('s.x')}, NULL` : `NULL, ${img.image('s.x')}`;
+    elements = `      SELECT s.r, json_build_array(${img.key('s.x')}, ${pair}) AS e
+      FROM (SELECT row_number() OVER () AS r, ${img.source} AS x FROM ${table} AS t) AS s`;
+  } else {
+    // PostgreSQL fills the old and new transition tables together, one row at a time, so the n-th
+    // old row and the n-th new row are the same row (whatever happened to its key, and with or
+    // without a primary key). The FULL JOIN keeps an unpaired row rather than dropping it.
+    elements = `      SELECT coalesce(n.r, o.r) AS r, json_build_array(${img.key('coalesce(n.x, o.x)')}, ${img.image('n.x')}, ${img.image('o.x')}) AS e
+      FROM (SELECT row_number() OVER () AS r, ${img.source} AS x FROM sidekick_new AS t) AS n
+      FULL JOIN (SELECT row_number() OVER () AS r, ${img.source} AS x FROM sidekick_old AS t) AS o ON o.r = n.r`;
   }
-  // UPDATE: PostgreSQL fills the old and new transition tables together, one row at a time, so the
-  // n-th old row and the n-th new row are the same row (whatever happened to its key, and with or
-  // without a primary key). The FULL JOIN keeps an unpaired row rather than dropping it.
-  return `BEGIN
-  INSERT INTO sidekick.outbox (source, channel, op, schema_name, table_name, key, new, old)
-  SELECT 'table', ${CHANNEL}, 'UPDATE', TG_TABLE_SCHEMA, TG_TABLE_NAME,
-         ${keyExpression(key, 'coalesce(n.x, o.x)')}, ${selectExpression(selection, 'n.x')}, ${selectExpression(selection, 'o.x')}
-  FROM (SELECT row_number() OVER () AS r, to_jsonb(t) AS x FROM sidekick_new AS t) AS n
-  FULL JOIN (SELECT row_number() OVER () AS r, to_jsonb(t) AS x FROM sidekick_old AS t) AS o ON o.r = n.r
-  ORDER BY coalesce(n.r, o.r);
+  return `${DECLARE_CHANNEL}
+BEGIN
+${chunked(op, c, elements)}
   ${wake('FOUND AND ')}
   RETURN NULL;
 END`;
 }
 
 function rowBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
-  const key = c.key;
+  const img = imageOf(selection, c.key);
+  const value = (record: 'NEW' | 'OLD') => (selection === '*' ? `row_to_json(${record})` : `to_jsonb(${record})`);
+  let declare: string;
+  let element: string;
   if (op === 'insert' || op === 'delete') {
-    const image = op === 'insert' ? 'new' : 'old';
-    return `DECLARE
-  x jsonb := to_jsonb(${image.toUpperCase()});
-BEGIN
-  INSERT INTO sidekick.outbox (source, channel, op, schema_name, table_name, key, ${image})
-  VALUES ('table', ${CHANNEL}, '${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME,
-          ${keyExpression(key, 'x')}, ${selectExpression(selection, 'x')});
-  ${wake('')}
-  RETURN NULL;
-END`;
+    declare = `  x ${selection === '*' ? 'json' : 'jsonb'} := ${value(op === 'insert' ? 'NEW' : 'OLD')};`;
+    element = op === 'insert' ? `${img.key('x')}, ${img.image('x')}, NULL` : `${img.key('x')}, NULL, ${img.image('x')}`;
+  } else {
+    declare = `  n ${selection === '*' ? 'json' : 'jsonb'} := ${value('NEW')};
+  o ${selection === '*' ? 'json' : 'jsonb'} := ${value('OLD')};`;
+    element = `${img.key('n')}, ${img.image('n')}, ${img.image('o')}`;
   }
-  return `DECLARE
-  n jsonb := to_jsonb(NEW);
-  o jsonb := to_jsonb(OLD);
+  return `${DECLARE_CHANNEL}
+${declare}
 BEGIN
-  INSERT INTO sidekick.outbox (source, channel, op, schema_name, table_name, key, new, old)
-  VALUES ('table', ${CHANNEL}, 'UPDATE', TG_TABLE_SCHEMA, TG_TABLE_NAME,
-          ${keyExpression(key, 'n')}, ${selectExpression(selection, 'n')}, ${selectExpression(selection, 'o')});
+  INSERT INTO sidekick.outbox (${COLUMNS}, rows)
+  VALUES ('table', v_channel, '${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)},
+          json_build_array(json_build_array(${element})));
   ${wake('')}
   RETURN NULL;
 END`;

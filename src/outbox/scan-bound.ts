@@ -6,25 +6,33 @@
  * visible after a higher one. This bound is only advanced past ids that provably can no longer
  * appear:
  *
- * 1. Fetch k reads the sequence's last value M_k *after* its snapshot was taken. Every id ≤ M_k
- *    was handed out before that, by a transaction that already had its xid (capture triggers run
- *    after the row write; sidekick.publish takes its xid first; the sequence has CACHE 1).
- * 2. Fetch k+1's snapshot is taken after fetch k finished, so each of those xids is below its
- *    xmax, X_{k+1}.
- * 3. A later fetch j whose snapshot has xmin ≥ X_{k+1} sees every one of those transactions as
- *    finished: their rows are visible (or were rolled back). Having scanned all visible rows above
- *    the old bound up to its coverage (everything, or up to its last row if it hit the LIMIT), fetch
- *    j leaves nothing unseen at or below min(M_k, coverage): that becomes the new bound.
+ * 1. A probe reads the sequence's last value M, then — in a later transaction of its own — takes a
+ *    fresh transaction id X with pg_current_xact_id(). Every id ≤ M was handed out before M was
+ *    read, by a transaction that already had its xid (capture triggers run after the row write;
+ *    sidekick.publish takes its xid first; the sequence has CACHE 1). Xids are handed out in order,
+ *    so each of those xids is below X.
+ * 2. A later fetch whose snapshot has xmin ≥ X sees every transaction below X as finished (X
+ *    itself committed before that snapshot, so X < its xmax and every running xid below X would
+ *    hold its xmin down): their rows are visible, or were rolled back. Having scanned all visible
+ *    rows above the old bound up to its coverage (everything, or up to its last row if it hit its
+ *    limit), that fetch leaves nothing unseen at or below min(M, coverage): the new bound.
+ *
+ * (A snapshot's own xmax is not enough for step 1: it is the latest *completed* xid + 1, so the
+ * newest transactions, still running, can lie above it.)
  *
  * Events at or below the bound that are still in memory are tracked by the drain itself.
  */
-export interface FetchObservation {
-  /** xmin and xmax of the fetch's snapshot (xid8). */
-  readonly xmin: bigint;
-  readonly xmax: bigint;
-  /** The sequence's last handed-out value, read during the fetch (0 if none yet). */
+export interface Probe {
+  /** The sequence's last handed-out value (0 if none yet). */
   readonly lastValue: number;
-  /** The fetch returned a full batch: it covers ids only up to `lastId`. */
+  /** A transaction id taken after `lastValue` was read, in a transaction of its own (committed). */
+  readonly xid: bigint;
+}
+
+export interface FetchObservation {
+  /** xmin of the fetch's snapshot (xid8). The fetch started after every probe given so far. */
+  readonly xmin: bigint;
+  /** The fetch hit its limit: it covers ids only up to `lastId`. */
   readonly truncated: boolean;
   readonly lastId: number | undefined;
 }
@@ -32,41 +40,39 @@ export interface FetchObservation {
 export interface ScanBound {
   /** Every id at or below this is known: in memory, settled, or never to appear. */
   readonly floor: number;
+  probe(probe: Probe): void;
   observe(fetch: FetchObservation): void;
   /** Forget everything (new partitions, a new connection). */
   reset(): void;
 }
 
-const MAX_CANDIDATES = 256;
+const MAX_PROBES = 256;
 
 export function createScanBound(): ScanBound {
   let floor = 0;
-  let pending: number | undefined;
-  let candidates: { m: number; xmax: bigint }[] = [];
+  let probes: Probe[] = [];
   return {
     get floor() { return floor; },
+    probe(p) {
+      probes.push(p);
+      if (probes.length > MAX_PROBES) probes = probes.slice(-MAX_PROBES);
+    },
     observe(f) {
-      if (pending !== undefined) {
-        candidates.push({ m: pending, xmax: f.xmax });
-        if (candidates.length > MAX_CANDIDATES) candidates = candidates.slice(-MAX_CANDIDATES);
-      }
       const coverage = f.truncated && f.lastId !== undefined ? f.lastId : Number.POSITIVE_INFINITY;
-      const kept: typeof candidates = [];
-      for (const c of candidates) {
-        if (f.xmin >= c.xmax) {
-          const bound = Math.min(c.m, coverage);
+      const kept: Probe[] = [];
+      for (const p of probes) {
+        if (f.xmin >= p.xid) {
+          const bound = Math.min(p.lastValue, coverage);
           if (bound > floor) floor = bound;
-          if (bound >= c.m) continue;
+          if (bound >= p.lastValue) continue;
         }
-        kept.push(c);
+        kept.push(p);
       }
-      candidates = kept;
-      pending = f.lastValue;
+      probes = kept;
     },
     reset() {
       floor = 0;
-      pending = undefined;
-      candidates = [];
+      probes = [];
     },
   };
 }

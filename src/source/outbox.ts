@@ -7,8 +7,8 @@ import { errorMessage } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { createListener, reconnectDelay, type Listener } from '../pg/listener.js';
 import {
-  BACKLOG_SINKS, FETCH_BACKLOG, FETCH_OUTBOX, FLUSH, LOCK_CLASS, MEMBER_BASE, MEMBER_SLOTS, PARTITIONS, WAKE_CHANNEL,
-  rowEnvelope, type BacklogRow, type OutboxRow,
+  BACKLOG_SINKS, FETCH_BACKLOG, FETCH_OUTBOX, FLUSH, FRESH_XID, LAST_VALUE, LOCK_CLASS, MEMBER_BASE, MEMBER_SLOTS, PARTITIONS, WAKE_CHANNEL,
+  eventRecord, outboxEvents, rowEnvelope, type BacklogRow, type OutboxRow,
 } from '../outbox/queries.js';
 import { createScanBound } from '../outbox/scan-bound.js';
 import type { Heartbeat } from '../readiness.js';
@@ -53,6 +53,9 @@ export interface OutboxStatus {
   readonly connected: boolean;
   readonly listening: boolean;
   readonly partitions: readonly number[];
+  /** Outbox rows held in memory, and the scan bound (for diagnostics). */
+  readonly inFlight: readonly number[];
+  readonly floor: number;
 }
 
 export interface OutboxSourceParams {
@@ -80,12 +83,13 @@ interface SinkRun {
   readonly memSeqs: Set<number>;
 }
 
+/** One outbox row in memory: a statement's changed rows (or one published event). */
 interface Entry {
   readonly qid: number;
-  readonly envelope: Envelope;
   readonly part: number;
+  readonly events: number;
   readonly fetchedAt: number;
-  /** Sinks whose outcome is neither known nor queued for writing. */
+  /** (event, sink) pairs whose outcome is neither known nor queued for writing. */
   open: number;
   readonly jobs: Job[];
   deleteQueued: boolean;
@@ -107,26 +111,26 @@ interface Job {
   done: boolean;
 }
 
-interface Spill { readonly qid: number; readonly sink: string; readonly part: number; readonly job?: Job; cancelled?: boolean }
-interface DeadOutbox { readonly qid: number; readonly sink: string; readonly attempts: number; readonly code: string; readonly error: string }
-interface DeadBacklog { readonly job: Job; readonly attempts: number; readonly code: string; readonly error: string }
+interface Spill { readonly sink: string; readonly part: number; readonly envelope: Envelope; readonly job?: Job; cancelled?: boolean }
+interface Dead { readonly sink: string; readonly envelope: Envelope; readonly attempts: number; readonly code: string; readonly error: string }
 
 interface Pending {
   spills: Spill[];
-  deadOutbox: DeadOutbox[];
-  deadBacklog: DeadBacklog[];
-  /** Backlog jobs whose row can go (delivered, or dead-lettered in deadBacklog). */
+  dead: Dead[];
+  /** Backlog jobs whose row can go (delivered, or dead-lettered). */
   doneBacklog: Job[];
   doneOutbox: Entry[];
 }
 
-const emptyPending = (): Pending => ({ spills: [], deadOutbox: [], deadBacklog: [], doneBacklog: [], doneOutbox: [] });
-const isEmpty = (p: Pending) => p.spills.length + p.deadOutbox.length + p.deadBacklog.length + p.doneBacklog.length + p.doneOutbox.length === 0;
+const emptyPending = (): Pending => ({ spills: [], dead: [], doneBacklog: [], doneOutbox: [] });
+const isEmpty = (p: Pending) => p.spills.length + p.dead.length + p.doneBacklog.length + p.doneOutbox.length === 0;
 
 /** Delay between two fetches that found some, but not a full batch, of events. */
 const BUSY_DELAY_MS = 5;
 /** How often partitions are rebalanced between instances. */
 const REBALANCE_MS = 1000;
+/** How often the scan bound is probed while fetching (two tiny queries and one xid each). */
+const PROBE_MS = 50;
 /** Byte budget of one fetch (stored size of the row images). */
 const FETCH_BYTES = 16 * 1024 * 1024;
 const MAX_ERROR_TEXT = 2000;
@@ -136,7 +140,8 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   const logger = params.logger.child({ source: 'outbox' });
   const batchSize = options.batchSize;
   const sinkBuffer = options.sinkBuffer;
-  const maxEntries = Math.max(sinkBuffer, batchSize * 4);
+  /** Events of outbox rows held in memory at most. */
+  const maxEvents = Math.max(sinkBuffer, batchSize * 4);
   const sinks = new Map<string, SinkRun>([...params.dispatchers].map(([name, dispatcher]) => [name, {
     name, dispatcher, mode: 'live', mem: 0, cursor: 0, memSeqs: new Set<number>(),
   }]));
@@ -149,14 +154,17 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   const releasing = new Set<number>();
   const partLoad = new Int32Array(PARTITIONS);
   const entries = new Map<number, Entry>();
+  let entryEvents = 0;
   const bound = createScanBound();
   let pending = emptyPending();
   let nextRebalance = 0;
   let idle: 'awake' | 'flagged' | 'asleep' = 'awake';
-  let flagXmax: bigint | undefined;
+  /** A transaction id taken after the idle flag was set: once every transaction below it ended, sleep. */
+  let flagXid: bigint | undefined;
   let flaggedAt = 0;
   let idleBackoff = 1;
-  let lastFetch: { xmin: bigint; xmax: bigint } | undefined;
+  let lastFetchXmin = 0n;
+  let lastProbe = 0;
   const unknownBacklogSinks = new Set<string>();
   const unroutedChannels = new Set<string>();
 
@@ -222,31 +230,27 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   function settle(job: Job, d: Delivery): void {
     job.done = true;
     const dead = d.status === 'dead' ? d : undefined;
+    if (dead) {
+      pending.dead.push({
+        sink: job.sink.name, envelope: job.envelope, attempts: dead.attempts, code: dead.error.code,
+        error: errorMessage(dead.error).slice(0, MAX_ERROR_TEXT),
+      });
+    }
     if (job.ckpt === 'queued') {
-      // Its backlog copy is not written yet: it is not needed any more (or becomes a dead letter).
+      // Its backlog copy is not written yet, and not needed any more.
       const spill = pending.spills.find((s) => s.job === job);
       if (spill) spill.cancelled = true;
       job.ckpt = undefined;
       partLoad[job.part]!--;
-      if (dead) pending.deadOutbox.push(deadOf(job.entry!.qid, job.sink.name, dead));
       return;
     }
     if (job.seq !== undefined) {
-      if (dead) pending.deadBacklog.push({ job, ...deadParts(dead) });
       pending.doneBacklog.push(job);
       return;
     }
     const entry = job.entry!;
-    if (dead) pending.deadOutbox.push(deadOf(entry.qid, job.sink.name, dead));
     entry.open--;
     if (entry.open === 0) queueDelete(entry);
-  }
-
-  function deadParts(d: Extract<Delivery, { status: 'dead' }>) {
-    return { attempts: d.attempts, code: d.error.code, error: errorMessage(d.error).slice(0, MAX_ERROR_TEXT) };
-  }
-  function deadOf(qid: number, sink: string, d: Extract<Delivery, { status: 'dead' }>): DeadOutbox {
-    return { qid, sink, ...deadParts(d) };
   }
 
   function queueDelete(entry: Entry): void {
@@ -263,44 +267,40 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     else logger.info({ sink: sink.name }, 'sink caught up with its durable backlog; live again');
   }
 
-  // ---- routing an outbox row -------------------------------------------------------------------
-  function route(entry: Entry, target: string | null): void {
+  // ---- routing the events of an outbox row ----------------------------------------------------
+  function route(entry: Entry, envelope: Envelope, target: string | null): void {
     let names: readonly string[];
     if (target !== null) {
       if (!sinks.has(target)) {
-        pending.deadOutbox.push({ qid: entry.qid, sink: target, attempts: 0, code: 'SINK_UNKNOWN', error: `sink "${target}" is not in the config` });
-        queueDelete(entry);
+        pending.dead.push({ sink: target, envelope, attempts: 0, code: 'SINK_UNKNOWN', error: `sink "${target}" is not in the config` });
         return;
       }
       names = [target];
     } else {
-      names = router.route(entry.envelope);
+      names = router.route(envelope);
     }
     if (names.length === 0) {
       // Nothing wants it: drop it, as the ephemeral path does (counted; logged once per channel).
-      metrics?.unrouted.inc({ channel: entry.envelope.channel });
-      if (!unroutedChannels.has(entry.envelope.channel) && unroutedChannels.size < 1000) {
-        unroutedChannels.add(entry.envelope.channel);
-        logger.warn({ channel: entry.envelope.channel }, 'no route matches this channel; its outbox events are discarded');
+      metrics?.unrouted.inc({ channel: envelope.channel });
+      if (!unroutedChannels.has(envelope.channel) && unroutedChannels.size < 1000) {
+        unroutedChannels.add(envelope.channel);
+        logger.warn({ channel: envelope.channel }, 'no route matches this channel; its outbox events are discarded');
       }
-      queueDelete(entry);
       return;
     }
-    entry.open = names.length;
     for (const name of names) {
       const sink = sinks.get(name) as SinkRun;
       if (sink.mode === 'live' && sink.mem < sinkBuffer) {
-        const job: Job = { sink, envelope: entry.envelope, part: entry.part, gen, entry, done: false };
+        const job: Job = { sink, envelope, part: entry.part, gen, entry, done: false };
         entry.jobs.push(job);
+        entry.open++;
         deliver(job);
       } else {
         setMode(sink, 'backlog', `more than ${sinkBuffer} events waiting (outbox.sinkBuffer)`);
-        pending.spills.push({ qid: entry.qid, sink: name, part: entry.part });
+        pending.spills.push({ sink: name, part: entry.part, envelope });
         metrics?.outboxSpilled.inc({ sink: name });
-        entry.open--;
       }
     }
-    if (entry.open === 0) queueDelete(entry);
   }
 
   /** Events a sink has held for long get a backlog copy, so the outbox row can go. */
@@ -312,7 +312,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         if (job.done || job.ckpt || job.seq !== undefined) continue;
         job.ckpt = 'queued';
         partLoad[job.part]!++;
-        pending.spills.push({ qid: entry.qid, sink: job.sink.name, part: job.part, job });
+        pending.spills.push({ sink: job.sink.name, part: job.part, envelope: job.envelope, job });
         metrics?.outboxSpilled.inc({ sink: job.sink.name });
         entry.open--;
       }
@@ -333,13 +333,11 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     pending = emptyPending();
     const spills = batch.spills.filter((s) => !s.cancelled);
     for (const s of spills) if (s.job) s.job.ckpt = 'flushing';
-    const deadBacklogSeqs = batch.deadBacklog.map((d) => d.job.seq as number);
     const result = await c.query<{ seq: string; sink: string; event_id: string }>(FLUSH, [
-      spills.map((s) => s.qid), spills.map((s) => s.sink), spills.map((s) => s.part),
-      batch.deadOutbox.map((d) => d.qid), batch.deadOutbox.map((d) => d.sink), batch.deadOutbox.map((d) => d.attempts),
-      batch.deadOutbox.map((d) => d.code), batch.deadOutbox.map((d) => d.error),
-      deadBacklogSeqs, batch.deadBacklog.map((d) => d.attempts), batch.deadBacklog.map((d) => d.code), batch.deadBacklog.map((d) => d.error),
-      batch.doneBacklog.map((j) => j.seq as number), batch.doneOutbox.map((e) => e.qid),
+      JSON.stringify(spills.map((s, ord) => ({ sink: s.sink, part: s.part, ord, ...eventRecord(s.envelope) }))),
+      JSON.stringify(batch.dead.map((d) => ({ sink: d.sink, attempts: d.attempts, error_code: d.code, error: d.error, ...eventRecord(d.envelope) }))),
+      batch.doneBacklog.map((j) => j.seq as number),
+      batch.doneOutbox.map((e) => e.qid),
     ]);
     // Written: now the in-memory state may follow.
     const seqOf = new Map(result.rows.map((r) => [`${r.sink}\u0000${r.event_id}`, Number(r.seq)]));
@@ -363,44 +361,53 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     }
     for (const entry of batch.doneOutbox) {
       entries.delete(entry.qid);
+      entryEvents -= entry.events;
       partLoad[entry.part]!--;
     }
-    if (batch.deadOutbox.length + batch.deadBacklog.length > 0) {
-      logger.info({ count: batch.deadOutbox.length + batch.deadBacklog.length }, 'events written to sidekick.dead_letters');
-    }
+    if (batch.dead.length > 0) logger.info({ count: batch.dead.length }, 'events written to sidekick.dead_letters');
   }
 
   async function fetchOutbox(c: pg.Client): Promise<number> {
-    if (entries.size >= maxEntries) return 0;
+    if (entryEvents >= maxEvents) return 0;
     const floor = bound.floor;
     const skip: number[] = [];
     for (const qid of entries.keys()) if (qid > floor) skip.push(qid);
-    const limit = Math.min(batchSize, maxEntries - entries.size);
-    const { rows } = await c.query<OutboxRow & { snap_xmin: string; snap_xmax: string; last_value: string }>(
+    const limit = Math.min(batchSize, maxEvents - entryEvents);
+    if (Date.now() - lastProbe >= PROBE_MS) {
+      // The scan bound's probe: the sequence position, then a fresh xid (its own transaction).
+      lastProbe = Date.now();
+      const m = await c.query<{ last_value: string }>(LAST_VALUE);
+      const x = await c.query<{ xid: string }>(FRESH_XID);
+      bound.probe({ lastValue: Number(m.rows[0]?.last_value ?? 0), xid: BigInt(x.rows[0]?.xid ?? 0) });
+    }
+    const { rows } = await c.query<OutboxRow & { snap_xmin: string }>(
       FETCH_OUTBOX, [floor, skip, activeParts(), limit, FETCH_BYTES]);
     const head = rows[0];
     if (!head) throw new Error('outbox fetch returned no snapshot row');
-    const events = head.id === null ? [] : rows;
-    const last = events.at(-1);
-    lastFetch = { xmin: BigInt(head.snap_xmin), xmax: BigInt(head.snap_xmax) };
+    const fetched = head.id === null ? [] : rows;
+    const last = fetched.at(-1);
+    lastFetchXmin = BigInt(head.snap_xmin);
     bound.observe({
-      xmin: lastFetch.xmin,
-      xmax: lastFetch.xmax,
-      lastValue: Number(head.last_value),
-      truncated: events.length >= limit || (last !== undefined && Number(last.running) >= FETCH_BYTES),
+      xmin: lastFetchXmin,
+      truncated: last !== undefined && (fetched.length >= limit || Number(last.running_events) >= limit || Number(last.running_bytes) >= FETCH_BYTES),
       lastId: last ? Number(last.id) : undefined,
     });
     const now = Date.now();
-    for (const row of events) {
-      const qid = Number(row.id);
-      const envelope = rowEnvelope(row.origin_id ?? row.id, row);
-      const entry: Entry = { qid, envelope, part: row.part, fetchedAt: now, open: 0, jobs: [], deleteQueued: false };
-      entries.set(qid, entry);
+    let count = 0;
+    for (const row of fetched) {
+      const events = outboxEvents(row);
+      const entry: Entry = { qid: Number(row.id), part: row.part, events: events.length, fetchedAt: now, open: 0, jobs: [], deleteQueued: false };
+      entries.set(entry.qid, entry);
+      entryEvents += entry.events;
       partLoad[entry.part]!++;
-      metrics?.received.inc({ source: envelope.source, channel: envelope.channel });
-      route(entry, row.target);
+      for (const envelope of events) {
+        metrics?.received.inc({ source: envelope.source, channel: envelope.channel });
+        route(entry, envelope, row.target);
+      }
+      if (entry.open === 0) queueDelete(entry);
+      count += events.length;
     }
-    return events.length;
+    return count;
   }
 
   /** Feeds sinks in backlog mode from sidekick.deliveries, in queue order, as room allows. */
@@ -534,6 +541,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   function resetState(): void {
     gen++;
     entries.clear();
+    entryEvents = 0;
     pending = emptyPending();
     partLoad.fill(0);
     owned.clear();
@@ -546,7 +554,8 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
       metrics?.outboxBacklogMode.set({ sink: sink.name }, 0);
     }
     idle = 'awake';
-    flagXmax = undefined;
+    flagXid = undefined;
+    lastProbe = 0;
     member = undefined;
     nextRebalance = 0;
     metrics?.outboxPartitions.set(0);
@@ -590,24 +599,23 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         await setIdle(c, false);
       }
       idleBackoff = 1;
-      return fetched >= batchSize ? 0 : BUSY_DELAY_MS;
+      return fetched >= Math.min(batchSize, maxEvents) ? 0 : BUSY_DELAY_MS;
     }
     if (!isEmpty(pending)) return BUSY_DELAY_MS;
-    if (entries.size >= maxEntries) return BUSY_DELAY_MS;
+    if (entryEvents >= maxEvents) return BUSY_DELAY_MS;
     // Nothing to do. Say so (writers NOTIFY from now on), then keep looking until every transaction
     // that may have missed the flag has ended; only then sleep.
     if (idle === 'awake') {
       await setIdle(c, true);
+      // A writer that read the flag before it was set has its xid already, below this one.
+      flagXid = BigInt((await c.query<{ xid: string }>(FRESH_XID)).rows[0]?.xid ?? 0);
       idle = 'flagged';
       flaggedAt = Date.now();
-      flagXmax = undefined;
       idleBackoff = 1;
       return 0;
     }
     if (idle === 'flagged') {
-      const f = lastFetch as { xmin: bigint; xmax: bigint };
-      if (flagXmax === undefined) flagXmax = f.xmax;
-      if (f.xmin < flagXmax && Date.now() - flaggedAt < options.pollInterval) {
+      if (lastFetchXmin < (flagXid as bigint) && Date.now() - flaggedAt < options.pollInterval) {
         idleBackoff = Math.min(idleBackoff * 2, 100);
         return idleBackoff;
       }
@@ -665,7 +673,10 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
 
   return {
     get status() {
-      return { enabled, connected: client !== undefined, listening: listener?.connected ?? false, partitions: [...owned].sort((a, b) => a - b) };
+      return {
+        enabled, connected: client !== undefined, listening: listener?.connected ?? false, partitions: [...owned].sort((a, b) => a - b),
+        inFlight: [...entries.keys()], floor: bound.floor,
+      };
     },
     start() {
       loop ??= run().catch((error) => logger.error({ err: errorMessage(error) }, 'outbox drain stopped unexpectedly'));

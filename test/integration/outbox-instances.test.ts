@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Bridge } from '../../src/bridge.js';
+import type { Envelope } from '../../src/envelope.js';
 import { capture, install, startBridge } from '../support/bridge.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
 import { createMemorySinks } from '../support/memory-sink.js';
@@ -19,9 +20,13 @@ describe('outbox: two bridge instances on one database (real PostgreSQL)', () =>
     db = await createTestDatabase();
     const c = await db.client();
     await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY, v int)');
-    await c.query('INSERT INTO t SELECT g, 0 FROM generate_series(1, 64) g');
-    await capture(c, [{ table: 't' }]);
+    // Eight tables (a table's row changes stay in one partition) and published events (partitioned by key).
+    const tables = Array.from({ length: 8 }, (_, i) => `t${i}`);
+    for (const t of tables) {
+      await c.query(`CREATE TABLE ${t} (id int PRIMARY KEY, v int)`);
+      await c.query(`INSERT INTO ${t} SELECT g, 0 FROM generate_series(1, 8) g`);
+    }
+    await capture(c, tables.map((table) => ({ table })));
     // One record per sink name, shared by both instances: what "the receiver" sees.
     const memory = createMemorySinks();
     const doc = { sinks: { a: { type: 'memory' }, b: { type: 'memory' } }, routes: [{ from: '*', to: ['a', 'b'] }], outbox: { batchSize: 50 } };
@@ -33,21 +38,27 @@ describe('outbox: two bridge instances on one database (real PostgreSQL)', () =>
 
     const writers = await Promise.all(Array.from({ length: 4 }, () => db!.client()));
     await Promise.all(writers.map(async (w, n) => {
-      for (let i = 1; i <= 20; i++) await w.query('UPDATE t SET v = $1 WHERE id % 4 = $2', [i, n]);
+      for (let i = 1; i <= 20; i++) {
+        await w.query('BEGIN');
+        for (const t of tables) await w.query(`UPDATE ${t} SET v = $1 WHERE id % 4 = $2`, [i, n]);
+        await w.query(`SELECT sidekick.publish('jobs', jsonb_build_object('v', $1::int), 'job-' || $2)`, [i, n]);
+        await w.query('COMMIT');
+      }
     }));
-    const total = 64 * 20;
+    const total = (8 * 8 + 4) * 20;
+    const value = (e: Envelope) => (e.source === 'table' ? (e.new as { v: number }).v : (e.payload as { v: number }).v);
     for (const name of ['a', 'b']) {
       const sink = memory.get(name);
-      await waitFor(() => sink.received.length >= total, `${total} events at sink ${name}`, 20_000);
+      await waitFor(() => sink.received.length >= total, `${total} events at sink ${name}`, 20_000)
       await new Promise((r) => setTimeout(r, 100));
       // Once each: no event was delivered by both instances.
       expect(sink.received).toHaveLength(total);
       expect(new Set(sink.received.map((e) => e.id)).size).toBe(total);
-      // In order per key: v counts up 1..20 for every row.
-      for (let id = 1; id <= 64; id++) {
-        const vs = sink.received.filter((e) => e.key === String(id)).map((e) => (e.new as { v: number }).v);
-        expect(vs, `sink ${name}, key ${id}`).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
-      }
+      // In order per key: v counts up 1..20 for every row and every job key.
+      const byKey = new Map<string, number[]>();
+      for (const e of sink.received) byKey.set(`${e.channel}/${e.key}`, [...(byKey.get(`${e.channel}/${e.key}`) ?? []), value(e)]);
+      expect(byKey.size).toBe(8 * 8 + 4);
+      for (const [key, vs] of byKey) expect(vs, `sink ${name}, key ${key}`).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
     }
     // Both did part of the work.
     expect(await delivered(one)).toBeGreaterThan(0);
@@ -57,9 +68,9 @@ describe('outbox: two bridge instances on one database (real PostgreSQL)', () =>
     await one.stop();
     bridges.shift();
     await waitFor(() => two.outbox?.partitions.length === 16, 'the survivor owning all 16 partitions', 15_000);
-    await c.query('UPDATE t SET v = 100');
+    for (const t of tables) await c.query(`UPDATE ${t} SET v = 100`);
     for (const name of ['a', 'b']) {
-      await waitFor(() => memory.get(name).received.filter((e) => (e.new as { v: number }).v === 100).length === 64, `the last 64 events at ${name}`);
+      await waitFor(() => memory.get(name).received.filter((e) => e.source === 'table' && value(e) === 100).length === 64, `the last 64 events at ${name}`);
     }
   });
 });

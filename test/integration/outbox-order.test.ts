@@ -7,6 +7,7 @@ import { OK } from '../../src/sink.js';
 import { capture, install, startBridge } from '../support/bridge.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
 import { createMemorySinks } from '../support/memory-sink.js';
+import { startPrivatePostgres, type PrivatePostgres } from '../support/private-postgres.js';
 
 /** Asserts that, per key, the events arrive in increasing id (= commit) order. */
 function expectPerKeyOrder(events: readonly Envelope[]): void {
@@ -23,11 +24,45 @@ function expectPerKeyOrder(events: readonly Envelope[]): void {
 describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
   let db: TestDatabase | undefined;
   let bridge: Bridge | undefined;
+  let server: PrivatePostgres | undefined;
   afterEach(async () => {
     await bridge?.stop();
     bridge = undefined;
     await db?.drop();
     db = undefined;
+    await server?.stop();
+    server = undefined;
+  });
+
+  it('delivers the row of the newest running transaction although a newer one completed meanwhile (quiet server)', async () => {
+    // On a server of its own, so that nothing else completes transactions: a snapshot's xmax is the
+    // latest *completed* xid + 1, and the newest running transaction lies above it. A scan bound that
+    // trusted xmax would move past A's row here.
+    server = await startPrivatePostgres();
+    const c = new pg.Client({ connectionString: server.url });
+    c.on('error', () => {});
+    await c.connect();
+    await install(c);
+    await c.query('CREATE TABLE t (id int PRIMARY KEY)');
+    await capture(c, [{ table: 't' }]);
+    const memory = createMemorySinks();
+    bridge = await startBridge(server.url, { outbox: { pollInterval: '100ms' }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    const a = new pg.Client({ connectionString: server.url });
+    const b = new pg.Client({ connectionString: server.url });
+    await a.connect();
+    await b.connect();
+    try {
+      await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.drain_idle WHERE idle_until > now()')).rows[0].n === 1, 'the drain asleep');
+      await a.query('BEGIN');
+      await a.query('INSERT INTO t VALUES (1)');
+      await new Promise((r) => setTimeout(r, 400)); // the drain polls, A is the newest transaction
+      await b.query('SELECT pg_current_xact_id()'); // a newer transaction completes
+      await new Promise((r) => setTimeout(r, 400)); // the drain polls again
+      await a.query('COMMIT');
+      await waitFor(() => memory.get('out').received.length === 1, "A's row", 5_000);
+    } finally {
+      await Promise.all([a.end(), b.end(), c.end()]);
+    }
   });
 
   it('delivers a transaction that took a lower id but committed after a later one', async () => {

@@ -58,7 +58,7 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
       expect(newRow.a).toBe(oldRow.a + 1000);
       expect(newRow.b).toBe(oldRow.b);
       expect(newRow.v).toBe(oldRow.a * 10);
-      expect(e.key).toBe(JSON.stringify([newRow.a, newRow.b]).replace(',', ', '));
+      expect(e.key).toBe(JSON.stringify([newRow.a, newRow.b]));
     }
   });
 

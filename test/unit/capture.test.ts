@@ -84,6 +84,20 @@ describe('capture: config entries', () => {
   });
 });
 
+describe('capture: keys of row images', () => {
+  it('reads one column as text, several as a JSON array, and takes given keys as they are', async () => {
+    const { rowKey } = await import('../../src/outbox/queries.js');
+    expect(rowKey(null, { id: 7, x: 1 }, ['id'])).toBe('7');
+    expect(rowKey(null, { id: 'a b' }, ['id'])).toBe('a b');
+    expect(rowKey(null, { a: 1, b: 'k' }, ['a', 'b'])).toBe('[1,"k"]');
+    expect(rowKey([1, 'k'], { other: true }, ['a', 'b'])).toBe('[1,"k"]');
+    expect(rowKey('given', null, null)).toBe('given');
+    expect(rowKey(null, { id: null }, ['id'])).toBeUndefined();
+    expect(rowKey(null, { renamed: 1 }, ['id'])).toBeUndefined();
+    expect(rowKey(null, { id: 1 }, null)).toBeUndefined();
+  });
+});
+
 describe('capture: generated SQL', () => {
   it('creates one SECURITY DEFINER function with a pinned search_path and one trigger per operation', () => {
     const sql = captureStatements([resolved()]);
@@ -95,8 +109,13 @@ describe('capture: generated SQL', () => {
     expect(sql.match(/SECURITY DEFINER SET search_path = pg_catalog, pg_temp/g)).toHaveLength(3);
     expect(sql).toContain('REFERENCING OLD TABLE AS sidekick_old NEW TABLE AS sidekick_new');
     expect(sql).toContain('FOR EACH STATEMENT');
-    // The key is read from the row by name; no NOTIFY unless a drain sleeps; never the row in a NOTIFY.
-    expect(sql).toContain(`r.x ->> 'id'`);
+    // One outbox row per chunk of the statement, whole rows as JSON, key columns named for the drain;
+    // no NOTIFY unless a drain sleeps; never the row in a NOTIFY.
+    expect(sql).toContain(`json_agg(c.e ORDER BY c.r)`);
+    expect(sql).toContain(`nextval('sidekick.outbox_id_seq')`);
+    expect(sql).toContain(`GROUP BY c.n, c.size`);
+    expect(sql).toContain(`json_build_array(NULL, s.x, NULL)`);
+    expect(sql).toContain(`'{"id"}'::text[]`);
     expect(sql).toContain('EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now())');
     expect(sql).not.toMatch(/pg_notify\([^)]*x/);
     expect(sql).toMatch(/pg_notify\('sidekick', ''\)/);
@@ -104,8 +123,10 @@ describe('capture: generated SQL', () => {
 
   it('picks columns by name, encodes composite keys, drops operations that are not listed', () => {
     const sql = captureStatements([resolved({ operations: { update: ['id', "it's"] }, key: ['a', 'b'] })]);
-    expect(sql).toContain(`jsonb_build_object('id', n.x -> 'id', 'it''s', n.x -> 'it''s')`);
-    expect(sql).toContain(`jsonb_build_array(coalesce(n.x, o.x) -> 'a', coalesce(n.x, o.x) -> 'b')::text`);
+    expect(sql).toContain(`(jsonb_build_object('id', n.x -> 'id', 'it''s', n.x -> 'it''s'))::json`);
+    // A column list may leave the key out: its values travel with the row.
+    expect(sql).toContain(`json_build_array(json_build_array(coalesce(n.x, o.x) -> 'a', coalesce(n.x, o.x) -> 'b'), `);
+    expect(sql).toContain(`'{"a","b"}'::text[]`);
     expect(sql).toContain('DROP TRIGGER IF EXISTS "sidekick_capture_insert" ON "public"."orders";');
     expect(sql).toContain('DROP FUNCTION IF EXISTS sidekick."public.orders:delete"();');
     expect(sql).not.toContain('CREATE TRIGGER "sidekick_capture_insert"');
@@ -113,9 +134,9 @@ describe('capture: generated SQL', () => {
 
   it('writes row-level triggers on request and NULL keys for tables without one', () => {
     const sql = captureStatements([resolved({ mode: 'row', key: [], keySource: 'none', operations: { insert: '*' } })]);
-    expect(sql).toContain('x jsonb := to_jsonb(NEW);');
+    expect(sql).toContain('x json := row_to_json(NEW);');
     expect(sql).toContain('FOR EACH ROW EXECUTE FUNCTION');
-    expect(sql).toContain('NULL::text');
+    expect(sql).toContain('NULL::text[]');
     expect(sql).toContain('no key (no primary key');
   });
 

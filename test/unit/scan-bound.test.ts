@@ -1,47 +1,44 @@
 import { describe, expect, it } from 'vitest';
 import { createScanBound } from '../../src/outbox/scan-bound.js';
 
-const f = (xmin: number, xmax: number, lastValue: number, truncated = false, lastId?: number) =>
-  ({ xmin: BigInt(xmin), xmax: BigInt(xmax), lastValue, truncated, lastId });
+const probe = (lastValue: number, xid: number) => ({ lastValue, xid: BigInt(xid) });
+const fetch = (xmin: number, truncated = false, lastId?: number) => ({ xmin: BigInt(xmin), truncated, lastId });
 
 describe('outbox scan bound', () => {
-  it('moves past ids only once every transaction that could hold them has ended', () => {
+  it('moves past ids only once every transaction older than the probe\'s fresh xid has ended', () => {
     const b = createScanBound();
-    b.observe(f(100, 105, 50)); // ids ≤ 50 taken by transactions < the next snapshot's xmax
+    b.probe(probe(50, 110)); // ids ≤ 50 were taken by transactions with xids below 110
+    b.observe(fetch(100)); // xid 100 may still be running
     expect(b.floor).toBe(0);
-    b.observe(f(100, 110, 60)); // candidate (50, xmax 110); xmin 100 < 110: some may still run
+    b.observe(fetch(109));
     expect(b.floor).toBe(0);
-    b.observe(f(109, 112, 70)); // still one running below 110
-    expect(b.floor).toBe(0);
-    b.observe(f(110, 115, 80)); // all below 110 ended: 50 is safe; 60 needs xmin ≥ 112
+    b.probe(probe(70, 120));
+    b.observe(fetch(110)); // everything below 110 ended: 50 is safe; 70 needs 120
     expect(b.floor).toBe(50);
-    b.observe(f(120, 120, 90)); // no transaction running at all: even 80 (read by the last fetch) is safe
-    expect(b.floor).toBe(80);
+    b.observe(fetch(125));
+    expect(b.floor).toBe(70);
   });
 
   it('only counts what a truncated fetch covered', () => {
     const b = createScanBound();
-    b.observe(f(100, 101, 500));
-    b.observe(f(202, 202, 900, true, 300)); // 500 is safe, but only ids up to 300 were scanned
+    b.probe(probe(500, 10));
+    b.observe(fetch(20, true, 300)); // 500 is safe, but only ids up to 300 were scanned
     expect(b.floor).toBe(300);
-    b.observe(f(300, 301, 900, false)); // the rest of 500 now; 900 needs xmin ≥ 301
+    b.observe(fetch(20, false));
     expect(b.floor).toBe(500);
-    b.observe(f(400, 401, 950));
-    expect(b.floor).toBe(900);
   });
 
   it('never moves backwards and forgets everything on reset', () => {
     const b = createScanBound();
-    b.observe(f(1, 2, 10));
-    b.observe(f(7, 7, 20));
-    expect(b.floor).toBe(10);
-    b.observe(f(7, 7, 5));
+    b.probe(probe(20, 5));
+    b.observe(fetch(6));
     expect(b.floor).toBe(20);
-    b.observe(f(7, 7, 5));
+    b.probe(probe(10, 7));
+    b.observe(fetch(8));
     expect(b.floor).toBe(20);
     b.reset();
     expect(b.floor).toBe(0);
-    b.observe(f(9, 9, 99));
+    b.observe(fetch(99)); // the probes went with the reset
     expect(b.floor).toBe(0);
   });
 });
