@@ -3,9 +3,10 @@
 -- Application roles get no privilege on any of it; the capture functions and sidekick.publish are
 -- SECURITY DEFINER with a pinned search_path. See docs/outbox.md for the design.
 
--- The queue of new events. A capture trigger writes one row per statement (per chunk of at most
--- 1000 changed rows or about 8 MB), holding every changed row's image: a bulk statement costs
--- one outbox insert, not one per row. sidekick.publish() writes one row per event.
+-- The queue of new events. A statement-level capture trigger writes one row per statement (per
+-- chunk of at most 1000 changed rows; a row image over 256 kB gets a chunk of its own), holding every
+-- changed row's image: a bulk statement costs one outbox insert, not one per row. Row-level
+-- capture triggers and sidekick.publish() write one row per event.
 -- Rows are removed once every sink they were routed to has their events (or holds them in its own
 -- durable backlog below). Never read with a "last id" cursor: ids are taken before commit, so a
 -- lower id can become visible after a higher one. The drain's scan bound relies on two invariants
@@ -26,11 +27,15 @@ CREATE TABLE sidekick.outbox (
   table_name  text,
   -- The ordering key's columns: the drain reads each row's key from its image.
   key_columns text[],
-  -- One event id per changed row, from this table's sequence (NULL: one event, id = `id`).
+  -- One event id per changed row, taken from the same sequence; NULL: a single event whose id is
+  -- `id` (row-level triggers, sidekick.publish).
   event_ids   bigint[],
-  -- One [key, new, old] per changed row: key is NULL (read it from the image), a list of the key
-  -- columns' values, or the key itself; new/old are the row images (NULL where the op has none).
-  rows        json,
+  -- The row images: with event_ids, JSON arrays (one element per event, NULL for an op without that
+  -- image); without, the single image itself. `keys`, when set, gives each row's key (a list of
+  -- the key columns' values, or the key text) instead of reading it from the image.
+  new         json,
+  old         json,
+  keys        json,
   -- Published events (source 'publish'): the ordering key and the payload.
   key         text,
   payload     jsonb,
@@ -145,9 +150,9 @@ BEGIN
   WITH gone AS (
     DELETE FROM sidekick.dead_letters d WHERE d.id = ANY (retry_dead_letters.ids) RETURNING d.*
   )
-  INSERT INTO sidekick.outbox (xid, at, source, channel, op, schema_name, table_name, rows, key, payload, origin_id, target)
-  SELECT g.xid, g.at, g.source, g.channel, g.op, g.schema_name, g.table_name,
-         CASE WHEN g.source = 'table' THEN json_build_array(json_build_array(g.key, g.new, g.old)) END,
+  INSERT INTO sidekick.outbox (xid, at, source, channel, op, schema_name, table_name, new, old, keys, key, payload, origin_id, target)
+  SELECT g.xid, g.at, g.source, g.channel, g.op, g.schema_name, g.table_name, g.new::json, g.old::json,
+         CASE WHEN g.source = 'table' THEN to_json(g.key) END,
          CASE WHEN g.source = 'publish' THEN g.key END, g.payload, g.event_id, g.sink
   FROM gone g ORDER BY g.id;
   GET DIAGNOSTICS v_count = ROW_COUNT;

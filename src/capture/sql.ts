@@ -63,100 +63,123 @@ function keyColumnsLiteral(key: readonly string[]): string {
 /**
  * Row images. `*` takes the whole row with row_to_json (cheap, and a column renamed or dropped later
  * simply changes the image). A column list picks columns from the row's jsonb by name, so a column
- * renamed or dropped later yields null instead of failing the application's write; it also carries
- * the key columns' values, which the list may leave out.
+ * renamed or dropped later yields null instead of failing the application's write; the list may
+ * leave the key out, so the key columns' values travel beside it (`keys`).
  */
-interface Image { readonly source: string; readonly image: (row: string) => string; readonly key: (row: string) => string }
+interface Image {
+  /** The expression of a row's value to pick from (over the row variable `t`, NEW or OLD). */
+  readonly source: (row: string) => string;
+  readonly sourceType: 'json' | 'jsonb';
+  readonly image: (value: string) => string;
+  /** The key columns' values, or undefined when the drain reads the key from the image. */
+  readonly keys: ((value: string) => string) | undefined;
+}
 
 function imageOf(selection: ColumnSelection, key: readonly string[]): Image {
-  if (selection === '*') return { source: 'row_to_json(t)', image: (row) => row, key: () => 'NULL' };
+  if (selection === '*') return { source: (row) => `row_to_json(${row})`, sourceType: 'json', image: (v) => v, keys: undefined };
   const groups: string[] = [];
   // jsonb_build_object takes at most 100 arguments: chain groups of 50 columns.
   for (let i = 0; i < selection.length; i += 50) {
-    groups.push(`jsonb_build_object(${selection.slice(i, i + 50).map((c) => `${quoteLiteral(c)}, %ROW% -> ${quoteLiteral(c)}`).join(', ')})`);
+    groups.push(`jsonb_build_object(${selection.slice(i, i + 50).map((c) => `${quoteLiteral(c)}, %V% -> ${quoteLiteral(c)}`).join(', ')})`);
   }
   return {
-    source: 'to_jsonb(t)',
-    image: (row) => `(${groups.join(' || ').replace(/%ROW%/g, row)})::json`,
-    key: (row) => (key.length === 0 ? 'NULL' : `json_build_array(${key.map((k) => `${row} -> ${quoteLiteral(k)}`).join(', ')})`),
+    source: (row) => `to_jsonb(${row})`,
+    sourceType: 'jsonb',
+    image: (v) => `(${groups.join(' || ').replace(/%V%/g, v)})::json`,
+    keys: key.length === 0 ? undefined : (v) => `json_build_array(${key.map((k) => `${v} -> ${quoteLiteral(k)}`).join(', ')})`,
   };
 }
 
-const DECLARE_CHANNEL = `DECLARE
-  v_channel text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;`;
-
-const COLUMNS = 'source, channel, op, schema_name, table_name, key_columns';
-
-/** Wake a sleeping drain. Only while one sleeps: a NOTIFY in every transaction would serialise commits. */
-function wake(condition: string): string {
-  return `IF ${condition}EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) THEN
-    PERFORM pg_notify('sidekick', '');
-  END IF;`;
-}
+const DECLARE = `DECLARE
+  v_channel text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+  v_wake boolean;`;
 
 /**
- * Chunks of at most 1000 rows and about 8 MB: a huge statement becomes several outbox rows, none
- * near PostgreSQL's 1 GB value limit. Events keep the statement's order (ids and chunks ascend).
+ * Wake a sleeping drain (the flag comes back with the insert, no extra query). Only while one
+ * sleeps: a NOTIFY in every transaction would serialise commits.
  */
-function chunked(op: Operation, c: ResolvedCapture, elements: string): string {
-  return `  INSERT INTO sidekick.outbox (${COLUMNS}, event_ids, rows)
-  SELECT 'table', v_channel, '${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)},
-         array_agg(c.id ORDER BY c.r), json_agg(c.e ORDER BY c.r)
-  FROM (
-    SELECT b.r, b.e, nextval('sidekick.outbox_id_seq') AS id, (b.r - 1) / 1000 AS n,
-           sum(octet_length(b.e::text)) OVER (ORDER BY b.r) / 8388608 AS size
-    FROM (
-${elements}
-    ) AS b
-  ) AS c
-  GROUP BY c.n, c.size
-  ORDER BY c.n, c.size;`;
-}
+const RETURNING_WAKE = `RETURNING EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) INTO v_wake`;
+/** The same for a statement that may insert several outbox rows (RETURNING INTO takes exactly one). */
+const SELECT_WAKE = `SELECT EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) INTO v_wake FROM inserted LIMIT 1`;
+const WAKE = `IF v_wake THEN
+    PERFORM pg_notify('sidekick', '');
+  END IF;`;
 
 function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
   const img = imageOf(selection, c.key);
-  let elements: string;
+  const head = `'table', v_channel, '${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)}`;
+  let insert: string;
   if (op === 'insert' || op === 'delete') {
+    const column = op === 'insert' ? 'new' : 'old';
     const table = op === 'insert' ? 'sidekick_new' : 'sidekick_old';
-    const pair = op === 'insert' ? `${img.image('s.x')}, NULL` : `NULL, ${img.image('s.x')}`;
-    elements = `      SELECT s.r, json_build_array(${img.key('s.x')}, ${pair}) AS e
-      FROM (SELECT row_number() OVER () AS r, ${img.source} AS x FROM ${table} AS t) AS s`;
+    // Event ids come from the outbox sequence in scan order; chunks are ranges of 1000 ids (so at
+    // most 1000 rows, in statement order), and a row image over 256 kB gets a chunk of its own:
+    // no outbox value ever nears PostgreSQL's 1 GB limit.
+    insert = `  WITH inserted AS (
+  INSERT INTO sidekick.outbox (source, channel, op, schema_name, table_name, key_columns, event_ids, ${column}${img.keys ? ', keys' : ''})
+  SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.x')})${img.keys ? `, json_agg(${img.keys('c.x')})` : ''}
+  FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, ${img.source('t')} AS x FROM ${table} AS t) AS c
+  GROUP BY c.id / 1000, CASE WHEN octet_length(c.x::text) > 262144 THEN c.id ELSE 0 END
+  ORDER BY c.id / 1000, CASE WHEN octet_length(c.x::text) > 262144 THEN c.id ELSE 0 END
+  RETURNING 1)
+  ${SELECT_WAKE};`;
   } else {
     // PostgreSQL fills the old and new transition tables together, one row at a time, so the n-th
     // old row and the n-th new row are the same row (whatever happened to its key, and with or
     // without a primary key). The FULL JOIN keeps an unpaired row rather than dropping it.
-    elements = `      SELECT coalesce(n.r, o.r) AS r, json_build_array(${img.key('coalesce(n.x, o.x)')}, ${img.image('n.x')}, ${img.image('o.x')}) AS e
-      FROM (SELECT row_number() OVER () AS r, ${img.source} AS x FROM sidekick_new AS t) AS n
-      FULL JOIN (SELECT row_number() OVER () AS r, ${img.source} AS x FROM sidekick_old AS t) AS o ON o.r = n.r`;
+    insert = `  WITH inserted AS (
+  INSERT INTO sidekick.outbox (source, channel, op, schema_name, table_name, key_columns, event_ids, new, old${img.keys ? ', keys' : ''})
+  SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.n')}), json_agg(${img.image('c.o')})${img.keys ? `, json_agg(${img.keys('coalesce(c.n, c.o)')})` : ''}
+  FROM (
+    SELECT nextval('sidekick.outbox_id_seq') AS id, p.n, p.o
+    FROM (
+      SELECT n.x AS n, o.x AS o
+      FROM (SELECT row_number() OVER () AS r, ${img.source('t')} AS x FROM sidekick_new AS t) AS n
+      FULL JOIN (SELECT row_number() OVER () AS r, ${img.source('t')} AS x FROM sidekick_old AS t) AS o ON o.r = n.r
+      ORDER BY coalesce(n.r, o.r)
+    ) AS p
+  ) AS c
+  GROUP BY c.id / 1000, CASE WHEN octet_length(coalesce(c.n::text, '')) + octet_length(coalesce(c.o::text, '')) > 262144 THEN c.id ELSE 0 END
+  ORDER BY c.id / 1000, CASE WHEN octet_length(coalesce(c.n::text, '')) + octet_length(coalesce(c.o::text, '')) > 262144 THEN c.id ELSE 0 END
+  RETURNING 1)
+  ${SELECT_WAKE};`;
   }
-  return `${DECLARE_CHANNEL}
+  return `${DECLARE}
 BEGIN
-${chunked(op, c, elements)}
-  ${wake('FOUND AND ')}
+${insert}
+  ${WAKE}
   RETURN NULL;
 END`;
 }
 
 function rowBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
   const img = imageOf(selection, c.key);
-  const value = (record: 'NEW' | 'OLD') => (selection === '*' ? `row_to_json(${record})` : `to_jsonb(${record})`);
-  let declare: string;
-  let element: string;
+  const head = `'table', v_channel, '${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)}`;
+  // Column lists pick from the row's jsonb, computed once.
+  const declare: string[] = [];
+  const value = (record: 'NEW' | 'OLD', name: string) => {
+    if (selection === '*') return img.source(record);
+    declare.push(`  ${name} jsonb := ${img.source(record)};`);
+    return name;
+  };
+  let columns: string;
+  let values: string;
   if (op === 'insert' || op === 'delete') {
-    declare = `  x ${selection === '*' ? 'json' : 'jsonb'} := ${value(op === 'insert' ? 'NEW' : 'OLD')};`;
-    element = op === 'insert' ? `${img.key('x')}, ${img.image('x')}, NULL` : `${img.key('x')}, NULL, ${img.image('x')}`;
+    const v = value(op === 'insert' ? 'NEW' : 'OLD', 'x');
+    columns = `${op === 'insert' ? 'new' : 'old'}${img.keys ? ', keys' : ''}`;
+    values = `${img.image(v)}${img.keys ? `, ${img.keys(v)}` : ''}`;
   } else {
-    declare = `  n ${selection === '*' ? 'json' : 'jsonb'} := ${value('NEW')};
-  o ${selection === '*' ? 'json' : 'jsonb'} := ${value('OLD')};`;
-    element = `${img.key('n')}, ${img.image('n')}, ${img.image('o')}`;
+    const n = value('NEW', 'n');
+    const o = value('OLD', 'o');
+    columns = `new, old${img.keys ? ', keys' : ''}`;
+    values = `${img.image(n)}, ${img.image(o)}${img.keys ? `, ${img.keys(n)}` : ''}`;
   }
-  return `${DECLARE_CHANNEL}
-${declare}
+  return `${[DECLARE, ...declare].join('\n')}
 BEGIN
-  INSERT INTO sidekick.outbox (${COLUMNS}, rows)
-  VALUES ('table', v_channel, '${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)},
-          json_build_array(json_build_array(${element})));
-  ${wake('')}
+  INSERT INTO sidekick.outbox (source, channel, op, schema_name, table_name, key_columns, ${columns})
+  VALUES (${head}, ${values})
+  ${RETURNING_WAKE};
+  ${WAKE}
   RETURN NULL;
 END`;
 }

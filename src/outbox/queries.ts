@@ -19,7 +19,7 @@ export const WAKE_CHANNEL = 'sidekick';
  */
 export const PART_EXPR = `((hashtext(CASE WHEN o.source = 'table' THEN o.channel ELSE o.channel || coalesce(o.key, '') END) & 2147483647) % ${PARTITIONS})`;
 
-const SIZE_EXPR = `(coalesce(pg_column_size(o.rows), 0) + coalesce(pg_column_size(o.payload), 0))`;
+const SIZE_EXPR = `(coalesce(pg_column_size(o.new), 0) + coalesce(pg_column_size(o.old), 0) + coalesce(pg_column_size(o.payload), 0))`;
 const EVENTS_EXPR = `coalesce(cardinality(o.event_ids), 1)`;
 
 /**
@@ -35,7 +35,7 @@ WITH info AS (
 ), batch AS (
   SELECT * FROM (
     SELECT o.id, o.origin_id, o.target, ${PART_EXPR} AS part, o.xid::text AS xid, o.at, o.source, o.channel,
-           o.op, o.schema_name, o.table_name, o.key_columns, o.event_ids, o.rows, o.key, o.payload,
+           o.op, o.schema_name, o.table_name, o.key_columns, o.event_ids, o.new, o.old, o.keys, o.key, o.payload,
            sum(${SIZE_EXPR}) OVER w AS running_bytes, ${SIZE_EXPR} AS bytes,
            sum(${EVENTS_EXPR}) OVER w AS running_events, ${EVENTS_EXPR} AS events
     FROM sidekick.outbox o
@@ -126,8 +126,10 @@ export interface OutboxRow {
   table_name: string | null;
   key_columns: string[] | null;
   event_ids: string[] | null;
-  /** [key, new, old] per changed row. */
-  rows: [unknown, Record<string, unknown> | null, Record<string, unknown> | null][] | null;
+  /** With event_ids: arrays, one element per event; without: the single event's value. */
+  new: unknown;
+  old: unknown;
+  keys: unknown;
   key: string | null;
   payload: unknown;
   running_bytes: string;
@@ -177,20 +179,28 @@ export function outboxEvents(row: OutboxRow): Envelope[] {
       txid: row.xid,
     }];
   }
-  const rows = row.rows ?? [];
-  const ids = row.event_ids ?? [row.origin_id ?? row.id];
-  return rows.map(([slot, newImage, oldImage], i) => {
-    const key = rowKey(slot, newImage ?? oldImage, row.key_columns);
+  type Image = Record<string, unknown> | null;
+  const events: { id: string; new: Image; old: Image; key: unknown }[] = [];
+  if (row.event_ids === null) {
+    events.push({ id: row.origin_id ?? row.id, new: (row.new ?? null) as Image, old: (row.old ?? null) as Image, key: row.keys ?? null });
+  } else {
+    const at = (list: unknown, i: number) => (Array.isArray(list) ? (list[i] ?? null) : null);
+    row.event_ids.forEach((id, i) => {
+      events.push({ id, new: at(row.new, i) as Image, old: at(row.old, i) as Image, key: at(row.keys, i) });
+    });
+  }
+  return events.map((e) => {
+    const key = rowKey(e.key, e.new ?? e.old, row.key_columns);
     return {
-      id: String(ids[i] ?? `${row.id}.${i}`),
+      id: String(e.id),
       source: 'table',
       channel: row.channel,
       op: row.op ?? undefined,
       schema: row.schema_name ?? undefined,
       table: row.table_name ?? undefined,
       ...(key !== undefined ? { key } : {}),
-      new: newImage,
-      old: oldImage,
+      new: e.new,
+      old: e.old,
       at,
       txid: row.xid,
     } as Envelope;

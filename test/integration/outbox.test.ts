@@ -79,4 +79,32 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
     await new Promise((r) => setTimeout(r, 200));
     expect(out.received).toHaveLength(1);
   });
+
+  it('splits big statements into chunks (1000 rows; big rows alone) and delivers every row of them, in order per key', async () => {
+    db = await createTestDatabase();
+    const c = await db.client();
+    await install(c);
+    await c.query('CREATE TABLE t (id int PRIMARY KEY, v int, doc text)');
+    await capture(c, [{ table: 't' }]);
+    await c.query('INSERT INTO t SELECT g, 0 FROM generate_series(1, 2500) g');
+    // Chunks of ranges of 1000 event ids: three or four outbox rows, not 2500.
+    const { rows } = await c.query('SELECT count(*)::int AS n, sum(cardinality(event_ids))::int AS events FROM sidekick.outbox');
+    expect(rows[0]).toMatchObject({ events: 2500 });
+    expect(rows[0].n).toBeGreaterThanOrEqual(3);
+    expect(rows[0].n).toBeLessThanOrEqual(4);
+    const memory = createMemorySinks();
+    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    await c.query('UPDATE t SET v = 1');
+    await c.query(`UPDATE t SET doc = repeat('x', 300000) WHERE id <= 3`);
+    await c.query('DELETE FROM t WHERE id > 2000');
+    const out = memory.get('out');
+    const total = 2500 + 2500 + 3 + 500;
+    await waitFor(() => out.received.length >= total, `${total} events`, 20_000);
+    expect(new Set(out.received.map((e) => e.id)).size).toBe(total);
+    const ops = new Map<string, string[]>();
+    for (const e of out.received) ops.set(e.key as string, [...(ops.get(e.key as string) ?? []), e.op as string]);
+    expect(ops.get('1')).toEqual(['INSERT', 'UPDATE', 'UPDATE']);
+    expect(ops.get('2500')).toEqual(['INSERT', 'UPDATE', 'DELETE']);
+    expect((out.received.find((e) => e.key === '2' && (e.new as { doc: string | null }).doc !== null)?.new as { doc: string }).doc).toHaveLength(300000);
+  });
 });

@@ -111,11 +111,12 @@ describe('capture: generated SQL', () => {
     expect(sql).toContain('FOR EACH STATEMENT');
     // One outbox row per chunk of the statement, whole rows as JSON, key columns named for the drain;
     // no NOTIFY unless a drain sleeps; never the row in a NOTIFY.
-    expect(sql).toContain(`json_agg(c.e ORDER BY c.r)`);
-    expect(sql).toContain(`nextval('sidekick.outbox_id_seq')`);
-    expect(sql).toContain(`GROUP BY c.n, c.size`);
-    expect(sql).toContain(`json_build_array(NULL, s.x, NULL)`);
+    expect(sql).toContain(`array_agg(c.id), json_agg(c.x)`);
+    expect(sql).toContain(`FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, row_to_json(t) AS x FROM sidekick_new AS t) AS c`);
+    expect(sql).toContain(`GROUP BY c.id / 1000, CASE WHEN octet_length(c.x::text) > 262144 THEN c.id ELSE 0 END`);
     expect(sql).toContain(`'{"id"}'::text[]`);
+    // The flag comes back with the insert; NOTIFY only then.
+    expect(sql).toContain('SELECT EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) INTO v_wake FROM inserted LIMIT 1');
     expect(sql).toContain('EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now())');
     expect(sql).not.toMatch(/pg_notify\([^)]*x/);
     expect(sql).toMatch(/pg_notify\('sidekick', ''\)/);
@@ -123,9 +124,9 @@ describe('capture: generated SQL', () => {
 
   it('picks columns by name, encodes composite keys, drops operations that are not listed', () => {
     const sql = captureStatements([resolved({ operations: { update: ['id', "it's"] }, key: ['a', 'b'] })]);
-    expect(sql).toContain(`(jsonb_build_object('id', n.x -> 'id', 'it''s', n.x -> 'it''s'))::json`);
+    expect(sql).toContain(`json_agg((jsonb_build_object('id', c.n -> 'id', 'it''s', c.n -> 'it''s'))::json)`);
     // A column list may leave the key out: its values travel with the row.
-    expect(sql).toContain(`json_build_array(json_build_array(coalesce(n.x, o.x) -> 'a', coalesce(n.x, o.x) -> 'b'), `);
+    expect(sql).toContain(`json_agg(json_build_array(coalesce(c.n, c.o) -> 'a', coalesce(c.n, c.o) -> 'b'))`);
     expect(sql).toContain(`'{"a","b"}'::text[]`);
     expect(sql).toContain('DROP TRIGGER IF EXISTS "sidekick_capture_insert" ON "public"."orders";');
     expect(sql).toContain('DROP FUNCTION IF EXISTS sidekick."public.orders:delete"();');
@@ -134,7 +135,8 @@ describe('capture: generated SQL', () => {
 
   it('writes row-level triggers on request and NULL keys for tables without one', () => {
     const sql = captureStatements([resolved({ mode: 'row', key: [], keySource: 'none', operations: { insert: '*' } })]);
-    expect(sql).toContain('x json := row_to_json(NEW);');
+    expect(sql).toContain(`VALUES ('table', v_channel, 'INSERT', TG_TABLE_SCHEMA, TG_TABLE_NAME, NULL::text[], row_to_json(NEW))`);
+    expect(sql).toContain('RETURNING EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) INTO v_wake');
     expect(sql).toContain('FOR EACH ROW EXECUTE FUNCTION');
     expect(sql).toContain('NULL::text[]');
     expect(sql).toContain('no key (no primary key');
