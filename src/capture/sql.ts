@@ -108,45 +108,59 @@ const WAKE = `IF v_wake THEN
 function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
   const img = imageOf(selection, c.key);
   const head = `'table', v_channel, '${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)}`;
-  let insert: string;
+  const transition = op === 'delete' ? 'sidekick_old' : 'sidekick_new';
+  let single: string;
+  let several: string;
   if (op === 'insert' || op === 'delete') {
     const column = op === 'insert' ? 'new' : 'old';
-    const table = op === 'insert' ? 'sidekick_new' : 'sidekick_old';
+    const columns = `source, channel, op, schema_name, table_name, key_columns, ${column}${img.keys ? ', keys' : ''}`;
+    single = `    INSERT INTO sidekick.outbox (${columns})
+    SELECT ${head}, ${img.image('t.x')}${img.keys ? `, ${img.keys('t.x')}` : ''}
+    FROM (SELECT ${img.source('t')} AS x FROM ${transition} AS t) AS t
+    ${RETURNING_WAKE};`;
     // Event ids come from the outbox sequence in scan order; chunks are ranges of 1000 ids (so at
-    // most 1000 rows, in statement order), and a row image over 256 kB gets a chunk of its own:
-    // no outbox value ever nears PostgreSQL's 1 GB limit.
-    insert = `  WITH inserted AS (
-  INSERT INTO sidekick.outbox (source, channel, op, schema_name, table_name, key_columns, event_ids, ${column}${img.keys ? ', keys' : ''})
-  SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.x')})${img.keys ? `, json_agg(${img.keys('c.x')})` : ''}
-  FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, ${img.source('t')} AS x FROM ${table} AS t) AS c
-  GROUP BY c.id / 1000, CASE WHEN octet_length(c.x::text) > 262144 THEN c.id ELSE 0 END
-  ORDER BY c.id / 1000, CASE WHEN octet_length(c.x::text) > 262144 THEN c.id ELSE 0 END
-  RETURNING 1)
-  ${SELECT_WAKE};`;
+    // most 1000 rows), and a row image over 256 kB gets a chunk of its own: no outbox value ever
+    // nears PostgreSQL's 1 GB limit. (One statement changes a key once: chunk order does not matter.)
+    several = `    WITH inserted AS (
+      INSERT INTO sidekick.outbox (${columns.replace(`${column}`, `event_ids, ${column}`)})
+      SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.x')})${img.keys ? `, json_agg(${img.keys('c.x')})` : ''}
+      FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, ${img.source('t')} AS x FROM ${transition} AS t) AS c
+      GROUP BY c.id / 1000, CASE WHEN octet_length(c.x::text) > 262144 THEN c.id ELSE 0 END
+      RETURNING 1)
+    ${SELECT_WAKE};`;
   } else {
+    const columns = `source, channel, op, schema_name, table_name, key_columns, new, old${img.keys ? ', keys' : ''}`;
+    single = `    INSERT INTO sidekick.outbox (${columns})
+    SELECT ${head}, ${img.image('n.x')}, ${img.image('o.x')}${img.keys ? `, ${img.keys('n.x')}` : ''}
+    FROM (SELECT ${img.source('t')} AS x FROM sidekick_new AS t) AS n, (SELECT ${img.source('t')} AS x FROM sidekick_old AS t) AS o
+    ${RETURNING_WAKE};`;
     // PostgreSQL fills the old and new transition tables together, one row at a time, so the n-th
     // old row and the n-th new row are the same row (whatever happened to its key, and with or
     // without a primary key). The FULL JOIN keeps an unpaired row rather than dropping it.
-    insert = `  WITH inserted AS (
-  INSERT INTO sidekick.outbox (source, channel, op, schema_name, table_name, key_columns, event_ids, new, old${img.keys ? ', keys' : ''})
-  SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.n')}), json_agg(${img.image('c.o')})${img.keys ? `, json_agg(${img.keys('coalesce(c.n, c.o)')})` : ''}
-  FROM (
-    SELECT nextval('sidekick.outbox_id_seq') AS id, p.n, p.o
-    FROM (
-      SELECT n.x AS n, o.x AS o
-      FROM (SELECT row_number() OVER () AS r, ${img.source('t')} AS x FROM sidekick_new AS t) AS n
-      FULL JOIN (SELECT row_number() OVER () AS r, ${img.source('t')} AS x FROM sidekick_old AS t) AS o ON o.r = n.r
-      ORDER BY coalesce(n.r, o.r)
-    ) AS p
-  ) AS c
-  GROUP BY c.id / 1000, CASE WHEN octet_length(coalesce(c.n::text, '')) + octet_length(coalesce(c.o::text, '')) > 262144 THEN c.id ELSE 0 END
-  ORDER BY c.id / 1000, CASE WHEN octet_length(coalesce(c.n::text, '')) + octet_length(coalesce(c.o::text, '')) > 262144 THEN c.id ELSE 0 END
-  RETURNING 1)
-  ${SELECT_WAKE};`;
+    several = `    WITH inserted AS (
+      INSERT INTO sidekick.outbox (${columns.replace('new, old', 'event_ids, new, old')})
+      SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.n')}), json_agg(${img.image('c.o')})${img.keys ? `, json_agg(${img.keys('coalesce(c.n, c.o)')})` : ''}
+      FROM (
+        SELECT nextval('sidekick.outbox_id_seq') AS id, p.n, p.o
+        FROM (
+          SELECT n.x AS n, o.x AS o
+          FROM (SELECT row_number() OVER () AS r, ${img.source('t')} AS x FROM sidekick_new AS t) AS n
+          FULL JOIN (SELECT row_number() OVER () AS r, ${img.source('t')} AS x FROM sidekick_old AS t) AS o ON o.r = n.r
+          ORDER BY coalesce(n.r, o.r)
+        ) AS p
+      ) AS c
+      GROUP BY c.id / 1000, CASE WHEN octet_length(coalesce(c.n::text, '')) + octet_length(coalesce(c.o::text, '')) > 262144 THEN c.id ELSE 0 END
+      RETURNING 1)
+    ${SELECT_WAKE};`;
   }
+  // Most statements change one row: that case takes the short way (one outbox row, no aggregation).
   return `${DECLARE}
 BEGIN
-${insert}
+  IF EXISTS (SELECT 1 FROM ${transition} OFFSET 1) THEN
+${several}
+  ELSE
+${single}
+  END IF;
   ${WAKE}
   RETURN NULL;
 END`;
