@@ -114,10 +114,11 @@ function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelec
   if (op === 'insert' || op === 'delete') {
     const column = op === 'insert' ? 'new' : 'old';
     const columns = `source, channel, op, schema_name, table_name, key_columns, ${column}${img.keys ? ', keys' : ''}`;
-    single = `    INSERT INTO sidekick.outbox (${columns})
-    SELECT ${head}, ${img.image('t.x')}${img.keys ? `, ${img.keys('t.x')}` : ''}
-    FROM (SELECT ${img.source('t')} AS x FROM ${transition} AS t) AS t
-    ${RETURNING_WAKE};`;
+    single = `  INSERT INTO sidekick.outbox (${columns})
+  SELECT ${head}, ${img.image('t.x')}${img.keys ? `, ${img.keys('t.x')}` : ''}
+  FROM (SELECT ${img.source('t')} AS x FROM ${transition} AS t) AS t
+  WHERE NOT EXISTS (SELECT 1 FROM ${transition} OFFSET 1)
+  ${RETURNING_WAKE};`;
     // Event ids come from the outbox sequence in scan order; chunks are ranges of 1000 ids (so at
     // most 1000 rows), and a row image over 256 kB gets a chunk of its own: no outbox value ever
     // nears PostgreSQL's 1 GB limit. (One statement changes a key once: chunk order does not matter.)
@@ -130,10 +131,11 @@ function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelec
     ${SELECT_WAKE};`;
   } else {
     const columns = `source, channel, op, schema_name, table_name, key_columns, new, old${img.keys ? ', keys' : ''}`;
-    single = `    INSERT INTO sidekick.outbox (${columns})
-    SELECT ${head}, ${img.image('n.x')}, ${img.image('o.x')}${img.keys ? `, ${img.keys('n.x')}` : ''}
-    FROM (SELECT ${img.source('t')} AS x FROM sidekick_new AS t) AS n, (SELECT ${img.source('t')} AS x FROM sidekick_old AS t) AS o
-    ${RETURNING_WAKE};`;
+    single = `  INSERT INTO sidekick.outbox (${columns})
+  SELECT ${head}, ${img.image('n.x')}, ${img.image('o.x')}${img.keys ? `, ${img.keys('n.x')}` : ''}
+  FROM (SELECT ${img.source('t')} AS x FROM sidekick_new AS t) AS n, (SELECT ${img.source('t')} AS x FROM sidekick_old AS t) AS o
+  WHERE NOT EXISTS (SELECT 1 FROM sidekick_new OFFSET 1)
+  ${RETURNING_WAKE};`;
     // PostgreSQL fills the old and new transition tables together, one row at a time, so the n-th
     // old row and the n-th new row are the same row (whatever happened to its key, and with or
     // without a primary key). The FULL JOIN keeps an unpaired row rather than dropping it.
@@ -153,13 +155,13 @@ function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelec
       RETURNING 1)
     ${SELECT_WAKE};`;
   }
-  // Most statements change one row: that case takes the short way (one outbox row, no aggregation).
+  // Most statements change one row: that case takes the short way (one outbox row, no aggregation,
+  // one query). Otherwise — several rows, or none — the chunked way.
   return `${DECLARE}
 BEGIN
-  IF EXISTS (SELECT 1 FROM ${transition} OFFSET 1) THEN
-${several}
-  ELSE
 ${single}
+  IF NOT FOUND THEN
+${several}
   END IF;
   ${WAKE}
   RETURN NULL;
