@@ -563,9 +563,12 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     metrics?.outboxPartitions.set(0);
   }
 
+  let listenerTried = 0;
   async function ensureListener(): Promise<void> {
-    if (listener || listenerStarting) return;
+    // (Once started, the listener reconnects by itself; a first connection that failed is retried here.)
+    if (listener || listenerStarting || Date.now() - listenerTried < 5_000) return;
     listenerStarting = true;
+    listenerTried = Date.now();
     const candidate = createListener({
       connection: params.connection,
       channels: [WAKE_CHANNEL],
