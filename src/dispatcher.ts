@@ -60,7 +60,15 @@ export function createDispatcher(params: {
   let flushScheduled = false;
   let lingerTimer: NodeJS.Timeout | undefined;
   let pausedUntil = 0;
+  /** Until when the destination asked us to wait (Retry-After); a success elsewhere does not cancel it. */
+  let askedUntil = 0;
   let consecutiveFailures = 0;
+  /**
+   * Bumped each time the sink-wide backoff grows. A batch sent before the latest bump that fails
+   * too is the same outage seen again (32 requests in flight all fail at once), not a new failed
+   * probe: it must not grow the backoff further.
+   */
+  let generation = 0;
   let stopping: Promise<void> | undefined;
   const idleWaiters: (() => void)[] = [];
   const roomWaiters: (() => void)[] = [];
@@ -81,9 +89,17 @@ export function createDispatcher(params: {
     });
   }
 
+  /**
+   * While the sink is failing as a whole, only one batch at a time probes the destination (a
+   * half-open circuit); the first success restores full concurrency.
+   */
+  function limit(): number {
+    return consecutiveFailures > 0 ? 1 : concurrency;
+  }
+
   function schedule(): void {
-    if (waiting.length === 0 || inFlight >= concurrency) return;
-    const wait = pausedUntil - now();
+    if (waiting.length === 0 || inFlight >= limit()) return;
+    const wait = Math.max(pausedUntil, askedUntil) - now();
     if (wait > 0) {
       if (!lingerTimer) {
         lingerTimer = setTimeout(() => { lingerTimer = undefined; schedule(); }, wait);
@@ -104,10 +120,10 @@ export function createDispatcher(params: {
   }
 
   function flush(): void {
-    while (waiting.length > 0 && inFlight < concurrency && pausedUntil <= now()) {
+    while (waiting.length > 0 && inFlight < limit() && Math.max(pausedUntil, askedUntil) <= now()) {
       const items = waiting.splice(0, batch.size);
       inFlight++;
-      void sendBatch(items).finally(() => {
+      void sendBatch(items, generation).finally(() => {
         inFlight--;
         schedule();
       });
@@ -115,7 +131,7 @@ export function createDispatcher(params: {
     schedule();
   }
 
-  async function sendBatch(items: Waiting[]): Promise<void> {
+  async function sendBatch(items: Waiting[], sentIn: number): Promise<void> {
     let outcomes: readonly ItemOutcome[];
     try {
       outcomes = await sink.send(items.map((i) => i.envelope), controller.signal);
@@ -128,18 +144,27 @@ export function createDispatcher(params: {
     }
     const anyOk = outcomes.some((o) => o.ok);
     const allRetriable = outcomes.every((o) => !o.ok && o.error.retriable);
+    // The longest Retry-After the destination asked for in this batch, capped by maxDelay.
+    let asked = 0;
+    for (const o of outcomes) {
+      if (!o.ok && o.error instanceof RetriableError && o.error.retryAfterMs) asked = Math.max(asked, o.error.retryAfterMs);
+    }
+    asked = Math.min(asked, retry.maxDelay);
+    // Retry-After speaks for the destination as a whole (rate limit, maintenance): hold every lane.
+    if (asked > 0) askedUntil = Math.max(askedUntil, now() + asked);
     if (anyOk) {
+      if (consecutiveFailures > 0) logger.info({ failures: consecutiveFailures }, 'sink recovered');
       consecutiveFailures = 0;
       pausedUntil = 0;
-    } else if (allRetriable) {
+    } else if (allRetriable && sentIn === generation) {
       // Every attempt failed: back the whole sink off (exponential, jittered, capped), then probe again.
+      generation++;
       consecutiveFailures++;
       const first = outcomes[0] as { error: SidekickError };
-      const asked = first.error instanceof RetriableError ? first.error.retryAfterMs ?? 0 : 0;
-      const backoff = Math.min(retry.maxDelay, Math.max(asked, retry.initialDelay * 2 ** Math.min(consecutiveFailures - 1, 30)));
-      pausedUntil = now() + jitter(backoff);
+      const backoff = Math.min(retry.maxDelay, retry.initialDelay * 2 ** Math.min(consecutiveFailures - 1, 30));
+      pausedUntil = Math.max(pausedUntil, now() + jitter(backoff));
       if (consecutiveFailures === 1 || consecutiveFailures % 10 === 0) {
-        logger.warn({ failures: consecutiveFailures, backoffMs: Math.round(backoff), err: first.error.message }, 'sink failing; backing off');
+        logger.warn({ failures: consecutiveFailures, backoffMs: Math.round(Math.max(asked, backoff)), err: first.error.message }, 'sink failing; backing off');
       }
     }
     items.forEach((item, i) => item.resolve(outcomes[i] as ItemOutcome));
@@ -181,10 +206,15 @@ export function createDispatcher(params: {
           logger.debug({ id: envelope.id, attempts, err: error.message }, 'delivery failed; will retry');
           return true;
         },
-        onFailedAttempt: async ({ error }) => {
-          // Honour Retry-After (capped by maxDelay) on top of the computed backoff.
-          const asked = error instanceof RetriableError ? error.retryAfterMs : undefined;
-          if (asked && asked > 0) await sleep(Math.min(asked, retry.maxDelay), controller.signal);
+        onFailedAttempt: async ({ error, retriesConsumed }) => {
+          // Honour Retry-After (capped by maxDelay): the next attempt comes no sooner than asked.
+          // p-retry then waits at least initialDelay·2^retriesConsumed (capped) for an attempt that
+          // consumes a retry, so sleep only for what that wait does not already cover.
+          if (!(error instanceof RetriableError) || !error.retryAfterMs || error.retryAfterMs <= 0) return;
+          const asked = Math.min(error.retryAfterMs, retry.maxDelay);
+          const covered = error.unavailable ? 0 : Math.min(retry.initialDelay * 2 ** Math.min(retriesConsumed, 30), retry.maxDelay);
+          const last = (error.unavailable ? counted : counted + 1) >= retry.attempts; // no retry follows: do not wait
+          if (asked > covered && !last) await sleep(asked - covered, controller.signal);
         },
       });
       return { status: 'delivered', attempts };
