@@ -34,6 +34,12 @@ interface Pending { readonly envelope: Envelope; readonly resolve: (d: Delivery)
 interface Waiting { readonly envelope: Envelope; readonly resolve: (o: ItemOutcome) => void }
 
 const jitter = (ms: number) => ms * (0.85 + Math.random() * 0.3);
+/**
+ * Failed batches in a row (no success between them) before the whole sink backs off. An isolated
+ * failure is the event's own business (its retry backs off); a streak means the destination is down.
+ * An unreachable destination (connection refused) needs no streak to tell.
+ */
+const FAILING_STREAK = 3;
 
 /**
  * Per-sink delivery: one FIFO lane per ordering key (so a retrying event holds back only later
@@ -63,6 +69,8 @@ export function createDispatcher(params: {
   /** Until when the destination asked us to wait (Retry-After); a success elsewhere does not cancel it. */
   let askedUntil = 0;
   let consecutiveFailures = 0;
+  /** Batches in a row that failed retriably, with no success in between. */
+  let failStreak = 0;
   /**
    * Bumped each time the sink-wide backoff grows. A batch sent before the latest bump that fails
    * too is the same outage seen again (32 requests in flight all fail at once), not a new failed
@@ -131,6 +139,10 @@ export function createDispatcher(params: {
     schedule();
   }
 
+  function unreachable(outcomes: readonly ItemOutcome[]): boolean {
+    return outcomes.every((o) => !o.ok && o.error instanceof RetriableError && o.error.unavailable);
+  }
+
   async function sendBatch(items: Waiting[], sentIn: number): Promise<void> {
     let outcomes: readonly ItemOutcome[];
     try {
@@ -155,9 +167,11 @@ export function createDispatcher(params: {
     if (anyOk) {
       if (consecutiveFailures > 0) logger.info({ failures: consecutiveFailures }, 'sink recovered');
       consecutiveFailures = 0;
+      failStreak = 0;
       pausedUntil = 0;
-    } else if (allRetriable && sentIn === generation) {
-      // Every attempt failed: back the whole sink off (exponential, jittered, capped), then probe again.
+    } else if (allRetriable && ++failStreak >= (unreachable(outcomes) ? 1 : FAILING_STREAK) && sentIn === generation) {
+      // The destination is failing as a whole: back the sink off (exponential, jittered, capped),
+      // then probe again.
       generation++;
       consecutiveFailures++;
       const first = outcomes[0] as { error: SidekickError };

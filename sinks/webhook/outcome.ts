@@ -68,6 +68,8 @@ const TIMEOUTS: Record<string, string> = {
   UND_ERR_HEADERS_TIMEOUT: 'no response within the headers timeout',
   UND_ERR_BODY_TIMEOUT: 'the response body stalled past the body timeout',
 };
+/** OpenSSL's X509 verification codes (UNABLE_TO_VERIFY_LEAF_SIGNATURE, CERT_HAS_EXPIRED…) and Node's ERR_TLS_* / ERR_SSL_*. */
+const TLS_FAILURE = /CERT|CRL|SSL|TLS|ISSUER|SIGNATURE|^INVALID_CA$|^HOSTNAME_MISMATCH$|^PATH_LENGTH_EXCEEDED$|^INVALID_PURPOSE$/;
 const INVALID_REQUEST = /^(UND_ERR_INVALID_ARG|UND_ERR_NOT_SUPPORTED|ERR_INVALID_ARG_|ERR_INVALID_CHAR|ERR_INVALID_HTTP_TOKEN|ERR_HTTP_INVALID_HEADER_VALUE)/;
 
 function codeOf(error: unknown): string | undefined {
@@ -95,7 +97,7 @@ export function networkError(error: unknown, what: string): SidekickError {
   if (code !== undefined && UNREACHABLE.has(code)) {
     return new RetriableError(code, `${what}: cannot connect: ${message}`, { cause: error, unavailable: true });
   }
-  if (code !== undefined && (/CERT|SSL|TLS/.test(code) || code === 'ERR_TLS_CERT_ALTNAME_INVALID')) {
+  if (code !== undefined && TLS_FAILURE.test(code)) {
     // The receiver is there but we cannot talk to it safely; nothing changes until someone fixes a
     // certificate, so treat it like an outage (the sink waits) rather than burning attempts.
     return new RetriableError(code, `${what}: TLS failed: ${message}`, { cause: error, unavailable: true });

@@ -105,3 +105,16 @@ describe('dispatcher: Retry-After and sink-wide backoff', () => {
     expect((await first[0])?.status).toBe('delivered');
   });
 });
+
+describe('dispatcher: an isolated failure is not an outage', () => {
+  it('one event failing once does not pause the other keys', async () => {
+    const rec = recordingSink((e, n) => (e.id === '1' && n === 1 ? { ok: false, error: new RetriableError('HTTP_502', 'blip') } : OK), 2);
+    const d = createDispatcher({ sink: rec.sink, options: options({ retry: { attempts: 5, initialDelay: 400, maxDelay: 1000 } }), logger: quiet });
+    const a = d.deliver(env(1, 'A'));
+    await new Promise((r) => setTimeout(r, 30)); // A's first attempt has failed by now
+    const t = Date.now();
+    expect((await d.deliver(env(2, 'B'))).status).toBe('delivered');
+    expect(Date.now() - t).toBeLessThan(200); // not held for A's 400 ms backoff
+    expect(await a).toEqual({ status: 'delivered', attempts: 2 });
+  });
+});
