@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import pRetry from 'p-retry';
 import type { Logger } from 'pino';
 import type { DispatchOptions } from './config.js';
@@ -59,8 +60,30 @@ export function createDispatcher(params: {
   const now = params.now ?? Date.now;
   const { retry, concurrency, batch, maxQueued } = options;
   const controller = new AbortController();
+  // Every in-flight send() and every retry delay listens on this one signal: hundreds at once is
+  // normal here, not a leak.
+  setMaxListeners(0, controller.signal);
   const lanes = new Map<string, Pending[]>();
-  const waiting: Waiting[] = [];
+  /**
+   * Lane heads waiting for a send() slot, oldest first, from index `waitingHead` on. A head index
+   * instead of splice(0, n): with thousands of lanes waiting, shifting the array on every send
+   * cost more than the send itself.
+   */
+  let waiting: Waiting[] = [];
+  let waitingHead = 0;
+  const waitingCount = () => waiting.length - waitingHead;
+  function takeWaiting(n: number): Waiting[] {
+    const items = waiting.slice(waitingHead, waitingHead + n);
+    waitingHead += items.length;
+    if (waitingHead === waiting.length) {
+      waiting = [];
+      waitingHead = 0;
+    } else if (waitingHead > 1024 && waitingHead * 2 > waiting.length) {
+      waiting = waiting.slice(waitingHead);
+      waitingHead = 0;
+    }
+    return items;
+  }
   let size = 0;
   let inFlight = 0;
   let flushScheduled = false;
@@ -106,7 +129,7 @@ export function createDispatcher(params: {
   }
 
   function schedule(): void {
-    if (waiting.length === 0 || inFlight >= limit()) return;
+    if (waitingCount() === 0 || inFlight >= limit()) return;
     const wait = Math.max(pausedUntil, askedUntil) - now();
     if (wait > 0) {
       if (!lingerTimer) {
@@ -115,7 +138,7 @@ export function createDispatcher(params: {
       }
       return;
     }
-    if (waiting.length >= batch.size || batch.linger === 0) {
+    if (waitingCount() >= batch.size || batch.linger === 0) {
       // Let the current burst of lanes submit before sending, so batches fill up.
       if (!flushScheduled) {
         flushScheduled = true;
@@ -128,8 +151,8 @@ export function createDispatcher(params: {
   }
 
   function flush(): void {
-    while (waiting.length > 0 && inFlight < limit() && Math.max(pausedUntil, askedUntil) <= now()) {
-      const items = waiting.splice(0, batch.size);
+    while (waitingCount() > 0 && inFlight < limit() && Math.max(pausedUntil, askedUntil) <= now()) {
+      const items = takeWaiting(batch.size);
       inFlight++;
       void sendBatch(items, generation).finally(() => {
         inFlight--;
@@ -190,11 +213,18 @@ export function createDispatcher(params: {
     /** Failures that count against `retry.attempts` (an unreachable destination does not). */
     let counted = 0;
     let last: SidekickError | undefined;
+    // Fast path: most events go through at the first attempt, and setting up p-retry for each of
+    // them cost more CPU than the HTTP request of a webhook. Only a failure enters the retry loop,
+    // which then starts by replaying that first failure.
+    if (controller.signal.aborted) return { status: 'aborted', attempts };
+    let firstOutcome: ItemOutcome | undefined = await submit(envelope);
+    if (firstOutcome.ok) return { status: 'delivered', attempts: 1 };
     const born = Date.parse(envelope.at);
     try {
       await pRetry(async () => {
         attempts++;
-        const outcome = await submit(envelope);
+        const outcome = firstOutcome ?? await submit(envelope);
+        firstOutcome = undefined;
         if (outcome.ok) return;
         last = outcome.error;
         metrics?.failed.inc({ sink: sink.name, retriable: String(outcome.error.retriable) });
@@ -307,7 +337,7 @@ export function createDispatcher(params: {
         controller.abort(new Error('dispatcher stopped'));
         if (lingerTimer) clearTimeout(lingerTimer);
         // Lanes still waiting in the batcher will never be sent: release them as aborted.
-        for (const w of waiting.splice(0)) w.resolve({ ok: false, error: new SidekickError('STOPPED', 'dispatcher stopped') });
+        for (const w of takeWaiting(waitingCount())) w.resolve({ ok: false, error: new SidekickError('STOPPED', 'dispatcher stopped') });
         if (size > 0) await new Promise<void>((resolve) => idleWaiters.push(resolve));
         for (const w of roomWaiters.splice(0)) w();
       })();

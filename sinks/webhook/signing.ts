@@ -1,4 +1,4 @@
-import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 
 /**
  * Standard Webhooks signing (https://www.standardwebhooks.com): the signed content is
@@ -31,7 +31,7 @@ export type Signer = (id: string, timestamp: number, body: string) => string;
 
 /** Returns a function computing the `webhook-signature` header value for every secret given. */
 export function createSigner(secrets: readonly string[]): Signer {
-  const keys: KeyObject[] = secrets.map((s) => createSecretKey(secretKey(s)));
+  const keys = secrets.map(secretKey);
   return (id, timestamp, body) => {
     const content = `${id}.${timestamp}.${body}`;
     let header = '';
