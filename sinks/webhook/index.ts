@@ -68,10 +68,13 @@ export const webhookSink = defineSink({
 
     async function deliver(e: Envelope, signal: AbortSignal): Promise<ItemOutcome> {
       let rendered: Rendered;
+      let path: string;
       try {
         rendered = render(e);
+        path = url.path(e);
       } catch (error) {
-        return { ok: false, error: new FatalError('WEBHOOK_FORMAT', `event ${e.id} cannot be rendered as ${options.format}: ${(error as Error).message}`, { cause: error }) };
+        // Another attempt would fail the same way (e.g. a lone surrogate that cannot be URL-encoded).
+        return { ok: false, error: new FatalError('WEBHOOK_FORMAT', `event ${e.id} cannot be turned into a ${options.format} request: ${(error as Error).message}`, { cause: error }) };
       }
       // A fresh timestamp per attempt (receivers reject stale ones); the id stays the event's.
       const timestamp = Math.floor(Date.now() / 1000);
@@ -85,7 +88,6 @@ export const webhookSink = defineSink({
       if (sign) headers['webhook-signature'] = sign(e.id, timestamp, rendered.body);
 
       let origin = url.origin;
-      let path = url.path(e);
       for (let hop = 0; ; hop++) {
         const what = `${method} ${origin}${path.split('?')[0]}`;
         let response: Dispatcher.ResponseData;

@@ -173,3 +173,15 @@ describe('webhook: config', () => {
     expect(() => z.strictObject(webhookOptions).parse({})).toThrow();
   });
 });
+
+describe('webhook: an event that cannot become a request', () => {
+  it('is fatal for that event only (a key that cannot be URL-encoded)', async () => {
+    const { webhookSink } = await import('../../sinks/webhook/index.js');
+    const { contractContext } = await import('../contract/sink-contract.js');
+    // The request is never made (the URL cannot be built), so no server is involved.
+    const sink = webhookSink.create(z.strictObject(webhookOptions).parse({ url: 'http://127.0.0.1:9/x/{key}', proxy: 'none' }), contractContext('h'));
+    const [bad] = await sink.send([row({ key: 'lone \ud800 surrogate' })], new AbortController().signal);
+    expect(bad).toMatchObject({ ok: false, error: { code: 'WEBHOOK_FORMAT', retriable: false } });
+    await sink.stop();
+  });
+});
