@@ -117,7 +117,7 @@ export const webhookSink = defineSink({
           }
           if (next.origin !== origin) {
             // Configured credentials are for the configured receiver, not wherever it points us.
-            headers = Object.fromEntries(Object.entries(headers).filter(([name]) => !(name in configured)));
+            headers = Object.fromEntries(Object.entries(headers).filter(([name]) => name === 'content-type' || !(name in configured)));
           }
           origin = next.origin;
           path = `${next.pathname}${next.search}`;
