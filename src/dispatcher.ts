@@ -32,7 +32,8 @@ export interface Dispatcher {
 }
 
 interface Pending { readonly envelope: Envelope; readonly resolve: (d: Delivery) => void }
-interface Waiting { readonly envelope: Envelope; readonly resolve: (o: ItemOutcome) => void }
+/** A run of consecutive envelopes of one lane, sent together and never split across batches. */
+interface Waiting { readonly envelopes: readonly Envelope[]; readonly resolve: (o: readonly ItemOutcome[]) => void }
 
 const jitter = (ms: number) => ms * (0.85 + Math.random() * 0.3);
 /**
@@ -46,7 +47,9 @@ const FAILING_STREAK = 3;
  * Per-sink delivery: one FIFO lane per ordering key (so a retrying event holds back only later
  * events of its own key), a batcher that gathers the heads of all lanes into `send()` calls with at
  * most `concurrency` in flight, per-event retries through p-retry (exponential, randomised), and a
- * sink-wide pause while every attempt fails, so a dead endpoint is not hammered.
+ * sink-wide pause while every attempt fails, so a dead endpoint is not hammered: one request probes
+ * it after each pause, and the first success restores full concurrency. `Retry-After` holds the
+ * whole sink (capped by `retry.maxDelay`).
  */
 export function createDispatcher(params: {
   sink: Sink;
@@ -65,25 +68,14 @@ export function createDispatcher(params: {
   setMaxListeners(0, controller.signal);
   const lanes = new Map<string, Pending[]>();
   /**
-   * Lane heads waiting for a send() slot, oldest first, from index `waitingHead` on. A head index
-   * instead of splice(0, n): with thousands of lanes waiting, shifting the array on every send
-   * cost more than the send itself.
+   * Runs waiting for a send() slot, oldest first, from index `waitingHead` on. A head index instead
+   * of shift(): with thousands of lanes waiting, shifting the array on every send cost more than
+   * the send itself.
    */
   let waiting: Waiting[] = [];
   let waitingHead = 0;
-  const waitingCount = () => waiting.length - waitingHead;
-  function takeWaiting(n: number): Waiting[] {
-    const items = waiting.slice(waitingHead, waitingHead + n);
-    waitingHead += items.length;
-    if (waitingHead === waiting.length) {
-      waiting = [];
-      waitingHead = 0;
-    } else if (waitingHead > 1024 && waitingHead * 2 > waiting.length) {
-      waiting = waiting.slice(waitingHead);
-      waitingHead = 0;
-    }
-    return items;
-  }
+  /** Envelopes in `waiting`. */
+  let waitingCount = 0;
   let size = 0;
   let inFlight = 0;
   let flushScheduled = false;
@@ -112,10 +104,15 @@ export function createDispatcher(params: {
     if (size === 0) for (const w of idleWaiters.splice(0)) w();
   }
 
-  // ---- batcher: heads of lanes → send() calls --------------------------------------------------
-  function submit(envelope: Envelope): Promise<ItemOutcome> {
+  // A sink that delivers a batch in order may take a run of one key's envelopes at once; any other
+  // sink gets one envelope per key per batch, so that order never depends on the sink.
+  const runLength = sink.ordered ? batch.size : 1;
+
+  // ---- batcher: runs from the heads of lanes → send() calls -----------------------------------
+  function submit(envelopes: readonly Envelope[]): Promise<readonly ItemOutcome[]> {
     return new Promise((resolve) => {
-      waiting.push({ envelope, resolve });
+      waiting.push({ envelopes, resolve });
+      waitingCount += envelopes.length;
       schedule();
     });
   }
@@ -128,8 +125,26 @@ export function createDispatcher(params: {
     return consecutiveFailures > 0 ? 1 : concurrency;
   }
 
+  function waitingRuns(): number {
+    return waiting.length - waitingHead;
+  }
+
+  /** Takes the oldest waiting run, compacting the array now and then (amortised O(1)). */
+  function takeRun(): Waiting {
+    const run = waiting[waitingHead] as Waiting;
+    waiting[waitingHead++] = undefined as unknown as Waiting;
+    if (waitingHead === waiting.length) {
+      waiting = [];
+      waitingHead = 0;
+    } else if (waitingHead > 1024 && waitingHead * 2 > waiting.length) {
+      waiting = waiting.slice(waitingHead);
+      waitingHead = 0;
+    }
+    return run;
+  }
+
   function schedule(): void {
-    if (waitingCount() === 0 || inFlight >= limit()) return;
+    if (waitingRuns() === 0 || inFlight >= limit()) return;
     const wait = Math.max(pausedUntil, askedUntil) - now();
     if (wait > 0) {
       if (!lingerTimer) {
@@ -138,7 +153,7 @@ export function createDispatcher(params: {
       }
       return;
     }
-    if (waitingCount() >= batch.size || batch.linger === 0) {
+    if (waitingCount >= batch.size || batch.linger === 0) {
       // Let the current burst of lanes submit before sending, so batches fill up.
       if (!flushScheduled) {
         flushScheduled = true;
@@ -151,10 +166,17 @@ export function createDispatcher(params: {
   }
 
   function flush(): void {
-    while (waitingCount() > 0 && inFlight < limit() && Math.max(pausedUntil, askedUntil) <= now()) {
-      const items = takeWaiting(batch.size);
+    while (waitingRuns() > 0 && inFlight < limit() && Math.max(pausedUntil, askedUntil) <= now()) {
+      const groups: Waiting[] = [];
+      let n = 0;
+      while (waitingRuns() > 0 && (groups.length === 0 || n + (waiting[waitingHead] as Waiting).envelopes.length <= batch.size)) {
+        const g = takeRun();
+        groups.push(g);
+        n += g.envelopes.length;
+      }
+      waitingCount -= n;
       inFlight++;
-      void sendBatch(items, generation).finally(() => {
+      void sendBatch(groups, generation).finally(() => {
         inFlight--;
         schedule();
       });
@@ -166,10 +188,11 @@ export function createDispatcher(params: {
     return outcomes.every((o) => !o.ok && o.error instanceof RetriableError && o.error.unavailable);
   }
 
-  async function sendBatch(items: Waiting[], sentIn: number): Promise<void> {
+  async function sendBatch(groups: Waiting[], sentIn: number): Promise<void> {
+    const items = groups.flatMap((g) => g.envelopes);
     let outcomes: readonly ItemOutcome[];
     try {
-      outcomes = await sink.send(items.map((i) => i.envelope), controller.signal);
+      outcomes = await sink.send(items, controller.signal);
       if (outcomes.length !== items.length) {
         throw new TypeError(`sink ${sink.name} returned ${outcomes.length} outcomes for ${items.length} envelopes`);
       }
@@ -204,27 +227,25 @@ export function createDispatcher(params: {
         logger.warn({ failures: consecutiveFailures, backoffMs: Math.round(Math.max(asked, backoff)), err: first.error.message }, 'sink failing; backing off');
       }
     }
-    items.forEach((item, i) => item.resolve(outcomes[i] as ItemOutcome));
+    let at = 0;
+    for (const g of groups) {
+      g.resolve(outcomes.slice(at, at + g.envelopes.length));
+      at += g.envelopes.length;
+    }
   }
 
   // ---- lanes: per-key order and per-event retries ----------------------------------------------
-  async function attempt(envelope: Envelope): Promise<Delivery> {
+  /** Retries one envelope whose first attempt (`first`) failed retriably, until delivered or given up. */
+  async function attempt(envelope: Envelope, first: ItemOutcome): Promise<Delivery> {
     let attempts = 0;
     /** Failures that count against `retry.attempts` (an unreachable destination does not). */
     let counted = 0;
     let last: SidekickError | undefined;
-    // Fast path: most events go through at the first attempt, and setting up p-retry for each of
-    // them cost more CPU than the HTTP request of a webhook. Only a failure enters the retry loop,
-    // which then starts by replaying that first failure.
-    if (controller.signal.aborted) return { status: 'aborted', attempts };
-    let firstOutcome: ItemOutcome | undefined = await submit(envelope);
-    if (firstOutcome.ok) return { status: 'delivered', attempts: 1 };
     const born = Date.parse(envelope.at);
     try {
       await pRetry(async () => {
         attempts++;
-        const outcome = firstOutcome ?? await submit(envelope);
-        firstOutcome = undefined;
+        const outcome = attempts === 1 ? first : (await submit([envelope]))[0] as ItemOutcome;
         if (outcome.ok) return;
         last = outcome.error;
         metrics?.failed.inc({ sink: sink.name, retriable: String(outcome.error.retriable) });
@@ -270,14 +291,40 @@ export function createDispatcher(params: {
 
   async function runLane(key: string, lane: Pending[]): Promise<void> {
     while (lane.length > 0) {
-      const head = lane[0] as Pending;
-      const result = controller.signal.aborted ? { status: 'aborted', attempts: 0 } as const : await attempt(head.envelope);
-      lane.shift();
-      record(head.envelope, result);
-      head.resolve(result);
-      setSize(-1);
+      if (controller.signal.aborted) {
+        finish(lane.shift() as Pending, { status: 'aborted', attempts: 0 });
+        continue;
+      }
+      const run = lane.slice(0, runLength);
+      const outcomes = await submit(run.map((p) => p.envelope));
+      let i = 0;
+      for (; i < run.length; i++) {
+        const o = outcomes[i] as ItemOutcome;
+        if (o.ok) {
+          finish(lane.shift() as Pending, { status: 'delivered', attempts: 1 });
+        } else if (!o.error.retriable) {
+          metrics?.failed.inc({ sink: sink.name, retriable: 'false' });
+          finish(lane.shift() as Pending, { status: 'dead', attempts: 1, error: o.error });
+        } else {
+          break;
+        }
+      }
+      if (i < run.length) {
+        // The first retriable failure: retry it alone. Later envelopes of the run go out again after it
+        // (even if the sink took them), so a key's order holds; at-least-once allows the duplicate.
+        const head = lane[0] as Pending;
+        const result = await attempt(head.envelope, outcomes[i] as ItemOutcome);
+        lane.shift();
+        finish(head, result);
+      }
     }
     lanes.delete(key);
+  }
+
+  function finish(pending: Pending, result: Delivery): void {
+    record(pending.envelope, result);
+    pending.resolve(result);
+    setSize(-1);
   }
 
   function record(envelope: Envelope, result: Delivery): void {
@@ -316,7 +363,8 @@ export function createDispatcher(params: {
         } else {
           const fresh: Pending[] = [{ envelope, resolve }];
           lanes.set(key, fresh);
-          void runLane(key, fresh);
+          // Start on a microtask, so that a burst of deliver() calls joins the lane first.
+          queueMicrotask(() => void runLane(key, fresh));
         }
       });
     },
@@ -337,7 +385,12 @@ export function createDispatcher(params: {
         controller.abort(new Error('dispatcher stopped'));
         if (lingerTimer) clearTimeout(lingerTimer);
         // Lanes still waiting in the batcher will never be sent: release them as aborted.
-        for (const w of takeWaiting(waitingCount())) w.resolve({ ok: false, error: new SidekickError('STOPPED', 'dispatcher stopped') });
+        const stopped: ItemOutcome = { ok: false, error: new SidekickError('STOPPED', 'dispatcher stopped') };
+        while (waitingRuns() > 0) {
+          const w = takeRun();
+          w.resolve(w.envelopes.map(() => stopped));
+        }
+        waitingCount = 0;
         if (size > 0) await new Promise<void>((resolve) => idleWaiters.push(resolve));
         for (const w of roomWaiters.splice(0)) w();
       })();
