@@ -21,6 +21,7 @@
 // drain lands, a source reading committed rows (bornAt = commit time) plugs in the same way.
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -142,6 +143,7 @@ async function runSidekick(source) {
   const { envelopes } = source;
   const latencies = new Float64Array(envelopes.length);
   let failed = 0;
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const done = [];
   for (let i = 0; i < envelopes.length; i++) {
@@ -160,11 +162,12 @@ async function runSidekick(source) {
   }
   await Promise.all(done);
   const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   await dispatcher.stop(5_000);
   await sink.stop();
   if (failed > 0) throw new Error(`${failed} envelopes not delivered`);
   latencies.sort();
-  return { rate: envelopes.length / seconds, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99) };
+  return { rate: envelopes.length / seconds, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), cpu: (cpu.user + cpu.system) / envelopes.length };
 }
 
 /** A bare kafkajs producer: the same records, batches of BATCH, IN_FLIGHT sendBatch calls at once. */
@@ -174,6 +177,7 @@ async function runBaseline(envelopes) {
   const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, allowAutoTopicCreation: false });
   await producer.connect();
   const latencies = new Float64Array(envelopes.length);
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   let next = 0;
   async function worker() {
@@ -195,9 +199,10 @@ async function runBaseline(envelopes) {
   }
   await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
   const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   await producer.disconnect();
   latencies.sort();
-  return { rate: envelopes.length / seconds, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99) };
+  return { rate: envelopes.length / seconds, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), cpu: (cpu.user + cpu.system) / envelopes.length };
 }
 
 const median = (xs) => {
@@ -226,10 +231,11 @@ for (let run = 1; run <= RUNS; run++) {
 }
 
 const summary = Object.fromEntries(Object.entries(results).map(([k, rs]) => [k, {
-  rate: median(rs.map((r) => r.rate)), p50: median(rs.map((r) => r.p50)), p99: median(rs.map((r) => r.p99)),
+  rate: median(rs.map((r) => r.rate)), p50: median(rs.map((r) => r.p50)), p99: median(rs.map((r) => r.p99)), cpu: median(rs.map((r) => r.cpu)),
 }]));
 const fmt = (n) => Math.round(n).toLocaleString('en-US');
 const ms = (n) => `${n.toFixed(1)} ms`;
+const us = (n) => `${n.toFixed(1)} µs`;
 const base = summary.baseline.rate;
 const lines = [
   `## Kafka sink — ${EVENTS.toLocaleString('en-US')}-event backlog, medians of ${RUNS} runs${quick ? ' (--quick)' : ''}`,
@@ -237,15 +243,16 @@ const lines = [
   `Broker: librdkafka mock cluster (in-memory, Kafka wire protocol, 1 broker, ${PARTITIONS} partitions; not a real Kafka). `
     + `Node ${process.version}, kafkajs 2.2.4, acks=all, batches of ${BATCH}, ${IN_FLIGHT} requests in flight, ${KEYS.toLocaleString('en-US')} keys.`,
   '',
-  '| scenario | events/s | vs bare kafkajs | p50 latency | p99 latency |',
-  '|---|---:|---:|---:|---:|',
-  `| bare kafkajs producer (baseline; t0 → ack) | ${fmt(base)} | 1.00× | ${ms(summary.baseline.p50)} | ${ms(summary.baseline.p99)} |`,
-  `| pg-sidekick dispatcher + kafka sink, backlog (t0 → ack) | ${fmt(summary.backlog.rate)} | ${(summary.backlog.rate / base).toFixed(2)}× | ${ms(summary.backlog.p50)} | ${ms(summary.backlog.p99)} |`,
-  `| pg-sidekick, live stream at ${fmt(LIVE_RATE)}/s (arrival → ack) | ${fmt(summary.live.rate)} | — | ${ms(summary.live.p50)} | ${ms(summary.live.p99)} |`,
+  '| scenario | events/s | vs bare kafkajs | p50 latency | p99 latency | client CPU per event |',
+  '|---|---:|---:|---:|---:|---:|',
+  `| bare kafkajs producer (baseline; t0 → ack) | ${fmt(base)} | 1.00× | ${ms(summary.baseline.p50)} | ${ms(summary.baseline.p99)} | ${us(summary.baseline.cpu)} |`,
+  `| pg-sidekick dispatcher + kafka sink, backlog (t0 → ack) | ${fmt(summary.backlog.rate)} | ${(summary.backlog.rate / base).toFixed(2)}× | ${ms(summary.backlog.p50)} | ${ms(summary.backlog.p99)} | ${us(summary.backlog.cpu)} |`,
+  `| pg-sidekick, live stream at ${fmt(LIVE_RATE)}/s (arrival → ack) | ${fmt(summary.live.rate)} | — | ${ms(summary.live.p50)} | ${ms(summary.live.p99)} | ${us(summary.live.cpu)} |`,
   '',
   'Backlog latency is measured from the moment the whole backlog is available, so it is mostly queueing '
     + '(p50 ≈ time to drain half of it). The live row is the latency an event sees when nothing is queued. '
-    + 'Source: envelopes generated in memory (enqueue → broker ack); commit-to-broker needs the outbox drain.',
+    + 'Source: envelopes generated in memory (enqueue → broker ack); commit-to-broker needs the outbox drain. '
+    + `CPU = this Node process's user+system time per event (the broker runs in another process). Load average at the end: ${loadavg().map((l) => l.toFixed(1)).join(' ')} on ${cpus().length} cores.`,
   '',
 ];
 const table = lines.join('\n');

@@ -62,10 +62,14 @@ function recordBytes(r: KafkaRecord): number {
   return n;
 }
 
-interface Group { readonly topic: string; readonly indexes: number[]; readonly records: KafkaRecord[] }
+export interface Group { readonly topic: string; readonly indexes: number[]; readonly records: KafkaRecord[] }
 
-/** Records grouped per topic (a topic's failure is attributed to its own records only), then cut by size. */
-function groupRecords(records: readonly (KafkaRecord | undefined)[]): Group[] {
+/**
+ * Records grouped per topic (a topic's failure is attributed to its own records only), then cut so
+ * that no produce request carries more than `maxBytes`. `undefined` entries (records that could not
+ * be built) are skipped; `indexes` point back into the batch.
+ */
+export function groupRecords(records: readonly (KafkaRecord | undefined)[], maxBytes = MAX_REQUEST_BYTES): Group[] {
   const byTopic = new Map<string, Group[]>();
   records.forEach((r, i) => {
     if (r === undefined) return;
@@ -73,7 +77,7 @@ function groupRecords(records: readonly (KafkaRecord | undefined)[]): Group[] {
     if (!groups) byTopic.set(r.topic, groups = [{ topic: r.topic, indexes: [], records: [] }]);
     let last = groups[groups.length - 1] as Group & { bytes?: number };
     const size = recordBytes(r);
-    if (last.records.length > 0 && (last.bytes ?? 0) + size > MAX_REQUEST_BYTES) {
+    if (last.records.length > 0 && (last.bytes ?? 0) + size > maxBytes) {
       last = { topic: r.topic, indexes: [], records: [] };
       groups.push(last);
     }
@@ -211,7 +215,9 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
         const parts = [0, half].map((from) => ({
           topic: group.topic, indexes: group.indexes.slice(from, from + half), records: group.records.slice(from, from + half),
         }));
-        return (await Promise.all(parts.map((g) => produce(c, g)))).flat();
+        // One half after the other, so the records keep their batch order on the partition.
+        const first = await produce(c, parts[0] as Group);
+        return [...first, ...await produce(c, parts[1] as Group)];
       }
       let failure: SidekickError;
       if (root.type === 'UNKNOWN_TOPIC_OR_PARTITION' && knownTopics.has(group.topic)) {

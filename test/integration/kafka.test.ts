@@ -12,7 +12,7 @@ import { RetriableError } from '../../src/errors.js';
 import type { ItemOutcome, Sink } from '../../src/sink.js';
 import { contractContext, quietLogger, sinkContract, testEnvelope } from '../contract/sink-contract.js';
 import { createTestDatabase, waitFor } from '../support/db.js';
-import { createKafkaTopic, kafkaControl, serviceEnv } from '../support/services.js';
+import { createKafkaTopic, kafkaMockCommand as kafkaControl, serviceEnv } from '../support/services.js';
 
 /*
  * Every test here runs against librdkafka's mock cluster: an in-memory broker that speaks the Kafka
@@ -315,6 +315,43 @@ describe('kafka sink (librdkafka mock cluster, Kafka wire protocol)', () => {
     expect(JSON.parse(gz[0]!.value)).toEqual(envelopeJson(row));
   });
 
+  it('splits a request the broker rejects as too large; a single record it rejects is fatal', async () => {
+    const topic = await newTopic('too-large', 1);
+    const sink = makeSink({ topic });
+    try {
+      await sink.start(new AbortController().signal);
+      const batch = [testEnvelope(), testEnvelope(), testEnvelope(), testEnvelope()];
+      // The next produce request fails as a real broker answers a batch over message.max.bytes.
+      await kafkaControl('push-errors Produce MSG_SIZE_TOO_LARGE');
+      expect(await sink.send(batch, new AbortController().signal)).toEqual(batch.map(() => ({ ok: true })));
+      await kafkaControl('push-errors Produce MSG_SIZE_TOO_LARGE');
+      const [alone] = await sink.send([testEnvelope()], new AbortController().signal);
+      expect(alone?.ok === false && alone.error.code).toBe('KAFKA_RECORD_TOO_LARGE');
+      expect(alone?.ok === false && alone.error.retriable).toBe(false);
+      expect((await readAll([topic])).map((r) => r.headers.id)).toEqual(batch.map((e) => e.id));
+    } finally {
+      await sink.stop();
+    }
+  });
+
+  it('an "unknown topic" answer for a topic it already wrote to is retried with a fresh producer, not dead-lettered', async () => {
+    const topic = await newTopic('vanish', 1);
+    const sink = makeSink({ topic });
+    try {
+      const first = testEnvelope();
+      expect(await sink.send([first], new AbortController().signal)).toEqual([{ ok: true }]);
+      await kafkaControl('push-errors Produce UNKNOWN_TOPIC_OR_PART');
+      const [blip] = await sink.send([testEnvelope()], new AbortController().signal);
+      expect(blip?.ok === false && blip.error.code).toBe('KAFKA_TOPIC_VANISHED');
+      expect(blip?.ok === false && blip.error.retriable).toBe(true);
+      const again = testEnvelope();
+      expect(await sink.send([again], new AbortController().signal)).toEqual([{ ok: true }]);
+      expect((await readAll([topic])).map((r) => r.headers.id)).toEqual([first.id, again.id]);
+    } finally {
+      await sink.stop();
+    }
+  });
+
   it('recovers the producer when the broker drops every connection mid-stream: nothing lost, per-key order kept', async () => {
     const topic = await newTopic('outage', 4);
     const { options, dispatch } = configure({ topic, connectionTimeout: 500, timeout: 2_000 },
@@ -362,6 +399,28 @@ describe('kafka sink (librdkafka mock cluster, Kafka wire protocol)', () => {
     expect(envelopes.filter((e) => !ids.has(e.id)).map((e) => e.id)).toEqual([]);
     expect(ids.size).toBe(envelopes.length);
     expectPerKeyOrder(records, envelopes);
+  });
+
+  it('connects lazily in send when start failed because the broker was down', async () => {
+    const topic = await newTopic('lazy', 1);
+    const sink = makeSink({ topic, connectionTimeout: 500 });
+    try {
+      await kafkaControl('broker-down');
+      try {
+        const failed = await sink.start(new AbortController().signal).then(() => undefined, (e: unknown) => e);
+        expect(failed).toBeInstanceOf(RetriableError);
+        expect((failed as RetriableError).unavailable).toBe(true);
+        const [outcome] = await sink.send([testEnvelope()], new AbortController().signal);
+        expect(outcome?.ok === false && outcome.error instanceof RetriableError && outcome.error.unavailable).toBe(true);
+      } finally {
+        await kafkaControl('broker-up');
+      }
+      const e = testEnvelope();
+      expect(await sink.send([e], new AbortController().signal)).toEqual([{ ok: true }]);
+      expect((await readAll([topic])).map((r) => r.headers.id)).toEqual([e.id]);
+    } finally {
+      await sink.stop();
+    }
   });
 
   it('end to end: a real bridge forwards pg_notify on a LISTEN channel to the topic', async () => {

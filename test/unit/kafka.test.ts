@@ -2,6 +2,7 @@ import kafkajs from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 import { sinkDefinitions } from '../../sinks/index.js';
 import { classifyKafkaError } from '../../sinks/kafka/errors.js';
+import { groupRecords } from '../../sinks/kafka/sink.js';
 import { CLOUDEVENTS_TYPE, createMessageBuilder, JSON_TYPE, TEXT_TYPE, type MessageOptions } from '../../sinks/kafka/message.js';
 import { parseConfig } from '../../src/config.js';
 import { envelopeJson, notifyEnvelope, type Envelope } from '../../src/envelope.js';
@@ -9,6 +10,9 @@ import { FatalError, RetriableError } from '../../src/errors.js';
 
 const { KafkaJSConnectionError, KafkaJSNonRetriableError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError,
   KafkaJSRequestTimeoutError } = kafkajs;
+
+// kafkajs' retrier passes { cause } too; its typings declare only the message.
+const wrapNonRetriable = (e: Error) => new (KafkaJSNonRetriableError as unknown as new (e: Error, o: { cause: Error }) => Error)(e, { cause: e });
 
 const row: Envelope = {
   id: '42', source: 'table', channel: 'public.orders', op: 'UPDATE', schema: 'public', table: 'orders', key: '7',
@@ -116,7 +120,8 @@ describe('kafka records (topic, key, headers, value per format)', () => {
 });
 
 describe('kafka error classification (real kafkajs error classes)', () => {
-  const protocol = (type: string, retriable: boolean) => new KafkaJSProtocolError({ type, code: 1, retriable, message: type });
+  // kafkajs builds these from its error table; its typings only declare the message form.
+  const protocol = (type: string, retriable: boolean) => new KafkaJSProtocolError({ type, code: 1, retriable, message: type } as unknown as Error);
   it('a missing topic is fatal and names the topic, even wrapped by kafkajs\' retrier', () => {
     const e = classifyKafkaError(new KafkaJSNumberOfRetriesExceeded(protocol('UNKNOWN_TOPIC_OR_PARTITION', true), { retryCount: 0, retryTime: 1 }), 'pg.x');
     expect(e).toBeInstanceOf(FatalError);
@@ -125,7 +130,8 @@ describe('kafka error classification (real kafkajs error classes)', () => {
   });
   it('connection errors and leaderless partitions are retriable and mark the destination unavailable', () => {
     for (const raw of [
-      new KafkaJSNonRetriableError(new KafkaJSConnectionError('Connection error: connect ECONNREFUSED', { code: 'ECONNREFUSED' }), { cause: new KafkaJSConnectionError('x', { code: 'ECONNREFUSED' }) }),
+      // What kafkajs threw in a measured broker outage: NonRetriable(ConnectionError ECONNREFUSED).
+      wrapNonRetriable(new KafkaJSConnectionError('Connection error: connect ECONNREFUSED', { code: 'ECONNREFUSED' } as never)),
       new KafkaJSNumberOfRetriesExceeded(new KafkaJSRequestTimeoutError('Request timed out'), { retryCount: 0, retryTime: 1 }),
       protocol('LEADER_NOT_AVAILABLE', true),
       protocol('NOT_ENOUGH_REPLICAS', true),
@@ -144,5 +150,17 @@ describe('kafka error classification (real kafkajs error classes)', () => {
     expect(classifyKafkaError(protocol('INVALID_RECORD', false), 't')).toBeInstanceOf(FatalError);
     expect(classifyKafkaError(new KafkaJSNonRetriableError('Invalid message without value'), 't')).toBeInstanceOf(FatalError);
     expect(classifyKafkaError(new TypeError('boom'), 't').code).toBe('SINK_BUG');
+  });
+});
+
+describe('kafka produce requests (grouping)', () => {
+  const rec = (topic: string, bytes = 10) => ({ topic, key: 'k', value: 'x'.repeat(bytes), headers: {} });
+  it('one request per topic, records in batch order, indexes pointing back into the batch', () => {
+    const groups = groupRecords([rec('a'), rec('b'), undefined, rec('a')]);
+    expect(groups.map((g) => [g.topic, g.indexes])).toEqual([['a', [0, 3]], ['b', [1]]]);
+  });
+  it('cuts a topic\'s records into requests of at most maxBytes; a record larger than that goes alone', () => {
+    const groups = groupRecords([rec('a', 400), rec('a', 400), rec('a', 400), rec('a', 5000), rec('a', 10)], 1000);
+    expect(groups.map((g) => g.indexes)).toEqual([[0, 1], [2], [3], [4]]);
   });
 });
