@@ -28,7 +28,7 @@ const brokers = z.union([z.string(), z.array(z.string())]).transform((value, ctx
 });
 
 /** `all`/-1 (every in-sync replica), 1 (the leader), 0 (no answer at all). Numbers may arrive as strings from ${ENV}. */
-const acks = z.union([z.literal('all'), z.literal(-1), z.literal(0), z.literal(1), z.enum(['-1', '0', '1'])])
+const acks = z.union([z.literal('all'), z.literal(-1), z.literal(0), z.literal(1), z.enum(['-1', '0', '1'])], { error: 'expected all, 1 or 0 (-1 is all)' })
   .transform((v) => (v === 'all' ? -1 : Number(v)) as -1 | 0 | 1);
 
 /** SASL settings, handed to kafkajs as they are. `oauthbearer` needs code (a token provider), so it is not offered. */

@@ -158,7 +158,11 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
         await Promise.all([producer.connect(), admin.connect()]);
       } catch (error) {
         await close(c);
-        throw classifyKafkaError(error);
+        // Whatever stops us connecting (brokers down, bad credentials, TLS, a protocol the brokers
+        // refuse) makes the destination unusable, not the events bad: back off, keep the attempts.
+        const classified = classifyKafkaError(error);
+        throw classified instanceof RetriableError && classified.unavailable ? classified
+          : new RetriableError(classified.code, `cannot connect to the Kafka brokers (${options.brokers.join(', ')}): ${classified.message}`, { cause: error, unavailable: true });
       } finally {
         connecting = undefined;
       }
@@ -308,7 +312,9 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
         const cluster = await abortable(admin.describeCluster(), signal);
         return `${cluster.brokers.length} broker(s) (${options.brokers.join(', ')}); ${topicLine}`;
       } catch (error) {
-        throw classifyKafkaError(error, topicIsConstant ? options.topic : undefined);
+        if (error instanceof SidekickError) throw error;
+        const topicError = rootKafkaError(error).type === 'UNKNOWN_TOPIC_OR_PARTITION' && topicIsConstant;
+        throw classifyKafkaError(error, topicError ? options.topic : undefined);
       } finally {
         await admin.disconnect().catch(() => {});
       }

@@ -423,6 +423,20 @@ describe('kafka sink (librdkafka mock cluster, Kafka wire protocol)', () => {
     }
   });
 
+  it('a connection the brokers refuse (here: SASL, which the mock does not speak) makes the sink unavailable, not the events fatal', async () => {
+    const sink = makeSink({ topic: 't', sasl: { mechanism: 'plain', username: 'u', password: 'p' } });
+    try {
+      const failed = await sink.start(new AbortController().signal).then(() => undefined, (e: unknown) => e);
+      expect(failed).toBeInstanceOf(RetriableError);
+      expect((failed as RetriableError).unavailable).toBe(true);
+      expect((failed as Error).message).toMatch(/^cannot connect to the Kafka brokers \(127\.0\.0\.1:\d+\): /);
+      const [outcome] = await sink.send([testEnvelope()], new AbortController().signal);
+      expect(outcome?.ok === false && outcome.error instanceof RetriableError && outcome.error.unavailable).toBe(true);
+    } finally {
+      await sink.stop();
+    }
+  });
+
   it('end to end: a real bridge forwards pg_notify on a LISTEN channel to the topic', async () => {
     const db = await createTestDatabase('skkafka');
     const topic = await newTopic('bridge', 2);
