@@ -189,7 +189,7 @@ async function runBaseline(envelopes) {
         const e = envelopes[i];
         messages.push({
           key: e.key, value: JSON.stringify(envelopeJson(e)), timestamp: String(Date.parse(e.at)),
-          headers: { id: e.id, channel: e.channel, source: e.source, op: e.op, 'content-type': 'application/json' },
+          headers: { id: e.id, channel: e.channel, source: e.source, op: e.op },
         });
       }
       await producer.sendBatch({ topicMessages: [{ topic, messages }], acks: -1 });

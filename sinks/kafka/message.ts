@@ -86,8 +86,8 @@ export function createMessageBuilder(options: MessageOptions): (e: Envelope) => 
     let value: string;
 
     if (options.format === 'envelope') {
+      // Always JSON: no content-type header (kafkajs spends ~1.6 µs encoding each header, per record).
       value = JSON.stringify(envelopeJson(e));
-      headers['content-type'] = JSON_TYPE;
     } else if (options.format === 'payload') {
       if (e.source === 'table') {
         value = JSON.stringify(rowImage(e));

@@ -67,7 +67,7 @@ describe('kafka records (topic, key, headers, value per format)', () => {
     expect(r.topic).toBe('pg.public.orders');
     expect(r.key).toBe('7');
     expect(JSON.parse(r.value)).toEqual(envelopeJson(row));
-    expect(r.headers).toEqual({ id: '42', channel: 'public.orders', source: 'table', op: 'UPDATE', 'content-type': JSON_TYPE });
+    expect(r.headers).toEqual({ id: '42', channel: 'public.orders', source: 'table', op: 'UPDATE' });
     expect(r.timestamp).toBe(String(Date.parse(row.at)));
   });
 
