@@ -56,6 +56,7 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
+/** Approximate encoded size (string lengths, not UTF-8 bytes): the too-large split below is the backstop. */
 function recordBytes(r: KafkaRecord): number {
   let n = r.value.length + (r.key?.length ?? 0) + 70;
   for (const [k, v] of Object.entries(r.headers)) n += k.length + v.length + 4;

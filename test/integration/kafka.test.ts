@@ -18,7 +18,8 @@ import { createKafkaTopic, kafkaMockCommand as kafkaControl, serviceEnv } from '
  * Every test here runs against librdkafka's mock cluster: an in-memory broker that speaks the Kafka
  * wire protocol (no Apache Kafka can be installed on these machines). It is not a real Kafka: it
  * auto-creates any topic a metadata request names (so a "missing" topic is simulated through its
- * control port), has no idempotent producer or transactions, and keeps everything in memory.
+ * control port), has no idempotent producer or transactions, and keeps everything in memory —
+ * at most 5 MiB per partition (older record batches are dropped), so every test stays far below.
  * The tests share that one broker and run one after another within this file (the outage test
  * takes the broker down for everyone), with random topic names.
  */
