@@ -66,11 +66,11 @@ function recordBytes(r: KafkaRecord): number {
 export interface Group { readonly topic: string; readonly indexes: number[]; readonly records: KafkaRecord[] }
 
 /**
- * Records grouped per topic (a topic's failure is attributed to its own records only), then cut so
- * that no produce request carries more than `maxBytes`. `undefined` entries (records that could not
- * be built) are skipped; `indexes` point back into the batch.
+ * Records grouped per topic (a topic's failure is attributed to its own records only), each topic's
+ * cut into produce requests of at most `maxBytes`, in batch order. `undefined` entries (records that
+ * could not be built) are skipped; `indexes` point back into the batch.
  */
-export function groupRecords(records: readonly (KafkaRecord | undefined)[], maxBytes = MAX_REQUEST_BYTES): Group[] {
+export function groupRecords(records: readonly (KafkaRecord | undefined)[], maxBytes = MAX_REQUEST_BYTES): Group[][] {
   const byTopic = new Map<string, Group[]>();
   records.forEach((r, i) => {
     if (r === undefined) return;
@@ -86,7 +86,7 @@ export function groupRecords(records: readonly (KafkaRecord | undefined)[], maxB
     last.indexes.push(i);
     last.records.push(r);
   });
-  return [...byTopic.values()].flat();
+  return [...byTopic.values()];
 }
 
 /** A connected producer (and the admin client that checks topics), with the sends using it. */
@@ -220,9 +220,11 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
         const parts = [0, half].map((from) => ({
           topic: group.topic, indexes: group.indexes.slice(from, from + half), records: group.records.slice(from, from + half),
         }));
-        // One half after the other, so the records keep their batch order on the partition.
+        // One half after the other, so the records keep their batch order on the partition; if the
+        // first half fails retriably, the second is not sent (it would overtake the first).
         const first = await produce(c, parts[0] as Group);
-        return [...first, ...await produce(c, parts[1] as Group)];
+        const failed = first.find((o) => !o.ok && o.error.retriable);
+        return [...first, ...(failed ? (parts[1] as Group).records.map(() => failed) : await produce(c, parts[1] as Group))];
       }
       let failure: SidekickError;
       if (root.type === 'UNKNOWN_TOPIC_OR_PARTITION' && knownTopics.has(group.topic)) {
@@ -249,8 +251,8 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
         return undefined;
       }
     });
-    const groups = groupRecords(records);
-    if (groups.length === 0) return outcomes;
+    const topics = groupRecords(records);
+    if (topics.length === 0) return outcomes;
     // Not connected (never started, or reset after an error): connect now. Failing that, every
     // record fails with the connection error (retriable, `unavailable`).
     let c: Connection;
@@ -259,13 +261,21 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
     } catch (error) {
       if (signal.aborted) throw error;
       const failure: ItemOutcome = { ok: false, error: classifyKafkaError(error) };
-      for (const g of groups) for (const index of g.indexes) outcomes[index] = failure;
+      for (const g of topics.flat()) for (const index of g.indexes) outcomes[index] = failure;
       return outcomes;
     }
     c.inFlight++;
     try {
-      const results = await abortable(Promise.all(groups.map((g) => produce(c, g))), signal);
-      groups.forEach((g, gi) => g.indexes.forEach((index, j) => { outcomes[index] = (results[gi] as ItemOutcome[])[j] as ItemOutcome; }));
+      await abortable(Promise.all(topics.map(async (chunks) => {
+        // A topic's requests go one after another (a key's run may span two of them), and after a
+        // retriable failure the rest of that topic is not sent: nothing may overtake what failed.
+        let failed: ItemOutcome | undefined;
+        for (const g of chunks) {
+          const results = failed ? g.records.map(() => failed as ItemOutcome) : await produce(c, g);
+          g.indexes.forEach((index, j) => { outcomes[index] = results[j] as ItemOutcome; });
+          failed ??= results.find((o) => !o.ok && o.error.retriable);
+        }
+      })), signal);
       return outcomes;
     } finally {
       c.inFlight--;
@@ -276,6 +286,9 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
   return {
     name: context.name,
     type: 'kafka',
+    // A produce request appends a partition's records in order, and a key has one partition: the
+    // dispatcher may hand us several consecutive events of one key (a busy NOTIFY channel) at once.
+    ordered: true,
     async start(signal) {
       if (stopping) throw new SidekickError('STOPPED', `kafka sink ${context.name} is stopped`);
       await abortable(connect(), signal);

@@ -253,6 +253,50 @@ describe('kafka sink (librdkafka mock cluster, Kafka wire protocol)', () => {
     expectPerKeyOrder(records, envelopes);
   });
 
+  it('a busy NOTIFY channel: its events go out in runs (ordered sink), all in one partition, in order', async () => {
+    const topic = await newTopic('busy', 4);
+    const { options, dispatch } = configure({ topic });
+    const inner = kafkaSink.create(options, contractContext('kafka'));
+    let sends = 0;
+    const sink: Sink = { ...inner, ordered: inner.ordered, start: (s) => inner.start(s), stop: () => inner.stop(), send: (b, s) => { sends++; return inner.send(b, s); } };
+    const dispatcher = dispatcherFor(sink, dispatch);
+    const envelopes = Array.from({ length: 3_000 }, (_, i): Envelope => ({
+      id: `busy-${i}`, source: 'notify', channel: 'jobs', payload: { job: i }, raw: `{"job":${i}}`, at: new Date().toISOString(), pid: 1,
+    }));
+    try {
+      await sink.start(new AbortController().signal);
+      const results = await Promise.all(envelopes.map((e) => dispatcher.deliver(e)));
+      expect(results.filter((r) => r.status !== 'delivered')).toEqual([]);
+    } finally {
+      await dispatcher.stop(5_000);
+      await sink.stop();
+    }
+    // One key (the channel) is one lane: without runs this would take 3 000 produce requests in a row.
+    expect(sends).toBeLessThan(100);
+    const records = await readAll([topic]);
+    expect(new Set(records.map((r) => r.partition)).size).toBe(1);
+    expect(records.sort((a, b) => a.offset - b.offset).map((r) => r.headers.id)).toEqual(envelopes.map((e) => e.id));
+  });
+
+  it('after a failed request, the rest of the topic\'s batch is not sent (nothing overtakes what failed)', async () => {
+    const topic = await newTopic('overtake', 1);
+    const sink = makeSink({ topic });
+    // 8 changes of one row, ~100 kB each: more than one produce request (512 KiB each) for one key's run.
+    const big = 'x'.repeat(100_000);
+    const run = rowChanges(1, 8).map((e) => ({ ...e, new: { ...e.new, big } }));
+    try {
+      await sink.start(new AbortController().signal);
+      await kafkaControl('push-errors Produce NOT_LEADER_FOR_PARTITION');
+      const failed = await sink.send(run, new AbortController().signal);
+      expect(failed.every((o) => !o.ok && o.error.retriable)).toBe(true);
+      expect(await endOffsets([topic])).toBe(0);
+      expect(await sink.send(run, new AbortController().signal)).toEqual(run.map(() => ({ ok: true })));
+    } finally {
+      await sink.stop();
+    }
+    expect((await readAll([topic])).sort((a, b) => a.offset - b.offset).map((r) => r.headers.id)).toEqual(run.map((e) => e.id));
+  });
+
   it('writes each format as documented (envelope, payload, cloudevents binary and structured), and gzip', async () => {
     const formats = {
       envelope: { format: 'envelope' },

@@ -157,10 +157,10 @@ describe('kafka produce requests (grouping)', () => {
   const rec = (topic: string, bytes = 10) => ({ topic, key: 'k', value: 'x'.repeat(bytes), headers: {} });
   it('one request per topic, records in batch order, indexes pointing back into the batch', () => {
     const groups = groupRecords([rec('a'), rec('b'), undefined, rec('a')]);
-    expect(groups.map((g) => [g.topic, g.indexes])).toEqual([['a', [0, 3]], ['b', [1]]]);
+    expect(groups.map((t) => t.map((g) => [g.topic, g.indexes]))).toEqual([[['a', [0, 3]]], [['b', [1]]]]);
   });
   it('cuts a topic\'s records into requests of at most maxBytes; a record larger than that goes alone', () => {
     const groups = groupRecords([rec('a', 400), rec('a', 400), rec('a', 400), rec('a', 5000), rec('a', 10)], 1000);
-    expect(groups.map((g) => g.indexes)).toEqual([[0, 1], [2], [3], [4]]);
+    expect(groups.map((t) => t.map((g) => g.indexes))).toEqual([[[0, 1], [2], [3], [4]]]);
   });
 });
