@@ -1,6 +1,5 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { sleep } from '../dispatcher.js';
 import { errorMessage } from '../errors.js';
 
 export interface Notification {
@@ -64,6 +63,23 @@ export function reconnectDelay(attempt: number, capMs: number): number {
 }
 
 const NO_SSL = /does not support SSL/i;
+
+/**
+ * Waits before the next reconnect attempt; ends early when `signal` aborts. Unlike the dispatcher's
+ * sleep, this timer keeps the process alive: between two connections it may be all there is.
+ */
+function backoff(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
 
 /** The socket node-postgres reads from (no public API exposes it; guarded where used). */
 export function clientSocket(c: pg.Client): NodeJS.ReadableStream & { destroy(): void } | undefined {
@@ -155,9 +171,10 @@ export function createListener(options: ListenerOptions): Listener {
 
   function watch(c: pg.Client): Promise<Error> {
     return new Promise((resolve) => {
-      let lastError: Error | undefined;
-      c.on('error', (e) => { lastError = e; });
-      c.once('end', () => resolve(lastError ?? new Error('connection closed')));
+      // The first error says why (the server's FATAL message); later ones only say the socket closed.
+      let firstError: Error | undefined;
+      c.on('error', (e) => { firstError ??= e; });
+      c.once('end', () => resolve(firstError ?? new Error('connection closed')));
       startHeartbeat(c);
     });
   }
@@ -188,7 +205,7 @@ export function createListener(options: ListenerOptions): Listener {
         const retryInMs = reconnectDelay(attempt, maxBackoff);
         logger?.warn({ err: errorMessage(error), retryInMs }, 'LISTEN connection lost; reconnecting');
         options.onEvent?.({ type: 'disconnected', error, retryInMs });
-        await sleep(retryInMs, stopController.signal);
+        await backoff(retryInMs, stopController.signal);
       }
       if (stopController.signal.aborted) return;
       try {
@@ -202,7 +219,7 @@ export function createListener(options: ListenerOptions): Listener {
         const retryInMs = reconnectDelay(attempt, maxBackoff);
         logger?.warn({ err: errorMessage(error), attempt, retryInMs }, 'reconnect failed; retrying');
         options.onEvent?.({ type: 'disconnected', error: error as Error, retryInMs });
-        await sleep(retryInMs, stopController.signal);
+        await backoff(retryInMs, stopController.signal);
       }
     }
   }
