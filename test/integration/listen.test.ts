@@ -140,17 +140,24 @@ describe('sidekick listen / pglisten (real PostgreSQL)', () => {
     const n = 60_000;
     const pad = 'p'.repeat(100);
     await admin.query(`SELECT count(pg_notify('big', i::text || '${pad}')) FROM generate_series(1, ${n}) i`);
-    // With stdout blocked, the listener must stop reading: its backend then waits to write to the socket.
-    const backendBlocked = await waitFor(async () => {
+    // With stdout blocked, the listener must stop reading: its backend then waits to write to the socket,
+    // and stays so, with the rest still in the server's notification queue (were the listener reading on
+    // and buffering, the backend would have sent everything well within the second we watch it).
+    const blockedBackend = async () => {
       const { rows } = await admin.query<{ n: string }>(
         `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pglisten' AND wait_event = 'ClientWrite'`, [db?.name]);
       return Number(rows[0]?.n) === 1;
-    }, 'the listener backend to block on writing');
+    };
+    await waitFor(blockedBackend, 'the listener backend to block on writing');
+    await new Promise((resolve) => setTimeout(resolve, 1000)); // an observation window, not a synchronisation
+    const stillBlocked = await blockedBackend();
+    const queued = Number((await admin.query<{ u: number }>('SELECT pg_notification_queue_usage() AS u')).rows[0]?.u);
     r.child.stdout?.resume();
     const expected = Array.from({ length: n }, (_, i) => `${i + 1}${pad}\n`).join('');
     await waitFor(() => r.stdout().length >= expected.length, 'every notification after stdout resumed', 30_000);
     expect(r.stdout().toString()).toBe(expected);
-    expect(backendBlocked).toBe(true);
+    expect(stillBlocked).toBe(true);
+    expect(queued).toBeGreaterThan(0);
   });
 
   it('reconnects after pg_terminate_backend, says so on stderr, and hears notifications sent afterwards', async () => {
