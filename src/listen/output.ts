@@ -39,6 +39,12 @@ export interface NotificationOutput {
 const COLON_SPACE_PAREN = Buffer.from(': (');
 const PAREN_SPACE = Buffer.from(') ');
 
+function sameBytes(buf: Buffer, start: number, end: number, other: Buffer): boolean {
+  if (end - start !== other.length) return false;
+  for (let i = 0; i < other.length; i++) if (buf[start + i] !== other[i]) return false;
+  return true;
+}
+
 export function createOutput(stream: OutputStream, options: OutputOptions): NotificationOutput {
   const chunkSize = options.chunkSize ?? 256 * 1024;
   const terminator = options.print0 ? 0 : 10;
@@ -49,6 +55,10 @@ export function createOutput(stream: OutputStream, options: OutputOptions): Noti
   let scheduled = false;
   let blocked = false;
   let closed = false;
+  // The -H prefix of the last notification, and what it was made from.
+  let prefixPid = NaN;
+  let prefixChannel = Buffer.alloc(0);
+  let prefix = Buffer.alloc(0);
 
   const onDrain = () => {
     blocked = false;
@@ -90,22 +100,6 @@ export function createOutput(stream: OutputStream, options: OutputOptions): Noti
     }
   }
 
-  function writePid(pid: number): void {
-    // The sender's pid in decimal without making a string (it is a signed int32 on the wire).
-    if (pid < 0) {
-      out[pos++] = 45; // '-'
-      pid = -pid;
-    }
-    let digits = 1;
-    for (let n = pid; n >= 10; n = Math.floor(n / 10)) digits++;
-    let p = pos + digits;
-    pos = p;
-    do {
-      out[--p] = 48 + (pid % 10);
-      pid = Math.floor(pid / 10);
-    } while (pid > 0);
-  }
-
   return {
     frame(buf, start, end) {
       if (closed) return;
@@ -116,10 +110,14 @@ export function createOutput(stream: OutputStream, options: OutputOptions): Noti
       const payloadEnd = end - 1;
       if (context) {
         reserve(channelEnd - start + payloadEnd - payloadStart + 20);
-        pos += buf.copy(out, pos, start + 4, channelEnd);
-        pos += COLON_SPACE_PAREN.copy(out, pos);
-        writePid(buf.readInt32BE(start));
-        pos += PAREN_SPACE.copy(out, pos);
+        const pid = buf.readInt32BE(start);
+        // A burst comes from one sender on one channel: reuse the prefix made for the previous one.
+        if (pid !== prefixPid || !sameBytes(buf, start + 4, channelEnd, prefixChannel)) {
+          prefixPid = pid;
+          prefixChannel = Buffer.from(buf.subarray(start + 4, channelEnd));
+          prefix = Buffer.concat([prefixChannel, COLON_SPACE_PAREN, Buffer.from(String(pid)), PAREN_SPACE]);
+        }
+        pos += prefix.copy(out, pos);
       } else {
         reserve(payloadEnd - payloadStart + 1);
       }

@@ -114,6 +114,14 @@ describe('pglisten output', () => {
     }
   });
 
+  it('-H: a new sender or channel gets its own prefix', async () => {
+    const s = fakeStream();
+    const out = createOutput(s, { print0: false, context: true });
+    for (const [pid, channel] of [[7, 'a'], [7, 'b'], [8, 'b'], [8, 'b'], [8, 'bb'], [-5, 'a']] as const) out.frame(...frameOf(pid, channel, 'x'));
+    await tick();
+    expect(s.text()).toBe('a: (7) x\nb: (7) x\nb: (8) x\nb: (8) x\nbb: (8) x\na: (-5) x\n');
+  });
+
   it('gathers a burst into few large writes and flushes a lone notification at once', async () => {
     const s = fakeStream();
     const out = createOutput(s, { print0: false, context: false, chunkSize: 64 * 1024 });
