@@ -42,6 +42,7 @@ export async function runListen(options: ListenOptions, io: CommandIO, tuning: R
     say(errorMessage(error));
     return EXIT_BADCONN;
   }
+  for (const warning of resolved.warnings) say(`warning: ${warning}`);
   if (options.channels.length === 0) note('no --listen=CHANNEL given: nothing will be printed');
 
   // Ends the run: the first reason wins.

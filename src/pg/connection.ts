@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import type pg from 'pg';
 
@@ -71,7 +71,7 @@ export type ConnectionParams = Record<string, string>;
 // The keywords this implementation acts on.
 const SUPPORTED_KEYWORDS = new Set([
   'host', 'hostaddr', 'port', 'dbname', 'user', 'password', 'sslmode', 'sslrootcert', 'sslcert', 'sslkey',
-  'application_name', 'fallback_application_name', 'connect_timeout', 'options', 'client_encoding',
+  'application_name', 'fallback_application_name', 'connect_timeout', 'options', 'client_encoding', 'passfile',
 ]);
 // libpq keywords accepted so that existing connection strings keep working, with no effect here
 // (node-postgres has no equivalent; the defaults are what a single-host client wants).
@@ -79,7 +79,7 @@ const IGNORED_KEYWORDS = new Set([
   'keepalives', 'keepalives_idle', 'keepalives_interval', 'keepalives_count', 'tcp_user_timeout',
   'target_session_attrs', 'load_balance_hosts', 'gssencmode', 'krbsrvname', 'gsslib', 'channel_binding',
   'sslcompression', 'sslcrl', 'sslcrldir', 'sslsni', 'sslpassword', 'ssl_min_protocol_version',
-  'ssl_max_protocol_version', 'requirepeer', 'require_auth', 'passfile',
+  'ssl_max_protocol_version', 'requirepeer', 'require_auth',
 ]);
 
 // Environment variables libpq reads for each keyword (when the keyword is not given).
@@ -88,6 +88,7 @@ const ENV_KEYWORDS: ReadonlyArray<readonly [string, string]> = [
   ['user', 'PGUSER'], ['password', 'PGPASSWORD'], ['sslmode', 'PGSSLMODE'], ['sslrootcert', 'PGSSLROOTCERT'],
   ['sslcert', 'PGSSLCERT'], ['sslkey', 'PGSSLKEY'], ['application_name', 'PGAPPNAME'],
   ['connect_timeout', 'PGCONNECT_TIMEOUT'], ['options', 'PGOPTIONS'], ['client_encoding', 'PGCLIENTENCODING'],
+  ['passfile', 'PGPASSFILE'],
 ];
 
 /** A connection string libpq would expand: a URI or a `keyword=value` list (else it is a database name). */
@@ -215,6 +216,8 @@ export interface ResolvedConnection {
   readonly sslFallback: boolean;
   /** libpq's words for the target, for messages: `server at "db", port 5432` or `server on socket "…"`. */
   readonly target: string;
+  /** Things libpq would warn about (an unsafe password file), for the caller to print. */
+  readonly warnings: readonly string[];
 }
 
 export interface ResolveOptions {
@@ -234,8 +237,10 @@ export interface ResolveOptions {
   readonly osUser?: () => string;
   /** For tests: reads a certificate/key file (default: fs.readFileSync as text). */
   readonly readFile?: (path: string) => string;
-  /** For tests: the home directory (~/.postgresql/…). */
+  /** For tests: the home directory (~/.postgresql/…, ~/.pgpass). */
   readonly homeDir?: string;
+  /** For tests: reads the password file: its text and permission bits, or undefined if there is none. */
+  readonly readPassfile?: (path: string) => { text: string; mode: number } | undefined;
 }
 
 // Socket directories libpq builds tend to use (Debian's first, upstream's second).
@@ -286,7 +291,22 @@ export function resolveConnection(options: ResolveOptions = {}): ResolvedConnect
     user,
     database: params.dbname ?? user,
   };
-  if (params.password !== undefined) config.password = params.password;
+  const warnings: string[] = [];
+  if (params.password !== undefined) {
+    config.password = params.password;
+  } else {
+    // Looked up here, as libpq does, rather than by node-postgres (whose lookup is deprecated and says so on stderr).
+    const file = params.passfile ?? `${options.homeDir ?? homedir()}/.pgpass`;
+    const found = (options.readPassfile ?? readPassfile)(file);
+    if (found && (found.mode & 0o077) !== 0) {
+      warnings.push(`password file "${file}" has group or world access; permissions should be u=rw (0600) or less`);
+    } else if (found) {
+      const password = pgpassLookup(found.text, { host: params.host ?? host, port, database: params.dbname ?? user, user });
+      if (password !== undefined) config.password = password;
+    }
+    // No password: say so to node-postgres in a way that skips its own (deprecated) .pgpass lookup.
+    config.password ??= async () => undefined as unknown as string;
+  }
   if (params.application_name) config.application_name = params.application_name;
   const fallbackName = params.fallback_application_name ?? options.fallbackApplicationName;
   if (fallbackName) config.fallback_application_name = fallbackName;
@@ -305,7 +325,42 @@ export function resolveConnection(options: ResolveOptions = {}): ResolvedConnect
   config.ssl = ssl;
 
   const target = onSocket ? `server on socket "${host}/.s.PGSQL.${port}"` : `server at "${host}", port ${port}`;
-  return { config, sslFallback: fallback, target };
+  return { config, sslFallback: fallback, target, warnings };
+}
+
+function readPassfile(path: string): { text: string; mode: number } | undefined {
+  try {
+    const stat = statSync(path);
+    if (!stat.isFile()) return undefined;
+    return { text: readFileSync(path, 'utf8'), mode: stat.mode };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The password for a connection from a .pgpass text: `hostname:port:database:username:password` lines,
+ * `*` matching anything, `\:` and `\\` escaped, the first matching line wins. A connection over the
+ * default Unix socket directory matches `localhost`, as in libpq.
+ */
+export function pgpassLookup(text: string, c: { host: string; port: string; database: string; user: string }): string | undefined {
+  const host = c.host.startsWith('/') && SOCKET_DIRS.includes(c.host) ? 'localhost' : c.host;
+  const wanted = [host, c.port, c.database, c.user];
+  for (const raw of text.split(/\r?\n/)) {
+    if (raw === '' || raw.startsWith('#')) continue;
+    const fields: string[] = [];
+    let current = '';
+    for (let i = 0; i < raw.length; i++) {
+      const ch = raw[i] as string;
+      if (ch === '\\' && i + 1 < raw.length) current += raw[++i];
+      else if (ch === ':' && fields.length < 4) { fields.push(current); current = ''; }
+      else current += ch;
+    }
+    fields.push(current);
+    if (fields.length < 5) continue;
+    if (wanted.every((value, i) => fields[i] === '*' || fields[i] === value)) return fields[4];
+  }
+  return undefined;
 }
 
 function sslConfig(mode: string, params: ConnectionParams, onSocket: boolean, options: ResolveOptions): { ssl: pg.ClientConfig['ssl']; fallback: boolean } {

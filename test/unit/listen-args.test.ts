@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { helpText, parseListenArgs, type ListenOptions } from '../../src/listen/args.js';
-import { connectFailureMessage, parseConnectionString, resolveConnection, type ResolveOptions } from '../../src/pg/connection.js';
+import { connectFailureMessage, parseConnectionString, pgpassLookup, resolveConnection, type ResolveOptions } from '../../src/pg/connection.js';
 
 function listen(argv: string[]): { options: ListenOptions; warnings: readonly string[] } {
   const parsed = parseListenArgs(argv);
@@ -68,7 +68,10 @@ describe('pglisten arguments (getopt_long semantics)', () => {
 });
 
 describe('libpq-style connection settings', () => {
-  const base: ResolveOptions = { env: {}, socketExists: () => false, osUser: () => 'osuser', readFile: () => { throw new Error('no file'); }, homeDir: '/nonexistent' };
+  const base: ResolveOptions = {
+    env: {}, socketExists: () => false, osUser: () => 'osuser', readFile: () => { throw new Error('no file'); }, homeDir: '/nonexistent',
+    readPassfile: () => undefined,
+  };
 
   it('parses URIs and keyword/value strings into libpq keywords', () => {
     expect(parseConnectionString('postgres://u%40x:p%3Aw@db.example:6543/my%20db?sslmode=require&application_name=a'))
@@ -133,6 +136,33 @@ describe('libpq-style connection settings', () => {
     expect(() => resolveConnection({ ...base, explicit: { port: 'abc' } })).toThrow('invalid integer value "abc" for connection option "port"');
     const r = resolveConnection({ ...base, dbname: 'host=h connect_timeout=1 client_encoding=LATIN1 options=-cwork_mem=1MB' });
     expect(r.config).toMatchObject({ connectionTimeoutMillis: 2000, options: '-cwork_mem=1MB -c client_encoding=LATIN1' });
+  });
+
+  it('finds the password in .pgpass like libpq: first match, wildcards, escapes, socket = localhost', () => {
+    const text = [
+      '# comment',
+      'other:5432:*:*:nope',
+      'db.example:5432:app:bob:b\\:o\\\\b',
+      '*:*:*:bob:fallback',
+      'localhost:5433:*:alice:viasocket',
+    ].join('\n');
+    expect(pgpassLookup(text, { host: 'db.example', port: '5432', database: 'app', user: 'bob' })).toBe('b:o\\b');
+    expect(pgpassLookup(text, { host: 'db.example', port: '5432', database: 'other', user: 'bob' })).toBe('fallback');
+    expect(pgpassLookup(text, { host: '/var/run/postgresql', port: '5433', database: 'x', user: 'alice' })).toBe('viasocket');
+    expect(pgpassLookup(text, { host: 'db.example', port: '5432', database: 'app', user: 'carol' })).toBeUndefined();
+  });
+
+  it('reads ~/.pgpass (or passfile/PGPASSFILE) only when it is private, and warns otherwise', () => {
+    const files: Record<string, { text: string; mode: number }> = {
+      '/home/u/.pgpass': { text: 'h:5432:*:bob:fromhome', mode: 0o100600 },
+      '/etc/shared.pgpass': { text: 'h:5432:*:bob:shared', mode: 0o100644 },
+    };
+    const opts = { ...base, homeDir: '/home/u', readPassfile: (p: string) => files[p], explicit: { host: 'h', user: 'bob' } };
+    expect(resolveConnection(opts).config.password).toBe('fromhome');
+    expect(resolveConnection({ ...opts, env: { PGPASSWORD: 'env' } }).config.password).toBe('env');
+    const shared = resolveConnection({ ...opts, env: { PGPASSFILE: '/etc/shared.pgpass' } });
+    expect(typeof shared.config.password).toBe('function'); // none: node-postgres must not look again
+    expect(shared.warnings).toEqual(['password file "/etc/shared.pgpass" has group or world access; permissions should be u=rw (0600) or less']);
   });
 
   it('words connection failures as libpq does, on one line', () => {
