@@ -6,12 +6,12 @@
 // Every contender runs as its own process and reports through a pipe that this script reads, so
 // each figure is end to end: from the moment the load starts until the last byte has arrived.
 //
-//   npm run build && node bench/listen.mjs [--quick] [--runs=3] [--burst=1000000] [--seconds=10]
+//   npm run build && node bench/listen.mjs [--quick] [--runs=3] [--burst=1000000] [--seconds=10] [--only=burst|sustained]
 //                                          [--pglisten=/path/to/C/pglisten]
 //
 // DATABASE_URL (else the test services' env file) names the database. Prints a Markdown table and
 // writes it to bench/results/listen.md.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +29,7 @@ const runs = Number(args.runs ?? (quick ? 1 : 3));
 const burstN = Number(args.burst ?? (quick ? 100_000 : 1_000_000));
 const seconds = Number(args.seconds ?? (quick ? 2 : 10));
 const externalPglisten = typeof args.pglisten === 'string' ? args.pglisten : undefined;
+const only = typeof args.only === 'string' ? args.only : undefined; // burst | sustained
 
 if (!existsSync(CLI)) {
   console.error('dist/ is missing: run `npm run build` first');
@@ -152,6 +153,18 @@ async function burstRun(kind) {
   return { total: burstN / ((last - t0) / 1000), delivery: burstN / ((last - first) / 1000) };
 }
 
+function runPgbench(argv) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(pgbenchPath(), argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.on('error', reject);
+    child.on('exit', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
 /**
  * One pgbench run with every contender listening at once: the same stream for all; each one's rate
  * is what it delivered divided by the time until its last byte arrived, and the lag says how far
@@ -173,7 +186,8 @@ async function sustainedRun(kinds, dir) {
     ? watch(children[i], (chunks) => /D\d+\n$/.test(chunks.at(-1).toString()))
     : watch(children[i], (chunks) => chunks.at(-1).toString().endsWith('END\n')));
   const t0 = performance.now();
-  const bench = spawnSync(pgbenchPath(), ['-n', '-c', '4', '-j', '2', '-T', String(seconds), '-f', script, URL_], { encoding: 'utf8' });
+  // Asynchronously: this process must keep reading the contenders' pipes while pgbench runs.
+  const bench = await runPgbench(['-n', '-c', '4', '-j', '2', '-T', String(seconds), '-f', script, URL_]);
   const tBenchEnd = performance.now();
   if (bench.status !== 0) throw new Error(`pgbench failed: ${bench.stderr}`);
   const sent = 4 * Number(/number of transactions actually processed: (\d+)/.exec(bench.stdout)?.[1]);
@@ -193,44 +207,56 @@ async function sustainedRun(kinds, dir) {
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (x) => Math.round(x).toLocaleString('en-US');
 
-const contenders = ['bare', 'listen', 'listen -H', ...(externalPglisten ? ['pglisten (C)'] : [])];
-const rows = [];
-const burst = Object.fromEntries(contenders.map((c) => [c, []]));
-console.error(`burst of ${burstN.toLocaleString('en-US')} notifications, ${runs} run(s) each`);
-for (let r = 0; r < runs; r++) {
-  // Alternate the order so that neither side always runs on a warmer server.
-  const order = r % 2 === 0 ? contenders : [...contenders].reverse();
-  for (const c of order) {
-    const result = await burstRun(c);
-    burst[c].push(result);
-    console.error(`  ${c}: ${fmt(result.total)}/s end to end, ${fmt(result.delivery)}/s first→last`);
+/** Table rows for the burst: every contender in turn, the order alternating between runs. */
+async function burstSection() {
+  const contenders = ['bare', 'listen', 'listen -H', ...(externalPglisten ? ['pglisten (C)'] : [])];
+  const results = Object.fromEntries(contenders.map((c) => [c, []]));
+  console.error(`burst of ${burstN.toLocaleString('en-US')} notifications, ${runs} run(s) each`);
+  for (let r = 0; r < runs; r++) {
+    // Alternate the order so that neither side always runs on a warmer server.
+    for (const c of r % 2 === 0 ? contenders : [...contenders].reverse()) {
+      const result = await burstRun(c);
+      results[c].push(result);
+      console.error(`  ${c}: ${fmt(result.total)}/s end to end, ${fmt(result.delivery)}/s first→last`);
+    }
   }
-}
-const bareBurst = median(burst.bare.map((x) => x.total));
-const bareDelivery = median(burst.bare.map((x) => x.delivery));
-for (const c of contenders) {
-  const total = median(burst[c].map((x) => x.total));
-  const delivery = median(burst[c].map((x) => x.delivery));
-  rows.push(`| burst ${burstN.toLocaleString('en-US')} in 1 tx | ${c} | ${fmt(total)} | ${(total / bareBurst).toFixed(2)} | ${fmt(delivery)} | ${(delivery / bareDelivery).toFixed(2)} |`);
+  const bareTotal = median(results.bare.map((x) => x.total));
+  const bareDelivery = median(results.bare.map((x) => x.delivery));
+  return contenders.map((c) => {
+    const total = median(results[c].map((x) => x.total));
+    const delivery = median(results[c].map((x) => x.delivery));
+    return `| burst ${burstN.toLocaleString('en-US')} in 1 tx | ${c} | ${fmt(total)} | ${(total / bareTotal).toFixed(2)} | ${fmt(delivery)} | ${(delivery / bareDelivery).toFixed(2)} |`;
+  });
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'bench-listen-'));
-const sustained = { bare: [], listen: [] };
-console.error(`sustained: pgbench -c 4 -T ${seconds}, 4 pg_notify per transaction, both contenders listening at once, ${runs} run(s)`);
-for (let r = 0; r < runs; r++) {
-  const result = await sustainedRun(r % 2 === 0 ? ['bare', 'listen'] : ['listen', 'bare'], dir);
-  for (const c of ['bare', 'listen']) {
-    sustained[c].push(result[c]);
-    console.error(`  ${c}: ${fmt(result[c].total)}/s delivered (${fmt(result[c].sent)} sent), last one ${Math.round(result[c].lagMs)} ms after pgbench ended`);
+/** Table rows for the sustained load: both contenders listen to the same pgbench run. */
+async function sustainedSection() {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-listen-'));
+  const results = { bare: [], listen: [] };
+  console.error(`sustained: pgbench -c 4 -T ${seconds}, 4 pg_notify per transaction, both contenders listening at once, ${runs} run(s)`);
+  try {
+    for (let r = 0; r < runs; r++) {
+      const result = await sustainedRun(r % 2 === 0 ? ['bare', 'listen'] : ['listen', 'bare'], dir);
+      for (const c of ['bare', 'listen']) {
+        results[c].push(result[c]);
+        console.error(`  ${c}: ${fmt(result[c].total)}/s delivered (${fmt(result[c].sent)} sent), last one ${Math.round(result[c].lagMs)} ms after pgbench ended`);
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
+  const bareTotal = median(results.bare.map((x) => x.total));
+  return ['bare', 'listen'].map((c) => {
+    const total = median(results[c].map((x) => x.total));
+    const lag = median(results[c].map((x) => x.lagMs));
+    return `| sustained, pgbench -c 4 -T ${seconds} | ${c} | ${fmt(total)} | ${(total / bareTotal).toFixed(2)} | lag ${Math.round(lag)} ms | |`;
+  });
 }
-rmSync(dir, { recursive: true, force: true });
-const bareSustained = median(sustained.bare.map((x) => x.total));
-for (const c of ['bare', 'listen']) {
-  const total = median(sustained[c].map((x) => x.total));
-  const lag = median(sustained[c].map((x) => x.lagMs));
-  rows.push(`| sustained, pgbench -c 4 -T ${seconds} | ${c} | ${fmt(total)} | ${(total / bareSustained).toFixed(2)} | lag ${Math.round(lag)} ms | |`);
-}
+
+const rows = [
+  ...(only !== 'sustained' ? await burstSection() : []),
+  ...(only !== 'burst' ? await sustainedSection() : []),
+];
 await admin.end();
 
 const table = [
@@ -242,7 +268,8 @@ const table = [
   '',
   'End to end: from the start of the sending transaction (or of pgbench) until the last notification arrived',
   'through the contender\'s stdout pipe. "listen" writes every payload (and with -H the channel and pid)',
-  'to stdout; "bare" only counts. Node ' + process.version + '.',
+  'to stdout; "bare" only counts. Lag: from the end of pgbench until the last notification arrived.',
+  `Node ${process.version}.`,
   '',
 ].join('\n');
 process.stdout.write(table);

@@ -65,8 +65,8 @@ export function createOutput(stream: OutputStream, options: OutputOptions): Noti
     options.onUnblocked?.();
   };
 
+  /** Hands the gathered bytes to stdout. */
   function flush(): void {
-    scheduled = false;
     if (closed || pos === from) return;
     const ok = stream.write(out.subarray(from, pos));
     // The written part is never touched again; later notifications go after it, or in a new buffer.
@@ -82,10 +82,15 @@ export function createOutput(stream: OutputStream, options: OutputOptions): Noti
     }
   }
 
+  const flushScheduled = () => {
+    scheduled = false;
+    flush();
+  };
+
   function schedule(): void {
     if (!scheduled) {
       scheduled = true;
-      setImmediate(flush);
+      setImmediate(flushScheduled);
     }
   }
 
