@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { createOutput, type OutputStream } from '../../src/listen/output.js';
-import { createSplitter } from '../../src/listen/tap.js';
+import { createSplitter, tapNotifications } from '../../src/listen/tap.js';
+import type pg from 'pg';
 
 /** A NotificationResponse message as the server sends it. */
 function notificationMessage(pid: number, channel: string, payload: string): Buffer {
@@ -89,6 +90,29 @@ describe('notification splitter', () => {
     const r = run(bytes);
     expect(r.frames).toEqual(expectedFrames);
     expect(r.forwarded.equals(expectedOthers)).toBe(true);
+  });
+});
+
+describe('tapNotifications (a stand-in for a node-postgres client, no I/O)', () => {
+  it('takes over the socket\'s single data listener and passes other messages on to it', () => {
+    const socket = new EventEmitter();
+    const seen: Buffer[] = [];
+    socket.on('data', (b: Buffer) => seen.push(b));
+    const client = { connection: { stream: socket } } as unknown as pg.Client;
+    const frames: number[] = [];
+    expect(tapNotifications(client, (buf, start) => frames.push(buf.readInt32BE(start)))).toBe(true);
+    socket.emit('data', Buffer.concat([notificationMessage(42, 'a', 'x'), otherMessage('Z', 'I')]));
+    expect(frames).toEqual([42]);
+    expect(Buffer.concat(seen).equals(otherMessage('Z', 'I'))).toBe(true);
+  });
+
+  it('changes nothing when the client does not look as expected (node-postgres then parses as usual)', () => {
+    expect(tapNotifications({} as pg.Client, () => {})).toBe(false);
+    const socket = new EventEmitter();
+    socket.on('data', () => {});
+    socket.on('data', () => {});
+    expect(tapNotifications({ connection: { stream: socket } } as unknown as pg.Client, () => {})).toBe(false);
+    expect(socket.listenerCount('data')).toBe(2);
   });
 });
 
