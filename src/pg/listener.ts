@@ -97,7 +97,7 @@ export function createListener(options: ListenerOptions): Listener {
   const heartbeatMs = options.heartbeatMs ?? 30_000;
   const stopController = new AbortController();
   let client: pg.Client | undefined;
-  // Connections being set up, so that stop() can cut a connect that hangs (no connect timeout by default).
+  // Connections being set up, so that stop() can cut a reconnect that hangs (no connect timeout by default).
   const connecting = new Set<pg.Client>();
   let connected = false;
   let paused = false;
@@ -252,7 +252,9 @@ export function createListener(options: ListenerOptions): Listener {
       stopped ??= (async () => {
         stopController.abort();
         clearInterval(heartbeat);
-        for (const c of connecting) destroy(c);
+        // A reconnect attempt that hangs (a silent host) would hold up the stop: cut it. The first
+        // connection belongs to start()'s caller, which decides how long to wait for it.
+        if (loop) for (const c of connecting) destroy(c);
         const c = client;
         if (c) {
           // A paused socket would never see the server's end of the conversation.
