@@ -74,6 +74,10 @@ c.on('notification', (m) => {
 await c.query('LISTEN "' + channel + '"');
 `;
 
+// Every contender started, so that none outlives this script if a run fails.
+const children = new Set();
+process.on('exit', () => { for (const child of children) child.kill('SIGKILL'); });
+
 /** Starts a contender; resolves once its backend has LISTENed. */
 async function startContender(kind, channel, target) {
   let argv;
@@ -85,6 +89,8 @@ async function startContender(kind, channel, target) {
   else if (kind === 'listen -H') argv = [process.execPath, [CLI, 'listen', '-H', '-d', URL_, '-l', channel]];
   else argv = [externalPglisten, ['-d', URL_, '-l', channel]];
   const child = spawn(argv[0], argv[1], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
   const deadline = Date.now() + 20_000;
   for (;;) {
     const { rows } = await admin.query(
@@ -180,11 +186,11 @@ async function sustainedRun(kinds, dir) {
     'COMMIT;',
     '',
   ].join('\n'));
-  const children = [];
-  for (const kind of kinds) children.push(await startContender(kind, channel, 0));
+  const procs = [];
+  for (const kind of kinds) procs.push(await startContender(kind, channel, 0));
   const watching = kinds.map((kind, i) => kind === 'bare'
-    ? watch(children[i], (chunks) => /D\d+\n$/.test(chunks.at(-1).toString()))
-    : watch(children[i], (chunks) => chunks.at(-1).toString().endsWith('END\n')));
+    ? watch(procs[i], (chunks) => /D\d+\n$/.test(chunks.at(-1).toString()))
+    : watch(procs[i], (chunks) => chunks.at(-1).toString().endsWith('END\n')));
   const t0 = performance.now();
   // Asynchronously: this process must keep reading the contenders' pipes while pgbench runs.
   const bench = await runPgbench(['-n', '-c', '4', '-j', '2', '-T', String(seconds), '-f', script, URL_]);
@@ -195,7 +201,7 @@ async function sustainedRun(kinds, dir) {
   const results = {};
   for (const [i, kind] of kinds.entries()) {
     const { last, chunks } = await watching[i];
-    await stop(children[i]);
+    await stop(procs[i]);
     const out = Buffer.concat(chunks).toString();
     const delivered = kind === 'bare' ? Number(/D(\d+)\n$/.exec(out)?.[1]) : out.split('\n').length - 2; // minus END and ''
     if (delivered !== sent) throw new Error(`${kind}: ${delivered} delivered, ${sent} sent`);
