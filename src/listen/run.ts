@@ -11,17 +11,11 @@ export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_BADCONN = 2;
 
-export interface RunListenOptions {
-  /** Reconnect backoff cap (default 30 s) and heartbeat interval (default 30 s); for tests. */
-  readonly maxBackoffMs?: number;
-  readonly heartbeatMs?: number;
-}
-
 /**
  * Connects, LISTENs and copies notifications to stdout until a signal arrives or stdout is closed.
  * Exit code: 0 on a signal or a closed stdout, 2 when the first connection fails, 1 when LISTEN fails.
  */
-export async function runListen(options: ListenOptions, io: CommandIO, tuning: RunListenOptions = {}): Promise<number> {
+export async function runListen(options: ListenOptions, io: CommandIO): Promise<number> {
   const say = (line: string) => { io.stderr.write(`${PROGRAM}: ${line}\n`); };
   const note = (line: string) => { if (!options.quiet) say(line); };
 
@@ -90,8 +84,6 @@ export async function runListen(options: ListenOptions, io: CommandIO, tuning: R
     sslFallback: resolved.sslFallback,
     channels: options.channels,
     applicationName: PROGRAM,
-    ...(tuning.maxBackoffMs !== undefined && { maxBackoffMs: tuning.maxBackoffMs }),
-    ...(tuning.heartbeatMs !== undefined && { heartbeatMs: tuning.heartbeatMs }),
     onClient(client) {
       authenticated = true;
       // Without the tap (an unexpected node-postgres), onNotification below does the same, slower.
