@@ -1,4 +1,5 @@
 import type { SinkDefinition } from '../src/sink.js';
+import { kafkaSink } from './kafka/index.js';
 import { stdoutSink } from './stdout/index.js';
 import { webhookSink } from './webhook/index.js';
 
@@ -6,4 +7,5 @@ import { webhookSink } from './webhook/index.js';
 export const sinkDefinitions: readonly SinkDefinition[] = [
   stdoutSink as unknown as SinkDefinition,
   webhookSink as unknown as SinkDefinition,
+  kafkaSink as unknown as SinkDefinition,
 ];
