@@ -24,6 +24,10 @@ function setup(): void {
   for (const f of ['plain.txt', 'with space.txt', 'new\nline.txt', 'sub/deep.txt', 'keep.txt']) writeFileSync(join(base, f), 'x');
   writeFileSync(join(outside, 'secret.txt'), 'x');
   writeFileSync(join(root, 'files-sibling.txt'), 'x');
+  // A stand-in for /etc/passwd: never name a real system file here — a broken script (or a test
+  // deliberately breaking it to see the test fail) would delete it.
+  mkdirSync(join(root, 'etc'));
+  writeFileSync(join(root, 'etc', 'passwd'), 'x');
   symlinkSync(outside, join(base, 'escape')); // a symlinked directory leading out
   symlinkSync(join(outside, 'secret.txt'), join(base, 'link-out.txt')); // a symlink to a file outside
   symlinkSync(join(base, 'keep.txt'), join(base, 'link-in.txt')); // a symlink to a file inside
@@ -60,11 +64,12 @@ describe('examples/delete-files.sh', () => {
       join(outside, 'secret.txt'),
       'escape/secret.txt',
       `${base}-sibling.txt`,
-      '/etc/passwd',
+      join(root, 'etc', 'passwd'),
     ]);
     expect(r.status).toBe(0);
     expect(existsSync(join(outside, 'secret.txt'))).toBe(true);
     expect(existsSync(join(root, 'files-sibling.txt'))).toBe(true);
+    expect(existsSync(join(root, 'etc', 'passwd'))).toBe(true);
     expect(r.stderr.match(/: refused .*: outside /gm)?.length).toBe(6);
     expect(r.stderr).not.toContain('deleted');
   });
