@@ -9,6 +9,7 @@ import { Command, CommanderError } from 'commander';
 import { checkCommand } from './commands/check.js';
 import { demoCommand } from './commands/demo.js';
 import type { CommandIO } from './commands/io.js';
+import { installCommand } from './commands/install.js';
 import { listenCommand } from './commands/listen.js';
 import { runCommand } from './commands/run.js';
 import { ConfigError } from './errors.js';
@@ -75,6 +76,12 @@ export function buildProgram(io: () => CommandIO): Command {
     .allowExcessArguments(true)
     .argument('[args...]')
     .action((args: string[]) => exitWith(() => listenCommand(args, io())));
+
+  program.command('install')
+    .description('create or upgrade the sidekick schema (idempotent; safe from two processes at once)')
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('-c, --config <file>', 'take the database from this config file')
+    .action((opts: { database?: string; config?: string }) => exitWith(() => installCommand(opts, io())));
 
   program.command('demo')
     .description('zero-setup demo: embedded PostgreSQL, a demo channel, events printed to stdout')

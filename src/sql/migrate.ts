@@ -1,0 +1,76 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type pg from 'pg';
+import { SQL_DIR } from '../paths.js';
+
+export interface Migration {
+  readonly id: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+/** sql/NNN_name.sql, in order. Numbers are unique and never reused (forward-only). */
+export function listMigrations(dir = SQL_DIR): Migration[] {
+  const files = readdirSync(dir).filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f)).sort();
+  const seen = new Set<number>();
+  return files.map((file) => {
+    const id = Number(file.slice(0, 3));
+    if (seen.has(id)) throw new Error(`two migrations numbered ${id} in ${dir}`);
+    seen.add(id);
+    return { id, name: file.replace(/\.sql$/, ''), sql: readFileSync(join(dir, file), 'utf8') };
+  });
+}
+
+// One lock for every installer: two `sidekick install` at once run one after the other.
+const LOCK_KEY = "hashtext('pg-sidekick:migrate')";
+
+export interface MigrateResult {
+  readonly applied: readonly string[];
+  readonly current: number;
+}
+
+/**
+ * Applies the migrations not yet recorded in sidekick.migrations, each in its own transaction,
+ * under a session advisory lock. Safe to run twice and from two processes at once. Refuses to
+ * run against a schema newer than this version knows (a downgrade).
+ */
+export async function migrate(client: pg.Client, options: { dir?: string; onApply?: (m: Migration) => void } = {}): Promise<MigrateResult> {
+  const migrations = listMigrations(options.dir);
+  await client.query(`SELECT pg_advisory_lock(${LOCK_KEY})`);
+  try {
+    await client.query(`CREATE SCHEMA IF NOT EXISTS sidekick`);
+    await client.query(`CREATE TABLE IF NOT EXISTS sidekick.migrations (
+      id integer PRIMARY KEY,
+      name text NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now()
+    )`);
+    const { rows } = await client.query<{ id: number; name: string }>('SELECT id, name FROM sidekick.migrations ORDER BY id');
+    const done = new Map(rows.map((r) => [r.id, r.name]));
+    const known = new Set(migrations.map((m) => m.id));
+    const newer = rows.filter((r) => !known.has(r.id));
+    if (newer.length > 0) {
+      throw new Error(`the database has pg-sidekick migrations this version does not know (${newer.map((r) => r.name).join(', ')}): it was installed by a newer pg-sidekick`);
+    }
+    const applied: string[] = [];
+    for (const m of migrations) {
+      if (done.has(m.id)) {
+        if (done.get(m.id) !== m.name) throw new Error(`migration ${m.id} is recorded as "${done.get(m.id)}" but this version calls it "${m.name}"`);
+        continue;
+      }
+      options.onApply?.(m);
+      await client.query('BEGIN');
+      try {
+        await client.query(m.sql);
+        await client.query('INSERT INTO sidekick.migrations (id, name) VALUES ($1, $2)', [m.id, m.name]);
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw new Error(`migration ${m.name} failed: ${(error as Error).message}`, { cause: error });
+      }
+      applied.push(m.name);
+    }
+    return { applied, current: migrations.at(-1)?.id ?? 0 };
+  } finally {
+    await client.query(`SELECT pg_advisory_unlock(${LOCK_KEY})`).catch(() => {});
+  }
+}

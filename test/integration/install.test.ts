@@ -1,0 +1,53 @@
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { listMigrations, migrate } from '../../src/sql/migrate.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+
+describe('sidekick install (real PostgreSQL)', () => {
+  let db: TestDatabase | undefined;
+  afterEach(async () => { await db?.drop(); db = undefined; });
+
+  it('applies every migration once, records it, and is idempotent', async () => {
+    db = await createTestDatabase();
+    const c = await db.client();
+    const first = await migrate(c);
+    expect(first.applied).toEqual(listMigrations().map((m) => m.name));
+    const second = await migrate(c);
+    expect(second.applied).toEqual([]);
+    const { rows } = await c.query('SELECT name FROM sidekick.migrations ORDER BY id');
+    expect(rows.map((r) => r.name)).toEqual(first.applied);
+  });
+
+  it('is safe from several processes at once', async () => {
+    db = await createTestDatabase();
+    const clients = await Promise.all([db.client(), db.client(), db.client()]);
+    const results = await Promise.all(clients.map((c) => migrate(c)));
+    const total = results.reduce((n, r) => n + r.applied.length, 0);
+    expect(total).toBe(listMigrations().length);
+  });
+
+  it('refuses a database installed by a newer version', async () => {
+    db = await createTestDatabase();
+    const c = await db.client();
+    await migrate(c);
+    await c.query(`INSERT INTO sidekick.migrations (id, name) VALUES (999, '999_future')`);
+    await expect(migrate(c)).rejects.toThrow(/newer pg-sidekick/);
+  });
+
+  it('rolls back a failing migration and names it', async () => {
+    db = await createTestDatabase();
+    const c = await db.client();
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(join(tmpdir(), 'mig-'));
+    writeFileSync(join(dir, '001_ok.sql'), 'CREATE TABLE sidekick.t1 (id int);');
+    writeFileSync(join(dir, '002_bad.sql'), 'CREATE TABLE sidekick.t2 (id int); SELECT nope;');
+    await expect(migrate(c, { dir })).rejects.toThrow(/migration 002_bad failed: column "nope" does not exist/);
+    const t2 = await c.query(`SELECT to_regclass('sidekick.t2') AS t`);
+    expect(t2.rows[0].t).toBeNull();
+    const rec = await c.query('SELECT name FROM sidekick.migrations');
+    expect(rec.rows.map((r) => r.name)).toEqual(['001_ok']);
+    void pg;
+  });
+});
