@@ -315,6 +315,8 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
   return {
     name: context.name,
     type: 'amqp',
+    // One channel: the broker receives a batch in publish order, so a batch may carry a run of one key.
+    ordered: true,
     async start(signal) {
       await ensureLink(signal);
     },

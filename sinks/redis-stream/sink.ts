@@ -120,6 +120,9 @@ export function createRedisStreamSink(options: RedisStreamOptions, context: Sink
   return {
     name: context.name,
     type: 'redis-stream',
+    // One pipeline on one connection: Redis applies a batch in order, so it may carry a run of one key.
+    // (Cluster: the XADDs of one stream go to one node, in order, on its connection.)
+    ordered: true,
     async start(signal) {
       await ready(signal);
     },

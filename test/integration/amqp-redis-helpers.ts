@@ -83,7 +83,7 @@ export interface Received { readonly id: string; readonly key: string; readonly 
  * at-least-once), and per key the first copies of the events come in the order they were sent.
  * Returns the problems found (empty = good) and the number of duplicates.
  */
-export function verifyDelivery(sent: readonly Envelope[], received: readonly Received[]): { problems: string[]; duplicates: number; distinct: number } {
+export function verifyDelivery(sent: readonly Envelope[], received: readonly Received[]): { problems: string[]; duplicates: number; distinct: number; missing: string[] } {
   const problems: string[] = [];
   const seen = new Set<string>();
   const lastSeq = new Map<string, number>();
@@ -100,7 +100,7 @@ export function verifyDelivery(sent: readonly Envelope[], received: readonly Rec
   const sentIds = new Set(sent.map((e) => e.id));
   const extra = [...seen].filter((id) => !sentIds.has(id));
   if (extra.length > 0) problems.push(`${extra.length} unexpected ids, e.g. ${extra.slice(0, 5).join(', ')}`);
-  return { problems, duplicates, distinct: seen.size };
+  return { problems, duplicates, distinct: seen.size, missing: missing.map((e) => e.id) };
 }
 
 export function dispatchOptions(over: Partial<DispatchOptions> = {}): DispatchOptions {

@@ -35,14 +35,14 @@ describe('amqp sink: RabbitMQ restarted in the middle of a stream', () => {
     const dispatcher = createDispatcher({ sink, options: dispatchOptions({ retry: { attempts: 1000, initialDelay: 100, maxDelay: 1_000 } }), logger: quietLogger });
     await sink.start(new AbortController().signal);
 
-    const all = rowChanges(60_000, 100);
+    const all = rowChanges(200_000, 100);
     const sent: typeof all = [];
     const results: Promise<Delivery>[] = [];
     let producing = true;
-    // A steady stream: 100 events every 25 ms (≈ 4 000/s) until the broker is back and a bit after.
+    // A steady stream: 50 events every 25 ms (≈ 2 000/s) until the broker is back and a bit after.
     const producer = (async () => {
       while (producing && sent.length < all.length) {
-        for (const e of all.slice(sent.length, sent.length + 100)) {
+        for (const e of all.slice(sent.length, sent.length + 50)) {
           sent.push(e);
           results.push(dispatcher.deliver(e));
         }
@@ -52,6 +52,7 @@ describe('amqp sink: RabbitMQ restarted in the middle of a stream', () => {
 
     await waitFor(() => sent.length >= 2_000, 'the stream to be flowing', 10_000, 20);
     const down = await services('down', 'rabbitmq');
+    console.info(`rabbitmq down in ${down.ms} ms`);
     const sentAtStop = sent.length;
     const up = await services('up', 'rabbitmq');
     const sentAtStart = sent.length;
