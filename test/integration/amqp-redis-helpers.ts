@@ -126,3 +126,12 @@ export function services(...args: string[]): Promise<{ ms: number; output: strin
     });
   });
 }
+
+/** Resolves with `promise`, or rejects naming `what` after `ms` (so a broken sink fails fast, not at the test timeout). */
+export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms); }),
+  ]).finally(() => clearTimeout(timer));
+}

@@ -7,7 +7,7 @@ import { createDispatcher, type Delivery } from '../../src/dispatcher.js';
 import { contractContext, quietLogger } from '../contract/sink-contract.js';
 import { waitFor } from '../support/db.js';
 import { serviceEnv } from '../support/services.js';
-import { dispatchOptions, randomName, rowChanges, services, verifyDelivery, type Received } from './amqp-redis-helpers.js';
+import { dispatchOptions, randomName, rowChanges, services, verifyDelivery, within, type Received } from './amqp-redis-helpers.js';
 
 // RabbitMQ itself (the shared instance from scripts/services.sh) is stopped and started again in
 // the middle of a stream of row changes. The exchange and queue are durable and the messages
@@ -60,7 +60,7 @@ describe('amqp sink: RabbitMQ restarted in the middle of a stream', () => {
     producing = false;
     await producer;
 
-    const outcomes = await Promise.all(results);
+    const outcomes = await within(Promise.all(results), 60_000, 'every delivery to finish');
     await dispatcher.stop(1_000);
     await sink.stop();
     expect(outcomes.filter((o) => o.status !== 'delivered')).toEqual([]);

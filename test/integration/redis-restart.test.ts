@@ -12,7 +12,7 @@ import type { Envelope } from '../../src/envelope.js';
 import { contractContext, quietLogger } from '../contract/sink-contract.js';
 import { waitFor } from '../support/db.js';
 import { serviceEnv } from '../support/services.js';
-import { closedPort, dispatchOptions, randomName, rowChanges, services, verifyDelivery, type Received } from './amqp-redis-helpers.js';
+import { closedPort, dispatchOptions, within, randomName, rowChanges, services, verifyDelivery, type Received } from './amqp-redis-helpers.js';
 
 // Redis stopped and restarted in the middle of a stream of row changes.
 //
@@ -93,7 +93,7 @@ describe('redis-stream sink: Redis restarted in the middle of a stream', () => {
       const atStart = producer.sent.length;
       await waitFor(() => producer.sent.length >= atStart + 2_000, 'events after the restart', 20_000, 20);
       await producer.stop();
-      const outcomes = await Promise.all(producer.results);
+      const outcomes = await within(Promise.all(producer.results), 60_000, 'every delivery to finish');
       expect(outcomes.filter((o) => o.status !== 'delivered')).toEqual([]);
       expect(outcomes.some((o) => o.attempts > 1)).toBe(true);
 
@@ -153,7 +153,7 @@ describe('redis-stream sink: Redis restarted in the middle of a stream', () => {
       afterUp = producer.sent.length;
       await waitFor(() => producer!.sent.length >= afterUp + 2_000, 'events after the restart', 20_000, 20);
       await producer.stop();
-      const outcomes = await Promise.all(producer.results);
+      const outcomes = await within(Promise.all(producer.results), 60_000, 'every delivery to finish');
       expect(outcomes.filter((o) => o.status !== 'delivered')).toEqual([]);
       expect(outcomes.some((o) => o.attempts > 1)).toBe(true);
       const late = new Set(producer.sent.slice(afterUp).map((e) => e.id));

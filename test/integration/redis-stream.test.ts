@@ -165,6 +165,7 @@ describe('redis-stream sink against real Redis', () => {
         .then((r) => r.filter((o) => !o.ok).map((o) => (o as { error: SidekickError }).error), (e: SidekickError) => [e]);
       setImmediate(() => proxy.cut());
       const failures = await inFlight;
+      expect(failures.length, 'the cut must catch the batch in flight').toBeGreaterThan(0);
       for (const f of failures) expect(f).toMatchObject({ retriable: true, unavailable: true });
       // Disconnected: fails fast instead of queueing in ioredis.
       const started = Date.now();
