@@ -8,7 +8,9 @@ import { envelopeJson, payloadText, type Envelope } from '../../src/envelope.js'
  * - `payload`: what the application sent: the NOTIFY / publish payload verbatim; for a row change
  *   (which has no payload) the row image as JSON: `new` for INSERT/UPDATE, `old` for DELETE
  *   (skor's `data`).
- * - `cloudevents`: a CloudEvents 1.0 structured-mode JSON event whose `data` is the envelope.
+ * - `cloudevents`: a CloudEvents 1.0 structured-mode JSON event whose `data` is the envelope; `type`
+ *   is `pg-sidekick.row.insert|update|delete` for row changes, else `pg-sidekick.<source>` (the same
+ *   attributes as the Kafka sink's).
  */
 export type BodyFormat = 'envelope' | 'payload' | 'cloudevents';
 export const BODY_FORMATS = ['envelope', 'payload', 'cloudevents'] as const;
@@ -46,7 +48,7 @@ export function cloudEvent(e: Envelope): Record<string, unknown> {
     specversion: '1.0',
     id: e.id,
     source: `/pg-sidekick/${e.channel}`,
-    type: `pg-sidekick.${opOf(e).toLowerCase()}`,
+    type: e.op === undefined ? `pg-sidekick.${e.source}` : `pg-sidekick.row.${e.op.toLowerCase()}`,
   };
   if (e.key !== undefined) event.subject = e.key;
   event.time = e.at;
@@ -68,6 +70,6 @@ export function formatBody(e: Envelope, format: BodyFormat): Body {
     case 'payload':
       return { text: payloadBody(e), contentType: payloadIsJson(e) ? 'application/json' : 'text/plain; charset=utf-8' };
     case 'cloudevents':
-      return { text: JSON.stringify(cloudEvent(e)), contentType: 'application/cloudevents+json' };
+      return { text: JSON.stringify(cloudEvent(e)), contentType: 'application/cloudevents+json; charset=UTF-8' };
   }
 }

@@ -1,6 +1,6 @@
 import type { Options } from 'amqplib';
 import { compileTemplate, type Envelope } from '../../src/envelope.js';
-import { formatBody, opOf, templateView, type BodyFormat } from './body.js';
+import { formatBody, templateView, type BodyFormat } from './body.js';
 
 /** One AMQP basic.publish: where it goes and what it carries. */
 export interface OutgoingMessage {
@@ -26,15 +26,16 @@ export interface MessageOptions {
  * - body: the format (`envelope` JSON by default);
  * - properties: `messageId` = envelope id (the idempotency key), `timestamp` = event time in
  *   seconds, `deliveryMode` 2 when persistent, `contentType`, `appId: pg-sidekick`;
- * - headers: the static `headers`, then `source`, `channel`, `op`, and `schema`, `table`, `key`
- *   when the envelope has them.
+ * - headers: the static `headers`, then `source` and `channel`, and `op`, `schema`, `table`, `key`
+ *   when the envelope has them (the names the Kafka headers and Redis fields use too).
  */
 export function createMessageBuilder(options: MessageOptions): (e: Envelope) => OutgoingMessage {
   const routingKey = compileTemplate(options.routingKey);
   const staticHeaders = { ...options.headers };
   return (e) => {
     const body = formatBody(e, options.format);
-    const headers: Record<string, unknown> = { ...staticHeaders, source: e.source, channel: e.channel, op: opOf(e) };
+    const headers: Record<string, unknown> = { ...staticHeaders, source: e.source, channel: e.channel };
+    if (e.op !== undefined) headers.op = e.op;
     if (e.schema !== undefined) headers.schema = e.schema;
     if (e.table !== undefined) headers.table = e.table;
     if (e.key !== undefined) headers.key = e.key;

@@ -1,8 +1,8 @@
 import { compileTemplate, type Envelope } from '../../src/envelope.js';
 import { FatalError, RetriableError, type SidekickError } from '../../src/errors.js';
-import { formatBody, opOf, templateView, type BodyFormat } from '../amqp/body.js';
+import { formatBody, templateView, type BodyFormat } from '../amqp/body.js';
 
-/** The arguments of one XADD after the command name: key, [MAXLEN ~ N], *, field value … */
+/** The arguments of one XADD after the command name: key, [MAXLEN ~ N], *, field value … (the same names as the Kafka headers). */
 export type XaddArgs = (string | number)[];
 
 /**
@@ -12,7 +12,8 @@ export type XaddArgs = (string | number)[];
  * |-----------|-------------------------------------------------------------------------|
  * | `id`      | the envelope id (idempotency key: the same event re-sent has the same id) |
  * | `channel` | the channel (`schema.table` for row changes)                             |
- * | `op`      | INSERT/UPDATE/DELETE for row changes, NOTIFY/PUBLISH/SCHEDULE otherwise  |
+ * | `source`  | table, notify, publish or schedule                                      |
+ * | `op`      | INSERT/UPDATE/DELETE, row changes only                                  |
  * | `key`     | the ordering key, only when the event has one                            |
  * | `data`    | the body in `format`: the envelope JSON by default                       |
  */
@@ -20,7 +21,8 @@ export function createEntryBuilder(options: { stream: string; format: BodyFormat
   const stream = compileTemplate(options.stream);
   const trim: XaddArgs = options.maxLen === undefined ? [] : ['MAXLEN', '~', options.maxLen];
   return (e) => {
-    const args: XaddArgs = [stream(templateView(e)), ...trim, '*', 'id', e.id, 'channel', e.channel, 'op', opOf(e)];
+    const args: XaddArgs = [stream(templateView(e)), ...trim, '*', 'id', e.id, 'channel', e.channel, 'source', e.source];
+    if (e.op !== undefined) args.push('op', e.op);
     if (e.key !== undefined) args.push('key', e.key);
     args.push('data', formatBody(e, options.format).text);
     return args;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { duration } from '../../src/duration.js';
 import { compileTemplate } from '../../src/envelope.js';
 import { BODY_FORMATS } from '../amqp/body.js';
 
@@ -28,7 +29,7 @@ export const redisStreamOptions = {
   url: z.string().regex(/^rediss?:\/\//i, 'must be a redis:// or rediss:// URL').optional(),
   /**
    * Passed to ioredis as is: `tls`, `password`, `username`, `db`, `sentinels` + `name` (Sentinel),
-   * `connectTimeout`, `commandTimeout` (default here 30000 ms), … Not allowed:
+   * `connectTimeout`, … Not allowed:
    * lazyConnect, enableOfflineQueue, maxRetriesPerRequest, autoResendUnfulfilledCommands.
    */
   options: clientOptions.default({}),
@@ -48,6 +49,8 @@ export const redisStreamOptions = {
   }).default('pg:{channel}'),
   /** What the `data` field holds: envelope (default, JSON) | payload | cloudevents. */
   format: z.enum(BODY_FORMATS).default('envelope'),
+  /** How long a batch may wait for Redis's replies before it counts as failed (retriable). Default 30s. */
+  timeout: duration.default(30_000),
   /** Trim each stream to about this many entries (XADD MAXLEN ~ N; approximate = cheap). Default: no trimming. */
   maxLen: z.number().int().min(1).optional(),
 };

@@ -26,7 +26,7 @@ function describe(options: RedisStreamOptions): string {
 }
 
 function createClient(options: RedisStreamOptions, name: string): Client {
-  const user: RedisOptions = { commandTimeout: 30_000, connectionName: `pg-sidekick:${name}`, ...options.options };
+  const user: RedisOptions = { connectionName: `pg-sidekick:${name}`, ...options.options };
   if (options.cluster) {
     const cluster: ClusterOptions = {
       ...options.cluster.options,
@@ -136,12 +136,20 @@ export function createRedisStreamSink(options: RedisStreamOptions, context: Sink
       const outcomes = new Array<ItemOutcome | undefined>(batch.length);
       const commands = batch.map(entry);
       let onAbort: (() => void) | undefined;
-      const aborted = new Promise<'aborted'>((resolve) => { onAbort = () => resolve('aborted'); signal.addEventListener('abort', onAbort, { once: true }); });
+      let timer: NodeJS.Timeout | undefined;
+      // One timer per batch (ioredis's commandTimeout would arm one per command).
+      const cut = new Promise<'aborted' | 'timeout'>((resolve) => {
+        onAbort = () => resolve('aborted');
+        signal.addEventListener('abort', onAbort, { once: true });
+        timer = setTimeout(() => resolve('timeout'), options.timeout);
+        timer.unref();
+      });
       try {
-        const results = await Promise.race([execute(commands), aborted]);
-        if (results === 'aborted') {
-          // The pipeline may still be applied: at-least-once, the retry can duplicate, never lose.
-          throw new RetriableError('ABORTED', `redis ${where}: aborted before Redis answered`);
+        const results = await Promise.race([execute(commands), cut]);
+        // Either way the pipeline may still be applied: the retry can duplicate, never lose.
+        if (results === 'aborted') throw new RetriableError('ABORTED', `redis ${where}: aborted before Redis answered`);
+        if (results === 'timeout') {
+          throw new RetriableError('REDIS_TIMEOUT', `redis ${where}: no reply to ${commands.length} XADD within ${options.timeout} ms`, { unavailable: true });
         }
         results.forEach(([error], k) => {
           outcomes[k] = error ? { ok: false, error: classifyRedisError(error, where) } : OK;
@@ -149,6 +157,7 @@ export function createRedisStreamSink(options: RedisStreamOptions, context: Sink
       } catch (error) {
         throw error instanceof RetriableError ? error : classifyRedisError(error, where);
       } finally {
+        clearTimeout(timer);
         if (onAbort) signal.removeEventListener('abort', onAbort);
       }
       return outcomes.map((o) => o ?? { ok: false, error: unavailable('no reply') });

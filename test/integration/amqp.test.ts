@@ -154,7 +154,7 @@ describe('amqp sink against real RabbitMQ', () => {
     expect(text!.properties.deliveryMode).toBe(1);
     expect(json!.content.toString('utf8')).toBe('{"a": 1}');
     expect(json!.properties.contentType).toBe('application/json');
-    expect(event!.properties.contentType).toBe('application/cloudevents+json');
+    expect(event!.properties.contentType).toBe('application/cloudevents+json; charset=UTF-8');
     expect(JSON.parse(event!.content.toString('utf8'))).toMatchObject({
       specversion: '1.0', id: n.id, source: '/pg-sidekick/orders', type: 'pg-sidekick.notify', data: envelopeJson(n),
     });

@@ -50,7 +50,8 @@ routes:
       const rows = await reader.xrange(key, '-', '+');
       const fields = rows.map(([, flat]) => Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, i) => [flat[2 * i], flat[2 * i + 1]])));
       expect(fields.map((f) => JSON.parse(f.data!).payload.n)).toEqual(Array.from({ length: 200 }, (_, i) => i));
-      expect(fields[0]).toMatchObject({ channel, op: 'NOTIFY' });
+      expect(fields[0]).toMatchObject({ channel, source: 'notify' });
+      expect(fields[0]).not.toHaveProperty('op');
       expect(fields[0]!.id).toBe(JSON.parse(fields[0]!.data!).id);
       expect(new Set(fields.map((f) => f.id)).size).toBe(200);
     } finally {

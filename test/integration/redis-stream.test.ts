@@ -74,7 +74,7 @@ const signal = () => new AbortController().signal;
 }
 
 describe('redis-stream sink against real Redis', () => {
-  it('writes id, channel, op, key and data fields; data is the envelope JSON', async () => {
+  it('writes id, channel, source, op, key and data fields; data is the envelope JSON', async () => {
     const p = prefix();
     const sink = makeSink({ stream: `${p}:{schema}.{table}` });
     await sink.start(signal());
@@ -82,19 +82,19 @@ describe('redis-stream sink against real Redis', () => {
     expect(await sink.send([e], signal())).toEqual([{ ok: true }]);
     const [entry] = await entries(`${p}:public.orders`);
     expect(entry!.streamId).toMatch(/^\d+-\d+$/);
-    expect(Object.keys(entry!.fields)).toEqual(['id', 'channel', 'op', 'key', 'data']);
-    expect(entry!.fields).toMatchObject({ id: e.id, channel: 'public.contract', op: 'INSERT', key: '42' });
+    expect(Object.keys(entry!.fields)).toEqual(['id', 'channel', 'source', 'op', 'key', 'data']);
+    expect(entry!.fields).toMatchObject({ id: e.id, channel: 'public.contract', source: 'table', op: 'INSERT', key: '42' });
     expect(JSON.parse(entry!.fields.data!)).toEqual(envelopeJson(e));
   });
 
-  it('NOTIFY events: default stream pg:{channel}, op NOTIFY, no key field; payload format keeps the text', async () => {
+  it('NOTIFY events: default stream pg:{channel}, no op or key field; payload format keeps the text', async () => {
     const channel = randomName('chan');
     const sink = makeSink({ format: 'payload' });
     await sink.start(signal());
     const n = notifyEnvelope(channel, 'plain ✓ text', 1);
     expect(await sink.send([n], signal())).toEqual([{ ok: true }]);
     const [entry] = await entries(`pg:${channel}`);
-    expect(entry!.fields).toEqual({ id: n.id, channel, op: 'NOTIFY', data: 'plain ✓ text' });
+    expect(entry!.fields).toEqual({ id: n.id, channel, source: 'notify', data: 'plain ✓ text' });
   });
 
   it('payload format for a row change is the row image (new; old for DELETE)', async () => {

@@ -44,12 +44,12 @@ describe('amqp message', () => {
     expect(m.properties.contentType).toBe('application/vnd.x+json');
     expect(m.properties.deliveryMode).toBe(1);
   });
-  it('NOTIFY envelopes: {op} is NOTIFY and {schema}/{table} are empty; no schema/table/key headers', () => {
+  it('NOTIFY envelopes: {op} is NOTIFY and {schema}/{table} are empty; no op/schema/table/key headers', () => {
     const n = notifyEnvelope('jobs', 'hello', 3);
     const m = createMessageBuilder({ ...base, routingKey: '{channel}.{op}' })(n);
     expect(m.routingKey).toBe('jobs.NOTIFY');
     expect(createMessageBuilder(base)(n).routingKey).toBe('..NOTIFY');
-    expect(m.properties.headers).toEqual({ source: 'notify', channel: 'jobs', op: 'NOTIFY' });
+    expect(m.properties.headers).toEqual({ source: 'notify', channel: 'jobs' });
   });
 });
 
@@ -68,9 +68,10 @@ describe('broker body formats', () => {
   });
   it('cloudevents: structured CloudEvents 1.0 with the envelope as data', () => {
     expect(cloudEvent(row)).toEqual({
-      specversion: '1.0', id: '17', source: '/pg-sidekick/public.orders', type: 'pg-sidekick.update', subject: '5',
+      specversion: '1.0', id: '17', source: '/pg-sidekick/public.orders', type: 'pg-sidekick.row.update', subject: '5',
       time: row.at, datacontenttype: 'application/json', data: envelopeJson(row),
     });
-    expect(formatBody(row, 'cloudevents').contentType).toBe('application/cloudevents+json');
+    expect(formatBody(row, 'cloudevents').contentType).toBe('application/cloudevents+json; charset=UTF-8');
+    expect(cloudEvent(notifyEnvelope('jobs', 'x', 1)).type).toBe('pg-sidekick.notify');
   });
 });

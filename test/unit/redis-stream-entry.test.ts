@@ -19,7 +19,7 @@ function replyError(message: string): Error {
 describe('redis-stream options', () => {
   const schema = z.strictObject(redisStreamOptions);
   it('fills the documented defaults', () => {
-    expect(schema.parse({ url: 'redis://h:6379' })).toEqual({ url: 'redis://h:6379', options: {}, stream: 'pg:{channel}', format: 'envelope' });
+    expect(schema.parse({ url: 'redis://h:6379' })).toEqual({ url: 'redis://h:6379', options: {}, stream: 'pg:{channel}', format: 'envelope', timeout: 30_000 });
   });
   it('refuses the ioredis options pg-sidekick relies on, naming the key', () => {
     for (const key of ['enableOfflineQueue', 'maxRetriesPerRequest', 'autoResendUnfulfilledCommands', 'lazyConnect']) {
@@ -37,17 +37,18 @@ describe('redis-stream options', () => {
 });
 
 describe('redis-stream entry', () => {
-  it('XADD key [MAXLEN ~ N] * id channel op key data', () => {
+  it('XADD key [MAXLEN ~ N] * id channel source op key data', () => {
     const build = createEntryBuilder({ stream: 'pg:{schema}.{table}', format: 'envelope', maxLen: 1000 });
     const args = build(row);
-    expect(args.slice(0, 15)).toEqual(['pg:public.orders', 'MAXLEN', '~', 1000, '*', 'id', '17', 'channel', 'public.orders', 'op', 'INSERT', 'key', '5', 'data', args[14]]);
-    expect(JSON.parse(args[14] as string)).toEqual(envelopeJson(row));
-    expect(args).toHaveLength(15);
+    expect(args.slice(0, 16)).toEqual(['pg:public.orders', 'MAXLEN', '~', 1000, '*', 'id', '17', 'channel', 'public.orders', 'source', 'table', 'op', 'INSERT', 'key', '5', 'data']);
+    expect(JSON.parse(args[16] as string)).toEqual(envelopeJson(row));
+    expect(args).toHaveLength(17);
   });
-  it('NOTIFY: no key field, op NOTIFY, no trimming unless asked', () => {
+  it('NOTIFY: no op or key field, no trimming unless asked; {op} in the stream template is NOTIFY', () => {
     const build = createEntryBuilder({ stream: 'pg:{channel}', format: 'payload' });
     expect(build(notifyEnvelope('jobs', 'run it', 1)).slice(0, 2)).toEqual(['pg:jobs', '*']);
-    expect(build(notifyEnvelope('jobs', 'run it', 1)).slice(2)).toEqual(['id', expect.any(String), 'channel', 'jobs', 'op', 'NOTIFY', 'data', 'run it']);
+    expect(build(notifyEnvelope('jobs', 'run it', 1)).slice(2)).toEqual(['id', expect.any(String), 'channel', 'jobs', 'source', 'notify', 'data', 'run it']);
+    expect(createEntryBuilder({ stream: 'pg:{channel}:{op}', format: 'payload' })(notifyEnvelope('jobs', '', 1))[0]).toBe('pg:jobs:NOTIFY');
   });
 });
 
