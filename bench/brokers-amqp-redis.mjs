@@ -16,6 +16,7 @@
 // hands envelopes straight to the dispatcher; an outbox source (commit → ack) plugs in as another
 // entry of SOURCES with the same interface.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -119,7 +120,9 @@ const SOURCES = {
 // ---- brokers --------------------------------------------------------------------------------------
 /** The sink as `sidekick run` builds it: config → definition → dispatcher with the sink's defaults. */
 function sidekickTarget(sinkConfig) {
-  const config = parseConfig({ sinks: { bench: sinkConfig } }, { env: {}, sinks: sinkDefinitions });
+  // maxQueued: the memory source hands the whole backlog over at once (an outbox source would wait
+  // for room instead); everything else is the sink's defaults.
+  const config = parseConfig({ sinks: { bench: { maxQueued: 1_000_000, ...sinkConfig } } }, { env: {}, sinks: sinkDefinitions });
   const entry = config.sinks[0];
   return {
     dispatch: entry.dispatch,
@@ -173,15 +176,24 @@ async function amqpBroker(url) {
     async bare() {
       const connection = await amqp.connect(url);
       const confirm = await connection.createConfirmChannel();
-      const send = (batch) => Promise.all(batch.map((e) => new Promise((resolve, reject) => {
-        // The same message the sink sends: JSON envelope, persistent, mandatory, messageId, headers.
-        const ok = confirm.publish(exchange, `${e.schema}.${e.table}.${e.op}`, Buffer.from(JSON.stringify(envelopeJson(e))), {
-          persistent: true, mandatory: true, messageId: e.id, contentType: 'application/json', appId: 'pg-sidekick',
-          timestamp: Math.floor(Date.parse(e.at) / 1000),
-          headers: { source: e.source, channel: e.channel, op: e.op, schema: e.schema, table: e.table, key: e.key },
-        }, (err) => (err ? reject(err) : resolve()));
-        void ok; // amqplib buffers; flow control matters little at these batch sizes
-      })));
+      confirm.setMaxListeners(0);
+      const send = async (batch) => {
+        const confirms = [];
+        for (const e of batch) {
+          let flowing = true;
+          confirms.push(new Promise((resolve, reject) => {
+            // The same message the sink sends: JSON envelope, persistent, mandatory, messageId, headers.
+            flowing = confirm.publish(exchange, `${e.schema}.${e.table}.${e.op}`, Buffer.from(JSON.stringify(envelopeJson(e))), {
+              persistent: true, mandatory: true, messageId: e.id, contentType: 'application/json', appId: 'pg-sidekick',
+              timestamp: Math.floor(Date.parse(e.at) / 1000),
+              headers: { source: e.source, channel: e.channel, op: e.op, schema: e.schema, table: e.table, key: e.key },
+            }, (err) => (err ? reject(err) : resolve()));
+          }));
+          // Flow control, as the sink does: wait for the socket when amqplib's buffer is full.
+          if (!flowing) await new Promise((resolve) => confirm.once('drain', resolve));
+        }
+        await Promise.all(confirms);
+      };
       return { deliver: bareBatcher(send, { size: sidekick.dispatch.batch.size, concurrency: sidekick.dispatch.concurrency }), close: () => connection.close() };
     },
     async count() { return (await ch.checkQueue(queue)).messageCount; },
@@ -282,7 +294,7 @@ const lines = [
   'Latency: hand-over to the dispatcher → delivery confirmed (RabbitMQ publisher confirm, Redis XADD reply).',
   'Bare clients: amqplib confirm channel / ioredis pipelined XADD, same message content and the same batch size and',
   'number of batches in flight as the sink, without per-key lanes, retries or per-item outcomes.',
-  `Node ${process.version}; ${new Date().toISOString()}.`,
+  `Node ${process.version}; load average at the end ${loadavg().map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} CPUs; ${new Date().toISOString()}.`,
 ];
 const text = `${lines.join('\n')}\n`;
 process.stdout.write(text);

@@ -108,45 +108,47 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
 
   async function open(): Promise<Link> {
     const connection = await amqp.connect(url, sockets);
+    // Listeners first: an 'error' without one would crash the process (an EventEmitter rule).
+    let l: Link | undefined;
+    connection.on('error', (error: Error) => {
+      if (l) markLost(l, new RetriableError('AMQP_CONNECTION_ERROR', `amqp ${where}: ${errorMessage(error)}`, { cause: error, unavailable: true }));
+    });
+    connection.on('close', (error?: Error) => {
+      if (l) markLost(l, new RetriableError('AMQP_CONNECTION_LOST', `amqp ${where}: connection closed${error ? `: ${errorMessage(error)}` : ''}`, { cause: error, unavailable: true }));
+    });
     let channel: ConfirmChannel;
     try {
       channel = await connection.createConfirmChannel();
     } catch (error) {
-      connection.on('error', () => {});
       await closeConnection(connection);
       throw error;
     }
-    const l: Link = { connection, channel, lost: undefined, channelError: undefined, returned: new Map() };
+    const opened: Link = { connection, channel, lost: undefined, channelError: undefined, returned: new Map() };
+    l = opened;
     // Every send waits on 'drain' with its own listener; there may be `concurrency` of them.
     channel.setMaxListeners(0);
-    connection.on('error', (error: Error) => {
-      markLost(l, new RetriableError('AMQP_CONNECTION_ERROR', `amqp ${where}: ${errorMessage(error)}`, { cause: error, unavailable: true }));
-    });
-    connection.on('close', (error?: Error) => {
-      markLost(l, new RetriableError('AMQP_CONNECTION_LOST', `amqp ${where}: connection closed${error ? `: ${errorMessage(error)}` : ''}`, { cause: error, unavailable: true }));
-    });
     connection.on('blocked', (reason: string) => logger.warn({ broker: where, reason }, 'amqp broker blocked publishing (resource alarm); confirms will wait'));
     connection.on('unblocked', () => logger.info({ broker: where }, 'amqp broker unblocked publishing'));
     channel.on('error', (error: Error) => {
       // The broker closed the channel (e.g. 404: the exchange was deleted). 'close' follows.
-      l.channelError = error;
+      opened.channelError = error;
     });
     channel.on('close', () => {
-      const error = l.channelError;
-      markLost(l, error
+      const error = opened.channelError;
+      markLost(opened, error
         ? new RetriableError(channelCode(error), `amqp ${where}: ${errorMessage(error)}`, { cause: error })
         : new RetriableError('AMQP_CHANNEL_CLOSED', `amqp ${where}: channel closed`, { unavailable: true }));
       // One channel per connection: without it the connection is of no use.
-      void closeConnection(l.connection);
+      void closeConnection(opened.connection);
     });
     channel.on('return', (message: amqp.Message) => {
       const id = message.properties.messageId as string | undefined;
       if (id === undefined) return;
       // basic.return carries replyCode/replyText, which amqplib's MessageFields type leaves out.
       const fields = message.fields as amqp.MessageFields & { replyCode?: number; replyText?: string };
-      const list = l.returned.get(id) ?? [];
+      const list = opened.returned.get(id) ?? [];
       list.push({ replyCode: fields.replyCode ?? 312, replyText: fields.replyText ?? 'NO_ROUTE', routingKey: fields.routingKey });
-      l.returned.set(id, list);
+      opened.returned.set(id, list);
     });
     try {
       if (exchange !== '') {
@@ -157,11 +159,11 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
         }
       }
     } catch (error) {
-      markLost(l, openError(error));
+      markLost(opened, openError(error));
       await closeConnection(connection);
       throw error;
     }
-    return l;
+    return opened;
   }
 
   /** checkExchange on a throwaway channel: a failed check closes the channel it ran on. */
@@ -338,7 +340,14 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
       return stopped;
     },
     async check(signal) {
-      const connection = await bounded(amqp.connect(url, sockets), signal, options.connectTimeout + 1_000, `amqp ${where}: connect`);
+      const connecting = amqp.connect(url, sockets);
+      let connection: ChannelModel;
+      try {
+        connection = await bounded(connecting, signal, options.connectTimeout + 1_000, `amqp ${where}: connect`);
+      } catch (error) {
+        connecting.then((late) => closeConnection(late), () => {}).catch(() => {});
+        throw error;
+      }
       connection.on('error', () => {});
       try {
         const server = connection.connection.serverProperties;
