@@ -10,6 +10,8 @@ import type { Sink } from '../../src/sink.js';
 import { contractContext, quietLogger, sinkContract, testEnvelope } from '../contract/sink-contract.js';
 import { waitFor } from '../support/db.js';
 import { serviceEnv } from '../support/services.js';
+import { amqpBridgeSuite } from './amqp-bridge.suite.js';
+import { amqpRestartSuite } from './amqp-restart.suite.js';
 import { closedPort, createTcpProxy, dispatchOptions, randomName, rowChanges, verifyDelivery, type Received } from './amqp-redis-helpers.js';
 
 // Everything here runs against the real RabbitMQ started by scripts/services.sh; each test uses its
@@ -357,3 +359,7 @@ function toReceived(m: ConsumeMessage): Received {
   return { id: body.id, key: body.key, seq: body.new.seq };
 }
 
+
+// Last, in this file's sequence: end to end through a bridge, then RabbitMQ restarted mid-stream.
+amqpBridgeSuite();
+amqpRestartSuite();

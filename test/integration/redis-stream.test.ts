@@ -9,6 +9,8 @@ import { FatalError, RetriableError, type SidekickError } from '../../src/errors
 import type { Sink } from '../../src/sink.js';
 import { contractContext, quietLogger, sinkContract, testEnvelope } from '../contract/sink-contract.js';
 import { serviceEnv } from '../support/services.js';
+import { redisBridgeSuite } from './redis-bridge.suite.js';
+import { redisRestartSuite } from './redis-restart.suite.js';
 import { closedPort, createTcpProxy, dispatchOptions, randomName, rowChanges, verifyDelivery, type Received } from './amqp-redis-helpers.js';
 
 // Against the real Redis started by scripts/services.sh; every test uses its own stream keys, and
@@ -19,6 +21,8 @@ const schema = z.strictObject(redisStreamOptions);
 const optionsFor = (over: Record<string, unknown>): RedisStreamOptions => schema.parse({ url: REDIS_URL, ...over });
 
 const reader = new Redis(REDIS_URL, { lazyConnect: true });
+// The restart suite (last in this file) takes Redis away for a moment; this client just reconnects.
+reader.on('error', () => {});
 const keys: string[] = [];
 const sinks: Sink[] = [];
 afterEach(async () => {
@@ -212,3 +216,7 @@ describe('redis-stream sink: 10 000 row changes through the dispatcher', () => {
     expect(received).toHaveLength(10_000);
   });
 });
+
+// Last, in this file's sequence: end to end through a bridge, then Redis restarted mid-stream.
+redisBridgeSuite();
+redisRestartSuite();
