@@ -8,10 +8,11 @@ import { connectionConfig, describeConnection } from './pg/connection.js';
 import { reconnectDelay } from './pg/listener.js';
 import { createStatsClient, type StatsClient } from './pg/stats.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
-import { createReadinessChecks, type ReadinessCheck } from './readiness.js';
+import { createHeartbeat, createReadinessChecks, type ReadinessCheck } from './readiness.js';
 import { createRouter } from './router.js';
 import type { Sink } from './sink.js';
 import { createNotifySource } from './source/notify.js';
+import { createOutboxSource, type OutboxStatus } from './source/outbox.js';
 
 export type { Readiness } from './http.js';
 
@@ -32,6 +33,8 @@ export interface Bridge {
   readonly http: HttpServer | undefined;
   /** Short scrape-time queries (one pooled connection, closed when idle) for gauges read from the database. */
   readonly stats: StatsClient;
+  /** The durable source's state (undefined when `outbox.enabled: false`). */
+  readonly outbox: OutboxStatus | undefined;
 }
 
 /**
@@ -93,7 +96,56 @@ export function createBridge(params: {
     readinessChecks.register(`sink:${entry.name}`, gated.started);
     dispatchers.set(entry.name, createDispatcher({ sink: gated.sink, options: entry.dispatch, logger, metrics }));
   }
-  const pipeline = createPipeline({ router: createRouter(config.routes), dispatchers, logger, metrics });
+  const router = createRouter(config.routes);
+  const pipeline = createPipeline({ router, dispatchers, logger, metrics });
+  // The durable path (outbox → sinks); with `enabled: auto` it switches itself off when the sidekick
+  // schema is not installed and nothing is captured.
+  const drainHeartbeat = createHeartbeat(3 * config.outbox.pollInterval + 30_000);
+  const outbox = config.outbox.enabled === false ? undefined : createOutboxSource({
+    connection, options: config.outbox, router, dispatchers, logger, metrics, heartbeat: drainHeartbeat,
+    install: config.outbox.enabled === true || config.capture.length > 0,
+  });
+  // /readyz: the drain is connected and its loop turns (a query stuck on a lock would stop it), and
+  // its wake-up LISTEN is up. Registered once the drain is known to be on (at once when capture: or
+  // enabled: true says so; otherwise when it found the schema installed).
+  let outboxChecked = false;
+  const checkOutbox = () => {
+    if (!outbox || outboxChecked) return;
+    outboxChecked = true;
+    readinessChecks.register('outbox', () => outbox.status.connected && drainHeartbeat.alive());
+    readinessChecks.register('outbox-wakeup', () => outbox.status.listening);
+  };
+  if (outbox && (config.outbox.enabled === true || config.capture.length > 0)) checkOutbox();
+  if (outbox) {
+    createSampledGauge(metrics, {
+      name: 'sidekick_outbox_pending',
+      help: 'Events in sidekick.outbox not yet handed to every sink (read on scrape).',
+    }, async (set) => {
+      if (!outbox.status.enabled) return;
+      const rows = await stats.query<{ n: string }>('SELECT count(*) AS n FROM sidekick.outbox');
+      set(Number(rows[0]?.n ?? Number.NaN));
+    }, logger);
+    createSampledGauge(metrics, {
+      name: 'sidekick_sink_backlog',
+      help: 'Events waiting in a sink\'s durable backlog, sidekick.deliveries (read on scrape).',
+      labelNames: ['sink'],
+    }, async (set) => {
+      if (!outbox.status.enabled) return;
+      const rows = await stats.query<{ sink: string; n: string }>('SELECT sink, count(*) AS n FROM sidekick.deliveries GROUP BY sink');
+      for (const name of dispatchers.keys()) set(0, { sink: name });
+      for (const r of rows) set(Number(r.n), { sink: r.sink });
+    }, logger);
+    createSampledGauge(metrics, {
+      name: 'sidekick_dead_letters',
+      help: 'Events in sidekick.dead_letters, per sink (read on scrape; see `sidekick dlq`).',
+      labelNames: ['sink'],
+    }, async (set) => {
+      if (!outbox.status.enabled) return;
+      const rows = await stats.query<{ sink: string; n: string }>('SELECT sink, count(*) AS n FROM sidekick.dead_letters GROUP BY sink');
+      for (const name of dispatchers.keys()) set(0, { sink: name });
+      for (const r of rows) set(Number(r.n), { sink: r.sink });
+    }, logger);
+  }
   const notify = config.listen.length > 0
     ? createNotifySource({ connection, channels: config.listen, pipeline, logger, metrics })
     : undefined;
@@ -122,33 +174,39 @@ export function createBridge(params: {
     metrics,
     http,
     stats,
+    get outbox() { return outbox?.status; },
     async start() {
       // First, so /healthz answers and /readyz says why the bridge is not ready while it connects.
       await http?.start();
-      if (!notify) return;
-      logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
-      // The first connection is retried too: a database that is not up yet must not end the bridge.
-      sourceLoop = (async () => {
-        for (let attempt = 1; !lifetime.signal.aborted; attempt++) {
-          try {
-            await notify.start();
-            metrics.listenerConnected.set(1);
-            return;
-          } catch (error) {
-            const retryInMs = reconnectDelay(attempt, 30_000);
-            logger.error({ err: errorMessage(error), attempt, retryInMs, database: describeConnection(connection) }, 'cannot connect to the database; retrying');
-            await sleep(retryInMs, lifetime.signal);
+      const outboxStarted = outbox?.start().then(() => { if (outbox.status.enabled) checkOutbox(); });
+      if (notify) {
+        logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
+        // The first connection is retried too: a database that is not up yet must not end the bridge.
+        sourceLoop = (async () => {
+          for (let attempt = 1; !lifetime.signal.aborted; attempt++) {
+            try {
+              await notify.start();
+              metrics.listenerConnected.set(1);
+              return;
+            } catch (error) {
+              const retryInMs = reconnectDelay(attempt, 30_000);
+              logger.error({ err: errorMessage(error), attempt, retryInMs, database: describeConnection(connection) }, 'cannot connect to the database; retrying');
+              await sleep(retryInMs, lifetime.signal);
+            }
           }
-        }
-      })();
-      await sourceLoop;
+        })();
+      }
+      await Promise.all([sourceLoop, outboxStarted]);
     },
     stop() {
       stopping ??= (async () => {
         await notify?.stop();
+        await outbox?.stopIntake();
         lifetime.abort();
         await sourceLoop;
         await Promise.all([...dispatchers.values()].map((d) => d.stop(config.shutdown.timeout)));
+        // After the dispatchers: the outcomes of the last deliveries are written before disconnecting.
+        await outbox?.close();
         await Promise.all([...dispatchers.values()].map((d) => d.sink.stop().catch((error) => {
           logger.warn({ sink: d.sink.name, err: errorMessage(error) }, 'sink did not stop cleanly');
         })));

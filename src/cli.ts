@@ -8,16 +8,33 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { checkCommand } from './commands/check.js';
 import { demoCommand } from './commands/demo.js';
+import { dlqListCommand, dlqPurgeCommand, dlqRetryCommand } from './commands/dlq.js';
 import type { CommandIO } from './commands/io.js';
 import { installCommand } from './commands/install.js';
 import { listenCommand } from './commands/listen.js';
 import { runCommand } from './commands/run.js';
+import { triggersCommand } from './commands/triggers.js';
+import { uninstallCommand } from './commands/uninstall.js';
 import { SidekickError } from './errors.js';
 import { VERSION } from './version.js';
 
 const DEFAULT_CONFIG = process.env.SIDEKICK_CONFIG ?? 'sidekick.yaml';
 
 let io: CommandIO | undefined;
+
+/** A yes/no question on the terminal; undefined when stdin is not one (then --yes is needed). */
+function terminalConfirm(): ((question: string) => Promise<boolean>) | undefined {
+  if (!process.stdin.isTTY) return undefined;
+  return async (question) => {
+    const { createInterface } = await import('node:readline/promises');
+    const rl = createInterface({ input: process.stdin, output: process.stderr });
+    try {
+      return (await rl.question(question)).trim().toLowerCase() === 'yes';
+    } finally {
+      rl.close();
+    }
+  };
+}
 
 /**
  * The first SIGINT/SIGTERM aborts `signal`: the command stops gracefully (the bridge finishes
@@ -99,6 +116,47 @@ export function buildProgram(io: () => CommandIO): Command {
     .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
     .option('-c, --config <file>', 'take the database from this config file')
     .action((opts: { database?: string; config?: string }) => exitWith(() => installCommand(opts, io())));
+
+  program.command('uninstall')
+    .description('remove everything pg-sidekick created in the database (capture triggers, the sidekick schema), after listing it')
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('-c, --config <file>', 'take the database from this config file')
+    .option('-y, --yes', 'do not ask for confirmation (required without a terminal)')
+    .action((opts: { database?: string; config?: string; yes?: boolean }) => {
+      const confirm = terminalConfirm();
+      return exitWith(() => uninstallCommand({ ...opts, ...(confirm ? { confirm } : {}) }, io()));
+    });
+
+  program.command('triggers')
+    .description('generate the capture triggers as SQL to review (from the config\'s capture: section or a skor triggers.json); --apply runs it')
+    .argument('[file]', 'a skor triggers.json (default: the capture: section of the config)')
+    .option('-c, --config <file>', 'config file (YAML or JSON)', DEFAULT_CONFIG)
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('--apply', 'run the SQL in one transaction (installs the sidekick schema first if needed)')
+    .option('--drop', 'generate the statements that remove the triggers instead')
+    .action((file: string | undefined, opts: { config: string; database?: string; apply?: boolean; drop?: boolean }) =>
+      exitWith(() => triggersCommand({ ...opts, ...(file ? { file } : {}) }, io())));
+
+  const dlq = program.command('dlq').description('dead letters: events a sink gave up on (list | retry | purge)');
+  const dbOptions = (cmd: Command) => cmd
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('-c, --config <file>', 'take the database from this config file')
+    .option('-s, --sink <name>', 'only this sink\'s dead letters');
+  dbOptions(dlq.command('list'))
+    .description('show dead letters, newest first')
+    .option('-n, --limit <n>', 'at most this many', (v) => Number(v), 50)
+    .option('--json', 'JSON (with the whole event) instead of a table')
+    .action((opts: { database?: string; config?: string; sink?: string; limit: number; json?: boolean }) => exitWith(() => dlqListCommand(opts, io())));
+  dbOptions(dlq.command('retry'))
+    .description('send dead letters back to their sink (same event id)')
+    .argument('[ids...]', 'dead-letter ids (the ID column of dlq list)')
+    .option('--all', 'every dead letter (of --sink, if given)')
+    .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) => exitWith(() => dlqRetryCommand({ ...opts, ids }, io())));
+  dbOptions(dlq.command('purge'))
+    .description('delete dead letters for good')
+    .argument('[ids...]', 'dead-letter ids (the ID column of dlq list)')
+    .option('--all', 'every dead letter (of --sink, if given)')
+    .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) => exitWith(() => dlqPurgeCommand({ ...opts, ids }, io())));
 
   program.command('demo')
     .description('zero-setup demo: embedded PostgreSQL, a demo channel, events printed to stdout')

@@ -29,6 +29,10 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     listenerConnected: new Gauge({ name: 'sidekick_listener_connected', help: '1 while the LISTEN connection is up.', registers }),
     reconnects: new Counter({ name: 'sidekick_listener_reconnects_total', help: 'Times the LISTEN connection was re-established.', registers }),
     buildInfo: new Gauge({ name: 'sidekick_build_info', help: 'Always 1; the labels say which pg-sidekick runs.', labelNames: ['version', 'node'], registers }),
+    outboxConnected: new Gauge({ name: 'sidekick_outbox_connected', help: '1 while the outbox drain is connected to the database.', registers }),
+    outboxPartitions: new Gauge({ name: 'sidekick_outbox_partitions', help: 'Key partitions of the outbox this instance drains (of 16, shared by all instances).', registers }),
+    outboxSpilled: new Counter({ name: 'sidekick_outbox_spilled_total', help: 'Events moved to a sink\'s durable backlog because the sink was slow, failing or holding them long.', labelNames: ['sink'], registers }),
+    outboxBacklogMode: new Gauge({ name: 'sidekick_outbox_sink_backlogged', help: '1 while a sink is fed from its durable backlog instead of live.', labelNames: ['sink'], registers }),
     sampleErrors: new Counter({ name: 'sidekick_metric_read_errors_total', help: 'Scrape-time reads that failed (database unreachable or too slow); that sample is left out or NaN.', labelNames: ['metric'], registers }),
   };
   metrics.buildInfo.set({ version: VERSION, node: process.versions.node }, 1);

@@ -6,7 +6,11 @@ import pg from 'pg';
 import { sinkDefinitions } from '../../sinks/index.js';
 import { createBridge } from '../bridge.js';
 import { parseConfig } from '../config.js';
+import { resolveCaptures } from '../capture/catalog.js';
+import { captureSpecsFromConfig } from '../capture/spec.js';
+import { captureStatements } from '../capture/sql.js';
 import { createLogger } from '../logger.js';
+import { migrate } from '../sql/migrate.js';
 import { waitForAbort, type CommandIO } from './io.js';
 
 function freePort(): Promise<number> {
@@ -41,8 +45,10 @@ async function loadEmbeddedPostgres() {
 
 /**
  * `sidekick demo`: the zero-setup first run. Starts an embedded PostgreSQL 15 (from the npm package;
- * nothing to install), runs the bridge with a `demo` channel routed to stdout, sends a few
- * notifications, and keeps running until Ctrl-C so you can NOTIFY by hand.
+ * nothing to install), runs the bridge with a `demo` channel and a captured `demo_orders` table
+ * routed to stdout, sends a few notifications and row changes, and keeps running until Ctrl-C so
+ * you can NOTIFY and write rows by hand. The data dir is kept: a row written while the bridge is
+ * down is delivered on the next run.
  */
 export async function demoCommand(options: { once?: boolean; dir?: string }, io: CommandIO): Promise<number> {
   const say = (line: string) => io.stderr.write(`${line}\n`);
@@ -65,27 +71,46 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
   const url = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
   let exitCode = 0;
   const logger = createLogger({ level: io.env.LOG_LEVEL ?? 'warn', ...(io.stderr === process.stderr ? {} : { destination: io.stderr }) });
+  // A table whose row changes are captured durably (the outbox), set up as `sidekick triggers --apply` would.
+  const setup = new pg.Client({ connectionString: url });
+  await setup.connect();
+  let waiting = 0;
+  try {
+    await migrate(setup);
+    await setup.query('CREATE TABLE IF NOT EXISTS demo_orders (id serial PRIMARY KEY, item text NOT NULL, status text NOT NULL DEFAULT \'new\')');
+    const capture = [{ table: 'public.demo_orders', columns: '*' as const, mode: 'statement' as const }];
+    await setup.query(captureStatements(await resolveCaptures(setup, captureSpecsFromConfig(capture, '(demo)'))));
+    waiting = (await setup.query<{ n: number }>('SELECT count(*)::int AS n FROM sidekick.outbox')).rows[0]?.n ?? 0;
+  } finally {
+    await setup.end();
+  }
   const config = parseConfig({
     database: url,
     listen: ['demo'],
+    capture: [{ table: 'public.demo_orders' }],
     sinks: { console: { type: 'stdout', format: 'json' } },
     routes: [{ from: '*', to: ['console'] }],
   }, { file: '(demo)', env: io.env, sinks: sinkDefinitions });
   const bridge = createBridge({ config, logger, ...(io.stdout === process.stdout ? {} : { stdout: io.stdout }) });
   try {
     await bridge.start();
-    say(`PostgreSQL is up on 127.0.0.1:${port}; the bridge LISTENs on channel "demo" and prints each event as a JSON envelope on stdout.`);
-    say('Sending three notifications:');
+    say(`PostgreSQL is up on 127.0.0.1:${port}; the bridge LISTENs on channel "demo", captures the row changes of table demo_orders, and prints each event as a JSON envelope on stdout.`);
+    if (waiting > 0) say(`${waiting} row change(s) from the last run waited in the outbox while the bridge was down: delivered first.`);
+    say('Sending three notifications (ephemeral: LISTEN/NOTIFY) and four row changes (durable: captured into the outbox):');
     const client = new pg.Client({ connectionString: url });
     await client.connect();
     await client.query(`SELECT pg_notify('demo', '{"hello": "world", "n": 1}')`);
     await client.query(`SELECT pg_notify('demo', 'plain text is fine too')`);
     await client.query(`SELECT pg_notify('demo', $1)`, [JSON.stringify({ order: 42, status: 'paid' })]);
+    const { rows } = await client.query<{ id: number }>(`INSERT INTO demo_orders (item) VALUES ('coffee'), ('cake') RETURNING id`);
+    await client.query(`UPDATE demo_orders SET status = 'paid' WHERE id = $1`, [rows[0]?.id]);
+    await client.query(`DELETE FROM demo_orders WHERE id = $1`, [rows[1]?.id]);
     await client.end();
+    const expected = 3 + 4 + waiting;
     const deliveredAll = async () => {
-      for (let i = 0; i < 200; i++) {
+      for (let i = 0; i < 400; i++) {
         const m = await bridge.metrics.delivered.get();
-        if ((m.values[0]?.value ?? 0) >= 3) return;
+        if ((m.values[0]?.value ?? 0) >= expected) return;
         await new Promise((r) => setTimeout(r, 25));
       }
     };
@@ -93,6 +118,7 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
     say('');
     say('Try it yourself from another terminal:');
     say(`  psql ${url} -c "NOTIFY demo, 'hello from psql'"`);
+    say(`  psql ${url} -c "INSERT INTO demo_orders (item) VALUES ('tea')"`);
     if (options.once) {
       say('Done (--once).');
     } else {
@@ -104,6 +130,19 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
     say(`demo failed: ${(error as Error).message}`);
   } finally {
     await bridge.stop();
+    if (exitCode === 0) {
+      // Row changes survive the bridge being down: write one now, the next run delivers it first.
+      const after = new pg.Client({ connectionString: url });
+      try {
+        await after.connect();
+        await after.query(`INSERT INTO demo_orders (item, status) VALUES ('written while the bridge was stopped', 'waiting')`);
+        say(`The bridge has stopped; one more row was written to demo_orders just now. It waits in the outbox (${dir} is kept): run the demo again and it is delivered first.`);
+      } catch (error) {
+        say(`(could not write the row for the next run: ${(error as Error).message})`);
+      } finally {
+        await after.end().catch(() => {});
+      }
+    }
     await server.stop();
   }
   return exitCode;

@@ -1,0 +1,238 @@
+#!/usr/bin/env node
+// bench/capture.mjs — what durable row-change capture costs the writers, and how fast the drain is.
+//
+//   node bench/capture.mjs            # full: 5 runs of each measurement, 8 s each
+//   node bench/capture.mjs --quick    # smoke: 3 short runs
+//   options: --runs N  --seconds S  --fsync off (own server without fsync; numbers not to be quoted)
+//
+// It starts a PostgreSQL 15 server of its own (fsync=on, synchronous_commit=on, nothing else running
+// on it) and measures, with pgbench, interleaving the variants run by run, medians reported:
+//  1. trigger cost: rows/s of plain INSERTs vs the same INSERTs on a table with pg-sidekick's capture
+//     triggers (statement-level, the default, and row-level), for 1-row transactions at 2 and 8
+//     clients and 100-row statements. No drain runs here: this is the writers' own cost.
+//  2. drain: the bridge (from dist/, in this process) drains to a no-op sink while pgbench writes
+//     1-row transactions at 10 000/s: events/s, backlog when the writers stop, p50/p99 from the
+//     writer's transaction start (the envelope's `at`) to the sink; then the drain rate from a
+//     backlog of 200 000 events.
+// Needs `npm run build` first. Prints Markdown and writes bench/results/capture.md.
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { resolveCaptures } from '../dist/src/capture/catalog.js';
+import { captureSpecsFromConfig } from '../dist/src/capture/spec.js';
+import { captureStatements } from '../dist/src/capture/sql.js';
+import { createBridge } from '../dist/src/bridge.js';
+import { parseConfig } from '../dist/src/config.js';
+import { createLogger } from '../dist/src/logger.js';
+import { migrate } from '../dist/src/sql/migrate.js';
+import { sinkDefinitions } from '../dist/sinks/index.js';
+import { PG_BIN, startServer } from './lib/pg-server.mjs';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const option = (name, fallback) => {
+  const i = args.indexOf(name);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : fallback;
+};
+const quick = args.includes('--quick');
+const runs = Number(option('--runs', quick ? 3 : 5));
+const seconds = Number(option('--seconds', quick ? 2 : 8));
+const fsync = option('--fsync', 'on');
+const backlogSize = quick ? 20_000 : 200_000;
+const WRITER_RATE = 10_000;
+
+const say = (line) => process.stderr.write(`${line}\n`);
+const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a');
+const median = (xs) => {
+  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (s.length === 0) return Number.NaN;
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const percentile = (sorted, p) => (sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Runs pgbench; resolves { tps, transactions }. */
+function pgbench(server, database, script, { clients, threads = Math.min(clients, 4), seconds: s, rate }) {
+  return new Promise((resolve, reject) => {
+    const argv = ['-n', '-h', server.host, '-p', String(server.port), '-U', 'postgres', '-c', String(clients), '-j', String(threads), '-T', String(s), '-f', script];
+    if (rate) argv.push('-R', String(rate));
+    argv.push(database);
+    const child = spawn(`${PG_BIN}/pgbench`, argv, { env: { ...process.env, PGOPTIONS: '-c synchronous_commit=on' } });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    child.on('exit', (code) => {
+      const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(out);
+      const done = /number of transactions actually processed: (\d+)/.exec(out);
+      if (code !== 0 || !tps || !done) reject(new Error(`pgbench failed (${code}):\n${out}`));
+      else resolve({ tps: Number(tps[1]), transactions: Number(done[1]) });
+    });
+  });
+}
+
+async function main() {
+  say(`capture bench: starting a PostgreSQL server of its own (fsync=${fsync}) …`);
+  const server = await startServer({ fsync, synchronous_commit: 'on', max_wal_size: '8GB', checkpoint_timeout: '30min' });
+  const database = 'bench';
+  const admin = new pg.Client({ connectionString: server.url });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${database}`);
+  await admin.end();
+  const url = server.url.replace(/\/postgres$/, `/${database}`);
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const lines = [];
+  try {
+    await migrate(client);
+    const tables = { plain: 'plain INSERT', cap_stmt: 'capture, statement trigger (default)', cap_row: 'capture, row trigger' };
+    for (const t of Object.keys(tables)) {
+      await client.query(`CREATE TABLE ${t} (id bigserial PRIMARY KEY, name text NOT NULL, qty int NOT NULL, at timestamptz NOT NULL DEFAULT now())`);
+    }
+    const specs = captureSpecsFromConfig([
+      { table: 'public.cap_stmt', columns: '*', mode: 'statement' },
+      { table: 'public.cap_row', columns: '*', mode: 'row' },
+    ], 'bench');
+    await client.query(captureStatements(await resolveCaptures(client, specs)));
+    const dir = mkdtempSync(join(tmpdir(), 'sk-bench-'));
+    const script = (name, sql) => { const f = join(dir, `${name}.sql`); writeFileSync(f, `${sql}\n`); return f; };
+    const reset = async () => {
+      await client.query('TRUNCATE plain, cap_stmt, cap_row, sidekick.outbox');
+      await client.query('CHECKPOINT');
+    };
+
+    // ---- 1. trigger cost ------------------------------------------------------------------------
+    const workloads = [
+      { name: '1-row transactions, 2 clients', clients: 2, rows: 1, sql: (t) => `INSERT INTO ${t} (name, qty) VALUES ('abc', 1);`, target: 0.9 },
+      { name: '1-row transactions, 8 clients', clients: 8, rows: 1, sql: (t) => `INSERT INTO ${t} (name, qty) VALUES ('abc', 1);`, target: 0.75 },
+      { name: '100-row statements, 2 clients', clients: 2, rows: 100, sql: (t) => `INSERT INTO ${t} (name, qty) SELECT 'abc', g FROM generate_series(1, 100) g;`, target: 0.6 },
+    ];
+    const results = new Map();
+    for (const w of workloads) {
+      for (let r = 0; r < runs; r++) {
+        // Interleaved, so a slow moment of the machine hurts every variant alike.
+        for (const t of Object.keys(tables)) {
+          await reset();
+          const { tps } = await pgbench(server, database, script(`${t}-${w.rows}`, w.sql(t)), { clients: w.clients, seconds });
+          const key = `${w.name}|${t}`;
+          results.set(key, [...(results.get(key) ?? []), tps * w.rows]);
+          say(`  ${w.name}, ${tables[t]}: ${fmt(tps * w.rows)} rows/s (run ${r + 1}/${runs})`);
+        }
+      }
+    }
+    const where = `PostgreSQL 15, a server of the benchmark's own, fsync=${fsync}, synchronous_commit=on${fsync === 'on' ? '' : ' — NOT for quoting'}`;
+    lines.push(`## Capture: what the trigger costs the writers${quick ? ' (--quick)' : ''}`, '',
+      `${where}; pgbench, median of ${runs} interleaved runs × ${seconds} s; no drain running (the writers' own cost).`, '',
+      '| workload | variant | rows/s | × plain | target |', '|---|---|---:|---:|---:|');
+    for (const w of workloads) {
+      const plain = median(results.get(`${w.name}|plain`));
+      for (const t of Object.keys(tables)) {
+        const value = median(results.get(`${w.name}|${t}`));
+        const ratio = value / plain;
+        const target = t === 'cap_stmt' ? `≥ ${w.target.toFixed(2)}× ${ratio >= w.target ? '✓' : '✗'}` : '';
+        lines.push(`| ${w.name} | ${tables[t]} | ${fmt(value)} | ${ratio.toFixed(2)}× | ${target} |`);
+      }
+    }
+    lines.push('');
+
+    // ---- 2. drain --------------------------------------------------------------------------------
+    let latencies = [];
+    let delivered = 0;
+    const noop = {
+      type: 'noop',
+      description: 'acknowledges everything at once (benchmark)',
+      options: {},
+      defaults: { concurrency: 4, batchSize: 1000 },
+      create(_options, context) {
+        return {
+          name: context.name,
+          type: 'noop',
+          async start() {},
+          async send(batch) {
+            const now = Date.now();
+            for (const e of batch) latencies.push(now - Date.parse(e.at));
+            delivered += batch.length;
+            return batch.map(() => ({ ok: true }));
+          },
+          async stop() {},
+        };
+      },
+    };
+    const config = parseConfig({
+      database: url,
+      capture: [{ table: 'public.cap_stmt' }],
+      sinks: { sink: { type: 'noop' } },
+      routes: [{ from: '*', to: 'sink' }],
+    }, { file: 'bench', env: {}, sinks: [...sinkDefinitions, noop] });
+    const logger = createLogger({ level: process.env.LOG_LEVEL ?? 'warn' });
+    const pending = async () => Number((await client.query('SELECT count(*) AS n FROM sidekick.outbox')).rows[0].n);
+
+    const steady = { rate: [], backlog: [], p50: [], p99: [], writers: [] };
+    const one = script('drain-1', `INSERT INTO cap_stmt (name, qty) VALUES ('abc', 1);`);
+    for (let r = 0; r < runs; r++) {
+      await reset();
+      const bridge = createBridge({ config, logger });
+      await bridge.start();
+      await sleep(300);
+      latencies = [];
+      delivered = 0;
+      const started = Date.now();
+      const { transactions, tps } = await pgbench(server, database, one, { clients: 32, seconds, rate: WRITER_RATE });
+      const elapsed = (Date.now() - started) / 1000;
+      const backlog = await pending();
+      const deliveredDuring = delivered;
+      const deadline = Date.now() + 60_000;
+      while (delivered < transactions && Date.now() < deadline) await sleep(20);
+      await bridge.stop();
+      const sorted = latencies.slice().sort((a, b) => a - b);
+      steady.rate.push(deliveredDuring / elapsed);
+      steady.backlog.push(backlog);
+      steady.p50.push(percentile(sorted, 50));
+      steady.p99.push(percentile(sorted, 99));
+      steady.writers.push(tps);
+      say(`  drain under ${fmt(tps)} tx/s of writers: ${fmt(deliveredDuring / elapsed)} events/s, backlog ${backlog}, p50 ${percentile(sorted, 50)} ms, p99 ${percentile(sorted, 99)} ms (run ${r + 1}/${runs})`);
+    }
+    const fromBacklog = [];
+    for (let r = 0; r < runs; r++) {
+      await reset();
+      await client.query(`INSERT INTO cap_stmt (name, qty) SELECT 'abc', g FROM generate_series(1, ${backlogSize}) g`);
+      latencies = [];
+      delivered = 0;
+      const bridge = createBridge({ config, logger });
+      const started = Date.now();
+      await bridge.start();
+      const deadline = Date.now() + 300_000;
+      while (delivered < backlogSize && Date.now() < deadline) await sleep(5);
+      const elapsed = (Date.now() - started) / 1000;
+      await bridge.stop();
+      const left = await pending();
+      fromBacklog.push(delivered >= backlogSize && left === 0 ? backlogSize / elapsed : Number.NaN);
+      say(`  drain from a backlog of ${fmt(backlogSize)}: ${fmt(backlogSize / elapsed)} events/s, ${left} left in the outbox (run ${r + 1}/${runs})`);
+    }
+    const rate = median(fromBacklog);
+    const p99 = median(steady.p99);
+    const backlog = median(steady.backlog);
+    lines.push(`## Capture: the drain (outbox → no-op sink)${quick ? ' (--quick)' : ''}`, '',
+      `Same server. The bridge runs in the benchmark's process; its bookkeeping commits use synchronous_commit=off. Writers: pgbench, 32 clients, 1-row INSERT transactions on a captured table (statement trigger), rate-limited to ${fmt(WRITER_RATE)}/s for ${seconds} s; latency from the writer's transaction start to the sink. Median of ${runs} runs.`, '',
+      '| scenario | writers tx/s | events/s | p50 ms | p99 ms | backlog when writers stop | target |', '|---|---:|---:|---:|---:|---:|---|',
+      `| writers at ${fmt(WRITER_RATE)} tx/s → drain → no-op sink | ${fmt(median(steady.writers))} | ${fmt(median(steady.rate))} | ${fmt(median(steady.p50), 1)} | ${fmt(p99, 1)} | ${fmt(backlog)} | p99 ≤ 100 ms ${p99 <= 100 ? '✓' : '✗'}, backlog ≈ 0 ${backlog <= WRITER_RATE * 0.05 ? '✓' : '✗'} |`,
+      `| backlog of ${fmt(backlogSize)} → drain → no-op sink | – | ${fmt(rate)} | | | | ≥ 40,000/s ${rate >= 40_000 ? '✓' : '✗'} |`,
+      '',
+      `Machine: ${cpus()[0]?.model?.trim()}, ${cpus().length} cores; load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')} (other work on the machine shows up as noise).`,
+      '');
+  } finally {
+    await client.end().catch(() => {});
+    await server.stop();
+  }
+  const text = lines.join('\n');
+  process.stdout.write(`${text}\n`);
+  mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
+  writeFileSync(join(ROOT, 'bench', 'results', 'capture.md'), `${text}\n`);
+}
+
+main().catch((error) => {
+  process.stderr.write(`capture bench failed: ${error.stack ?? error}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,273 @@
+import { createHash } from 'node:crypto';
+import type { ResolvedCapture } from './catalog.js';
+import { OPERATIONS, type ColumnSelection, type Operation } from './spec.js';
+
+/** PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes. */
+export const MAX_IDENTIFIER_BYTES = 63;
+
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+export function quoteLiteral(text: string): string {
+  return `'${text.replace(/'/g, "''")}'`;
+}
+
+function byteLength(text: string): number {
+  return Buffer.byteLength(text, 'utf8');
+}
+
+/** Cuts `text` to at most `max` UTF-8 bytes without splitting a character. */
+function truncateBytes(text: string, max: number): string {
+  let out = '';
+  for (const ch of text) {
+    if (byteLength(out + ch) > max) break;
+    out += ch;
+  }
+  return out;
+}
+
+/** Trigger names are per table, so they can be short and fixed. */
+export function triggerName(op: Operation): string {
+  return `sidekick_capture_${op}`;
+}
+
+/**
+ * The capture function's name in schema sidekick: `<schema>.<table>:<op>` (readable in `\df`). Names
+ * longer than 63 bytes, or ones that could be read two ways (a schema with a dot), are cut and get a
+ * hash of the full name, so two tables never share a function.
+ */
+export function functionName(schema: string, table: string, op: Operation): string {
+  const readable = `${schema}.${table}:${op}`;
+  const ambiguous = schema.includes('.') || schema.includes(':') || table.includes(':');
+  if (!ambiguous && byteLength(readable) <= MAX_IDENTIFIER_BYTES) return readable;
+  const hash = createHash('sha256').update(JSON.stringify([schema, table])).digest('hex').slice(0, 8);
+  const suffix = `~${hash}:${op}`;
+  return truncateBytes(`${schema}.${table}`, MAX_IDENTIFIER_BYTES - byteLength(suffix)) + suffix;
+}
+
+function qualifiedTable(c: { schema: string; table: string }): string {
+  return `${quoteIdent(c.schema)}.${quoteIdent(c.table)}`;
+}
+
+function qualifiedFunction(c: { schema: string; table: string }, op: Operation): string {
+  return `sidekick.${quoteIdent(functionName(c.schema, c.table, op))}`;
+}
+
+/** A text[] literal of the key columns (the drain reads each row's key from its image), or NULL. */
+function keyColumnsLiteral(key: readonly string[]): string {
+  if (key.length === 0) return 'NULL::text[]';
+  return `${quoteLiteral(`{${key.map((k) => `"${k.replace(/["\\]/g, (c) => `\\${c}`)}"`).join(',')}}`)}::text[]`;
+}
+
+/**
+ * Row images. `*` takes the whole row with row_to_json (cheap, and a column renamed or dropped later
+ * simply changes the image). A column list picks columns from the row's jsonb by name, so a column
+ * renamed or dropped later yields null instead of failing the application's write; the list may
+ * leave the key out, so the key columns' values travel beside it (`keys`).
+ */
+interface Image {
+  /** The expression of a row's value to pick from (over the row variable `t`, NEW or OLD). */
+  readonly source: (row: string) => string;
+  readonly sourceType: 'json' | 'jsonb';
+  readonly image: (value: string) => string;
+  /** The key columns' values, or undefined when the drain reads the key from the image. */
+  readonly keys: ((value: string) => string) | undefined;
+}
+
+function imageOf(selection: ColumnSelection, key: readonly string[]): Image {
+  if (selection === '*') return { source: (row) => `row_to_json(${row})`, sourceType: 'json', image: (v) => v, keys: undefined };
+  const groups: string[] = [];
+  // jsonb_build_object takes at most 100 arguments: chain groups of 50 columns.
+  for (let i = 0; i < selection.length; i += 50) {
+    groups.push(`jsonb_build_object(${selection.slice(i, i + 50).map((c) => `${quoteLiteral(c)}, %V% -> ${quoteLiteral(c)}`).join(', ')})`);
+  }
+  return {
+    source: (row) => `to_jsonb(${row})`,
+    sourceType: 'jsonb',
+    image: (v) => `(${groups.join(' || ').replace(/%V%/g, v)})::json`,
+    keys: key.length === 0 ? undefined : (v) => `json_build_array(${key.map((k) => `${v} -> ${quoteLiteral(k)}`).join(', ')})`,
+  };
+}
+
+const DECLARE = `DECLARE
+  v_channel text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+  v_wake boolean;`;
+
+/**
+ * Wake a sleeping drain (the flag comes back with the insert, no extra query). Only while one
+ * sleeps: a NOTIFY in every transaction would serialise commits.
+ */
+const RETURNING_WAKE = `RETURNING EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) INTO v_wake`;
+/** The same for a statement that may insert several outbox rows (RETURNING INTO takes exactly one). */
+const SELECT_WAKE = `SELECT EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) INTO v_wake FROM inserted LIMIT 1`;
+const WAKE = `IF v_wake THEN
+    PERFORM pg_notify('sidekick', '');
+  END IF;`;
+
+function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
+  const img = imageOf(selection, c.key);
+  const head = `'table', v_channel, '${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)}`;
+  const transition = op === 'delete' ? 'sidekick_old' : 'sidekick_new';
+  let single: string;
+  let several: string;
+  if (op === 'insert' || op === 'delete') {
+    const column = op === 'insert' ? 'new' : 'old';
+    const columns = `source, channel, op, schema_name, table_name, key_columns, ${column}${img.keys ? ', keys' : ''}`;
+    single = `  INSERT INTO sidekick.outbox (${columns})
+  SELECT ${head}, ${img.image('t.x')}${img.keys ? `, ${img.keys('t.x')}` : ''}
+  FROM (SELECT ${img.source('t')} AS x FROM ${transition} AS t) AS t
+  WHERE NOT EXISTS (SELECT 1 FROM ${transition} OFFSET 1)
+  ${RETURNING_WAKE};`;
+    // Event ids come from the outbox sequence in scan order; chunks are ranges of 1000 ids (so at
+    // most 1000 rows), and a row image over 256 kB gets a chunk of its own: no outbox value ever
+    // nears PostgreSQL's 1 GB limit. (One statement changes a key once: chunk order does not matter.)
+    several = `    WITH inserted AS (
+      INSERT INTO sidekick.outbox (${columns.replace(`${column}`, `event_ids, ${column}`)})
+      SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.x')})${img.keys ? `, json_agg(${img.keys('c.x')})` : ''}
+      FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, ${img.source('t')} AS x FROM ${transition} AS t) AS c
+      GROUP BY c.id / 1000, CASE WHEN octet_length(c.x::text) > 262144 THEN c.id ELSE 0 END
+      RETURNING 1)
+    ${SELECT_WAKE};`;
+  } else {
+    const columns = `source, channel, op, schema_name, table_name, key_columns, new, old${img.keys ? ', keys' : ''}`;
+    single = `  INSERT INTO sidekick.outbox (${columns})
+  SELECT ${head}, ${img.image('n.x')}, ${img.image('o.x')}${img.keys ? `, ${img.keys('n.x')}` : ''}
+  FROM (SELECT ${img.source('t')} AS x FROM sidekick_new AS t) AS n, (SELECT ${img.source('t')} AS x FROM sidekick_old AS t) AS o
+  WHERE NOT EXISTS (SELECT 1 FROM sidekick_new OFFSET 1)
+  ${RETURNING_WAKE};`;
+    // PostgreSQL fills the old and new transition tables together, one row at a time, so the n-th
+    // old row and the n-th new row are the same row (whatever happened to its key, and with or
+    // without a primary key). The FULL JOIN keeps an unpaired row rather than dropping it.
+    several = `    WITH inserted AS (
+      INSERT INTO sidekick.outbox (${columns.replace('new, old', 'event_ids, new, old')})
+      SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.n')}), json_agg(${img.image('c.o')})${img.keys ? `, json_agg(${img.keys('coalesce(c.n, c.o)')})` : ''}
+      FROM (
+        SELECT nextval('sidekick.outbox_id_seq') AS id, p.n, p.o
+        FROM (
+          SELECT n.x AS n, o.x AS o
+          FROM (SELECT row_number() OVER () AS r, ${img.source('t')} AS x FROM sidekick_new AS t) AS n
+          FULL JOIN (SELECT row_number() OVER () AS r, ${img.source('t')} AS x FROM sidekick_old AS t) AS o ON o.r = n.r
+          ORDER BY coalesce(n.r, o.r)
+        ) AS p
+      ) AS c
+      GROUP BY c.id / 1000, CASE WHEN octet_length(coalesce(c.n::text, '')) + octet_length(coalesce(c.o::text, '')) > 262144 THEN c.id ELSE 0 END
+      RETURNING 1)
+    ${SELECT_WAKE};`;
+  }
+  // Most statements change one row: that case takes the short way (one outbox row, no aggregation,
+  // one query). Otherwise — several rows, or none — the chunked way.
+  return `${DECLARE}
+BEGIN
+${single}
+  IF NOT FOUND THEN
+${several}
+  END IF;
+  ${WAKE}
+  RETURN NULL;
+END`;
+}
+
+function rowBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
+  const img = imageOf(selection, c.key);
+  const head = `'table', v_channel, '${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)}`;
+  // Column lists pick from the row's jsonb, computed once.
+  const declare: string[] = [];
+  const value = (record: 'NEW' | 'OLD', name: string) => {
+    if (selection === '*') return img.source(record);
+    declare.push(`  ${name} jsonb := ${img.source(record)};`);
+    return name;
+  };
+  let columns: string;
+  let values: string;
+  if (op === 'insert' || op === 'delete') {
+    const v = value(op === 'insert' ? 'NEW' : 'OLD', 'x');
+    columns = `${op === 'insert' ? 'new' : 'old'}${img.keys ? ', keys' : ''}`;
+    values = `${img.image(v)}${img.keys ? `, ${img.keys(v)}` : ''}`;
+  } else {
+    const n = value('NEW', 'n');
+    const o = value('OLD', 'o');
+    columns = `new, old${img.keys ? ', keys' : ''}`;
+    values = `${img.image(n)}, ${img.image(o)}${img.keys ? `, ${img.keys(n)}` : ''}`;
+  }
+  return `${[DECLARE, ...declare].join('\n')}
+BEGIN
+  INSERT INTO sidekick.outbox (source, channel, op, schema_name, table_name, key_columns, ${columns})
+  VALUES (${head}, ${values})
+  ${RETURNING_WAKE};
+  ${WAKE}
+  RETURN NULL;
+END`;
+}
+
+/** A dollar-quote tag that does not occur in the body (column names are user data). */
+function dollarQuote(body: string): string {
+  let tag = '$sidekick$';
+  for (let i = 1; body.includes(tag); i++) tag = `$sidekick${i}$`;
+  return `${tag}\n${body}\n${tag}`;
+}
+
+function describeSelection(selection: ColumnSelection): string {
+  return selection === '*' ? 'all columns' : selection.join(', ');
+}
+
+function captureOne(c: ResolvedCapture): string {
+  const table = qualifiedTable(c);
+  const keyNote = c.key.length === 0
+    ? 'no key (no primary key; set `key:` to order per row): events of this table are delivered in one ordered stream'
+    : `key ${c.key.join(', ')} (${c.keySource})`;
+  const lines = [`-- ${c.schema}.${c.table} — from ${c.origin}; ${c.mode}-level; ${keyNote}`];
+  for (const op of OPERATIONS) {
+    const selection = c.operations[op];
+    const fn = qualifiedFunction(c, op);
+    const trigger = quoteIdent(triggerName(op));
+    if (selection === undefined) {
+      // Not captured (any more): remove what an earlier run may have created.
+      lines.push(`DROP TRIGGER IF EXISTS ${trigger} ON ${table};`, `DROP FUNCTION IF EXISTS ${fn}();`);
+      continue;
+    }
+    const body = c.mode === 'statement' ? statementBody(c, op, selection) : rowBody(c, op, selection);
+    const referencing = c.mode === 'row' ? ''
+      : op === 'insert' ? ' REFERENCING NEW TABLE AS sidekick_new'
+        : op === 'delete' ? ' REFERENCING OLD TABLE AS sidekick_old'
+          : ' REFERENCING OLD TABLE AS sidekick_old NEW TABLE AS sidekick_new';
+    lines.push(
+      `-- ${op}: ${describeSelection(selection)}`,
+      `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger`,
+      `LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS ${dollarQuote(body)};`,
+      `REVOKE ALL ON FUNCTION ${fn}() FROM PUBLIC;`,
+      `COMMENT ON FUNCTION ${fn}() IS ${quoteLiteral(`pg-sidekick capture: ${op} on ${c.schema}.${c.table}`)};`,
+      `DROP TRIGGER IF EXISTS ${trigger} ON ${table};`,
+      `CREATE TRIGGER ${trigger} AFTER ${op.toUpperCase()} ON ${table}${referencing}`,
+      `  FOR EACH ${c.mode === 'row' ? 'ROW' : 'STATEMENT'} EXECUTE FUNCTION ${fn}();`,
+    );
+  }
+  return lines.join('\n');
+}
+
+const REQUIRE_INSTALLED = `DO $check$ BEGIN
+  IF to_regclass('sidekick.outbox') IS NULL THEN
+    RAISE EXCEPTION 'pg-sidekick is not installed in this database: run "sidekick install" first';
+  END IF;
+END $check$;`;
+
+/** The statements that create (or update) the capture triggers, without BEGIN/COMMIT. */
+export function captureStatements(captures: readonly ResolvedCapture[]): string {
+  return [REQUIRE_INSTALLED, ...captures.map(captureOne)].join('\n\n');
+}
+
+/** The statements that remove the capture triggers and functions of these tables. */
+export function dropStatements(captures: readonly { schema: string; table: string; origin?: string }[]): string {
+  return captures.map((c) => [
+    `-- ${c.schema}.${c.table}${c.origin ? ` — from ${c.origin}` : ''}`,
+    ...OPERATIONS.flatMap((op) => [
+      `DROP TRIGGER IF EXISTS ${quoteIdent(triggerName(op))} ON ${qualifiedTable(c)};`,
+      `DROP FUNCTION IF EXISTS ${qualifiedFunction(c, op)}();`,
+    ]),
+  ].join('\n')).join('\n\n');
+}
+
+/** A reviewable script: a header, BEGIN, the statements, COMMIT (so `psql -f` applies it atomically). */
+export function script(title: string, statements: string): string {
+  return `-- ${title}\n-- Generated by pg-sidekick. Review it, then apply it with --apply (one transaction) or psql -f.\nBEGIN;\n\n${statements}\n\nCOMMIT;\n`;
+}

@@ -1,0 +1,255 @@
+import type { Envelope, RowOp } from '../envelope.js';
+
+/**
+ * Events are spread over a fixed number of key partitions; each drain instance owns some of them
+ * (session advisory locks), so two instances never deliver the same key at once. Never change it:
+ * instances of different versions must agree.
+ */
+export const PARTITIONS = 16;
+/** Advisory lock namespace (first int4 of the two-key form): partitions 0‥15, member slots 1000+. */
+export const LOCK_CLASS = 0x534b4f42;
+export const MEMBER_BASE = 1000;
+export const MEMBER_SLOTS = 256;
+/** The wake-up channel; its payload is ignored (any role can NOTIFY it). */
+export const WAKE_CHANNEL = 'sidekick';
+
+/**
+ * The partition of an outbox row: its channel for row changes (one statement's rows travel
+ * together, and a table's events keep their order), its channel and key for published events.
+ */
+export const PART_EXPR = `((hashtext(CASE WHEN o.source = 'table' THEN o.channel ELSE o.channel || coalesce(o.key, '') END) & 2147483647) % ${PARTITIONS})`;
+
+const SIZE_EXPR = `(coalesce(pg_column_size(o.new), 0) + coalesce(pg_column_size(o.old), 0) + coalesce(pg_column_size(o.payload), 0))`;
+const EVENTS_EXPR = `coalesce(cardinality(o.event_ids), 1)`;
+
+/**
+ * One fetch: the next outbox rows above the scan bound that are not in memory, plus the xmin of
+ * its snapshot, which the scan bound needs (one row even when there are no events). A batch
+ * holds at most $4 events and about $5 bytes of row images (stored size); the first row always
+ * comes, however big.
+ * $1 floor, $2 ids to skip, $3 partitions (NULL = all), $4 events, $5 byte budget.
+ */
+export const FETCH_OUTBOX = `
+WITH info AS (
+  SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS snap_xmin
+), batch AS (
+  SELECT * FROM (
+    SELECT o.id, o.origin_id, o.target, ${PART_EXPR} AS part, o.xid::text AS xid, o.at, o.source, o.channel,
+           o.op, o.schema_name, o.table_name, o.key_columns, o.event_ids, o.new, o.old, o.keys, o.key, o.payload,
+           sum(${SIZE_EXPR}) OVER w AS running_bytes, ${SIZE_EXPR} AS bytes,
+           sum(${EVENTS_EXPR}) OVER w AS running_events, ${EVENTS_EXPR} AS events
+    FROM sidekick.outbox o
+    WHERE o.id > $1 AND NOT (o.id = ANY ($2::bigint[]))
+      AND ($3::int[] IS NULL OR ${PART_EXPR} = ANY ($3::int[]))
+    WINDOW w AS (ORDER BY o.id ROWS UNBOUNDED PRECEDING)
+    ORDER BY o.id
+    LIMIT $4
+  ) b
+  WHERE b.running_bytes - b.bytes < $5 AND b.running_events - b.events < $4
+)
+SELECT info.snap_xmin, batch.*
+FROM info LEFT JOIN batch ON true
+ORDER BY batch.id`;
+
+const EVENT_COLUMNS = `o.xid::text AS xid, o.at, o.source, o.channel, o.op, o.schema_name, o.table_name, o.key, o.new, o.old, o.payload`;
+
+/** The sequence's last handed-out value (step 1 of a scan-bound probe). */
+export const LAST_VALUE = `SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS last_value FROM sidekick.outbox_id_seq`;
+/** A fresh transaction id (step 2 of a probe; also after the idle flag is set). Its own transaction. */
+export const FRESH_XID = `SELECT pg_current_xact_id()::text AS xid`;
+
+/** A sink's durable backlog, in queue order. $1 sink, $2 after seq, $3 partitions (NULL = all), $4 limit. */
+export const FETCH_BACKLOG = `
+SELECT o.seq, o.event_id, o.part, ${EVENT_COLUMNS}
+FROM sidekick.deliveries o
+WHERE o.sink = $1 AND o.seq > $2 AND ($3::int[] IS NULL OR o.part = ANY ($3::int[]))
+ORDER BY o.seq
+LIMIT $4`;
+
+/** Which sinks have a durable backlog in these partitions. $1 partitions. */
+export const BACKLOG_SINKS = `SELECT DISTINCT sink FROM sidekick.deliveries WHERE part = ANY ($1::int[])`;
+
+const RECORD = `event_id bigint, xid text, at timestamptz, source text, channel text, op text, schema_name text,
+    table_name text, key text, new jsonb, old jsonb, payload jsonb`;
+
+/**
+ * All of the drain's bookkeeping in one statement (atomic, one round trip):
+ * - $1 spills: events copied into sinks' backlogs, in queue order (JSON records, with sink and part);
+ * - $2 dead letters (JSON records, with sink, attempts, error_code, error);
+ * - $3 backlog rows done (seq) and $4 outbox rows done (id).
+ * Returns the seq given to each spilled (sink, event).
+ */
+export const FLUSH = `
+WITH spilled AS (
+  INSERT INTO sidekick.deliveries (sink, part, event_id, xid, at, source, channel, op, schema_name, table_name, key, new, old, payload)
+  SELECT s.sink, s.part, s.event_id, s.xid::xid8, s.at, s.source, s.channel, s.op, s.schema_name, s.table_name, s.key, s.new, s.old, s.payload
+  FROM jsonb_to_recordset($1::jsonb) AS s(sink text, part int, ord int, ${RECORD})
+  ORDER BY s.ord
+  RETURNING seq, sink, event_id
+), dead AS (
+  INSERT INTO sidekick.dead_letters (sink, event_id, attempts, error_code, error, xid, at, source, channel, op, schema_name, table_name, key, new, old, payload)
+  SELECT d.sink, d.event_id, d.attempts, d.error_code, d.error, d.xid::xid8, d.at, d.source, d.channel, d.op, d.schema_name, d.table_name, d.key, d.new, d.old, d.payload
+  FROM jsonb_to_recordset($2::jsonb) AS d(sink text, attempts int, error_code text, error text, ${RECORD})
+), done_backlog AS (
+  DELETE FROM sidekick.deliveries WHERE seq = ANY ($3::bigint[])
+), done_outbox AS (
+  DELETE FROM sidekick.outbox WHERE id = ANY ($4::bigint[])
+)
+SELECT seq, sink, event_id FROM spilled`;
+
+/** The columns of a backlog (and dead-letter) row that make up its event. */
+export interface EventRow {
+  xid: string;
+  at: Date;
+  source: 'table' | 'publish';
+  channel: string;
+  op: RowOp | null;
+  schema_name: string | null;
+  table_name: string | null;
+  key: string | null;
+  new: Record<string, unknown> | null;
+  old: Record<string, unknown> | null;
+  payload: unknown;
+}
+
+export interface OutboxRow {
+  id: string;
+  origin_id: string | null;
+  target: string | null;
+  part: number;
+  xid: string;
+  at: Date;
+  source: 'table' | 'publish';
+  channel: string;
+  op: RowOp | null;
+  schema_name: string | null;
+  table_name: string | null;
+  key_columns: string[] | null;
+  event_ids: string[] | null;
+  /** With event_ids: arrays, one element per event; without: the single event's value. */
+  new: unknown;
+  old: unknown;
+  keys: unknown;
+  key: string | null;
+  payload: unknown;
+  running_bytes: string;
+  running_events: string;
+}
+
+export interface BacklogRow extends EventRow {
+  seq: string;
+  event_id: string;
+  part: number;
+}
+
+function iso(at: Date | string): string {
+  return at instanceof Date ? at.toISOString() : new Date(at).toISOString();
+}
+
+/**
+ * The key text of a changed row: given (a string), from the key columns' values (a list), or read
+ * from the row image through the key columns. One column: its value as text; several: a JSON
+ * array of the values. None (no key, or a NULL value): undefined — the channel orders the events.
+ */
+export function rowKey(slot: unknown, image: Record<string, unknown> | null, keyColumns: readonly string[] | null): string | undefined {
+  if (typeof slot === 'string') return slot;
+  let values: unknown[] | undefined;
+  if (Array.isArray(slot)) values = slot;
+  else if (keyColumns && keyColumns.length > 0 && image) values = keyColumns.map((c) => image[c]);
+  if (!values || values.length === 0) return undefined;
+  if (values.length === 1) {
+    const v = values[0];
+    if (v === null || v === undefined) return undefined;
+    return typeof v === 'string' ? v : JSON.stringify(v);
+  }
+  return JSON.stringify(values.map((v) => v ?? null));
+}
+
+/** The events of one outbox row (a statement's changed rows, or one published event), in order. */
+export function outboxEvents(row: OutboxRow): Envelope[] {
+  const at = iso(row.at);
+  if (row.source === 'publish') {
+    return [{
+      id: row.origin_id ?? row.id,
+      source: 'publish',
+      channel: row.channel,
+      ...(row.key !== null ? { key: row.key } : {}),
+      payload: row.payload,
+      at,
+      txid: row.xid,
+    }];
+  }
+  type Image = Record<string, unknown> | null;
+  const events: { id: string; new: Image; old: Image; key: unknown }[] = [];
+  if (row.event_ids === null) {
+    events.push({ id: row.origin_id ?? row.id, new: (row.new ?? null) as Image, old: (row.old ?? null) as Image, key: row.keys ?? null });
+  } else {
+    const at = (list: unknown, i: number) => (Array.isArray(list) ? (list[i] ?? null) : null);
+    row.event_ids.forEach((id, i) => {
+      events.push({ id, new: at(row.new, i) as Image, old: at(row.old, i) as Image, key: at(row.keys, i) });
+    });
+  }
+  return events.map((e) => {
+    const key = rowKey(e.key, e.new ?? e.old, row.key_columns);
+    return {
+      id: String(e.id),
+      source: 'table',
+      channel: row.channel,
+      op: row.op ?? undefined,
+      schema: row.schema_name ?? undefined,
+      table: row.table_name ?? undefined,
+      ...(key !== undefined ? { key } : {}),
+      new: e.new,
+      old: e.old,
+      at,
+      txid: row.xid,
+    } as Envelope;
+  });
+}
+
+/** A backlog or dead-letter row (one event) as its envelope. */
+export function rowEnvelope(id: string, row: EventRow): Envelope {
+  const at = iso(row.at);
+  if (row.source === 'table') {
+    return {
+      id,
+      source: 'table',
+      channel: row.channel,
+      op: row.op ?? undefined,
+      schema: row.schema_name ?? undefined,
+      table: row.table_name ?? undefined,
+      ...(row.key !== null ? { key: row.key } : {}),
+      new: row.new,
+      old: row.old,
+      at,
+      txid: row.xid,
+    } as Envelope;
+  }
+  return {
+    id,
+    source: 'publish',
+    channel: row.channel,
+    ...(row.key !== null ? { key: row.key } : {}),
+    payload: row.payload,
+    at,
+    txid: row.xid,
+  };
+}
+
+/** An event as the JSON record FLUSH writes into the backlog or the dead letters. */
+export function eventRecord(e: Envelope): Record<string, unknown> {
+  return {
+    event_id: e.id,
+    xid: e.txid,
+    at: e.at,
+    source: e.source,
+    channel: e.channel,
+    op: e.op ?? null,
+    schema_name: e.schema ?? null,
+    table_name: e.table ?? null,
+    key: e.key ?? null,
+    new: e.new ?? null,
+    old: e.old ?? null,
+    payload: e.source === 'publish' ? e.payload ?? null : null,
+  };
+}
