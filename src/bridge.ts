@@ -7,6 +7,8 @@ import { connectionConfig, describeConnection } from './pg/connection.js';
 import { reconnectDelay } from './pg/listener.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { createRouter } from './router.js';
+import { createSchedulerMetrics } from './scheduler/metrics.js';
+import { createScheduler, type Scheduler } from './scheduler/scheduler.js';
 import type { Sink } from './sink.js';
 import { createNotifySource } from './source/notify.js';
 
@@ -84,6 +86,9 @@ export function createBridge(params: {
   const notify = config.listen.length > 0
     ? createNotifySource({ connection, channels: config.listen, pipeline, logger, metrics })
     : undefined;
+  const scheduler: Scheduler | undefined = config.scheduler.enabled
+    ? createScheduler({ connection, config: config.scheduler, logger, metrics: createSchedulerMetrics(metrics.registry) })
+    : undefined;
   let stopping: Promise<void> | undefined;
   let sourceLoop: Promise<void> | undefined;
 
@@ -91,6 +96,8 @@ export function createBridge(params: {
     pipeline,
     metrics,
     async start() {
+      // The scheduler retries its database connection in the background, like the sinks.
+      if (scheduler) await scheduler.start();
       if (!notify) return;
       logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
       // The first connection is retried too: a database that is not up yet must not end the bridge.
@@ -114,6 +121,7 @@ export function createBridge(params: {
         await notify?.stop();
         lifetime.abort();
         await sourceLoop;
+        await scheduler?.stop(config.shutdown.timeout);
         await Promise.all([...dispatchers.values()].map((d) => d.stop(config.shutdown.timeout)));
         await Promise.all([...dispatchers.values()].map((d) => d.sink.stop().catch((error) => {
           logger.warn({ sink: d.sink.name, err: errorMessage(error) }, 'sink did not stop cleanly');
@@ -124,6 +132,7 @@ export function createBridge(params: {
     readiness() {
       const checks: Record<string, boolean> = {};
       if (notify) checks.listener = notify.listener.connected;
+      if (scheduler) checks.scheduler = scheduler.ready;
       for (const [name, ok] of started) checks[`sink:${name}`] = ok();
       return { ready: Object.values(checks).every(Boolean), checks };
     },

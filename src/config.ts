@@ -4,6 +4,7 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { duration } from './duration.js';
 import { ConfigError } from './errors.js';
+import { expandPglater, resolveScheduler, schedulerSchema, type SchedulerConfig } from './scheduler/config.js';
 import type { SinkDefinition } from './sink.js';
 
 /** Retry policy of one sink (the `retry:` key every sink accepts). */
@@ -62,6 +63,8 @@ const baseSchema = z.strictObject({
     /** How long a stop waits for in-flight deliveries. Default 10s. */
     timeout: duration.default(10_000),
   }).prefault({}),
+  /** The scheduler (durable schedules, pglater jobs); see src/scheduler/config.ts. Default: off unless a `later` sink exists. */
+  scheduler: schedulerSchema.optional(),
 });
 
 export interface SinkEntry {
@@ -80,6 +83,7 @@ export interface Config {
   readonly routes: readonly { from: readonly string[]; to: readonly string[] }[];
   readonly log: { readonly level: string | undefined };
   readonly shutdown: { readonly timeout: number };
+  readonly scheduler: SchedulerConfig;
 }
 
 export interface ParseOptions {
@@ -145,7 +149,12 @@ function deepFreeze<T>(value: T): T {
 /** Validates a parsed document (YAML or JSON) against the schema; throws ConfigError naming every problem. */
 export function parseConfig(document: unknown, options: ParseOptions): Config {
   const { file } = options;
-  const doc = interpolate(document ?? {}, options.env ?? {}, file);
+  const interpolated = interpolate(document ?? {}, options.env ?? {}, file);
+  // `scheduler.pglater` is shorthand for a channel, a `later` sink and a route: expanded first.
+  const expanded = interpolated !== null && typeof interpolated === 'object' && !Array.isArray(interpolated)
+    ? expandPglater(interpolated as Record<string, unknown>) : { doc: interpolated, problems: [] };
+  if (expanded.problems.length > 0) fail(file, expanded.problems);
+  const doc = expanded.doc;
   const base = baseSchema.safeParse(doc);
   if (!base.success) fail(file, issueLines(base.error));
   const problems: string[] = [];
@@ -183,6 +192,7 @@ export function parseConfig(document: unknown, options: ParseOptions): Config {
     routes: base.data.routes,
     log: base.data.log,
     shutdown: base.data.shutdown,
+    scheduler: resolveScheduler(base.data.scheduler, sinks.some((s) => s.type === 'later')),
   }) as Config;
 }
 
