@@ -66,10 +66,12 @@ export function createBridge(params: {
   logger: Logger;
   metrics?: Metrics;
   stdout?: NodeJS.WritableStream;
+  /** Connection settings resolved by the caller (e.g. from pglater-style flags); default: from config. */
+  connection?: import('pg').ClientConfig;
 }): Bridge {
   const { config, logger } = params;
   const metrics = params.metrics ?? createMetrics();
-  const connection = connectionConfig(config.database);
+  const connection = params.connection ?? connectionConfig(config.database);
   const lifetime = new AbortController();
   const started = new Map<string, () => boolean>();
   const dispatchers = new Map<string, Dispatcher>();

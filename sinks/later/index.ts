@@ -162,6 +162,9 @@ export const laterSink = defineSink({
           [mine.map((j) => j.runAt), mine.map((j) => j.sql), allowed !== undefined, options.attempts, options.retryDelay / 1000,
             options.statementTimeout === undefined ? null : options.statementTimeout / 1000, options.missed],
         );
+        if (logger.isLevelEnabled('debug')) {
+          for (const j of mine) logger.debug({ channel: j.channel, runAt: j.runAt.toISOString(), sql: j.sql }, 'job scheduled');
+        }
         return outcomes;
       },
       async stop() {

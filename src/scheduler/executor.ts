@@ -154,7 +154,7 @@ function pgCode(error: unknown): string | undefined {
 
 /** Runs one batch on `client` (which must not be in a transaction). */
 export async function runBatch(client: pg.ClientBase, ctx: ExecutorContext): Promise<BatchResult> {
-  const { logger, metrics } = ctx;
+  const { logger } = ctx;
   const budget = ctx.batchBudgetMs ?? 250;
   await client.query(`BEGIN; SELECT set_config('sidekick.scheduler', 'on', true)`);
   const updates: Update[] = [];
