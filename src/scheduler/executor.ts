@@ -33,7 +33,11 @@ export interface ExecutorContext {
   readonly missedAfter: number;
   /** Stop starting new runs in a batch after this long (ms); the rest is released for others. */
   readonly batchBudgetMs?: number;
-  /** Ids of schedules whose SQL cannot run in a transaction block (learnt from their errors). */
+  /**
+   * Ids of schedules whose SQL must run alone, outside the batch's transaction: it refused a
+   * transaction block (VACUUM …), or a batch broke while it ran (it ended the transaction, or
+   * terminated its own connection). Learnt as they happen; run at most once from then on.
+   */
   readonly nonTransactional: Set<string>;
   readonly signal?: AbortSignal;
 }
@@ -163,6 +167,7 @@ export async function runBatch(client: pg.ClientBase, ctx: ExecutorContext): Pro
   const deferred: Deferred[] = [];
   let claimed = 0;
   let handled = 0;
+  let executing: Row | undefined;
   try {
     const { rows } = await client.query<Row>(CLAIM, [ctx.batchSize]);
     claimed = rows.length;
@@ -175,15 +180,26 @@ export async function runBatch(client: pg.ClientBase, ctx: ExecutorContext): Pro
       // Rows not reached are released by the commit, for this or another worker to take.
       if (handled > 0 && (Date.now() - batchStart > budget || ctx.signal?.aborted)) break;
       handled++;
+      executing = row;
       await handleRow(client, row, ctx, { updates, deletes, runs, deferred });
+      executing = undefined;
     }
     await client.query(BOOKKEEPING, bookkeepingParams(updates, deletes, runs));
     await client.query('COMMIT');
   } catch (error) {
     await client.query('ROLLBACK').catch(() => {});
+    if (executing) {
+      // The batch broke while this action ran (it ended the transaction, or its connection): it is
+      // rolled back and still due. Next time it runs alone, so it cannot take a batch down again.
+      ctx.nonTransactional.add(executing.id);
+      logger.error({ schedule: executing.history_name ?? executing.id, err: errorMessage(error), sql: truncate(executing.sql ?? '') },
+        'the scheduler transaction broke while this action ran; it will run on its own next time');
+    }
     throw error;
   }
   for (const d of deferred) await runDeferred(client, d, ctx);
+  // An action's SET ROLE / SET search_path … (not LOCAL) would outlive its transaction: start clean.
+  if (handled > 0) await client.query('DISCARD ALL');
   if (logger.isLevelEnabled('debug')) logger.debug({ claimed, handled }, 'scheduler batch committed');
   return { claimed, handled };
 }
@@ -208,7 +224,7 @@ async function handleRow(
   }
   const plan = planOccurrence({
     recurrence: rec, due: row.due_at, now: row.db_now, missed: row.missed, cap: row.missed_cap,
-    graceMs: ctx.missedAfter, retry: row.attempt > 0,
+    graceMs: ctx.missedAfter, retry: row.attempt > 0, overlap: row.overlap,
   });
   if (plan.skipped) {
     const note = describeSkip(`missed-run policy "${row.missed}"`, plan.skipped);
@@ -224,7 +240,7 @@ async function handleRow(
   }
   const due = plan.run;
   const attempts = row.attempt + 1;
-  const outcome = ctx.nonTransactional.has(row.id)
+  const outcome = ctx.nonTransactional.has(row.id) || (row.sql !== null && controlsTransactions(row.sql))
     ? { ok: true, deferred: true, started: row.db_now, finished: row.db_now }
     : await execute(client, row, due, runKey, attempts, ctx);
   if (outcome.deferred) {
@@ -272,6 +288,13 @@ async function handleRow(
 }
 
 const SAVEPOINT = 'sk_run';
+
+// A statement that begins or ends transactions would end the batch's transaction. Matched at the
+// start of the text or after a semicolon; a false match only means the action runs on its own.
+const TRANSACTION_CONTROL = /(?:^|;)\s*(?:commit|rollback|abort|end|begin|start\s+transaction|savepoint|release|prepare\s+transaction)\b/i;
+export function controlsTransactions(sql: string): boolean {
+  return TRANSACTION_CONTROL.test(sql);
+}
 
 /** Runs one occurrence under a savepoint, together with its history row. */
 async function execute(client: pg.ClientBase, row: Row, due: Date, runKey: string, attempts: number, ctx: ExecutorContext): Promise<Outcome> {

@@ -242,8 +242,8 @@ function skippedRange(rec: Recurrence, from: Date, toExclusive: Date | null, toI
 /**
  * What to do with the due occurrence `due` at time `now`.
  *
- * An occurrence is *missed* when a later occurrence is also due already, or when it is more than
- * `grace` ms late. Then the schedule's policy decides: `skip` runs only the newest due occurrence if
+ * An occurrence is *missed* when a later occurrence is also due already (not with overlap `queue`,
+ * where occurrences wait their turn behind a long run), or when it is more than `grace` ms late. Then the schedule's policy decides: `skip` runs only the newest due occurrence if
  * that one is not late itself (else nothing), `once` runs the newest due occurrence once for all of
  * them, `all` runs every due occurrence oldest first — at most `cap` of them, the most recent ones.
  * Retries (`retry`) of an occurrence that failed are deliberately late and always run.
@@ -256,13 +256,15 @@ export function planOccurrence(params: {
   cap: number;
   graceMs: number;
   retry: boolean;
+  /** With `queue`, occurrences queued behind a long run are not missed for being superseded. Default skip. */
+  overlap?: OverlapPolicy;
 }): Plan {
   const { recurrence: rec, due, now, missed, cap, graceMs } = params;
   const onTime = { run: due, skipped: null, resumeAfter: null };
   if (params.retry || due > now) return onTime;
   const late = (o: Date) => now.getTime() - o.getTime() > graceMs;
   // The common case, cheaply: the next occurrence is not due yet and this one is not late.
-  const second = rec.after(due);
+  const second = params.overlap === 'queue' ? null : rec.after(due);
   if ((!second || second > now) && !late(due)) return onTime;
   const recent = rec.latest(due, now, missed === 'all' ? Math.max(cap, 1) + 1 : 1);
   const newest = recent[0] ?? due;

@@ -67,6 +67,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   const sleepers = new Set<() => void>();
   // Clients inside a batch, to cut at a forced stop.
   const active = new Set<pg.PoolClient>();
+  const guarded = new WeakSet<pg.PoolClient>();
 
   function wake(): void {
     planPending = true;
@@ -191,6 +192,12 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
           continue;
         }
         const client = await p.connect();
+        if (!guarded.has(client)) {
+          // A connection that dies mid-batch emits 'error' on the checked-out client; without a
+          // listener that would end the process. The failing query reports it instead.
+          guarded.add(client);
+          client.on('error', () => {});
+        }
         active.add(client);
         let result;
         try {

@@ -103,6 +103,15 @@ describe('missed-run policy', () => {
     expect(planOccurrence({ ...base, recurrence: once, missed: 'skip', now: late })).toMatchObject({ run: null, skipped: { count: 1 } });
     expect(planOccurrence({ ...base, recurrence: once, missed: 'once', now: late })).toMatchObject({ run: due, skipped: null });
   });
+  it('with overlap queue, occurrences queued behind a long run are not missed (unless late)', () => {
+    const now2 = d('2024-01-01T00:40:10Z'); // 00:00, 00:20 and 00:40 are due, none more than a minute… but 00:00 is late
+    expect(planOccurrence({ ...base, missed: 'once', overlap: 'queue', now: d('2024-01-01T00:00:30Z') }).run).toEqual(due);
+    expect(planOccurrence({ ...base, missed: 'once', overlap: 'queue', now: now2 }).run).toEqual(d('2024-01-01T00:40:00Z'));
+    const quick = intervalRecurrence({ months: 0, days: 0, ms: 200 }, 'UTC');
+    const q = { ...base, recurrence: quick, missed: 'once' as const, now: d('2024-01-01T00:00:00.500Z') };
+    expect(planOccurrence({ ...q, overlap: 'queue' }).run).toEqual(due);
+    expect(planOccurrence({ ...q, overlap: 'skip' }).run).toEqual(d('2024-01-01T00:00:00.400Z'));
+  });
   it('a retry always runs its occurrence', () => {
     expect(planOccurrence({ ...base, missed: 'skip', now, retry: true })).toEqual({ run: due, skipped: null, resumeAfter: null });
   });
