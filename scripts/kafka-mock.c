@@ -600,8 +600,6 @@ int main(int argc, char **argv) {
 
         logf_("stopping");
         close(listen_fd);
-        rd_kafka_mock_cluster_destroy(mcluster);
-        rd_kafka_destroy(rk);
         if (pidfile) {
                 FILE *f = fopen(pidfile, "r");
                 int pid = 0;
@@ -613,5 +611,8 @@ int main(int argc, char **argv) {
                 if (pid == (int)getpid())
                         unlink(pidfile);
         }
-        return 0;
+        /* Everything is in memory and the kernel closes the sockets: skip
+         * rd_kafka_destroy(), whose thread joins take about a second. */
+        (void)rk;
+        _exit(0);
 }

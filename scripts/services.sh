@@ -82,19 +82,44 @@ port_open() {
 # Prints the pid in pid file $1 if that process is alive and its command line matches $2.
 # Guards against stale pid files whose number now belongs to another process.
 live_pid() {
-  local file=$1 pattern=$2 pid
+  local file=$1 pattern=$2 pid=
   [[ -s $file ]] || return 1
-  read -r pid <"$file" || return 1
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [[ -r /proc/$pid/cmdline ]] || return 1
+  read -r pid <"$file" || [[ -n $pid ]] || return 1 # RabbitMQ writes no trailing newline
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$pattern" || return 1
   printf '%s\n' "$pid"
+}
+
+# True if process $1 exists and is not a zombie. Daemons are reparented to pid 1, which may reap
+# them only after a second or so (measured on these VMs), and `kill -0` succeeds on a zombie.
+alive() {
+  local stat
+  read -r stat <"/proc/$1/stat" 2>/dev/null || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
+
+# Runs "$@" until it succeeds or $1 seconds have passed (wall clock, whatever each try costs).
+wait_until() {
+  local deadline=$(($(now_ms) + $1 * 1000))
+  shift
+  until "$@"; do
+    (($(now_ms) >= deadline)) && return 1
+    sleep 0.05
+  done
+}
+
+# Fails with a clear message when $2 is taken by something that did not answer as service $1.
+port_free() {
+  port_open "$2" || return 0
+  warn "$1: $HOST:$2 is in use by something that does not answer as $1 (see: ss -ltnp | grep $2)"
+  return 1
 }
 
 # Waits up to $2 seconds for process $1 to exit.
 wait_gone() {
   local pid=$1 deadline=$(($(date +%s) + $2))
-  while kill -0 "$pid" 2>/dev/null; do
+  while alive "$pid"; do
     (($(date +%s) >= deadline)) && return 1
     sleep 0.05
   done
@@ -107,6 +132,17 @@ stop_pid() {
   wait_gone "$pid" "$grace" && return 0
   kill -KILL "$pid" 2>/dev/null
   wait_gone "$pid" 5
+}
+
+# Run in the subshell that launches a daemon: closes every inherited fd above 2 (our lock on fd 9,
+# and whatever pipes the caller leaked to us) so the daemon cannot keep them open.
+close_extra_fds() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+  done
+  return 0
 }
 
 log_tail() { [[ -f $1 ]] && { warn "last lines of $1:"; tail -n "${2:-20}" "$1" | sed 's/^/    /' >&2; }; return 0; }
@@ -154,6 +190,10 @@ pg_up() {
   local dir=$STATE/pg data=$STATE/pg/data run=$STATE/pg/run log=$STATE/pg/postgres.log t0
   t0=$(now_ms)
   if pg_answers; then say "postgres: reused $HOST:$PG_PORT"; return 0; fi
+  if port_open "$PG_PORT"; then # maybe a server still starting up
+    if wait_until 30 pg_answers; then say "postgres: reused $HOST:$PG_PORT"; return 0; fi
+    port_free postgres "$PG_PORT" || return 1
+  fi
   need_root postgres || return 1
   ensure_packages postgres postgresql-15 || return 1
   id postgres >/dev/null 2>&1 || { warn "postgres: system user 'postgres' missing after install"; return 1; }
@@ -173,8 +213,8 @@ pg_up() {
   # Settings go on the command line (not postgresql.conf) so a moved state dir still works.
   local opts="-c listen_addresses=$HOST -p $PG_PORT -k $run -c max_connections=200"
   opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-  (cd / && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" -l "$log" -w -t 60 -o "$opts" start \
-    </dev/null >"$dir/pg_ctl.log" 2>&1 9>&-) ||
+  (cd / && close_extra_fds && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" -l "$log" -w -t 60 -o "$opts" start \
+    </dev/null >"$dir/pg_ctl.log" 2>&1) ||
     { warn "postgres: pg_ctl start failed"; log_tail "$dir/pg_ctl.log" 5; log_tail "$log"; return 1; }
   pg_answers || { warn "postgres: started but $HOST:$PG_PORT does not answer"; log_tail "$log"; return 1; }
   say "postgres: started on $HOST:$PG_PORT in $(elapsed "$t0")"
@@ -201,21 +241,19 @@ redis_answers() {
 }
 
 redis_up() {
-  local dir=$STATE/redis t0 i
+  local dir=$STATE/redis t0
   t0=$(now_ms)
   if redis_answers; then say "redis: reused $HOST:$REDIS_PORT"; return 0; fi
+  port_free redis "$REDIS_PORT" || return 1
   ensure_packages redis redis-server || return 1
   mkdir -p "$dir" || return 1
   local pid
   if pid=$(live_pid "$dir/redis.pid" redis-server); then stop_pid "$pid" 5; fi
-  (cd / && redis-server --bind "$HOST" --port "$REDIS_PORT" --protected-mode no --save '' \
+  (cd / && close_extra_fds && redis-server --bind "$HOST" --port "$REDIS_PORT" --protected-mode no --save '' \
     --appendonly no --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
-    --dir "$dir" </dev/null >>"$dir/redis.log" 2>&1 9>&-) ||
+    --dir "$dir" </dev/null >>"$dir/redis.log" 2>&1) ||
     { warn "redis: redis-server failed to start"; log_tail "$dir/redis.log"; return 1; }
-  for ((i = 0; i < 200; i++)); do # ≤ 10 s
-    redis_answers && { say "redis: started on $HOST:$REDIS_PORT in $(elapsed "$t0")"; return 0; }
-    sleep 0.05
-  done
+  if wait_until 10 redis_answers; then say "redis: started on $HOST:$REDIS_PORT in $(elapsed "$t0")"; return 0; fi
   warn "redis: no PONG from $HOST:$REDIS_PORT within 10 s"; log_tail "$dir/redis.log"; return 1
 }
 
@@ -255,6 +293,17 @@ rabbit_answers() {
   [[ ${first// /} == 01 ]]
 }
 
+# Prints the pid of the RabbitMQ node (beam.smp, user rabbitmq) that uses this state dir, if any.
+# Its command line does not name the node; its environment does.
+rabbit_node_pid() {
+  local p
+  for p in $(pgrep -u rabbitmq -x beam.smp); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "RABBITMQ_MNESIA_BASE=$STATE/rabbitmq/mnesia" &&
+      { printf '%s\n' "$p"; return 0; }
+  done
+  return 1
+}
+
 rabbit_up() {
   local dir=$STATE/rabbitmq t0 deadline
   t0=$(now_ms)
@@ -271,22 +320,25 @@ rabbit_up() {
     # A node of ours is alive but AMQP does not answer: booting, or wedged. Give it a moment.
     warn "rabbitmq: node pid $pid alive but AMQP silent; waiting for it"
   else
-    (cd / && setsid -w rabbitmq-server -detached </dev/null >>"$dir/log/startup.log" 2>&1 9>&-) ||
+    port_free rabbitmq "$AMQP_PORT" || return 1
+    (cd / && close_extra_fds && setsid -w rabbitmq-server -detached </dev/null >>"$dir/log/startup.log" 2>&1) ||
       { warn "rabbitmq: rabbitmq-server -detached failed"; log_tail "$dir/log/startup.log"; return 1; }
   fi
   # `await_startup` fails at once while the node is not yet registered with epmd, hence the loop.
+  : >"$dir/log/await.log"
   deadline=$(($(date +%s) + 90))
   until rabbitmqctl -q await_startup --timeout 10 </dev/null >>"$dir/log/await.log" 2>&1; do
+    if ((deadline - $(date +%s) < 85)) && ! rabbit_node_pid >/dev/null; then
+      warn "rabbitmq: the node exited during startup"; log_tail "$dir/log/startup.log" 10
+      log_tail "$dir/log/$RABBITMQ_NODENAME.log"; return 1
+    fi
     if (($(date +%s) >= deadline)); then
       warn "rabbitmq: not started within 90 s"; log_tail "$dir/log/startup.log" 10
       log_tail "$dir/log/$RABBITMQ_NODENAME.log"; return 1
     fi
     sleep 0.5
   done
-  for ((i = 0; i < 100; i++)); do # ≤ 10 s for the listener after boot
-    rabbit_answers && { say "rabbitmq: started on $HOST:$AMQP_PORT in $(elapsed "$t0")"; return 0; }
-    sleep 0.1
-  done
+  if wait_until 10 rabbit_answers; then say "rabbitmq: started on $HOST:$AMQP_PORT in $(elapsed "$t0")"; return 0; fi
   warn "rabbitmq: node is up but $HOST:$AMQP_PORT does not answer AMQP"; log_tail "$dir/log/$RABBITMQ_NODENAME.log"; return 1
 }
 
@@ -339,6 +391,7 @@ kafka_up() {
     say "kafka: reused ${boot#ok } (control $HOST:$KAFKA_CONTROL_PORT)"
     return 0
   fi
+  port_free kafka "$KAFKA_CONTROL_PORT" || return 1
   if [[ ! -x $bin || $src -nt $bin ]]; then
     ensure_packages kafka librdkafka-dev gcc libc6-dev || return 1
     gcc -O2 "$src" -lrdkafka -o "$bin.tmp" 2>"$dir/build.log" && mv -f "$bin.tmp" "$bin" ||
@@ -348,8 +401,8 @@ kafka_up() {
   if pid=$(live_pid "$dir/kafka-mock.pid" kafka-mock); then stop_pid "$pid" 5; fi
   for t in "${KAFKA_TOPICS[@]}"; do args+=(--topic "$t"); done
   # The daemon reports its addresses on stdout once it is ready, or an error and exit 1.
-  out=$(cd / && "$bin" --daemon --control "$HOST:$KAFKA_CONTROL_PORT" "${args[@]}" \
-    --pidfile "$dir/kafka-mock.pid" --logfile "$dir/kafka-mock.log" </dev/null 2>"$dir/start.err" 9>&-) ||
+  out=$(cd / && close_extra_fds && "$bin" --daemon --control "$HOST:$KAFKA_CONTROL_PORT" "${args[@]}" \
+    --pidfile "$dir/kafka-mock.pid" --logfile "$dir/kafka-mock.log" </dev/null 2>"$dir/start.err") ||
     { warn "kafka: kafka-mock failed to start: $(cat "$dir/start.err")"; log_tail "$dir/kafka-mock.log" 5; return 1; }
   printf '%s\n' "$out" | grep -E '^KAFKA_(BROKERS|CONTROL)=' >"$dir/addr"
   kafka_answers || { warn "kafka: started but control port $HOST:$KAFKA_CONTROL_PORT does not answer"; return 1; }
@@ -377,7 +430,7 @@ write_env() {
     printf 'DATABASE_URL=postgres://postgres@%s:%s/postgres\n' "$HOST" "$PG_PORT"
     printf 'REDIS_URL=redis://%s:%s\n' "$HOST" "$REDIS_PORT"
     printf 'AMQP_URL=amqp://guest:guest@%s:%s\n' "$HOST" "$AMQP_PORT"
-    [[ -s $STATE/kafka/addr ]] && cat "$STATE/kafka/addr"
+    if [[ -s $STATE/kafka/addr ]]; then cat "$STATE/kafka/addr"; fi
   } >"$STATE/env.tmp" && mv -f "$STATE/env.tmp" "$STATE/env"
 }
 
@@ -404,7 +457,7 @@ prepare_state() {
   STATE=$(cd "$STATE" && pwd -P)
   # The postgres and rabbitmq users must be able to reach their subdirectories.
   chmod 755 "$STATE" 2>/dev/null
-  # One up/down at a time per state dir. Daemons are started with 9>&- so they never hold it.
+  # One up/down at a time per state dir. Daemons are started via close_extra_fds, never holding it.
   exec 9>"$STATE/.lock"
   flock -w 600 9 || die "timed out waiting for $STATE/.lock (another services.sh running?)"
 }
@@ -462,7 +515,7 @@ cmd_kafka_ctl() {
 }
 
 usage() {
-  sed -n '3,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '/^#   scripts\/services.sh up /,/^#   scripts\/services.sh kafka-ctl/p' "${BASH_SOURCE[0]}" | sed 's/^#   //'
 }
 
 main() {

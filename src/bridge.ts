@@ -50,6 +50,7 @@ function startInBackground(sink: Sink, signal: AbortSignal, logger: Logger): { s
   const gated: Sink = {
     name: sink.name,
     type: sink.type,
+    ...(sink.ordered ? { ordered: true } : {}),
     start: () => ready,
     async send(batch, s) {
       if (!ok) await Promise.race([ready, new Promise((resolve) => s.addEventListener('abort', resolve, { once: true }))]);

@@ -31,7 +31,8 @@ export interface Dispatcher {
 }
 
 interface Pending { readonly envelope: Envelope; readonly resolve: (d: Delivery) => void }
-interface Waiting { readonly envelope: Envelope; readonly resolve: (o: ItemOutcome) => void }
+/** A run of consecutive envelopes of one lane, sent together and never split across batches. */
+interface Waiting { readonly envelopes: readonly Envelope[]; readonly resolve: (o: readonly ItemOutcome[]) => void }
 
 const jitter = (ms: number) => ms * (0.85 + Math.random() * 0.3);
 
@@ -55,6 +56,7 @@ export function createDispatcher(params: {
   const controller = new AbortController();
   const lanes = new Map<string, Pending[]>();
   const waiting: Waiting[] = [];
+  let waitingCount = 0;
   let size = 0;
   let inFlight = 0;
   let flushScheduled = false;
@@ -73,10 +75,15 @@ export function createDispatcher(params: {
     if (size === 0) for (const w of idleWaiters.splice(0)) w();
   }
 
-  // ---- batcher: heads of lanes → send() calls --------------------------------------------------
-  function submit(envelope: Envelope): Promise<ItemOutcome> {
+  // A sink that delivers a batch in order may take a run of one key's envelopes at once; any other
+  // sink gets one envelope per key per batch, so that order never depends on the sink.
+  const runLength = sink.ordered ? batch.size : 1;
+
+  // ---- batcher: runs from the heads of lanes → send() calls -----------------------------------
+  function submit(envelopes: readonly Envelope[]): Promise<readonly ItemOutcome[]> {
     return new Promise((resolve) => {
-      waiting.push({ envelope, resolve });
+      waiting.push({ envelopes, resolve });
+      waitingCount += envelopes.length;
       schedule();
     });
   }
@@ -91,7 +98,7 @@ export function createDispatcher(params: {
       }
       return;
     }
-    if (waiting.length >= batch.size || batch.linger === 0) {
+    if (waitingCount >= batch.size || batch.linger === 0) {
       // Let the current burst of lanes submit before sending, so batches fill up.
       if (!flushScheduled) {
         flushScheduled = true;
@@ -105,9 +112,16 @@ export function createDispatcher(params: {
 
   function flush(): void {
     while (waiting.length > 0 && inFlight < concurrency && pausedUntil <= now()) {
-      const items = waiting.splice(0, batch.size);
+      const groups: Waiting[] = [];
+      let n = 0;
+      while (waiting.length > 0 && (groups.length === 0 || n + (waiting[0] as Waiting).envelopes.length <= batch.size)) {
+        const g = waiting.shift() as Waiting;
+        groups.push(g);
+        n += g.envelopes.length;
+      }
+      waitingCount -= n;
       inFlight++;
-      void sendBatch(items).finally(() => {
+      void sendBatch(groups).finally(() => {
         inFlight--;
         schedule();
       });
@@ -115,10 +129,11 @@ export function createDispatcher(params: {
     schedule();
   }
 
-  async function sendBatch(items: Waiting[]): Promise<void> {
+  async function sendBatch(groups: Waiting[]): Promise<void> {
+    const items = groups.flatMap((g) => g.envelopes);
     let outcomes: readonly ItemOutcome[];
     try {
-      outcomes = await sink.send(items.map((i) => i.envelope), controller.signal);
+      outcomes = await sink.send(items, controller.signal);
       if (outcomes.length !== items.length) {
         throw new TypeError(`sink ${sink.name} returned ${outcomes.length} outcomes for ${items.length} envelopes`);
       }
@@ -142,11 +157,16 @@ export function createDispatcher(params: {
         logger.warn({ failures: consecutiveFailures, backoffMs: Math.round(backoff), err: first.error.message }, 'sink failing; backing off');
       }
     }
-    items.forEach((item, i) => item.resolve(outcomes[i] as ItemOutcome));
+    let at = 0;
+    for (const g of groups) {
+      g.resolve(outcomes.slice(at, at + g.envelopes.length));
+      at += g.envelopes.length;
+    }
   }
 
   // ---- lanes: per-key order and per-event retries ----------------------------------------------
-  async function attempt(envelope: Envelope): Promise<Delivery> {
+  /** Retries one envelope whose first attempt (`first`) failed retriably, until delivered or given up. */
+  async function attempt(envelope: Envelope, first: ItemOutcome): Promise<Delivery> {
     let attempts = 0;
     /** Failures that count against `retry.attempts` (an unreachable destination does not). */
     let counted = 0;
@@ -155,7 +175,7 @@ export function createDispatcher(params: {
     try {
       await pRetry(async () => {
         attempts++;
-        const outcome = await submit(envelope);
+        const outcome = attempts === 1 ? first : (await submit([envelope]))[0] as ItemOutcome;
         if (outcome.ok) return;
         last = outcome.error;
         metrics?.failed.inc({ sink: sink.name, retriable: String(outcome.error.retriable) });
@@ -196,14 +216,40 @@ export function createDispatcher(params: {
 
   async function runLane(key: string, lane: Pending[]): Promise<void> {
     while (lane.length > 0) {
-      const head = lane[0] as Pending;
-      const result = controller.signal.aborted ? { status: 'aborted', attempts: 0 } as const : await attempt(head.envelope);
-      lane.shift();
-      record(head.envelope, result);
-      head.resolve(result);
-      setSize(-1);
+      if (controller.signal.aborted) {
+        finish(lane.shift() as Pending, { status: 'aborted', attempts: 0 });
+        continue;
+      }
+      const run = lane.slice(0, runLength);
+      const outcomes = await submit(run.map((p) => p.envelope));
+      let i = 0;
+      for (; i < run.length; i++) {
+        const o = outcomes[i] as ItemOutcome;
+        if (o.ok) {
+          finish(lane.shift() as Pending, { status: 'delivered', attempts: 1 });
+        } else if (!o.error.retriable) {
+          metrics?.failed.inc({ sink: sink.name, retriable: 'false' });
+          finish(lane.shift() as Pending, { status: 'dead', attempts: 1, error: o.error });
+        } else {
+          break;
+        }
+      }
+      if (i < run.length) {
+        // The first retriable failure: retry it alone. Later envelopes of the run go out again after it
+        // (even if the sink took them), so a key's order holds; at-least-once allows the duplicate.
+        const head = lane[0] as Pending;
+        const result = await attempt(head.envelope, outcomes[i] as ItemOutcome);
+        lane.shift();
+        finish(head, result);
+      }
     }
     lanes.delete(key);
+  }
+
+  function finish(pending: Pending, result: Delivery): void {
+    record(pending.envelope, result);
+    pending.resolve(result);
+    setSize(-1);
   }
 
   function record(envelope: Envelope, result: Delivery): void {
@@ -242,7 +288,8 @@ export function createDispatcher(params: {
         } else {
           const fresh: Pending[] = [{ envelope, resolve }];
           lanes.set(key, fresh);
-          void runLane(key, fresh);
+          // Start on a microtask, so that a burst of deliver() calls joins the lane first.
+          queueMicrotask(() => void runLane(key, fresh));
         }
       });
     },
@@ -263,7 +310,9 @@ export function createDispatcher(params: {
         controller.abort(new Error('dispatcher stopped'));
         if (lingerTimer) clearTimeout(lingerTimer);
         // Lanes still waiting in the batcher will never be sent: release them as aborted.
-        for (const w of waiting.splice(0)) w.resolve({ ok: false, error: new SidekickError('STOPPED', 'dispatcher stopped') });
+        const stopped: ItemOutcome = { ok: false, error: new SidekickError('STOPPED', 'dispatcher stopped') };
+        for (const w of waiting.splice(0)) w.resolve(w.envelopes.map(() => stopped));
+        waitingCount = 0;
         if (size > 0) await new Promise<void>((resolve) => idleWaiters.push(resolve));
         for (const w of roomWaiters.splice(0)) w();
       })();

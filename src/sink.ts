@@ -16,14 +16,23 @@ export const OK: ItemOutcome = Object.freeze({ ok: true });
  * (RetriableError) or not (FatalError).
  *
  * - `start` connects; it may throw (retried with backoff by the caller).
- * - `send` gets at most `batch.size` envelopes, never two of the same ordering key, and must honour
- *   `signal` (abort → reject or return quickly). Throwing fails the whole batch with that error.
+ * - `send` gets at most `batch.size` envelopes and must honour `signal` (abort → reject or return
+ *   quickly). Throwing fails the whole batch with that error. A batch holds at most one envelope per
+ *   ordering key, unless the sink declares `ordered`.
  * - `stop` is idempotent and finishes in-flight work.
  * - `check` (optional) proves connectivity for `sidekick check` without sending anything.
  */
 export interface Sink {
   readonly name: string;
   readonly type: string;
+  /**
+   * True when the sink delivers a batch in order (a producer, a pipeline, a confirm channel): the
+   * dispatcher may then put several consecutive envelopes of one key into a batch, which is what
+   * makes a busy NOTIFY channel fast. After a retriable failure of one of them, the envelopes of that
+   * key after it are sent again, after it (at-least-once). Leave unset for sinks that send a batch's
+   * items concurrently (webhook).
+   */
+  readonly ordered?: boolean;
   start(signal: AbortSignal): Promise<void>;
   send(batch: readonly Envelope[], signal: AbortSignal): Promise<SendResult>;
   stop(): Promise<void>;

