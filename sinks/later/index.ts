@@ -128,6 +128,8 @@ export const laterSink = defineSink({
     return {
       name: context.name,
       type: 'later',
+      // One INSERT per batch, all or nothing, in order: a busy pglater channel is batched.
+      ordered: true,
       async start() {
         await connection();
       },
