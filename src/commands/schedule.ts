@@ -83,7 +83,7 @@ export async function scheduleAddCommand(name: string, options: AddOptions, io: 
       replace: options.replace ?? false,
     };
     const added = await addSchedule(client, spec);
-    const when = added.nextRunAt ? `next run ${added.nextRunAt.toISOString()}` : 'first run being planned by the scheduler';
+    const when = added.nextRunAt ? `next run ${iso(added.nextRunAt)}` : 'first run being planned by the scheduler';
     io.stdout.write(`schedule "${name}" (id ${added.id}) ${options.replace ? 'saved' : 'added'}: ${when}${options.disabled ? ' (disabled)' : ''}\n`);
     return 0;
   });
