@@ -305,7 +305,7 @@ async function execute(client: pg.ClientBase, row: Row, due: Date, runKey: strin
   const record = (started: string) => `${attempts > 1
     ? `DELETE FROM sidekick.schedule_runs WHERE schedule_id = ${runKey} AND due_at = ${tsLit(due)} AND outcome = 'failed';\n` : ''}`
     + `INSERT INTO sidekick.schedule_runs (schedule_id, name, due_at, started_at, finished_at, outcome, attempts) `
-    + `VALUES (${runKey}, ${lit(row.history_name)}, ${tsLit(due)}, ${started}, clock_timestamp(), 'succeeded', ${attempts});\n`;
+    + `VALUES (${runKey}, ${lit(row.history_name)}, ${tsLit(due)}, ${started}, clock_timestamp(), 'succeeded', ${attempts})`;
   let started: Date | undefined;
   try {
     if (row.single_statement) {
@@ -313,16 +313,16 @@ async function execute(client: pg.ClientBase, row: Row, due: Date, runKey: strin
       const r1 = await client.query<{ started: Date }>(`SAVEPOINT ${SAVEPOINT};\n${setTimeout}SELECT clock_timestamp() AS started`);
       started = lastRows(r1)[0]?.started as Date;
       await client.query({ text: sql, queryMode: 'extended' } as pg.QueryConfig);
-      const r3 = await client.query<{ finished: Date }>(`${resetTimeout}${record(tsLit(started))}RELEASE SAVEPOINT ${SAVEPOINT};\nSELECT clock_timestamp() AS finished`);
-      return { ok: true, started, finished: lastRows(r3)[0]?.finished as Date };
+      const r3 = await client.query<{ finished: Date }>(`${resetTimeout}${record(tsLit(started))} RETURNING finished_at AS finished;\nRELEASE SAVEPOINT ${SAVEPOINT}`);
+      return { ok: true, started, finished: rowsOf(r3, -2)[0]?.finished as Date };
     }
     // One round trip: the SQL verbatim (pglater ran it with PQexec, so several statements are fine),
     // on its own lines so a trailing "-- comment" cannot swallow what follows.
     const result = await client.query<{ started: Date; finished: Date }>(
       `SAVEPOINT ${SAVEPOINT};\n${setTimeout}${sql}\n;\n${resetTimeout}${record('statement_timestamp()')}`
-      + `RELEASE SAVEPOINT ${SAVEPOINT};\nSELECT statement_timestamp() AS started, clock_timestamp() AS finished`,
+      + ` RETURNING started_at AS started, finished_at AS finished;\nRELEASE SAVEPOINT ${SAVEPOINT}`,
     );
-    const times = lastRows(result)[0] as { started: Date; finished: Date };
+    const times = rowsOf(result, -2)[0] as { started: Date; finished: Date };
     return { ok: true, started: times.started, finished: times.finished };
   } catch (error) {
     const code = pgCode(error);
@@ -382,7 +382,12 @@ async function runDeferred(client: pg.ClientBase, d: Deferred, ctx: ExecutorCont
 }
 
 function lastRows<T extends pg.QueryResultRow>(result: pg.QueryResult<T> | pg.QueryResult<T>[]): T[] {
-  return Array.isArray(result) ? (result.at(-1) as pg.QueryResult<T>).rows : result.rows;
+  return rowsOf(result, -1);
+}
+
+/** The rows of one statement of a multi-statement query (`at` counts from the end when negative). */
+function rowsOf<T extends pg.QueryResultRow>(result: pg.QueryResult<T> | pg.QueryResult<T>[], at: number): T[] {
+  return Array.isArray(result) ? (result.at(at) as pg.QueryResult<T>).rows : result.rows;
 }
 
 function bookkeepingParams(updates: Update[], deletes: string[], runs: RunRecord[]): unknown[] {
