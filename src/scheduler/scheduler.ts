@@ -146,7 +146,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   async function cleanup(p: pg.Pool): Promise<void> {
     const { rowCount } = await p.query(
       `DELETE FROM sidekick.schedule_runs WHERE id IN (
-         SELECT id FROM sidekick.schedule_runs WHERE started_at < now() - make_interval(secs => $1) AND outcome <> 'running' LIMIT ${CLEANUP_CHUNK})`,
+         SELECT id FROM sidekick.schedule_runs WHERE started_at < now() - make_interval(secs => $1) LIMIT ${CLEANUP_CHUNK})`,
       [config.history.retention / 1000]);
     if (rowCount) logger.debug({ deleted: rowCount }, 'old run history deleted');
     // A full chunk: more to do, soon (but not in a tight loop).
