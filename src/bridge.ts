@@ -11,6 +11,7 @@ import { createSchedulerMetrics } from './scheduler/metrics.js';
 import { createScheduler, type Scheduler } from './scheduler/scheduler.js';
 import type { Sink } from './sink.js';
 import { createNotifySource } from './source/notify.js';
+import { createOutboxSource, type OutboxStatus } from './source/outbox.js';
 
 export interface Readiness {
   readonly ready: boolean;
@@ -19,6 +20,8 @@ export interface Readiness {
 
 export interface Bridge {
   readonly pipeline: Pipeline;
+  /** The durable source's state (undefined when `outbox.enabled: false`). */
+  readonly outbox: OutboxStatus | undefined;
   readonly metrics: Metrics;
   /** Starts sinks and sources. Resolves once started (sinks and the database keep retrying in the background). */
   start(): Promise<void>;
@@ -85,7 +88,14 @@ export function createBridge(params: {
     started.set(entry.name, gated.started);
     dispatchers.set(entry.name, createDispatcher({ sink: gated.sink, options: entry.dispatch, logger, metrics }));
   }
-  const pipeline = createPipeline({ router: createRouter(config.routes), dispatchers, logger, metrics });
+  const router = createRouter(config.routes);
+  const pipeline = createPipeline({ router, dispatchers, logger, metrics });
+  // The durable path (outbox → sinks); with `enabled: auto` it switches itself off when the sidekick
+  // schema is not installed and nothing is captured.
+  const outbox = config.outbox.enabled === false ? undefined : createOutboxSource({
+    connection, options: config.outbox, router, dispatchers, logger, metrics,
+    install: config.outbox.enabled === true || config.capture.length > 0,
+  });
   const notify = config.listen.length > 0
     ? createNotifySource({ connection, channels: config.listen, pipeline, logger, metrics })
     : undefined;
@@ -98,34 +108,40 @@ export function createBridge(params: {
   return {
     pipeline,
     metrics,
+    get outbox() { return outbox?.status; },
     async start() {
       // The scheduler retries its database connection in the background, like the sinks.
       if (scheduler) await scheduler.start();
-      if (!notify) return;
-      logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
-      // The first connection is retried too: a database that is not up yet must not end the bridge.
-      sourceLoop = (async () => {
-        for (let attempt = 1; !lifetime.signal.aborted; attempt++) {
-          try {
-            await notify.start();
-            metrics.listenerConnected.set(1);
-            return;
-          } catch (error) {
-            const retryInMs = reconnectDelay(attempt, 30_000);
-            logger.error({ err: errorMessage(error), attempt, retryInMs, database: describeConnection(connection) }, 'cannot connect to the database; retrying');
-            await sleep(retryInMs, lifetime.signal);
+      const outboxStarted = outbox?.start();
+      if (notify) {
+        logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
+        // The first connection is retried too: a database that is not up yet must not end the bridge.
+        sourceLoop = (async () => {
+          for (let attempt = 1; !lifetime.signal.aborted; attempt++) {
+            try {
+              await notify.start();
+              metrics.listenerConnected.set(1);
+              return;
+            } catch (error) {
+              const retryInMs = reconnectDelay(attempt, 30_000);
+              logger.error({ err: errorMessage(error), attempt, retryInMs, database: describeConnection(connection) }, 'cannot connect to the database; retrying');
+              await sleep(retryInMs, lifetime.signal);
+            }
           }
-        }
-      })();
-      await sourceLoop;
+        })();
+      }
+      await Promise.all([sourceLoop, outboxStarted]);
     },
     stop() {
       stopping ??= (async () => {
         await notify?.stop();
+        await outbox?.stopIntake();
         lifetime.abort();
         await sourceLoop;
         await scheduler?.stop(config.shutdown.timeout);
         await Promise.all([...dispatchers.values()].map((d) => d.stop(config.shutdown.timeout)));
+        // After the dispatchers: the outcomes of the last deliveries are written before disconnecting.
+        await outbox?.close();
         await Promise.all([...dispatchers.values()].map((d) => d.sink.stop().catch((error) => {
           logger.warn({ sink: d.sink.name, err: errorMessage(error) }, 'sink did not stop cleanly');
         })));
@@ -136,6 +152,10 @@ export function createBridge(params: {
       const checks: Record<string, boolean> = {};
       if (notify) checks.listener = notify.listener.connected;
       if (scheduler) checks.scheduler = scheduler.ready;
+      if (outbox?.status.enabled) {
+        checks.outbox = outbox.status.connected;
+        checks['outbox-wakeup'] = outbox.status.listening;
+      }
       for (const [name, ok] of started) checks[`sink:${name}`] = ok();
       return { ready: Object.values(checks).every(Boolean), checks };
     },

@@ -17,6 +17,7 @@ import {
   scheduleAddCommand, scheduleEnableCommand, scheduleHistoryCommand, scheduleListCommand, scheduleRemoveCommand,
   scheduleRunNowCommand, type AddOptions,
 } from './commands/schedule.js';
+import { triggersCommand } from './commands/triggers.js';
 import { ConfigError } from './errors.js';
 import { VERSION } from './version.js';
 
@@ -145,6 +146,16 @@ export function buildProgram(io: () => CommandIO): Command {
     .option('-n, --limit <n>', 'how many (default 20)')
     .option('--json', 'one JSON object per line')
     .action((name: string | undefined, opts: { database?: string; config?: string; limit?: string; json?: boolean }) => exitWith(() => scheduleHistoryCommand(name, opts, io())));
+
+  program.command('triggers')
+    .description('generate the capture triggers as SQL to review (from the config\'s capture: section or a skor triggers.json); --apply runs it')
+    .argument('[file]', 'a skor triggers.json (default: the capture: section of the config)')
+    .option('-c, --config <file>', 'config file (YAML or JSON)', DEFAULT_CONFIG)
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('--apply', 'run the SQL in one transaction (installs the sidekick schema first if needed)')
+    .option('--drop', 'generate the statements that remove the triggers instead')
+    .action((file: string | undefined, opts: { config: string; database?: string; apply?: boolean; drop?: boolean }) =>
+      exitWith(() => triggersCommand({ ...opts, ...(file ? { file } : {}) }, io())));
 
   program.command('demo')
     .description('zero-setup demo: embedded PostgreSQL, a demo channel, events printed to stdout')

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
+import { captureSpecsFromConfig, OPERATIONS, type CaptureConfigEntry } from './capture/spec.js';
 import { duration } from './duration.js';
 import { ConfigError } from './errors.js';
 import { expandPglater, resolveScheduler, schedulerSchema, type SchedulerConfig } from './scheduler/config.js';
@@ -42,6 +43,47 @@ function dispatchShape(defaults: { concurrency?: number; batchSize?: number } = 
 export type RetryOptions = z.infer<typeof retrySchema>;
 export type DispatchOptions = z.infer<z.ZodObject<ReturnType<typeof dispatchShape>>>;
 
+const operationSchema = z.preprocess((v) => (typeof v === 'string' ? v.toLowerCase() : v), z.enum(OPERATIONS));
+const columnSelection = z.union([z.literal('*'), z.array(z.string().min(1)).min(1)]);
+
+/** One `capture:` entry: a table whose row changes go to the outbox (triggers from `sidekick triggers`). */
+const captureSchema = z.strictObject({
+  /** `schema.table` or `table` (schema public); quote parts with "…" for dots. Case-sensitive. */
+  table: z.string().min(1),
+  /** Which operations get a trigger. Default: insert, update, delete (or the keys of `columns`). */
+  operations: z.array(operationSchema).min(1).optional(),
+  /** "*" (default), a list of columns, or per operation: { insert: "*", update: [id, status], delete: [id] }. */
+  columns: z.union([columnSelection, z.strictObject({
+    insert: columnSelection.optional(), update: columnSelection.optional(), delete: columnSelection.optional(),
+  })]).default('*'),
+  /** Ordering key columns (events of one key are delivered in order). Default: the primary key. */
+  key: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((v) => (typeof v === 'string' ? [v] : v)).optional(),
+  /** statement (default): one outbox insert per statement from transition tables; row: one per row. */
+  mode: z.enum(['statement', 'row']).default('statement'),
+});
+
+/** The durable drain: outbox → router → sinks (`outbox:`). */
+export const outboxSchema = z.strictObject({
+  /**
+   * auto (default): drain when `capture:` is set or the sidekick schema is installed; true: always
+   * (installs the schema when missing); false: never (only `listen:` channels are served).
+   */
+  enabled: z.union([z.boolean(), z.literal('auto')]).default('auto'),
+  /** Outbox rows read per query. Default 1000. */
+  batchSize: z.number().int().min(1).max(10_000).default(1000),
+  /** Safety-net poll while idle; the NOTIFY wake-up is only a hint. Default 1s. */
+  pollInterval: duration.default(1000),
+  /**
+   * Events per sink held in memory. Beyond it that sink's events wait in its durable backlog
+   * (sidekick.deliveries) instead, so a slow or failing sink never holds up the others. Default 10000.
+   */
+  sinkBuffer: z.number().int().min(1).max(1_000_000).default(10_000),
+  /** An event a sink still has not acknowledged after this long moves to that sink's durable backlog. Default 5s. */
+  checkpointAfter: duration.default(5000),
+});
+
+export type OutboxOptions = z.infer<typeof outboxSchema>;
+
 const channelList = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)])
   .transform((v) => (typeof v === 'string' ? [v] : v));
 
@@ -53,6 +95,9 @@ const baseSchema = z.strictObject({
   /** Named sinks; each has a `type` and that type's options. */
   sinks: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'sink names use letters, digits, _ . -'),
     z.looseObject({ type: z.string() })),
+  /** Tables whose row changes are captured durably (channel "schema.table"). See `sidekick triggers`. */
+  capture: z.array(captureSchema).default([]),
+  outbox: outboxSchema.prefault({}),
   /** Which channels go to which sinks. Every `to` must name a sink. */
   routes: z.array(z.strictObject({ from: channelList, to: channelList })).default([]),
   log: z.strictObject({
@@ -79,6 +124,8 @@ export interface Config {
   readonly file: string | undefined;
   readonly database: string | undefined;
   readonly listen: readonly string[];
+  readonly capture: readonly CaptureConfigEntry[];
+  readonly outbox: OutboxOptions;
   readonly sinks: readonly SinkEntry[];
   readonly routes: readonly { from: readonly string[]; to: readonly string[] }[];
   readonly log: { readonly level: string | undefined };
@@ -183,11 +230,18 @@ export function parseConfig(document: unknown, options: ParseOptions): Config {
       }
     });
   });
+  try {
+    captureSpecsFromConfig(base.data.capture, file);
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
   if (problems.length > 0) fail(file, problems);
   return deepFreeze({
     file,
     database: base.data.database,
     listen: base.data.listen,
+    capture: base.data.capture,
+    outbox: base.data.outbox,
     sinks,
     routes: base.data.routes,
     log: base.data.log,

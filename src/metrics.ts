@@ -25,6 +25,10 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     queued: new Gauge({ name: 'sidekick_sink_queued', help: 'Events waiting or in flight per sink.', labelNames: ['sink'], registers }),
     listenerConnected: new Gauge({ name: 'sidekick_listener_connected', help: '1 while the LISTEN connection is up.', registers }),
     reconnects: new Counter({ name: 'sidekick_listener_reconnects_total', help: 'Times the LISTEN connection was re-established.', registers }),
+    outboxConnected: new Gauge({ name: 'sidekick_outbox_connected', help: '1 while the outbox drain is connected to the database.', registers }),
+    outboxPartitions: new Gauge({ name: 'sidekick_outbox_partitions', help: 'Key partitions of the outbox this instance drains (of 16, shared by all instances).', registers }),
+    outboxSpilled: new Counter({ name: 'sidekick_outbox_spilled_total', help: 'Events moved to a sink\'s durable backlog because the sink was slow, failing or holding them long.', labelNames: ['sink'], registers }),
+    outboxBacklogMode: new Gauge({ name: 'sidekick_outbox_sink_backlogged', help: '1 while a sink is fed from its durable backlog instead of live.', labelNames: ['sink'], registers }),
   };
 }
 

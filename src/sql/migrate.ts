@@ -38,7 +38,10 @@ export async function migrate(client: pg.Client, options: { dir?: string; onAppl
   const migrations = listMigrations(options.dir);
   await client.query(`SELECT pg_advisory_lock(${LOCK_KEY})`);
   try {
-    await client.query(`CREATE SCHEMA IF NOT EXISTS sidekick`);
+    // CREATE SCHEMA IF NOT EXISTS checks the database's CREATE privilege even when the schema is
+    // there: a role given a schema made for it by an administrator must not need that privilege.
+    const schema = await client.query<{ ok: boolean }>(`SELECT to_regnamespace('sidekick') IS NOT NULL AS ok`);
+    if (!schema.rows[0]?.ok) await client.query(`CREATE SCHEMA sidekick`);
     await client.query(`CREATE TABLE IF NOT EXISTS sidekick.migrations (
       id integer PRIMARY KEY,
       name text NOT NULL,

@@ -1,3 +1,4 @@
+import { PassThrough } from 'node:stream';
 import type pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { addSchedule } from '../../src/scheduler/schedules.js';
@@ -185,23 +186,25 @@ describe('scheduler (real PostgreSQL)', () => {
     expect(queue[1].due_at - queue[0].due_at).toBe(200);
   });
 
-  it('an event action publishes through sidekick.publish in the run\'s transaction (stand-in publish function until the outbox lands)', async () => {
-    const url = await setup('CREATE TABLE published (channel text, payload jsonb, key text)');
-    const { rows: have } = await c.query(`SELECT to_regprocedure('sidekick.publish(text, jsonb, text)') IS NOT NULL AS real`);
-    if (!have[0].real) {
-      await c.query(`CREATE FUNCTION sidekick.publish(channel text, payload jsonb, key text DEFAULT NULL) RETURNS bigint
-                     LANGUAGE sql AS $$ INSERT INTO published VALUES (channel, payload, key); SELECT 1::bigint $$`);
-    }
+  it('an event action is published through sidekick.publish and flows through the routes to a sink', async () => {
+    const url = await setup();
     await addSchedule(c, { name: 'beat', at: 'now', emit: 'heartbeat', key: 'k1' });
     await addSchedule(c, { name: 'custom', at: 'now', emit: 'heartbeat', payload: { hello: 'world' } });
-    await stack.scheduler(url).start();
-    await waitFor(async () => (await count(c, `SELECT 1 FROM sidekick.schedule_runs WHERE outcome = 'succeeded'`)) === 2, 'both events');
-    if (!have[0].real) {
-      const { rows } = await c.query('SELECT channel, payload, key FROM published ORDER BY key NULLS LAST');
-      expect(rows[0]).toMatchObject({ channel: 'heartbeat', key: 'k1', payload: { schedule: 'beat' } });
-      expect(rows[0].payload.due_at).toMatch(/^\d{4}-/);
-      expect(rows[1]).toMatchObject({ channel: 'heartbeat', key: null, payload: { hello: 'world' } });
-    }
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (d: Buffer) => { text += d.toString(); });
+    const bridge = stack.bridge(url, {
+      scheduler: { pollInterval: 200 },
+      sinks: { console: { type: 'stdout', format: 'json' } },
+      routes: [{ from: 'heartbeat', to: 'console' }],
+    }, { stdout: out });
+    await bridge.start();
+    await waitFor(() => text.trim().split('\n').filter(Boolean).length >= 2, 'both events on the stdout sink', 15_000);
+    const events = text.trim().split('\n').map((l) => JSON.parse(l)).sort((a, b) => String(a.key).localeCompare(String(b.key)));
+    expect(events[0]).toMatchObject({ source: 'publish', channel: 'heartbeat', key: 'k1', payload: { schedule: 'beat' } });
+    expect(events[0].payload.due_at).toMatch(/^\d{4}-/);
+    expect(events[1]).toMatchObject({ source: 'publish', channel: 'heartbeat', payload: { hello: 'world' } });
+    expect(await count(c, `SELECT 1 FROM sidekick.schedule_runs WHERE outcome = 'succeeded'`)).toBe(2);
   });
 
   it('a restart loses nothing: jobs pending at a stop run after the next start, once', async () => {

@@ -30,9 +30,9 @@ export function createStack() {
       stoppers.push(() => s.stop(5_000));
       return s;
     },
-    bridge(url: string, doc: Record<string, unknown>): Bridge {
+    bridge(url: string, doc: Record<string, unknown>, extra: { stdout?: NodeJS.WritableStream } = {}): Bridge {
       const config = parseConfig({ ...doc, database: url }, { sinks: sinkDefinitions, file: 'test' });
-      const b = createBridge({ config, logger: quietLogger });
+      const b = createBridge({ config, logger: quietLogger, ...extra });
       stoppers.push(() => b.stop());
       return b;
     },

@@ -1,0 +1,702 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { OutboxOptions } from '../config.js';
+import { sleep, type Delivery, type Dispatcher } from '../dispatcher.js';
+import type { Envelope } from '../envelope.js';
+import { errorMessage } from '../errors.js';
+import type { Metrics } from '../metrics.js';
+import { createListener, reconnectDelay, type Listener } from '../pg/listener.js';
+import {
+  BACKLOG_SINKS, FETCH_BACKLOG, FETCH_OUTBOX, FLUSH, LOCK_CLASS, MEMBER_BASE, MEMBER_SLOTS, PARTITIONS, WAKE_CHANNEL,
+  rowEnvelope, type BacklogRow, type OutboxRow,
+} from '../outbox/queries.js';
+import { createScanBound } from '../outbox/scan-bound.js';
+import type { Router } from '../router.js';
+import { listMigrations, migrate } from '../sql/migrate.js';
+
+/**
+ * The durable source: drains sidekick.outbox into the sinks' dispatchers.
+ *
+ * Design (docs/outbox.md has the user-facing version):
+ * - The outbox is consumed as a queue (read, deliver, delete), never through a "last id" cursor;
+ *   a scan bound that is provably safe keeps scans off the dead rows (src/outbox/scan-bound.ts).
+ * - Events are spread over 16 key partitions. Each instance owns some of them under session advisory
+ *   locks (a fair share of the live instances), so one key is only ever drained by one instance, in
+ *   id order, which is commit order for one key. Everything an instance writes goes through the one
+ *   connection that holds its locks: when it loses the connection it loses the locks and cannot
+ *   write anything afterwards, so a partition is never drained by two instances.
+ * - An outbox row is deleted once every sink it was routed to has it, or holds it in its own durable
+ *   backlog (sidekick.deliveries). A sink that is slow or failing — more than `sinkBuffer` events
+ *   in memory — is fed from that backlog instead (in queue order, so per-key order holds), and an
+ *   event a sink still holds after `checkpointAfter` is copied there; so one sink's trouble costs
+ *   neither memory nor the other sinks anything, and a crash then repeats only that sink's events.
+ * - Bookkeeping (deletes, backlog copies, dead letters) is one statement per cycle, with
+ *   synchronous_commit off: a lost acknowledgement only means a redelivery.
+ * - Wake-up: a drain with nothing to do marks itself idle in sidekick.drain_idle, and only then do
+ *   writers NOTIFY (a NOTIFY in every transaction would serialise their commits). The NOTIFY is a
+ *   hint: the drain also polls every `pollInterval` and catches up on every (re)connect.
+ */
+export interface OutboxSource {
+  /** Connects (retrying in the background); resolves once connected the first time or stopped. */
+  start(): Promise<void>;
+  /** Stops reading events; deliveries in flight go on and are acknowledged by close(). */
+  stopIntake(): Promise<void>;
+  /** Writes the last acknowledgements, releases the partitions, disconnects. Idempotent. */
+  close(): Promise<void>;
+  readonly status: OutboxStatus;
+}
+
+export interface OutboxStatus {
+  /** False when the drain is off (auto mode and no sidekick schema installed). */
+  readonly enabled: boolean;
+  readonly connected: boolean;
+  readonly listening: boolean;
+  readonly partitions: readonly number[];
+}
+
+export interface OutboxSourceParams {
+  readonly connection: pg.ClientConfig;
+  readonly options: OutboxOptions;
+  readonly router: Router;
+  readonly dispatchers: ReadonlyMap<string, Dispatcher>;
+  readonly logger: Logger;
+  readonly metrics?: Metrics;
+  /** Install (migrate) the schema when it is missing or behind (capture configured, or enabled: true). */
+  readonly install: boolean;
+}
+
+interface SinkRun {
+  readonly name: string;
+  readonly dispatcher: Dispatcher;
+  mode: 'live' | 'backlog';
+  /** Jobs of this source in the dispatcher (every generation). */
+  mem: number;
+  /** Backlog rows up to here were read. */
+  cursor: number;
+  /** Backlog rows (seq) held in memory, until their removal is written. */
+  readonly memSeqs: Set<number>;
+}
+
+interface Entry {
+  readonly qid: number;
+  readonly envelope: Envelope;
+  readonly part: number;
+  readonly fetchedAt: number;
+  /** Sinks whose outcome is neither known nor queued for writing. */
+  open: number;
+  readonly jobs: Job[];
+  deleteQueued: boolean;
+}
+
+interface Job {
+  readonly sink: SinkRun;
+  readonly envelope: Envelope;
+  readonly part: number;
+  readonly gen: number;
+  /** Fed from the outbox row of this entry. */
+  readonly entry?: Entry;
+  /** Its row in the sink's backlog: fed from there, or checkpointed. */
+  seq?: number;
+  /** Checkpoint copy queued (not written yet) or being written. */
+  ckpt?: 'queued' | 'flushing';
+  /** The delivery outcome that arrived while the checkpoint copy was being written. */
+  outcome?: Delivery;
+  done: boolean;
+}
+
+interface Spill { readonly qid: number; readonly sink: string; readonly part: number; readonly job?: Job; cancelled?: boolean }
+interface DeadOutbox { readonly qid: number; readonly sink: string; readonly attempts: number; readonly code: string; readonly error: string }
+interface DeadBacklog { readonly job: Job; readonly attempts: number; readonly code: string; readonly error: string }
+
+interface Pending {
+  spills: Spill[];
+  deadOutbox: DeadOutbox[];
+  deadBacklog: DeadBacklog[];
+  /** Backlog jobs whose row can go (delivered, or dead-lettered in deadBacklog). */
+  doneBacklog: Job[];
+  doneOutbox: Entry[];
+}
+
+const emptyPending = (): Pending => ({ spills: [], deadOutbox: [], deadBacklog: [], doneBacklog: [], doneOutbox: [] });
+const isEmpty = (p: Pending) => p.spills.length + p.deadOutbox.length + p.deadBacklog.length + p.doneBacklog.length + p.doneOutbox.length === 0;
+
+/** Delay between two fetches that found some, but not a full batch, of events. */
+const BUSY_DELAY_MS = 5;
+/** How often partitions are rebalanced between instances. */
+const REBALANCE_MS = 1000;
+/** Byte budget of one fetch (stored size of the row images). */
+const FETCH_BYTES = 16 * 1024 * 1024;
+const MAX_ERROR_TEXT = 2000;
+
+export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
+  const { options, router, metrics } = params;
+  const logger = params.logger.child({ source: 'outbox' });
+  const batchSize = options.batchSize;
+  const sinkBuffer = options.sinkBuffer;
+  const maxEntries = Math.max(sinkBuffer, batchSize * 4);
+  const sinks = new Map<string, SinkRun>([...params.dispatchers].map(([name, dispatcher]) => [name, {
+    name, dispatcher, mode: 'live', mem: 0, cursor: 0, memSeqs: new Set<number>(),
+  }]));
+
+  // ---- connection-bound state (reset whenever the connection is lost) ------------------------
+  let client: pg.Client | undefined;
+  let gen = 0;
+  let member: number | undefined;
+  const owned = new Set<number>();
+  const releasing = new Set<number>();
+  const partLoad = new Int32Array(PARTITIONS);
+  const entries = new Map<number, Entry>();
+  const bound = createScanBound();
+  let pending = emptyPending();
+  let nextRebalance = 0;
+  let idle: 'awake' | 'flagged' | 'asleep' = 'awake';
+  let flagXmax: bigint | undefined;
+  let flaggedAt = 0;
+  let idleBackoff = 1;
+  let lastFetch: { xmin: bigint; xmax: bigint } | undefined;
+  const unknownBacklogSinks = new Set<string>();
+  const unroutedChannels = new Set<string>();
+
+  // ---- lifecycle -------------------------------------------------------------------------------
+  let enabled = true;
+  let intake = true;
+  let closing = false;
+  let loop: Promise<void> | undefined;
+  let closed: Promise<void> | undefined;
+  let listener: Listener | undefined;
+  let listenerStarting = false;
+  let firstConnect: () => void = () => {};
+  const firstConnected = new Promise<void>((resolve) => { firstConnect = resolve; });
+  const stopController = new AbortController();
+
+  // ---- waking the loop -------------------------------------------------------------------------
+  let wakeUp: (() => void) | undefined;
+  let woken = false;
+  let resultTimer: NodeJS.Timeout | undefined;
+  /** Something happened that the loop must look at now (a NOTIFY, a reconnect, a stop). */
+  function wake(): void {
+    woken = true;
+    wakeUp?.();
+  }
+  /** Delivery outcomes only need a prompt flush while the drain sleeps; batched by 10 ms. */
+  function resultsArrived(): void {
+    if (idle !== 'asleep' || resultTimer) return;
+    resultTimer = setTimeout(() => { resultTimer = undefined; wake(); }, 10);
+    resultTimer.unref();
+  }
+  function waitForWake(ms: number): Promise<void> {
+    if (woken || ms <= 0) { woken = false; return Promise.resolve(); }
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      function done() { clearTimeout(timer); wakeUp = undefined; woken = false; resolve(); }
+      wakeUp = done;
+    });
+  }
+
+  // ---- deliveries ------------------------------------------------------------------------------
+  function deliver(job: Job): void {
+    job.sink.mem++;
+    void job.sink.dispatcher.deliver(job.envelope, { force: true }).then((d) => onOutcome(job, d));
+  }
+
+  function onOutcome(job: Job, d: Delivery): void {
+    job.sink.mem--;
+    resultsArrived();
+    if (job.gen !== gen || job.done) return;
+    if (d.status === 'aborted' || d.status === 'dropped') {
+      // Stopped before delivery: its row stays, the next run delivers it.
+      job.done = true;
+      return;
+    }
+    if (job.ckpt === 'flushing') {
+      job.outcome = d;
+      return;
+    }
+    settle(job, d);
+  }
+
+  function settle(job: Job, d: Delivery): void {
+    job.done = true;
+    const dead = d.status === 'dead' ? d : undefined;
+    if (job.ckpt === 'queued') {
+      // Its backlog copy is not written yet: it is not needed any more (or becomes a dead letter).
+      const spill = pending.spills.find((s) => s.job === job);
+      if (spill) spill.cancelled = true;
+      job.ckpt = undefined;
+      partLoad[job.part]!--;
+      if (dead) pending.deadOutbox.push(deadOf(job.entry!.qid, job.sink.name, dead));
+      return;
+    }
+    if (job.seq !== undefined) {
+      if (dead) pending.deadBacklog.push({ job, ...deadParts(dead) });
+      pending.doneBacklog.push(job);
+      return;
+    }
+    const entry = job.entry!;
+    if (dead) pending.deadOutbox.push(deadOf(entry.qid, job.sink.name, dead));
+    entry.open--;
+    if (entry.open === 0) queueDelete(entry);
+  }
+
+  function deadParts(d: Extract<Delivery, { status: 'dead' }>) {
+    return { attempts: d.attempts, code: d.error.code, error: errorMessage(d.error).slice(0, MAX_ERROR_TEXT) };
+  }
+  function deadOf(qid: number, sink: string, d: Extract<Delivery, { status: 'dead' }>): DeadOutbox {
+    return { qid, sink, ...deadParts(d) };
+  }
+
+  function queueDelete(entry: Entry): void {
+    if (entry.deleteQueued) return;
+    entry.deleteQueued = true;
+    pending.doneOutbox.push(entry);
+  }
+
+  function setMode(sink: SinkRun, mode: SinkRun['mode'], why: string): void {
+    if (sink.mode === mode) return;
+    sink.mode = mode;
+    metrics?.outboxBacklogMode.set({ sink: sink.name }, mode === 'backlog' ? 1 : 0);
+    if (mode === 'backlog') logger.warn({ sink: sink.name, why }, 'sink is fed from its durable backlog now');
+    else logger.info({ sink: sink.name }, 'sink caught up with its durable backlog; live again');
+  }
+
+  // ---- routing an outbox row -------------------------------------------------------------------
+  function route(entry: Entry, target: string | null): void {
+    let names: readonly string[];
+    if (target !== null) {
+      if (!sinks.has(target)) {
+        pending.deadOutbox.push({ qid: entry.qid, sink: target, attempts: 0, code: 'SINK_UNKNOWN', error: `sink "${target}" is not in the config` });
+        queueDelete(entry);
+        return;
+      }
+      names = [target];
+    } else {
+      names = router.route(entry.envelope);
+    }
+    if (names.length === 0) {
+      // Nothing wants it: drop it, as the ephemeral path does (counted; logged once per channel).
+      metrics?.unrouted.inc({ channel: entry.envelope.channel });
+      if (!unroutedChannels.has(entry.envelope.channel) && unroutedChannels.size < 1000) {
+        unroutedChannels.add(entry.envelope.channel);
+        logger.warn({ channel: entry.envelope.channel }, 'no route matches this channel; its outbox events are discarded');
+      }
+      queueDelete(entry);
+      return;
+    }
+    entry.open = names.length;
+    for (const name of names) {
+      const sink = sinks.get(name) as SinkRun;
+      if (sink.mode === 'live' && sink.mem < sinkBuffer) {
+        const job: Job = { sink, envelope: entry.envelope, part: entry.part, gen, entry, done: false };
+        entry.jobs.push(job);
+        deliver(job);
+      } else {
+        setMode(sink, 'backlog', `more than ${sinkBuffer} events waiting (outbox.sinkBuffer)`);
+        pending.spills.push({ qid: entry.qid, sink: name, part: entry.part });
+        metrics?.outboxSpilled.inc({ sink: name });
+        entry.open--;
+      }
+    }
+    if (entry.open === 0) queueDelete(entry);
+  }
+
+  /** Events a sink has held for long get a backlog copy, so the outbox row can go. */
+  function checkpoint(now: number): void {
+    for (const entry of entries.values()) {
+      if (now - entry.fetchedAt < options.checkpointAfter) break;
+      if (entry.deleteQueued) continue;
+      for (const job of entry.jobs) {
+        if (job.done || job.ckpt || job.seq !== undefined) continue;
+        job.ckpt = 'queued';
+        partLoad[job.part]!++;
+        pending.spills.push({ qid: entry.qid, sink: job.sink.name, part: job.part, job });
+        metrics?.outboxSpilled.inc({ sink: job.sink.name });
+        entry.open--;
+      }
+      if (entry.open === 0) queueDelete(entry);
+    }
+  }
+
+  // ---- database work ---------------------------------------------------------------------------
+  function activeParts(): number[] | null {
+    if (owned.size === PARTITIONS && releasing.size === 0) return null;
+    return [...owned].filter((p) => !releasing.has(p)).sort((a, b) => a - b);
+  }
+
+  async function flush(c: pg.Client): Promise<void> {
+    checkpoint(Date.now());
+    if (isEmpty(pending)) return;
+    const batch = pending;
+    pending = emptyPending();
+    const spills = batch.spills.filter((s) => !s.cancelled);
+    for (const s of spills) if (s.job) s.job.ckpt = 'flushing';
+    const deadBacklogSeqs = batch.deadBacklog.map((d) => d.job.seq as number);
+    const result = await c.query<{ seq: string; sink: string; event_id: string }>(FLUSH, [
+      spills.map((s) => s.qid), spills.map((s) => s.sink), spills.map((s) => s.part),
+      batch.deadOutbox.map((d) => d.qid), batch.deadOutbox.map((d) => d.sink), batch.deadOutbox.map((d) => d.attempts),
+      batch.deadOutbox.map((d) => d.code), batch.deadOutbox.map((d) => d.error),
+      deadBacklogSeqs, batch.deadBacklog.map((d) => d.attempts), batch.deadBacklog.map((d) => d.code), batch.deadBacklog.map((d) => d.error),
+      batch.doneBacklog.map((j) => j.seq as number), batch.doneOutbox.map((e) => e.qid),
+    ]);
+    // Written: now the in-memory state may follow.
+    const seqOf = new Map(result.rows.map((r) => [`${r.sink}\u0000${r.event_id}`, Number(r.seq)]));
+    for (const s of spills) {
+      const job = s.job;
+      if (!job || job.gen !== gen) continue;
+      job.ckpt = undefined;
+      const seq = seqOf.get(`${s.sink}\u0000${job.envelope.id}`);
+      if (seq === undefined) {
+        // The outbox row was gone (cannot happen while we hold the partition): forget the job.
+        partLoad[job.part]!--;
+        continue;
+      }
+      job.seq = seq;
+      job.sink.memSeqs.add(seq);
+      if (job.outcome) settle(job, job.outcome);
+    }
+    for (const job of batch.doneBacklog) {
+      job.sink.memSeqs.delete(job.seq as number);
+      partLoad[job.part]!--;
+    }
+    for (const entry of batch.doneOutbox) {
+      entries.delete(entry.qid);
+      partLoad[entry.part]!--;
+    }
+    if (batch.deadOutbox.length + batch.deadBacklog.length > 0) {
+      logger.info({ count: batch.deadOutbox.length + batch.deadBacklog.length }, 'events written to sidekick.dead_letters');
+    }
+  }
+
+  async function fetchOutbox(c: pg.Client): Promise<number> {
+    if (entries.size >= maxEntries) return 0;
+    const floor = bound.floor;
+    const skip: number[] = [];
+    for (const qid of entries.keys()) if (qid > floor) skip.push(qid);
+    const limit = Math.min(batchSize, maxEntries - entries.size);
+    const { rows } = await c.query<OutboxRow & { snap_xmin: string; snap_xmax: string; last_value: string }>(
+      FETCH_OUTBOX, [floor, skip, activeParts(), limit, FETCH_BYTES]);
+    const head = rows[0];
+    if (!head) throw new Error('outbox fetch returned no snapshot row');
+    const events = head.id === null ? [] : rows;
+    const last = events.at(-1);
+    lastFetch = { xmin: BigInt(head.snap_xmin), xmax: BigInt(head.snap_xmax) };
+    bound.observe({
+      xmin: lastFetch.xmin,
+      xmax: lastFetch.xmax,
+      lastValue: Number(head.last_value),
+      truncated: events.length >= limit || (last !== undefined && Number(last.running) >= FETCH_BYTES),
+      lastId: last ? Number(last.id) : undefined,
+    });
+    const now = Date.now();
+    for (const row of events) {
+      const qid = Number(row.id);
+      const envelope = rowEnvelope(row.origin_id ?? row.id, row);
+      const entry: Entry = { qid, envelope, part: row.part, fetchedAt: now, open: 0, jobs: [], deleteQueued: false };
+      entries.set(qid, entry);
+      partLoad[entry.part]!++;
+      metrics?.received.inc({ source: envelope.source, channel: envelope.channel });
+      route(entry, row.target);
+    }
+    return events.length;
+  }
+
+  /** Feeds sinks in backlog mode from sidekick.deliveries, in queue order, as room allows. */
+  async function feedBacklogs(c: pg.Client): Promise<boolean> {
+    let fed = false;
+    for (const sink of sinks.values()) {
+      if (sink.mode !== 'backlog') continue;
+      const room = sinkBuffer - sink.mem;
+      if (room <= 0) continue;
+      const limit = Math.min(room, batchSize);
+      const { rows } = await c.query<BacklogRow>(FETCH_BACKLOG, [sink.name, sink.cursor, activeParts(), limit]);
+      for (const row of rows) {
+        const seq = Number(row.seq);
+        if (seq > sink.cursor) sink.cursor = seq;
+        if (sink.memSeqs.has(seq)) continue;
+        const job: Job = { sink, envelope: rowEnvelope(row.event_id, row), part: row.part, gen, seq, done: false };
+        sink.memSeqs.add(seq);
+        partLoad[job.part]!++;
+        deliver(job);
+        fed = true;
+      }
+      // Everything queued so far is in memory (spills are written before this read, and routing
+      // comes after it): later events can go straight to the sink again, behind these.
+      if (rows.length < limit) setMode(sink, 'live', 'caught up');
+    }
+    return fed;
+  }
+
+  async function liveMembers(c: pg.Client): Promise<number[]> {
+    const { rows } = await c.query<{ slot: number }>(`
+      SELECT (objid::bigint - ${MEMBER_BASE})::int AS slot FROM pg_locks
+      WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = ${LOCK_CLASS}::oid
+        AND objid::bigint >= ${MEMBER_BASE} AND objid::bigint < ${MEMBER_BASE + MEMBER_SLOTS}
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`);
+    return rows.map((r) => r.slot);
+  }
+
+  async function acquired(c: pg.Client, parts: number[]): Promise<void> {
+    for (const p of parts) owned.add(p);
+    // New partitions: their rows below the old scan bound were never looked at.
+    bound.reset();
+    const { rows } = await c.query<{ sink: string }>(BACKLOG_SINKS, [parts]);
+    for (const { sink: name } of rows) {
+      const sink = sinks.get(name);
+      if (!sink) {
+        if (!unknownBacklogSinks.has(name)) {
+          unknownBacklogSinks.add(name);
+          logger.warn({ sink: name }, 'sidekick.deliveries holds events for a sink that is not in the config; they stay there');
+        }
+        continue;
+      }
+      setMode(sink, 'backlog', 'events are waiting in its durable backlog');
+      sink.cursor = 0;
+    }
+    logger.info({ partitions: [...owned].sort((a, b) => a - b) }, 'draining outbox partitions');
+  }
+
+  async function rebalance(c: pg.Client): Promise<void> {
+    nextRebalance = Date.now() + REBALANCE_MS;
+    const live = await liveMembers(c);
+    if (!live.includes(member as number)) throw new Error('lost the member lock');
+    await c.query('DELETE FROM sidekick.drain_idle WHERE member <> ALL ($1::int[])', [live]);
+    const share = Math.ceil(PARTITIONS / live.length);
+    // Give back what is beyond a fair share, once nothing of those partitions is in flight here.
+    const keep = [...owned].filter((p) => !releasing.has(p)).sort((a, b) => a - b);
+    while (keep.length > share) releasing.add(keep.pop() as number);
+    while (keep.length < share && releasing.size > 0) {
+      const p = Math.min(...releasing);
+      releasing.delete(p);
+      keep.push(p);
+    }
+    for (const p of [...releasing]) {
+      if (partLoad[p] !== 0) continue;
+      await c.query('SELECT pg_advisory_unlock($1, $2)', [LOCK_CLASS, p]);
+      releasing.delete(p);
+      owned.delete(p);
+      logger.info({ partition: p, members: live.length }, 'handed an outbox partition over to another instance');
+    }
+    if (owned.size < share) {
+      // Start at an offset per member so that instances starting together do not all fight over 0, 1, 2 …
+      const offset = ((member as number) * 7) % PARTITIONS;
+      const candidates = Array.from({ length: PARTITIONS }, (_, i) => (i + offset) % PARTITIONS).filter((p) => !owned.has(p));
+      const { rows } = await c.query<{ p: number }>(
+        'SELECT p FROM unnest($2::int[]) WITH ORDINALITY AS t(p, o) WHERE pg_try_advisory_lock($1, p) ORDER BY o LIMIT $3',
+        [LOCK_CLASS, candidates, share - owned.size]);
+      if (rows.length > 0) await acquired(c, rows.map((r) => r.p));
+    }
+    metrics?.outboxPartitions.set(owned.size);
+  }
+
+  async function setIdle(c: pg.Client, asleep: boolean): Promise<void> {
+    const ttl = Math.round(options.pollInterval * 2 + 2000);
+    await c.query(
+      `UPDATE sidekick.drain_idle SET idle_until = CASE WHEN $2 THEN now() + make_interval(secs => $3::double precision / 1000) END WHERE member = $1`,
+      [member, asleep, ttl]);
+  }
+
+  // ---- connecting ------------------------------------------------------------------------------
+  async function connect(): Promise<pg.Client | undefined> {
+    const c = new pg.Client({ ...params.connection, keepAlive: true, application_name: 'pg-sidekick drain' });
+    c.on('error', (error) => logger.debug({ err: error.message }, 'drain connection error'));
+    await c.connect();
+    try {
+      await c.query('SET synchronous_commit = off');
+      const { rows } = await c.query<{ installed: boolean; version: number | null }>(
+        `SELECT to_regclass('sidekick.outbox') IS NOT NULL AS installed,
+                CASE WHEN to_regclass('sidekick.migrations') IS NOT NULL THEN (SELECT max(id) FROM sidekick.migrations) END AS version`);
+      const latest = listMigrations().at(-1)?.id ?? 0;
+      const info = rows[0] ?? { installed: false, version: null };
+      if (params.install && (!info.installed || (info.version ?? 0) < latest)) {
+        const result = await migrate(c);
+        if (result.applied.length > 0) logger.info({ applied: result.applied }, 'installed the sidekick schema');
+      } else if (!info.installed) {
+        enabled = false;
+        logger.info('the sidekick schema is not installed here: the durable outbox is off (run `sidekick install`, or configure capture:)');
+        await c.end().catch(() => {});
+        return undefined;
+      }
+      const slot = await c.query<{ s: number }>(
+        `SELECT s FROM generate_series(0, ${MEMBER_SLOTS - 1}) AS s WHERE pg_try_advisory_lock($1, ${MEMBER_BASE} + s) LIMIT 1`, [LOCK_CLASS]);
+      if (!slot.rows[0]) throw new Error(`more than ${MEMBER_SLOTS} drain instances on this database`);
+      member = slot.rows[0].s;
+      await c.query('INSERT INTO sidekick.drain_idle (member) VALUES ($1) ON CONFLICT (member) DO UPDATE SET idle_until = NULL', [member]);
+      return c;
+    } catch (error) {
+      await c.end().catch(() => {});
+      throw error;
+    }
+  }
+
+  function resetState(): void {
+    gen++;
+    entries.clear();
+    pending = emptyPending();
+    partLoad.fill(0);
+    owned.clear();
+    releasing.clear();
+    bound.reset();
+    for (const sink of sinks.values()) {
+      sink.memSeqs.clear();
+      sink.cursor = 0;
+      sink.mode = 'live';
+      metrics?.outboxBacklogMode.set({ sink: sink.name }, 0);
+    }
+    idle = 'awake';
+    flagXmax = undefined;
+    member = undefined;
+    nextRebalance = 0;
+    metrics?.outboxPartitions.set(0);
+  }
+
+  async function ensureListener(): Promise<void> {
+    if (listener || listenerStarting) return;
+    listenerStarting = true;
+    const candidate = createListener({
+      connection: params.connection,
+      channels: [WAKE_CHANNEL],
+      logger,
+      applicationName: 'pg-sidekick drain wake-up',
+      onNotification: () => wake(),
+      // After a reconnect, catch up on whatever was committed while the wake-ups were lost.
+      onEvent: (event) => { if (event.type === 'connected') wake(); },
+    });
+    try {
+      await candidate.start();
+      listener = candidate;
+    } catch (error) {
+      logger.warn({ err: errorMessage(error) }, 'cannot LISTEN for outbox wake-ups yet; polling meanwhile');
+    } finally {
+      listenerStarting = false;
+    }
+  }
+
+  // ---- the loop --------------------------------------------------------------------------------
+  /** One round: rebalance, write bookkeeping, feed backlogs, fetch; returns how long to wait. */
+  async function cycle(c: pg.Client): Promise<number> {
+    if (!listener) void ensureListener();
+    if (Date.now() >= nextRebalance && !closing) await rebalance(c);
+    await flush(c);
+    if (!intake || closing) return closing ? 0 : 50;
+    const fed = await feedBacklogs(c);
+    const fetched = await fetchOutbox(c);
+    if (fetched > 0 || fed) {
+      if (idle !== 'awake') {
+        idle = 'awake';
+        await setIdle(c, false);
+      }
+      idleBackoff = 1;
+      return fetched >= batchSize ? 0 : BUSY_DELAY_MS;
+    }
+    if (!isEmpty(pending)) return BUSY_DELAY_MS;
+    if (entries.size >= maxEntries) return BUSY_DELAY_MS;
+    // Nothing to do. Say so (writers NOTIFY from now on), then keep looking until every transaction
+    // that may have missed the flag has ended; only then sleep.
+    if (idle === 'awake') {
+      await setIdle(c, true);
+      idle = 'flagged';
+      flaggedAt = Date.now();
+      flagXmax = undefined;
+      idleBackoff = 1;
+      return 0;
+    }
+    if (idle === 'flagged') {
+      const f = lastFetch as { xmin: bigint; xmax: bigint };
+      if (flagXmax === undefined) flagXmax = f.xmax;
+      if (f.xmin < flagXmax && Date.now() - flaggedAt < options.pollInterval) {
+        idleBackoff = Math.min(idleBackoff * 2, 100);
+        return idleBackoff;
+      }
+      idle = 'asleep';
+    } else {
+      // A safety-net poll found nothing: extend the flag's lease.
+      await setIdle(c, true);
+    }
+    const oldest = entries.values().next().value as Entry | undefined;
+    const checkpointIn = oldest ? Math.max(10, oldest.fetchedAt + options.checkpointAfter - Date.now()) : Number.POSITIVE_INFINITY;
+    return Math.min(options.pollInterval, checkpointIn);
+  }
+
+  async function run(): Promise<void> {
+    let attempt = 0;
+    while (!stopController.signal.aborted) {
+      if (!client) {
+        if (closing) return;
+        try {
+          client = await connect();
+          if (!client) { firstConnect(); return; }
+          attempt = 0;
+          metrics?.outboxConnected.set(1);
+          logger.info({ member }, 'outbox drain connected; catching up');
+          firstConnect();
+        } catch (error) {
+          attempt++;
+          const retryInMs = reconnectDelay(attempt, 30_000);
+          logger.error({ err: errorMessage(error), attempt, retryInMs }, 'outbox drain cannot connect; retrying');
+          await sleep(retryInMs, stopController.signal);
+          continue;
+        }
+      }
+      const c = client;
+      try {
+        const wait = await cycle(c);
+        if (closing) {
+          await flush(c);
+          return;
+        }
+        await waitForWake(wait);
+      } catch (error) {
+        if (closing && stopController.signal.aborted) return;
+        // Whatever failed, the state may no longer match the database: start over from it.
+        logger.error({ err: errorMessage(error) }, 'outbox drain lost its connection or failed; reconnecting and catching up (events in flight may be delivered again)');
+        metrics?.outboxConnected.set(0);
+        client = undefined;
+        resetState();
+        await c.end().catch(() => {});
+        attempt++;
+        await sleep(reconnectDelay(attempt, 30_000), stopController.signal);
+      }
+    }
+  }
+
+  return {
+    get status() {
+      return { enabled, connected: client !== undefined, listening: listener?.connected ?? false, partitions: [...owned].sort((a, b) => a - b) };
+    },
+    start() {
+      loop ??= run().catch((error) => logger.error({ err: errorMessage(error) }, 'outbox drain stopped unexpectedly'));
+      return Promise.race([firstConnected, loop]);
+    },
+    async stopIntake() {
+      intake = false;
+      wake();
+    },
+    close() {
+      closed ??= (async () => {
+        intake = false;
+        closing = true;
+        wake();
+        if (loop) {
+          // The loop writes the last acknowledgements and returns; don't wait forever on a dead database.
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([loop, new Promise<void>((resolve) => { timer = setTimeout(resolve, 10_000); })]);
+          clearTimeout(timer);
+        }
+        stopController.abort();
+        wakeUp?.();
+        if (resultTimer) clearTimeout(resultTimer);
+        await listener?.stop();
+        const c = client;
+        client = undefined;
+        if (c) {
+          await c.query('DELETE FROM sidekick.drain_idle WHERE member = $1', [member]).catch(() => {});
+          await c.end().catch(() => {});
+        }
+        metrics?.outboxConnected.set(0);
+        metrics?.outboxPartitions.set(0);
+        await loop;
+      })();
+      return closed;
+    },
+  };
+}

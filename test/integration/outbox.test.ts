@@ -1,0 +1,82 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Bridge } from '../../src/bridge.js';
+import { capture, install, startBridge } from '../support/bridge.js';
+import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
+import { createMemorySinks } from '../support/memory-sink.js';
+
+describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', () => {
+  let db: TestDatabase | undefined;
+  let bridge: Bridge | undefined;
+  afterEach(async () => {
+    await bridge?.stop();
+    bridge = undefined;
+    await db?.drop();
+    db = undefined;
+  });
+
+  it('delivers INSERT, UPDATE and DELETE envelopes with every field, in commit order', async () => {
+    db = await createTestDatabase();
+    const c = await db.client();
+    await install(c);
+    await c.query('CREATE TABLE orders (id int PRIMARY KEY, status text, secret text)');
+    await capture(c, [{ table: 'public.orders', columns: { insert: '*', update: ['id', 'status'], delete: ['id'] } }]);
+    const memory = createMemorySinks();
+    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: 'public.*', to: 'out' }] }, [memory.definition]);
+    await c.query(`INSERT INTO orders VALUES (1, 'new', 's1')`);
+    await c.query(`UPDATE orders SET status = 'paid' WHERE id = 1`);
+    await c.query(`DELETE FROM orders WHERE id = 1`);
+    const out = memory.get('out');
+    await waitFor(() => out.received.length >= 3, '3 row changes');
+    const [ins, upd, del] = out.received;
+    expect(ins).toMatchObject({ source: 'table', channel: 'public.orders', op: 'INSERT', schema: 'public', table: 'orders', key: '1', new: { id: 1, status: 'new', secret: 's1' }, old: null });
+    expect(upd).toMatchObject({ op: 'UPDATE', key: '1', new: { id: 1, status: 'paid' }, old: { id: 1, status: 'new' } });
+    expect(upd?.new).not.toHaveProperty('secret');
+    expect(del).toMatchObject({ op: 'DELETE', key: '1', new: null, old: { id: 1 } });
+    expect(Number(ins?.id)).toBeLessThan(Number(upd?.id));
+    expect(Number(upd?.id)).toBeLessThan(Number(del?.id));
+    expect(ins?.txid).toMatch(/^\d+$/);
+    expect(Number.isFinite(Date.parse(ins?.at ?? ''))).toBe(true);
+    // Delivered everywhere: the outbox is empty again.
+    await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.outbox')).rows[0].n === 0, 'an empty outbox');
+  });
+
+  it('encodes composite keys as a JSON array and pairs multi-row UPDATEs (also when the key changes)', async () => {
+    db = await createTestDatabase();
+    const c = await db.client();
+    await install(c);
+    await c.query('CREATE TABLE "MixedCase" (a int, b text, v int, PRIMARY KEY (a, b))');
+    await c.query(`INSERT INTO "MixedCase" SELECT g, 'k' || g, 0 FROM generate_series(1, 50) g`);
+    await capture(c, [{ table: 'public.MixedCase' }]);
+    const memory = createMemorySinks();
+    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    await c.query('UPDATE "MixedCase" SET v = a * 10, a = a + 1000');
+    const out = memory.get('out');
+    await waitFor(() => out.received.length >= 50, '50 updates');
+    for (const e of out.received) {
+      const oldRow = e.old as { a: number; b: string; v: number };
+      const newRow = e.new as { a: number; b: string; v: number };
+      expect(newRow.a).toBe(oldRow.a + 1000);
+      expect(newRow.b).toBe(oldRow.b);
+      expect(newRow.v).toBe(oldRow.a * 10);
+      expect(e.key).toBe(JSON.stringify([newRow.a, newRow.b]).replace(',', ', '));
+    }
+  });
+
+  it('delivers sidekick.publish() events only when the transaction commits', async () => {
+    db = await createTestDatabase();
+    const c = await db.client();
+    await install(c);
+    const memory = createMemorySinks();
+    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: 'jobs', to: 'out' }] }, [memory.definition]);
+    await c.query('BEGIN');
+    await c.query(`SELECT sidekick.publish('jobs', '{"n": 1}')`);
+    await c.query('ROLLBACK');
+    const { rows } = await c.query(`SELECT sidekick.publish('jobs', '{"n": 2}', 'k2') AS id`);
+    const out = memory.get('out');
+    await waitFor(() => out.received.length >= 1, 'the published event');
+    expect(out.received[0]).toMatchObject({ id: String(rows[0].id), source: 'publish', channel: 'jobs', key: 'k2', payload: { n: 2 } });
+    // Only the committed one, ever.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(out.received).toHaveLength(1);
+  });
+});
