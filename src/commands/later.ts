@@ -80,6 +80,8 @@ export async function laterCommand(argv: readonly string[], io: CommandIO): Prom
     sinks: { [LATER_PROGRAM]: { type: 'later', ...(options.allow.length > 0 && { allow: options.allow }) } },
     routes: [{ from: escapeGlob(options.channel), to: LATER_PROGRAM }],
     scheduler: { enabled: true },
+    // pglater only schedules: the outbox belongs to the bridge (`sidekick run`), not to this program.
+    outbox: { enabled: false },
   }, { sinks: sinkDefinitions, env: io.env, file: 'command line' });
   const logger = laterLogger(options, io.stderr);
   if (options.verbose) say(`Listening on channel ${options.channel}`);
