@@ -38,6 +38,8 @@ class SchemaMissing extends SidekickError {
 }
 
 const CLEANUP_EVERY_MS = 60_000;
+// When every connection has been inside one batch this long (slow actions), a helper joins.
+const SLOW_MS = 1_000;
 const CLEANUP_CHUNK = 10_000;
 const PLAN_CHUNK = 100;
 
@@ -58,7 +60,14 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   let listening = false;
   let schemaOk = false;
   let healthy = false;
-  let workers: Promise<void>[] = [];
+  const workers = new Set<Promise<void>>();
+  // Extra connections for when every worker is held up by slow actions (at most maxHelpers).
+  const maxHelpers = Math.max(2, config.concurrency * 2);
+  const busySince = new Map<number, number>();
+  let helpers = 0;
+  let nextIndex = config.concurrency;
+  let slowLogged = false;
+  let supervisor: NodeJS.Timeout | undefined;
   let stopping: Promise<void> | undefined;
   let lastCleanup = 0;
   let lastPlan = 0;
@@ -69,7 +78,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   const active = new Set<pg.PoolClient>();
   const guarded = new WeakSet<pg.PoolClient>();
 
+  // Counts wake-ups, so one that arrives while a worker asks for the next due time is not lost.
+  let wakes = 0;
   function wake(): void {
+    wakes++;
     planPending = true;
     for (const w of [...sleepers]) w();
   }
@@ -164,7 +176,44 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     return Math.min(config.pollInterval, Math.max(0, Math.ceil(ms) + 1));
   }
 
-  async function worker(index: number, p: pg.Pool): Promise<void> {
+  function spawn(index: number, p: pg.Pool, helper: boolean): void {
+    const w = worker(index, p, helper).finally(() => workers.delete(w));
+    workers.add(w);
+  }
+
+  /**
+   * A slow action holds up its worker (and the rest of its batch). So that it cannot hold up jobs
+   * that come due meanwhile, a helper worker is added while every worker has been busy for SLOW_MS;
+   * a helper leaves as soon as it finds nothing due.
+   */
+  function superviseSlowness(p: pg.Pool): void {
+    if (lifetime.signal.aborted || !schemaOk) return;
+    const now = Date.now();
+    let stuck = 0;
+    for (const since of busySince.values()) if (now - since > SLOW_MS) stuck++;
+    if (stuck < config.concurrency + helpers) {
+      if (stuck === 0) slowLogged = false;
+      return;
+    }
+    if (helpers >= maxHelpers) return;
+    if (!slowLogged) {
+      slowLogged = true;
+      logger.warn({ busyForMs: SLOW_MS, connections: config.concurrency + helpers }, 'every scheduler connection is busy with slow actions; adding helper connections for jobs that come due meanwhile');
+    }
+    helpers++;
+    spawn(nextIndex++, p, true);
+  }
+
+  async function worker(index: number, p: pg.Pool, helper = false): Promise<void> {
+    try {
+      await workerLoop(index, p, helper);
+    } finally {
+      busySince.delete(index);
+      if (helper) helpers--;
+    }
+  }
+
+  async function workerLoop(index: number, p: pg.Pool, helper: boolean): Promise<void> {
     let failures = 0;
     while (!lifetime.signal.aborted) {
       try {
@@ -199,6 +248,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
           client.on('error', () => {});
         }
         active.add(client);
+        busySince.set(index, Date.now());
         let result;
         try {
           result = await runBatch(client, {
@@ -211,12 +261,17 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
           active.delete(client);
           client.release(error as Error);
           throw error;
+        } finally {
+          busySince.delete(index);
         }
         if (failures > 0) logger.info({ worker: index }, 'scheduler recovered');
         failures = 0;
         healthy = true;
         if (result.claimed > 0) continue;
-        await nap(await nextWait(p));
+        if (helper) return;
+        const seen = wakes;
+        const waitMs = await nextWait(p);
+        if (wakes === seen) await nap(waitMs);
       } catch (error) {
         if (lifetime.signal.aborted) return;
         failures++;
@@ -226,6 +281,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
         if (failures === 1 || failures % 10 === 0) {
           logger.error({ worker: index, err: errorMessage(error), code: (error as { code?: string }).code, failures, retryInMs }, 'scheduler failed; retrying');
         }
+        if (helper) return;
         await sleep(retryInMs, lifetime.signal);
       }
     }
@@ -236,19 +292,22 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     wake,
     async start() {
       if (pool) throw new Error('scheduler already started');
-      pool = new pg.Pool({ ...options.connection, max: config.concurrency + 1, application_name: 'pg-sidekick scheduler', keepAlive: true });
+      pool = new pg.Pool({ ...options.connection, max: config.concurrency + maxHelpers + 1, application_name: 'pg-sidekick scheduler', keepAlive: true });
       // An idle client that dies is dropped by the pool; the next query opens a new one.
       pool.on('error', (error) => logger.debug({ err: errorMessage(error) }, 'idle scheduler connection closed'));
       const p = pool;
-      workers = Array.from({ length: config.concurrency }, (_, i) => worker(i, p));
+      for (let i = 0; i < config.concurrency; i++) spawn(i, p, false);
+      supervisor = setInterval(() => superviseSlowness(p), 250);
+      supervisor.unref();
     },
     stop(timeoutMs = 10_000) {
       stopping ??= (async () => {
         lifetime.abort();
+        clearInterval(supervisor);
         for (const w of [...sleepers]) w();
         await listener?.stop();
         let timer: NodeJS.Timeout | undefined;
-        const all = Promise.all(workers);
+        const all = Promise.all([...workers]);
         const finished = await Promise.race([
           all.then(() => true),
           new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); }),

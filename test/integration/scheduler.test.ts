@@ -50,6 +50,18 @@ describe('scheduler (real PostgreSQL)', () => {
     expect(rows.map((r) => r.job)).toEqual([0, 1]);
   });
 
+  it('slow actions holding every connection do not hold up jobs that come due meanwhile', async () => {
+    const url = await setup();
+    await stack.scheduler(url, { concurrency: 2, batchSize: 1 }).start();
+    await c.query(`INSERT INTO sidekick.schedules (run_at, sql) VALUES (now(), 'SELECT pg_sleep(4)'), (now(), 'SELECT pg_sleep(4)')`);
+    await waitFor(async () => (await count(c, `SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND state = 'active' AND datname = current_database() AND pid <> pg_backend_pid()`)) === 2, 'both sleepers running');
+    await c.query(`INSERT INTO sidekick.schedules (run_at, sql) VALUES (now() + interval '500 milliseconds', 'INSERT INTO hits (job) VALUES (1)')`);
+    const t0 = Date.now();
+    await waitFor(async () => (await count(c, 'SELECT 1 FROM hits')) === 1, 'the job due meanwhile', 10_000, 20);
+    // A helper connection joined after about a second; the sleepers still had ~2.5 s to go.
+    expect(Date.now() - t0).toBeLessThan(2_500);
+  });
+
   it('a cron schedule with seconds runs every second', async () => {
     const url = await setup();
     await addSchedule(c, { name: 'tick', cron: '* * * * * *', sql: 'INSERT INTO hits (job) VALUES (1)' });
