@@ -50,7 +50,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 STATE=${SIDEKICK_SERVICES_DIR:-$ROOT/.services}
-ALL_SERVICES=(pg redis rabbitmq kafka)
+ALL_SERVICES=(pg redis rabbitmq kafka tools)
 
 HOST=127.0.0.1
 PG_PORT=55432
@@ -445,6 +445,7 @@ parse_names() {
       redis) NAMES+=(redis) ;;
       rabbitmq | rabbit | amqp) NAMES+=(rabbitmq) ;;
       kafka) NAMES+=(kafka) ;;
+      tools) NAMES+=(tools) ;;
       *) die "unknown service '$n' (expected: ${ALL_SERVICES[*]})" ;;
     esac
   done
@@ -462,6 +463,15 @@ prepare_state() {
   flock -w 600 9 || die "timed out waiting for $STATE/.lock (another services.sh running?)"
 }
 
+# ---------------------------------------------------------------------------------------------
+# Tools the tests use that are not services: docker-compose (v1, Debian) validates
+# docker-compose.yml offline — no engine needed for `docker-compose config -q`.
+
+tools_up() {
+  if command -v docker-compose >/dev/null 2>&1; then say "tools: docker-compose present"; return 0; fi
+  ensure_packages tools docker-compose
+}
+
 cmd_up() {
   parse_names "$@"
   prepare_state
@@ -472,6 +482,7 @@ cmd_up() {
       redis) redis_up ;;
       rabbitmq) rabbit_up ;;
       kafka) kafka_up ;;
+      tools) tools_up ;;
     esac || failed+=("$n")
   done
   write_env
@@ -488,6 +499,7 @@ cmd_down() {
       redis) redis_down ;;
       rabbitmq) rabbit_down ;;
       kafka) kafka_down ;;
+      tools) : ;;
     esac || failed+=("$n")
   done
   write_env

@@ -2,10 +2,13 @@ import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { createDispatcher, sleep, type Dispatcher } from './dispatcher.js';
 import { errorMessage } from './errors.js';
-import { createMetrics, type Metrics } from './metrics.js';
+import { createHttpServer, type HttpServer, type Readiness } from './http.js';
+import { createMetrics, createSampledGauge, type Metrics } from './metrics.js';
 import { connectionConfig, describeConnection } from './pg/connection.js';
 import { reconnectDelay } from './pg/listener.js';
+import { createStatsClient, type StatsClient } from './pg/stats.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
+import { createReadinessChecks, type ReadinessCheck } from './readiness.js';
 import { createRouter } from './router.js';
 import { createSchedulerMetrics } from './scheduler/metrics.js';
 import { createScheduler, type Scheduler } from './scheduler/scheduler.js';
@@ -13,10 +16,7 @@ import type { Sink } from './sink.js';
 import { createNotifySource } from './source/notify.js';
 import { createOutboxSource, type OutboxStatus } from './source/outbox.js';
 
-export interface Readiness {
-  readonly ready: boolean;
-  readonly checks: Readonly<Record<string, boolean>>;
-}
+export type { Readiness } from './http.js';
 
 export interface Bridge {
   readonly pipeline: Pipeline;
@@ -28,6 +28,15 @@ export interface Bridge {
   /** Stops taking events, finishes in-flight deliveries (up to `shutdown.timeout`), closes everything. Idempotent. */
   stop(): Promise<void>;
   readiness(): Readiness;
+  /**
+   * Adds a check to /readyz, e.g. `outbox` → "the drain loop turned within its interval" (see
+   * createHeartbeat in readiness.ts). Returns a function that removes it.
+   */
+  registerReadinessCheck(name: string, check: ReadinessCheck): () => void;
+  /** The /metrics endpoint when `http` is enabled (its address() tells the bound port). */
+  readonly http: HttpServer | undefined;
+  /** Short scrape-time queries (one pooled connection, closed when idle) for gauges read from the database. */
+  readonly stats: StatsClient;
 }
 
 /**
@@ -78,6 +87,8 @@ export function createBridge(params: {
   const connection = params.connection ?? connectionConfig(config.database);
   const lifetime = new AbortController();
   const started = new Map<string, () => boolean>();
+  const readinessChecks = createReadinessChecks();
+  const stats = createStatsClient({ connection, logger });
   const dispatchers = new Map<string, Dispatcher>();
   for (const entry of config.sinks) {
     const raw = entry.definition.create(entry.options as never, {
@@ -86,6 +97,7 @@ export function createBridge(params: {
     });
     const gated = startInBackground(raw, lifetime.signal, logger);
     started.set(entry.name, gated.started);
+    readinessChecks.register(`sink:${entry.name}`, gated.started);
     dispatchers.set(entry.name, createDispatcher({ sink: gated.sink, options: entry.dispatch, logger, metrics }));
   }
   const router = createRouter(config.routes);
@@ -102,14 +114,41 @@ export function createBridge(params: {
   const scheduler: Scheduler | undefined = config.scheduler.enabled
     ? createScheduler({ connection, config: config.scheduler, logger, metrics: createSchedulerMetrics(metrics.registry) })
     : undefined;
+  if (notify) readinessChecks.register('listener', () => notify.listener.connected);
+  if (scheduler) readinessChecks.register('scheduler', () => scheduler.ready);
+  if (outbox) {
+    // With `enabled: auto` the drain may switch itself off (no schema): then it is not a reason to be unready.
+    readinessChecks.register('outbox', () => !outbox.status.enabled || outbox.status.connected);
+    readinessChecks.register('outbox-wakeup', () => !outbox.status.enabled || outbox.status.listening);
+  }
   let stopping: Promise<void> | undefined;
   let sourceLoop: Promise<void> | undefined;
+  // Fails /readyz from the first signal on, so an orchestrator stops routing to a bridge on its way out.
+  readinessChecks.register('running', () => stopping === undefined);
+
+  // Cluster-wide: how full the NOTIFY queue is (0–1). Near 1, NOTIFY starts failing in every
+  // session of the server — usually because some session LISTENs and never reads.
+  createSampledGauge(metrics, {
+    name: 'sidekick_notification_queue_usage',
+    help: 'pg_notification_queue_usage(): fraction of the server\'s NOTIFY queue in use (read on scrape).',
+  }, async (set) => {
+    const rows = await stats.query<{ usage: number }>('SELECT pg_notification_queue_usage() AS usage');
+    set(Number(rows[0]?.usage ?? Number.NaN));
+  }, logger);
+
+  const http = config.http.enabled
+    ? createHttpServer({ host: config.http.host, port: config.http.port, registry: metrics.registry, readiness: () => readinessChecks.evaluate(), logger })
+    : undefined;
 
   return {
     pipeline,
     metrics,
     get outbox() { return outbox?.status; },
+    http,
+    stats,
     async start() {
+      // First, so /healthz answers and /readyz says why the bridge is not ready while it connects.
+      await http?.start();
       // The scheduler retries its database connection in the background, like the sinks.
       if (scheduler) await scheduler.start();
       const outboxStarted = outbox?.start();
@@ -145,19 +184,17 @@ export function createBridge(params: {
         await Promise.all([...dispatchers.values()].map((d) => d.sink.stop().catch((error) => {
           logger.warn({ sink: d.sink.name, err: errorMessage(error) }, 'sink did not stop cleanly');
         })));
+        await stats.close();
+        // Last: /metrics and /readyz (503) stay up while the bridge drains.
+        await http?.stop();
       })();
       return stopping;
     },
     readiness() {
-      const checks: Record<string, boolean> = {};
-      if (notify) checks.listener = notify.listener.connected;
-      if (scheduler) checks.scheduler = scheduler.ready;
-      if (outbox?.status.enabled) {
-        checks.outbox = outbox.status.connected;
-        checks['outbox-wakeup'] = outbox.status.listening;
-      }
-      for (const [name, ok] of started) checks[`sink:${name}`] = ok();
-      return { ready: Object.values(checks).every(Boolean), checks };
+      return readinessChecks.evaluate();
+    },
+    registerReadinessCheck(name, check) {
+      return readinessChecks.register(name, check);
     },
   };
 }

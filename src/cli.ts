@@ -18,12 +18,20 @@ import {
   scheduleRunNowCommand, type AddOptions,
 } from './commands/schedule.js';
 import { triggersCommand } from './commands/triggers.js';
-import { ConfigError } from './errors.js';
+import { SidekickError } from './errors.js';
 import { VERSION } from './version.js';
 
 const DEFAULT_CONFIG = process.env.SIDEKICK_CONFIG ?? 'sidekick.yaml';
 
+let io: CommandIO | undefined;
+
+/**
+ * The first SIGINT/SIGTERM aborts `signal`: the command stops gracefully (the bridge finishes
+ * in-flight deliveries up to shutdown.timeout, then exits 0). A second one exits 130 at once, for
+ * when a graceful stop takes longer than a person or an orchestrator wants to wait.
+ */
 function processIO(): CommandIO {
+  if (io) return io;
   const controller = new AbortController();
   let signals = 0;
   const onSignal = (name: NodeJS.Signals) => {
@@ -31,13 +39,20 @@ function processIO(): CommandIO {
     if (signals === 1) {
       controller.abort(new Error(name));
     } else {
-      process.stderr.write(`${name} again: exiting now\n`);
+      process.stderr.write(`sidekick: ${name} again: exiting now without finishing in-flight deliveries\n`);
       process.exit(130);
     }
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  return { stdout: process.stdout, stderr: process.stderr, env: process.env, signal: controller.signal };
+  // A promise rejected with nobody listening is a bug somewhere (often in a client library after a
+  // lost connection). It must not end a bridge that recovers from lost connections: say it loudly
+  // and keep running.
+  process.on('unhandledRejection', (reason) => {
+    process.stderr.write(`sidekick: unhandled promise rejection (a bug; kept running): ${(reason as Error)?.stack ?? String(reason)}\n`);
+  });
+  io = { stdout: process.stdout, stderr: process.stderr, env: process.env, signal: controller.signal };
+  return io;
 }
 
 async function exitWith(run: () => Promise<number>): Promise<never> {
@@ -45,7 +60,9 @@ async function exitWith(run: () => Promise<number>): Promise<never> {
   try {
     code = await run();
   } catch (error) {
-    if (error instanceof ConfigError) {
+    // Our own errors (a broken config, a port in use …) carry a message meant for the user;
+    // anything else is unexpected and gets its stack.
+    if (error instanceof SidekickError) {
       process.stderr.write(`sidekick: ${error.message}\n`);
       code = 1;
     } else {

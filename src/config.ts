@@ -103,6 +103,11 @@ const baseSchema = z.strictObject({
   log: z.strictObject({
     /** trace | debug | info | warn | error | fatal. Default: LOG_LEVEL or info. */
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
+    /**
+     * json (one JSON line per event) | pretty (human-readable) | auto: pretty when stderr is a
+     * terminal, else json. Default: LOG_FORMAT or auto.
+     */
+    format: z.enum(['auto', 'json', 'pretty']).optional(),
   }).prefault({}),
   shutdown: z.strictObject({
     /** How long a stop waits for in-flight deliveries. Default 10s. */
@@ -110,7 +115,29 @@ const baseSchema = z.strictObject({
   }).prefault({}),
   /** The scheduler (durable schedules, pglater jobs); see src/scheduler/config.ts. Default: off unless a `later` sink exists. */
   scheduler: schedulerSchema.optional(),
+  /**
+   * The operations endpoint: /metrics (Prometheus), /healthz, /readyz. Off when this key is absent;
+   * `http: {}` serves it on 127.0.0.1:9187.
+   */
+  http: z.strictObject({
+    /** Set false to keep the section but not serve. Default true. */
+    enabled: z.boolean().default(true),
+    /** Address to bind. Default 127.0.0.1 (loopback); 0.0.0.0 in a container so probes and Prometheus reach it. */
+    host: z.string().min(1).default('127.0.0.1'),
+    /** TCP port; 0 picks a free one. A numeric string is accepted (for `${PORT}`). Default 9187. */
+    port: z.union([z.number(), z.string().regex(/^\d+$/, 'expected a port number').transform(Number)])
+      .pipe(z.number().int().min(0).max(65_535)).default(9187),
+  }).optional(),
 });
+
+/** The http section once parsed; `enabled` is false when the section is absent. */
+export interface HttpOptions {
+  readonly enabled: boolean;
+  readonly host: string;
+  readonly port: number;
+}
+
+const HTTP_OFF: HttpOptions = { enabled: false, host: '127.0.0.1', port: 9187 };
 
 export interface SinkEntry {
   readonly name: string;
@@ -128,9 +155,10 @@ export interface Config {
   readonly outbox: OutboxOptions;
   readonly sinks: readonly SinkEntry[];
   readonly routes: readonly { from: readonly string[]; to: readonly string[] }[];
-  readonly log: { readonly level: string | undefined };
+  readonly log: { readonly level: string | undefined; readonly format: 'auto' | 'json' | 'pretty' | undefined };
   readonly shutdown: { readonly timeout: number };
   readonly scheduler: SchedulerConfig;
+  readonly http: HttpOptions;
 }
 
 export interface ParseOptions {
@@ -247,6 +275,7 @@ export function parseConfig(document: unknown, options: ParseOptions): Config {
     log: base.data.log,
     shutdown: base.data.shutdown,
     scheduler: resolveScheduler(base.data.scheduler, sinks.some((s) => s.type === 'later')),
+    http: base.data.http ?? HTTP_OFF,
   }) as Config;
 }
 

@@ -1,4 +1,7 @@
+import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { errorMessage } from './errors.js';
+import { VERSION } from './version.js';
 
 /**
  * Every counter the bridge keeps, in one registry per bridge (tests run several bridges in one
@@ -8,7 +11,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
   const registers = [registry];
-  return {
+  const metrics = {
     registry,
     received: new Counter({ name: 'sidekick_events_received_total', help: 'Events picked up from PostgreSQL, per source and channel.', labelNames: ['source', 'channel'], registers }),
     unrouted: new Counter({ name: 'sidekick_events_unrouted_total', help: 'Events that matched no route.', labelNames: ['channel'], registers }),
@@ -29,7 +32,53 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     outboxPartitions: new Gauge({ name: 'sidekick_outbox_partitions', help: 'Key partitions of the outbox this instance drains (of 16, shared by all instances).', registers }),
     outboxSpilled: new Counter({ name: 'sidekick_outbox_spilled_total', help: 'Events moved to a sink\'s durable backlog because the sink was slow, failing or holding them long.', labelNames: ['sink'], registers }),
     outboxBacklogMode: new Gauge({ name: 'sidekick_outbox_sink_backlogged', help: '1 while a sink is fed from its durable backlog instead of live.', labelNames: ['sink'], registers }),
+    buildInfo: new Gauge({ name: 'sidekick_build_info', help: 'Always 1; the labels say which pg-sidekick runs.', labelNames: ['version', 'node'], registers }),
+    sampleErrors: new Counter({ name: 'sidekick_metric_read_errors_total', help: 'Scrape-time reads that failed (database unreachable or too slow); that sample is left out or NaN.', labelNames: ['metric'], registers }),
   };
+  metrics.buildInfo.set({ version: VERSION, node: process.versions.node }, 1);
+  return metrics;
+}
+
+/**
+ * A gauge whose values are read when /metrics is scraped (a database query, say) instead of being
+ * kept up to date. `read` calls `set` for each sample. A read that fails or times out never fails the
+ * scrape: the gauge is left without samples (NaN when it has no labels), the failure is counted in
+ * sidekick_metric_read_errors_total and logged once a minute at most.
+ */
+export function createSampledGauge<L extends string = never>(
+  metrics: Metrics,
+  config: { name: string; help: string; labelNames?: readonly L[] },
+  read: (set: (value: number, labels?: Partial<Record<L, string>>) => void) => Promise<void>,
+  logger?: Logger,
+): Gauge<L> {
+  let lastLogged = 0;
+  const name = config.name;
+  return new Gauge<L>({
+    name,
+    help: config.help,
+    labelNames: config.labelNames ?? [],
+    registers: [metrics.registry],
+    async collect() {
+      const samples: [number, Partial<Record<L, string>> | undefined][] = [];
+      try {
+        await read((value, labels) => { samples.push([value, labels]); });
+      } catch (error) {
+        metrics.sampleErrors.inc({ metric: name });
+        if (Date.now() - lastLogged > 60_000) {
+          lastLogged = Date.now();
+          logger?.warn({ metric: name, err: errorMessage(error) }, 'cannot read a metric for /metrics; leaving it out');
+        }
+        this.reset();
+        if ((config.labelNames ?? []).length === 0) this.set(Number.NaN);
+        return;
+      }
+      this.reset();
+      for (const [value, labels] of samples) {
+        if (labels) this.set(labels as never, value);
+        else this.set(value);
+      }
+    },
+  });
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { sleep } from '../dispatcher.js';
 import { errorMessage, SidekickError } from '../errors.js';
 import { createListener, reconnectDelay, type Listener } from '../pg/listener.js';
+import { createHeartbeat } from '../readiness.js';
 import type { SchedulerConfig } from './config.js';
 import { runBatch } from './executor.js';
 import type { SchedulerMetrics } from './metrics.js';
@@ -55,6 +56,8 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   const maxBackoff = options.maxBackoffMs ?? 30_000;
   const lifetime = new AbortController();
   const nonTransactional = new Set<string>();
+  // A loop that hangs (a query stuck on a lock, a lost promise) must make /readyz fail.
+  const heartbeat = createHeartbeat(Math.max(30_000, 3 * config.pollInterval));
   let pool: pg.Pool | undefined;
   let listener: Listener | undefined;
   let listening = false;
@@ -267,6 +270,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
         if (failures > 0) logger.info({ worker: index }, 'scheduler recovered');
         failures = 0;
         healthy = true;
+        heartbeat.beat();
         if (result.claimed > 0) continue;
         if (helper) return;
         const seen = wakes;
@@ -288,7 +292,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   }
 
   return {
-    get ready() { return schemaOk && healthy; },
+    get ready() { return schemaOk && healthy && heartbeat.alive(); },
     wake,
     async start() {
       if (pool) throw new Error('scheduler already started');

@@ -24,9 +24,10 @@ export function setup(): void {
   const services = wantedServices();
   const missing = services.filter((s) => !process.env[SERVICE_ENV_KEY[s]]);
   if (missing.length === 0) return;
+  // 'tools': docker-compose, which the compose test uses to validate docker-compose.yml offline.
   // Synchronous with inherited stdio: the progress lines show, and tests start only after it.
   // Bounded: a first run on a clean machine installs packages (≈ 30 s), a rerun takes ≈ 50 ms.
-  execFileSync('bash', [join(REPO_ROOT, 'scripts', 'services.sh'), 'up', ...missing], {
+  execFileSync('bash', [join(REPO_ROOT, 'scripts', 'services.sh'), 'up', ...missing, 'tools'], {
     cwd: REPO_ROOT,
     stdio: 'inherit',
     timeout: 10 * 60_000,
