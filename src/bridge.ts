@@ -116,11 +116,6 @@ export function createBridge(params: {
     : undefined;
   if (notify) readinessChecks.register('listener', () => notify.listener.connected);
   if (scheduler) readinessChecks.register('scheduler', () => scheduler.ready);
-  if (outbox) {
-    // With `enabled: auto` the drain may switch itself off (no schema): then it is not a reason to be unready.
-    readinessChecks.register('outbox', () => !outbox.status.enabled || outbox.status.connected);
-    readinessChecks.register('outbox-wakeup', () => !outbox.status.enabled || outbox.status.listening);
-  }
   let stopping: Promise<void> | undefined;
   let sourceLoop: Promise<void> | undefined;
   // Fails /readyz from the first signal on, so an orchestrator stops routing to a bridge on its way out.
@@ -151,7 +146,13 @@ export function createBridge(params: {
       await http?.start();
       // The scheduler retries its database connection in the background, like the sinks.
       if (scheduler) await scheduler.start();
-      const outboxStarted = outbox?.start();
+      // With `enabled: auto` the drain switches itself off when there is no schema: its checks join
+      // /readyz only when it runs.
+      const outboxStarted = outbox?.start().then(() => {
+        if (!outbox.status.enabled) return;
+        readinessChecks.register('outbox', () => outbox.status.connected);
+        readinessChecks.register('outbox-wakeup', () => outbox.status.listening);
+      });
       if (notify) {
         logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
         // The first connection is retried too: a database that is not up yet must not end the bridge.
