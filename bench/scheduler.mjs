@@ -151,7 +151,7 @@ async function lagStats(c) {
   const { rows } = await c.query(`SELECT count(*)::int AS n,
       percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99, max(ms) AS max
     FROM (SELECT extract(epoch FROM at - due) * 1000 AS ms FROM lag) q`);
-  return { n: rows[0].n, p50: rows[0].p50, p99: rows[0].p99, max: rows[0].max };
+  return { n: rows[0].n, p50: Number(rows[0].p50), p99: Number(rows[0].p99), max: Number(rows[0].max) };
 }
 
 /** Calls `produce(i)` at RATE per second for `seconds`, on schedule (no drift). */
@@ -258,7 +258,7 @@ const lagRow = (label, xs) => {
   const p50 = median(xs.map((x) => x.p50));
   const p99 = median(xs.map((x) => x.p99));
   const max = median(xs.map((x) => x.max));
-  return `| ${label} | ${xs[0].n} | ${fmt(p50, 1)} | ${fmt(p99, 1)} | ${fmt(max, 1)} |`;
+  return `| ${label} | ${RATE} | ${xs[0].n} | ${fmt(p50, 1)} | ${fmt(p99, 1)} | ${fmt(max, 1)} |`;
 };
 const table = `## Scheduler
 
@@ -278,8 +278,8 @@ every job ran exactly once (checked).
 
 **Timing error at ${RATE} jobs/s for ${seconds} s**: start of the job's statement minus its due time, in ms.
 
-| path | jobs | p50 | p99 | max |
-|---|---:|---:|---:|---:|
+| path | jobs/s | jobs | p50 ms | p99 ms | max ms |
+|---|---:|---:|---:|---:|---:|
 ${lagRow(`baseline: in-process setTimeout at the due time, then the INSERT`, results.timer)}
 ${lagRow(`scheduler: rows inserted into sidekick.schedules, due ${DELAY_MS} ms later`, results.sched)}
 ${lagRow('pglater channel through the bridge: "1 <sql>" notifications (includes NOTIFY delivery)', results.pglater)}
