@@ -2,6 +2,7 @@ import type { SinkDefinition } from '../src/sink.js';
 import { amqpSink } from './amqp/index.js';
 import { kafkaSink } from './kafka/index.js';
 import { redisStreamSink } from './redis-stream/index.js';
+import { laterSink } from './later/index.js';
 import { stdoutSink } from './stdout/index.js';
 import { webhookSink } from './webhook/index.js';
 
@@ -12,4 +13,5 @@ export const sinkDefinitions: readonly SinkDefinition[] = [
   kafkaSink as unknown as SinkDefinition,
   amqpSink as unknown as SinkDefinition,
   redisStreamSink as unknown as SinkDefinition,
+  laterSink as unknown as SinkDefinition,
 ];
