@@ -13,6 +13,7 @@ import type { CommandIO } from './commands/io.js';
 import { installCommand } from './commands/install.js';
 import { listenCommand } from './commands/listen.js';
 import { runCommand } from './commands/run.js';
+import { statusCommand } from './commands/status.js';
 import { triggersCommand } from './commands/triggers.js';
 import { uninstallCommand } from './commands/uninstall.js';
 import { SidekickError } from './errors.js';
@@ -157,6 +158,13 @@ export function buildProgram(io: () => CommandIO): Command {
     .argument('[ids...]', 'dead-letter ids (the ID column of dlq list)')
     .option('--all', 'every dead letter (of --sink, if given)')
     .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) => exitWith(() => dlqPurgeCommand({ ...opts, ids }, io())));
+
+  program.command('status')
+    .description('backlog, oldest event, per-sink backlog and dead letters, due schedules, bridge connections (exit 1 if unreachable or not installed)')
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('-c, --config <file>', 'take the database (and the sink names) from this config file')
+    .option('--json', 'machine-readable JSON instead of tables')
+    .action((opts: { database?: string; config?: string; json?: boolean }) => exitWith(() => statusCommand(opts, io())));
 
   program.command('demo')
     .description('zero-setup demo: embedded PostgreSQL, a demo channel, events printed to stdout')
