@@ -6,6 +6,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
+import { backfillCommand } from './commands/backfill.js';
 import { checkCommand } from './commands/check.js';
 import { demoCommand } from './commands/demo.js';
 import { dlqListCommand, dlqPurgeCommand, dlqRetryCommand } from './commands/dlq.js';
@@ -158,6 +159,18 @@ export function buildProgram(io: () => CommandIO): Command {
     .argument('[ids...]', 'dead-letter ids (the ID column of dlq list)')
     .option('--all', 'every dead letter (of --sink, if given)')
     .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) => exitWith(() => dlqPurgeCommand({ ...opts, ids }, io())));
+
+  program.command('backfill')
+    .description('enqueue a table\'s existing rows as op READ events, in key order, in batches (resumable; progress on stderr)')
+    .argument('<table>', 'table or schema.table')
+    .option('-w, --where <sql>', 'only rows matching this SQL condition')
+    .option('-b, --batch <n>', 'rows per batch (one transaction each)', (v) => Number(v), 1000)
+    .option('--max-batches <n>', 'stop after this many batches (run again to go on)', (v) => Number(v))
+    .option('--restart', 'discard an unfinished backfill of this table and start over')
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('-c, --config <file>', 'take the database, and the table\'s capture key and columns, from this config file')
+    .action((table: string, opts: { where?: string; batch: number; maxBatches?: number; restart?: boolean; database?: string; config?: string }) =>
+      exitWith(() => backfillCommand({ ...opts, table }, io())));
 
   program.command('status')
     .description('backlog, oldest event, per-sink backlog and dead letters, due schedules, bridge connections (exit 1 if unreachable or not installed)')
