@@ -6,7 +6,7 @@ import { createHttpServer, type HttpServer, type Readiness } from './http.js';
 import { createMetrics, createSampledGauge, type Metrics } from './metrics.js';
 import { connectionConfig, describeConnection } from './pg/connection.js';
 import { reconnectDelay } from './pg/listener.js';
-import { createStatsClient, type StatsClient } from './pg/stats.js';
+import { createStatsClient, registerDatabaseGauges, type StatsClient } from './pg/stats.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { createHeartbeat, createReadinessChecks, type ReadinessCheck } from './readiness.js';
 import { createRouter } from './router.js';
@@ -150,6 +150,8 @@ export function createBridge(params: {
       for (const r of rows) set(Number(r.n), { sink: r.sink });
     }, logger);
   }
+  // Outbox events and oldest age, per-sink backlog age, due schedules (see src/pg/stats.ts).
+  registerDatabaseGauges({ metrics, stats, sinks: [...dispatchers.keys()], outboxEnabled: () => outbox?.status.enabled ?? false, logger });
   const notify = config.listen.length > 0
     ? createNotifySource({ connection, channels: config.listen, pipeline, logger, metrics })
     : undefined;

@@ -6,6 +6,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
+import { backfillCommand } from './commands/backfill.js';
 import { checkCommand } from './commands/check.js';
 import { demoCommand } from './commands/demo.js';
 import { dlqListCommand, dlqPurgeCommand, dlqRetryCommand } from './commands/dlq.js';
@@ -18,6 +19,7 @@ import {
   scheduleAddCommand, scheduleEnableCommand, scheduleHistoryCommand, scheduleListCommand, scheduleRemoveCommand,
   scheduleRunNowCommand, type AddOptions,
 } from './commands/schedule.js';
+import { statusCommand } from './commands/status.js';
 import { triggersCommand } from './commands/triggers.js';
 import { uninstallCommand } from './commands/uninstall.js';
 import { SidekickError } from './errors.js';
@@ -220,6 +222,25 @@ export function buildProgram(io: () => CommandIO): Command {
     .argument('[ids...]', 'dead-letter ids (the ID column of dlq list)')
     .option('--all', 'every dead letter (of --sink, if given)')
     .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) => exitWith(() => dlqPurgeCommand({ ...opts, ids }, io())));
+
+  program.command('backfill')
+    .description('enqueue a table\'s existing rows as op READ events, in key order, in batches (resumable; progress on stderr)')
+    .argument('<table>', 'table or schema.table')
+    .option('-w, --where <sql>', 'only rows matching this SQL condition')
+    .option('-b, --batch <n>', 'rows per batch (one transaction each)', (v) => Number(v), 1000)
+    .option('--max-batches <n>', 'stop after this many batches (run again to go on)', (v) => Number(v))
+    .option('--restart', 'discard an unfinished backfill of this table and start over')
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('-c, --config <file>', 'take the database, and the table\'s capture key and columns, from this config file')
+    .action((table: string, opts: { where?: string; batch: number; maxBatches?: number; restart?: boolean; database?: string; config?: string }) =>
+      exitWith(() => backfillCommand({ ...opts, table }, io())));
+
+  program.command('status')
+    .description('backlog, oldest event, per-sink backlog and dead letters, due schedules, bridge connections (exit 1 if unreachable or not installed)')
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('-c, --config <file>', 'take the database (and the sink names) from this config file')
+    .option('--json', 'machine-readable JSON instead of tables')
+    .action((opts: { database?: string; config?: string; json?: boolean }) => exitWith(() => statusCommand(opts, io())));
 
   program.command('demo')
     .description('zero-setup demo: embedded PostgreSQL, a demo channel, events printed to stdout')
