@@ -6,10 +6,12 @@ import { createHttpServer, type HttpServer, type Readiness } from './http.js';
 import { createMetrics, createSampledGauge, type Metrics } from './metrics.js';
 import { connectionConfig, describeConnection } from './pg/connection.js';
 import { reconnectDelay } from './pg/listener.js';
-import { createStatsClient, type StatsClient } from './pg/stats.js';
+import { createStatsClient, registerDatabaseGauges, type StatsClient } from './pg/stats.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { createHeartbeat, createReadinessChecks, type ReadinessCheck } from './readiness.js';
 import { createRouter } from './router.js';
+import { createSchedulerMetrics } from './scheduler/metrics.js';
+import { createScheduler, type Scheduler } from './scheduler/scheduler.js';
 import type { Sink } from './sink.js';
 import { createNotifySource } from './source/notify.js';
 import { createOutboxSource, type OutboxStatus } from './source/outbox.js';
@@ -77,10 +79,12 @@ export function createBridge(params: {
   logger: Logger;
   metrics?: Metrics;
   stdout?: NodeJS.WritableStream;
+  /** Connection settings resolved by the caller (e.g. from pglater-style flags); default: from config. */
+  connection?: import('pg').ClientConfig;
 }): Bridge {
   const { config, logger } = params;
   const metrics = params.metrics ?? createMetrics();
-  const connection = connectionConfig(config.database);
+  const connection = params.connection ?? connectionConfig(config.database);
   const lifetime = new AbortController();
   const started = new Map<string, () => boolean>();
   const readinessChecks = createReadinessChecks();
@@ -146,10 +150,16 @@ export function createBridge(params: {
       for (const r of rows) set(Number(r.n), { sink: r.sink });
     }, logger);
   }
+  // Outbox events and oldest age, per-sink backlog age, due schedules (see src/pg/stats.ts).
+  registerDatabaseGauges({ metrics, stats, sinks: [...dispatchers.keys()], outboxEnabled: () => outbox?.status.enabled ?? false, logger });
   const notify = config.listen.length > 0
     ? createNotifySource({ connection, channels: config.listen, pipeline, logger, metrics })
     : undefined;
+  const scheduler: Scheduler | undefined = config.scheduler.enabled
+    ? createScheduler({ connection, config: config.scheduler, logger, metrics: createSchedulerMetrics(metrics.registry) })
+    : undefined;
   if (notify) readinessChecks.register('listener', () => notify.listener.connected);
+  if (scheduler) readinessChecks.register('scheduler', () => scheduler.ready);
   let stopping: Promise<void> | undefined;
   let sourceLoop: Promise<void> | undefined;
   // Fails /readyz from the first signal on, so an orchestrator stops routing to a bridge on its way out.
@@ -172,12 +182,14 @@ export function createBridge(params: {
   return {
     pipeline,
     metrics,
+    get outbox() { return outbox?.status; },
     http,
     stats,
-    get outbox() { return outbox?.status; },
     async start() {
       // First, so /healthz answers and /readyz says why the bridge is not ready while it connects.
       await http?.start();
+      // The scheduler retries its database connection in the background, like the sinks.
+      if (scheduler) await scheduler.start();
       const outboxStarted = outbox?.start().then(() => { if (outbox.status.enabled) checkOutbox(); });
       if (notify) {
         logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
@@ -204,6 +216,7 @@ export function createBridge(params: {
         await outbox?.stopIntake();
         lifetime.abort();
         await sourceLoop;
+        await scheduler?.stop(config.shutdown.timeout);
         await Promise.all([...dispatchers.values()].map((d) => d.stop(config.shutdown.timeout)));
         // After the dispatchers: the outcomes of the last deliveries are written before disconnecting.
         await outbox?.close();

@@ -6,13 +6,20 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
+import { backfillCommand } from './commands/backfill.js';
 import { checkCommand } from './commands/check.js';
 import { demoCommand } from './commands/demo.js';
 import { dlqListCommand, dlqPurgeCommand, dlqRetryCommand } from './commands/dlq.js';
 import type { CommandIO } from './commands/io.js';
 import { installCommand } from './commands/install.js';
+import { laterCommand } from './commands/later.js';
 import { listenCommand } from './commands/listen.js';
 import { runCommand } from './commands/run.js';
+import {
+  scheduleAddCommand, scheduleEnableCommand, scheduleHistoryCommand, scheduleListCommand, scheduleRemoveCommand,
+  scheduleRunNowCommand, type AddOptions,
+} from './commands/schedule.js';
+import { statusCommand } from './commands/status.js';
 import { triggersCommand } from './commands/triggers.js';
 import { uninstallCommand } from './commands/uninstall.js';
 import { SidekickError } from './errors.js';
@@ -115,7 +122,65 @@ export function buildProgram(io: () => CommandIO): Command {
     .description('create or upgrade the sidekick schema (idempotent; safe from two processes at once)')
     .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
     .option('-c, --config <file>', 'take the database from this config file')
-    .action((opts: { database?: string; config?: string }) => exitWith(() => installCommand(opts, io())));
+    .option('--pgcron [schema]', 'also install pgsidekick\'s pgcron.sql interface (a scheduled_events view; schema default public)')
+    .action((opts: { database?: string; config?: string; pgcron?: boolean | string }) => exitWith(() => installCommand(opts, io())));
+
+  program.command('later')
+    .description('run SQL later on "<seconds> <sql>" notifications: a drop-in for pgsidekick\'s pglater (see `sidekick later --help`)')
+    .helpOption(false)
+    .allowUnknownOption(true)
+    .allowExcessArguments(true)
+    .argument('[args...]')
+    .action((args: string[]) => exitWith(() => laterCommand(args, io())));
+
+  const schedule = program.command('schedule')
+    .description('durable schedules in sidekick.schedules: add, list, remove, enable, disable, run-now, history');
+  const db = (c: Command) => c
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('-c, --config <file>', 'take the database from this config file');
+  db(schedule.command('add <name>'))
+    .description('add a schedule: one timing (--at, --in, --every, --cron) and one action (--sql, --emit)')
+    .option('--at <time>', 'once, at this time (anything PostgreSQL reads as timestamptz)')
+    .option('--in <duration>', 'once, this long from now ("30s", "2h", "1 day")')
+    .option('--every <interval>', 'repeatedly: "20m", "1h", "20 minutes", "1 month" (first run: --start, default now)')
+    .option('--cron <expression>', 'cron: 5 fields, or 6 with seconds first ("*/10 * * * * *")')
+    .option('--tz <zone>', 'time zone for --cron and calendar intervals (default UTC)')
+    .option('--start <time>', 'first run of --every, earliest run of --cron')
+    .option('--sql <sql>', 'SQL to run (as the bridge\'s role)')
+    .option('--emit <channel>', 'publish an event to this channel instead (it flows through the routes)')
+    .option('--payload <json>', 'the event payload (default {"schedule": name, "due_at": …})')
+    .option('--key <key>', 'the event\'s ordering key')
+    .option('--missed <policy>', 'occurrences missed while no bridge ran: skip | once (default) | all')
+    .option('--missed-cap <n>', 'with --missed all: run at most this many (the most recent; default 100)')
+    .option('--overlap <policy>', 'occurrences due while the previous run still runs: skip (default) | queue')
+    .option('--timeout <duration>', 'statement_timeout for the action ("30s")')
+    .option('--attempts <n>', 'runs per occurrence before it counts as failed (default 1)')
+    .option('--retry-delay <duration>', 'wait between attempts (default 10s)')
+    .option('--disabled', 'add it switched off')
+    .option('--replace', 'replace a schedule of the same name')
+    .action((name: string, opts: AddOptions) => exitWith(() => scheduleAddCommand(name, opts, io())));
+  db(schedule.command('list'))
+    .description('list schedules, soonest first')
+    .option('--all', 'include pglater jobs and run-now copies')
+    .option('--json', 'one JSON object per line')
+    .action((opts: { database?: string; config?: string; all?: boolean; json?: boolean }) => exitWith(() => scheduleListCommand(opts, io())));
+  db(schedule.command('remove <name>'))
+    .description('remove a schedule (by name or id); its history stays')
+    .action((name: string, opts: { database?: string; config?: string }) => exitWith(() => scheduleRemoveCommand(name, opts, io())));
+  db(schedule.command('enable <name>'))
+    .description('switch a schedule on')
+    .action((name: string, opts: { database?: string; config?: string }) => exitWith(() => scheduleEnableCommand(name, true, opts, io())));
+  db(schedule.command('disable <name>'))
+    .description('switch a schedule off (it keeps its place)')
+    .action((name: string, opts: { database?: string; config?: string }) => exitWith(() => scheduleEnableCommand(name, false, opts, io())));
+  db(schedule.command('run-now <name>'))
+    .description('run a schedule\'s action once now, besides its own timing')
+    .action((name: string, opts: { database?: string; config?: string }) => exitWith(() => scheduleRunNowCommand(name, opts, io())));
+  db(schedule.command('history [name]'))
+    .description('recent runs (outcome, duration, error), newest first')
+    .option('-n, --limit <n>', 'how many (default 20)')
+    .option('--json', 'one JSON object per line')
+    .action((name: string | undefined, opts: { database?: string; config?: string; limit?: string; json?: boolean }) => exitWith(() => scheduleHistoryCommand(name, opts, io())));
 
   program.command('uninstall')
     .description('remove everything pg-sidekick created in the database (capture triggers, the sidekick schema), after listing it')
@@ -158,6 +223,25 @@ export function buildProgram(io: () => CommandIO): Command {
     .option('--all', 'every dead letter (of --sink, if given)')
     .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) => exitWith(() => dlqPurgeCommand({ ...opts, ids }, io())));
 
+  program.command('backfill')
+    .description('enqueue a table\'s existing rows as op READ events, in key order, in batches (resumable; progress on stderr)')
+    .argument('<table>', 'table or schema.table')
+    .option('-w, --where <sql>', 'only rows matching this SQL condition')
+    .option('-b, --batch <n>', 'rows per batch (one transaction each)', (v) => Number(v), 1000)
+    .option('--max-batches <n>', 'stop after this many batches (run again to go on)', (v) => Number(v))
+    .option('--restart', 'discard an unfinished backfill of this table and start over')
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('-c, --config <file>', 'take the database, and the table\'s capture key and columns, from this config file')
+    .action((table: string, opts: { where?: string; batch: number; maxBatches?: number; restart?: boolean; database?: string; config?: string }) =>
+      exitWith(() => backfillCommand({ ...opts, table }, io())));
+
+  program.command('status')
+    .description('backlog, oldest event, per-sink backlog and dead letters, due schedules, bridge connections (exit 1 if unreachable or not installed)')
+    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('-c, --config <file>', 'take the database (and the sink names) from this config file')
+    .option('--json', 'machine-readable JSON instead of tables')
+    .action((opts: { database?: string; config?: string; json?: boolean }) => exitWith(() => statusCommand(opts, io())));
+
   program.command('demo')
     .description('zero-setup demo: embedded PostgreSQL, a demo channel, events printed to stdout')
     .option('--once', 'exit after the demo events were delivered')
@@ -175,6 +259,7 @@ export async function main(argv: readonly string[]): Promise<void> {
   });
   // pglisten-style options go through verbatim (commander would otherwise eat --help, -V …).
   if (argv[0] === 'listen') return exitWith(() => listenCommand(argv.slice(1), processIO()));
+  if (argv[0] === 'later') return exitWith(() => laterCommand(argv.slice(1), processIO()));
   await program.parseAsync([...argv], { from: 'user' });
 }
 

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { captureSpecsFromConfig, OPERATIONS, type CaptureConfigEntry } from './capture/spec.js';
 import { duration } from './duration.js';
 import { ConfigError } from './errors.js';
+import { expandPglater, resolveScheduler, schedulerSchema, type SchedulerConfig } from './scheduler/config.js';
 import type { SinkDefinition } from './sink.js';
 
 /** Retry policy of one sink (the `retry:` key every sink accepts). */
@@ -112,6 +113,8 @@ const baseSchema = z.strictObject({
     /** How long a stop waits for in-flight deliveries. Default 10s. */
     timeout: duration.default(10_000),
   }).prefault({}),
+  /** The scheduler (durable schedules, pglater jobs); see src/scheduler/config.ts. Default: off unless a `later` sink exists. */
+  scheduler: schedulerSchema.optional(),
   /**
    * The operations endpoint: /metrics (Prometheus), /healthz, /readyz. Off when this key is absent;
    * `http: {}` serves it on 127.0.0.1:9187.
@@ -154,6 +157,7 @@ export interface Config {
   readonly routes: readonly { from: readonly string[]; to: readonly string[] }[];
   readonly log: { readonly level: string | undefined; readonly format: 'auto' | 'json' | 'pretty' | undefined };
   readonly shutdown: { readonly timeout: number };
+  readonly scheduler: SchedulerConfig;
   readonly http: HttpOptions;
 }
 
@@ -220,7 +224,12 @@ function deepFreeze<T>(value: T): T {
 /** Validates a parsed document (YAML or JSON) against the schema; throws ConfigError naming every problem. */
 export function parseConfig(document: unknown, options: ParseOptions): Config {
   const { file } = options;
-  const doc = interpolate(document ?? {}, options.env ?? {}, file);
+  const interpolated = interpolate(document ?? {}, options.env ?? {}, file);
+  // `scheduler.pglater` is shorthand for a channel, a `later` sink and a route: expanded first.
+  const expanded = interpolated !== null && typeof interpolated === 'object' && !Array.isArray(interpolated)
+    ? expandPglater(interpolated as Record<string, unknown>) : { doc: interpolated, problems: [] };
+  if (expanded.problems.length > 0) fail(file, expanded.problems);
+  const doc = expanded.doc;
   const base = baseSchema.safeParse(doc);
   if (!base.success) fail(file, issueLines(base.error));
   const problems: string[] = [];
@@ -265,6 +274,7 @@ export function parseConfig(document: unknown, options: ParseOptions): Config {
     routes: base.data.routes,
     log: base.data.log,
     shutdown: base.data.shutdown,
+    scheduler: resolveScheduler(base.data.scheduler, sinks.some((s) => s.type === 'later')),
     http: base.data.http ?? HTTP_OFF,
   }) as Config;
 }

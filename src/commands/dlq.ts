@@ -4,6 +4,7 @@ import { rowEnvelope, type EventRow } from '../outbox/queries.js';
 import { envelopeJson } from '../envelope.js';
 import { databaseFor, type DatabaseOptions } from './database.js';
 import type { CommandIO } from './io.js';
+import { createProgress } from './progress.js';
 
 export interface DlqOptions extends DatabaseOptions {
   /** Only this sink's dead letters. */
@@ -108,8 +109,17 @@ export async function dlqRetryCommand(options: DlqSelectOptions, io: CommandIO):
       [ids, options.sink ?? null]);
     const found = rows.map((r) => r.id);
     const missing = ids?.filter((id) => !found.includes(id)) ?? [];
-    const result = await c.query<{ n: string }>('SELECT sidekick.retry_dead_letters($1::bigint[]) AS n', [found]);
-    io.stdout.write(`requeued ${result.rows[0]?.n ?? 0} dead letter(s); a running bridge delivers them to their sink again\n`);
+    // In batches of 10 000 (one transaction each), with progress on stderr when there are several.
+    const BATCH = 10_000;
+    const progress = found.length > BATCH ? createProgress(io.stderr, 'dlq retry', found.length, 'dead letters') : undefined;
+    let requeued = 0;
+    for (let i = 0; i < found.length || i === 0; i += BATCH) {
+      const result = await c.query<{ n: string }>('SELECT sidekick.retry_dead_letters($1::bigint[]) AS n', [found.slice(i, i + BATCH)]);
+      requeued += Number(result.rows[0]?.n ?? 0);
+      progress?.update(Math.min(found.length, i + BATCH));
+    }
+    progress?.finish(found.length);
+    io.stdout.write(`requeued ${requeued} dead letter(s); a running bridge delivers them to their sink again\n`);
     if (missing.length > 0) {
       io.stdout.write(`not found: ${missing.join(', ')}\n`);
       return 1;
