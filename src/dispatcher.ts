@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import pRetry from 'p-retry';
 import type { Logger } from 'pino';
 import type { DispatchOptions } from './config.js';
@@ -35,12 +36,20 @@ interface Pending { readonly envelope: Envelope; readonly resolve: (d: Delivery)
 interface Waiting { readonly envelopes: readonly Envelope[]; readonly resolve: (o: readonly ItemOutcome[]) => void }
 
 const jitter = (ms: number) => ms * (0.85 + Math.random() * 0.3);
+/**
+ * Failed batches in a row (no success between them) before the whole sink backs off. An isolated
+ * failure is the event's own business (its retry backs off); a streak means the destination is down.
+ * An unreachable destination (connection refused) needs no streak to tell.
+ */
+const FAILING_STREAK = 3;
 
 /**
  * Per-sink delivery: one FIFO lane per ordering key (so a retrying event holds back only later
  * events of its own key), a batcher that gathers the heads of all lanes into `send()` calls with at
  * most `concurrency` in flight, per-event retries through p-retry (exponential, randomised), and a
- * sink-wide pause while every attempt fails, so a dead endpoint is not hammered.
+ * sink-wide pause while every attempt fails, so a dead endpoint is not hammered: one request probes
+ * it after each pause, and the first success restores full concurrency. `Retry-After` holds the
+ * whole sink (capped by `retry.maxDelay`).
  */
 export function createDispatcher(params: {
   sink: Sink;
@@ -54,15 +63,35 @@ export function createDispatcher(params: {
   const now = params.now ?? Date.now;
   const { retry, concurrency, batch, maxQueued } = options;
   const controller = new AbortController();
+  // Every in-flight send() and every retry delay listens on this one signal: hundreds at once is
+  // normal here, not a leak.
+  setMaxListeners(0, controller.signal);
   const lanes = new Map<string, Pending[]>();
-  const waiting: Waiting[] = [];
+  /**
+   * Runs waiting for a send() slot, oldest first, from index `waitingHead` on. A head index instead
+   * of shift(): with thousands of lanes waiting, shifting the array on every send cost more than
+   * the send itself.
+   */
+  let waiting: Waiting[] = [];
+  let waitingHead = 0;
+  /** Envelopes in `waiting`. */
   let waitingCount = 0;
   let size = 0;
   let inFlight = 0;
   let flushScheduled = false;
   let lingerTimer: NodeJS.Timeout | undefined;
   let pausedUntil = 0;
+  /** Until when the destination asked us to wait (Retry-After); a success elsewhere does not cancel it. */
+  let askedUntil = 0;
   let consecutiveFailures = 0;
+  /** Batches in a row that failed retriably, with no success in between. */
+  let failStreak = 0;
+  /**
+   * Bumped each time the sink-wide backoff grows. A batch sent before the latest bump that fails
+   * too is the same outage seen again (32 requests in flight all fail at once), not a new failed
+   * probe: it must not grow the backoff further.
+   */
+  let generation = 0;
   let stopping: Promise<void> | undefined;
   const idleWaiters: (() => void)[] = [];
   const roomWaiters: (() => void)[] = [];
@@ -88,9 +117,35 @@ export function createDispatcher(params: {
     });
   }
 
+  /**
+   * While the sink is failing as a whole, only one batch at a time probes the destination (a
+   * half-open circuit); the first success restores full concurrency.
+   */
+  function limit(): number {
+    return consecutiveFailures > 0 ? 1 : concurrency;
+  }
+
+  function waitingRuns(): number {
+    return waiting.length - waitingHead;
+  }
+
+  /** Takes the oldest waiting run, compacting the array now and then (amortised O(1)). */
+  function takeRun(): Waiting {
+    const run = waiting[waitingHead] as Waiting;
+    waiting[waitingHead++] = undefined as unknown as Waiting;
+    if (waitingHead === waiting.length) {
+      waiting = [];
+      waitingHead = 0;
+    } else if (waitingHead > 1024 && waitingHead * 2 > waiting.length) {
+      waiting = waiting.slice(waitingHead);
+      waitingHead = 0;
+    }
+    return run;
+  }
+
   function schedule(): void {
-    if (waiting.length === 0 || inFlight >= concurrency) return;
-    const wait = pausedUntil - now();
+    if (waitingRuns() === 0 || inFlight >= limit()) return;
+    const wait = Math.max(pausedUntil, askedUntil) - now();
     if (wait > 0) {
       if (!lingerTimer) {
         lingerTimer = setTimeout(() => { lingerTimer = undefined; schedule(); }, wait);
@@ -111,17 +166,17 @@ export function createDispatcher(params: {
   }
 
   function flush(): void {
-    while (waiting.length > 0 && inFlight < concurrency && pausedUntil <= now()) {
+    while (waitingRuns() > 0 && inFlight < limit() && Math.max(pausedUntil, askedUntil) <= now()) {
       const groups: Waiting[] = [];
       let n = 0;
-      while (waiting.length > 0 && (groups.length === 0 || n + (waiting[0] as Waiting).envelopes.length <= batch.size)) {
-        const g = waiting.shift() as Waiting;
+      while (waitingRuns() > 0 && (groups.length === 0 || n + (waiting[waitingHead] as Waiting).envelopes.length <= batch.size)) {
+        const g = takeRun();
         groups.push(g);
         n += g.envelopes.length;
       }
       waitingCount -= n;
       inFlight++;
-      void sendBatch(groups).finally(() => {
+      void sendBatch(groups, generation).finally(() => {
         inFlight--;
         schedule();
       });
@@ -129,7 +184,11 @@ export function createDispatcher(params: {
     schedule();
   }
 
-  async function sendBatch(groups: Waiting[]): Promise<void> {
+  function unreachable(outcomes: readonly ItemOutcome[]): boolean {
+    return outcomes.every((o) => !o.ok && o.error instanceof RetriableError && o.error.unavailable);
+  }
+
+  async function sendBatch(groups: Waiting[], sentIn: number): Promise<void> {
     const items = groups.flatMap((g) => g.envelopes);
     let outcomes: readonly ItemOutcome[];
     try {
@@ -143,18 +202,29 @@ export function createDispatcher(params: {
     }
     const anyOk = outcomes.some((o) => o.ok);
     const allRetriable = outcomes.every((o) => !o.ok && o.error.retriable);
+    // The longest Retry-After the destination asked for in this batch, capped by maxDelay.
+    let asked = 0;
+    for (const o of outcomes) {
+      if (!o.ok && o.error instanceof RetriableError && o.error.retryAfterMs) asked = Math.max(asked, o.error.retryAfterMs);
+    }
+    asked = Math.min(asked, retry.maxDelay);
+    // Retry-After speaks for the destination as a whole (rate limit, maintenance): hold every lane.
+    if (asked > 0) askedUntil = Math.max(askedUntil, now() + asked);
     if (anyOk) {
+      if (consecutiveFailures > 0) logger.info({ failures: consecutiveFailures }, 'sink recovered');
       consecutiveFailures = 0;
+      failStreak = 0;
       pausedUntil = 0;
-    } else if (allRetriable) {
-      // Every attempt failed: back the whole sink off (exponential, jittered, capped), then probe again.
+    } else if (allRetriable && ++failStreak >= (unreachable(outcomes) ? 1 : FAILING_STREAK) && sentIn === generation) {
+      // The destination is failing as a whole: back the sink off (exponential, jittered, capped),
+      // then probe again.
+      generation++;
       consecutiveFailures++;
       const first = outcomes[0] as { error: SidekickError };
-      const asked = first.error instanceof RetriableError ? first.error.retryAfterMs ?? 0 : 0;
-      const backoff = Math.min(retry.maxDelay, Math.max(asked, retry.initialDelay * 2 ** Math.min(consecutiveFailures - 1, 30)));
-      pausedUntil = now() + jitter(backoff);
+      const backoff = Math.min(retry.maxDelay, retry.initialDelay * 2 ** Math.min(consecutiveFailures - 1, 30));
+      pausedUntil = Math.max(pausedUntil, now() + jitter(backoff));
       if (consecutiveFailures === 1 || consecutiveFailures % 10 === 0) {
-        logger.warn({ failures: consecutiveFailures, backoffMs: Math.round(backoff), err: first.error.message }, 'sink failing; backing off');
+        logger.warn({ failures: consecutiveFailures, backoffMs: Math.round(Math.max(asked, backoff)), err: first.error.message }, 'sink failing; backing off');
       }
     }
     let at = 0;
@@ -201,10 +271,15 @@ export function createDispatcher(params: {
           logger.debug({ id: envelope.id, attempts, err: error.message }, 'delivery failed; will retry');
           return true;
         },
-        onFailedAttempt: async ({ error }) => {
-          // Honour Retry-After (capped by maxDelay) on top of the computed backoff.
-          const asked = error instanceof RetriableError ? error.retryAfterMs : undefined;
-          if (asked && asked > 0) await sleep(Math.min(asked, retry.maxDelay), controller.signal);
+        onFailedAttempt: async ({ error, retriesConsumed }) => {
+          // Honour Retry-After (capped by maxDelay): the next attempt comes no sooner than asked.
+          // p-retry then waits at least initialDelay·2^retriesConsumed (capped) for an attempt that
+          // consumes a retry, so sleep only for what that wait does not already cover.
+          if (!(error instanceof RetriableError) || !error.retryAfterMs || error.retryAfterMs <= 0) return;
+          const asked = Math.min(error.retryAfterMs, retry.maxDelay);
+          const covered = error.unavailable ? 0 : Math.min(retry.initialDelay * 2 ** Math.min(retriesConsumed, 30), retry.maxDelay);
+          const last = (error.unavailable ? counted : counted + 1) >= retry.attempts; // no retry follows: do not wait
+          if (asked > covered && !last) await sleep(asked - covered, controller.signal);
         },
       });
       return { status: 'delivered', attempts };
@@ -311,7 +386,10 @@ export function createDispatcher(params: {
         if (lingerTimer) clearTimeout(lingerTimer);
         // Lanes still waiting in the batcher will never be sent: release them as aborted.
         const stopped: ItemOutcome = { ok: false, error: new SidekickError('STOPPED', 'dispatcher stopped') };
-        for (const w of waiting.splice(0)) w.resolve(w.envelopes.map(() => stopped));
+        while (waitingRuns() > 0) {
+          const w = takeRun();
+          w.resolve(w.envelopes.map(() => stopped));
+        }
         waitingCount = 0;
         if (size > 0) await new Promise<void>((resolve) => idleWaiters.push(resolve));
         for (const w of roomWaiters.splice(0)) w();

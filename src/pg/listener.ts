@@ -1,6 +1,5 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { sleep } from '../dispatcher.js';
 import { errorMessage } from '../errors.js';
 
 export interface Notification {
@@ -20,13 +19,23 @@ export interface ListenerOptions {
   readonly onNotification: (n: Notification) => void;
   /** Connection state changes; `connected` with reconnect=true is the cue to catch up missed work. */
   readonly onEvent?: (event: ListenerEvent) => void;
+  /**
+   * Called with every new connection once it is authenticated and before it LISTENs, e.g. to take
+   * notifications off its socket directly (`sidekick listen` does). Default: nothing.
+   */
+  readonly onClient?: (client: pg.Client) => void;
   readonly logger?: Logger;
   /** Reconnect backoff: 50ms·e^attempt, capped at this, ±15% jitter. Default 30s. */
   readonly maxBackoffMs?: number;
   /** Heartbeat query interval; a failed heartbeat drops the connection and reconnects. Default 30s. */
   readonly heartbeatMs?: number;
-  /** application_name shown in pg_stat_activity. */
+  /** Fallback application_name shown in pg_stat_activity (an explicit one or PGAPPNAME wins). */
   readonly applicationName?: string;
+  /**
+   * libpq's sslmode=prefer: when the server answers that it does not do SSL, connect again without
+   * `connection.ssl`. Default false.
+   */
+  readonly sslFallback?: boolean;
 }
 
 export interface Listener {
@@ -34,6 +43,13 @@ export interface Listener {
   start(): Promise<void>;
   /** Closes the connection and stops reconnecting. Idempotent. */
   stop(): Promise<void>;
+  /**
+   * Stops reading from the server (the consumer cannot keep up): the server keeps the notifications
+   * queued for us. Heartbeats are suspended meanwhile, so a long pause does not count as a dead connection.
+   */
+  pause(): void;
+  /** Reads again after pause(). */
+  resume(): void;
   readonly connected: boolean;
 }
 
@@ -44,6 +60,30 @@ export function quoteIdent(name: string): string {
 export function reconnectDelay(attempt: number, capMs: number): number {
   const base = Math.min(capMs, 50 * Math.exp(Math.min(attempt, 20)));
   return Math.round(base * (0.85 + Math.random() * 0.3));
+}
+
+const NO_SSL = /does not support SSL/i;
+
+/**
+ * Waits before the next reconnect attempt; ends early when `signal` aborts. Unlike the dispatcher's
+ * sleep, this timer keeps the process alive: between two connections it may be all there is.
+ */
+function backoff(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** The socket node-postgres reads from (no public API exposes it; guarded where used). */
+export function clientSocket(c: pg.Client): NodeJS.ReadableStream & { destroy(): void } | undefined {
+  return (c as unknown as { connection?: { stream?: NodeJS.ReadableStream & { destroy(): void } } }).connection?.stream;
 }
 
 /**
@@ -57,44 +97,96 @@ export function createListener(options: ListenerOptions): Listener {
   const heartbeatMs = options.heartbeatMs ?? 30_000;
   const stopController = new AbortController();
   let client: pg.Client | undefined;
+  // Connections being set up, so that stop() can cut a reconnect that hangs (no connect timeout by default).
+  const connecting = new Set<pg.Client>();
   let connected = false;
+  let paused = false;
   let heartbeat: NodeJS.Timeout | undefined;
   let loop: Promise<void> | undefined;
   let stopped: Promise<void> | undefined;
 
   async function connectOnce(): Promise<pg.Client> {
-    const c = new pg.Client({ ...options.connection, keepAlive: true, application_name: options.applicationName ?? 'pg-sidekick' });
+    try {
+      return await connectWith(options.connection);
+    } catch (error) {
+      if (!options.sslFallback || !options.connection.ssl || !NO_SSL.test(errorMessage(error))) throw error;
+      return connectWith({ ...options.connection, ssl: false });
+    }
+  }
+
+  async function connectWith(config: pg.ClientConfig): Promise<pg.Client> {
+    const c = new pg.Client({
+      ...config,
+      keepAlive: true,
+      fallback_application_name: config.fallback_application_name ?? options.applicationName ?? 'pg-sidekick',
+    });
     // An 'error' without a listener would crash the process; the 'end' handler below decides.
     c.on('error', () => {});
+    connecting.add(c);
     try {
       await c.connect();
+      if (stopController.signal.aborted) throw new Error('listener stopped');
+      options.onClient?.(c);
+      // Before LISTEN: notifications may arrive in the same packet as LISTEN's own reply.
+      c.on('notification', (m) => options.onNotification({ channel: m.channel, payload: m.payload ?? '', processId: m.processId }));
       if (options.channels.length > 0) {
         await c.query(options.channels.map((ch) => `LISTEN ${quoteIdent(ch)}`).join('; '));
       }
     } catch (error) {
       c.end().catch(() => {});
       throw error;
+    } finally {
+      connecting.delete(c);
     }
-    c.on('notification', (m) => options.onNotification({ channel: m.channel, payload: m.payload ?? '', processId: m.processId }));
     return c;
+  }
+
+  function startHeartbeat(c: pg.Client): void {
+    clearInterval(heartbeat);
+    heartbeat = setInterval(() => {
+      if (paused) return; // the reply could not be read anyway
+      // A half-open TCP connection never says it is dead; a query that fails or hangs does.
+      const limit = Math.max(heartbeatMs, 5_000);
+      let due = Date.now() + limit;
+      let timer: NodeJS.Timeout;
+      const check = () => {
+        // A timer that fires late means this process was stalled (or paused): the reply may be
+        // sitting unread in the socket, so give it another period instead of killing the connection.
+        const late = Date.now() - due > 1_000;
+        if (paused || late) {
+          due = Date.now() + limit;
+          timer = setTimeout(check, limit);
+          timer.unref();
+        } else {
+          logger?.warn({ timeoutMs: limit }, 'LISTEN heartbeat got no reply; dropping the connection');
+          destroy(c);
+        }
+      };
+      timer = setTimeout(check, limit);
+      timer.unref();
+      c.query('SELECT 1').then(() => clearTimeout(timer), () => { clearTimeout(timer); destroy(c); });
+    }, heartbeatMs);
+    heartbeat.unref();
   }
 
   function watch(c: pg.Client): Promise<Error> {
     return new Promise((resolve) => {
-      let lastError: Error | undefined;
-      c.on('error', (e) => { lastError = e; });
-      c.once('end', () => resolve(lastError ?? new Error('connection closed')));
-      heartbeat = setInterval(() => {
-        // A half-open TCP connection never says it is dead; a query that fails or hangs does.
-        const timer = setTimeout(() => destroy(c), Math.max(heartbeatMs, 5_000));
-        c.query('SELECT 1').then(() => clearTimeout(timer), () => { clearTimeout(timer); destroy(c); });
-      }, heartbeatMs);
-      heartbeat.unref();
+      // The first error says why (the server's FATAL message); later ones only say the socket closed.
+      let firstError: Error | undefined;
+      c.on('error', (e) => { firstError ??= e; });
+      c.once('end', () => resolve(firstError ?? new Error('connection closed')));
+      startHeartbeat(c);
     });
   }
 
   function destroy(c: pg.Client): void {
-    (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+    clientSocket(c)?.destroy();
+  }
+
+  function adopt(c: pg.Client): void {
+    client = c;
+    connected = true;
+    if (paused) clientSocket(c)?.pause();
   }
 
   async function supervise(first: pg.Client): Promise<void> {
@@ -102,8 +194,7 @@ export function createListener(options: ListenerOptions): Listener {
     let attempt = 0;
     while (!stopController.signal.aborted) {
       if (current) {
-        client = current;
-        connected = true;
+        adopt(current);
         const error = await watch(current);
         clearInterval(heartbeat);
         connected = false;
@@ -114,7 +205,7 @@ export function createListener(options: ListenerOptions): Listener {
         const retryInMs = reconnectDelay(attempt, maxBackoff);
         logger?.warn({ err: errorMessage(error), retryInMs }, 'LISTEN connection lost; reconnecting');
         options.onEvent?.({ type: 'disconnected', error, retryInMs });
-        await sleep(retryInMs, stopController.signal);
+        await backoff(retryInMs, stopController.signal);
       }
       if (stopController.signal.aborted) return;
       try {
@@ -123,11 +214,12 @@ export function createListener(options: ListenerOptions): Listener {
         logger?.info({ channels: options.channels.length }, 'LISTEN connection re-established');
         options.onEvent?.({ type: 'connected', reconnect: true });
       } catch (error) {
+        if (stopController.signal.aborted) return;
         attempt++;
         const retryInMs = reconnectDelay(attempt, maxBackoff);
         logger?.warn({ err: errorMessage(error), attempt, retryInMs }, 'reconnect failed; retrying');
         options.onEvent?.({ type: 'disconnected', error: error as Error, retryInMs });
-        await sleep(retryInMs, stopController.signal);
+        await backoff(retryInMs, stopController.signal);
       }
     }
   }
@@ -137,15 +229,41 @@ export function createListener(options: ListenerOptions): Listener {
     async start() {
       if (loop) throw new Error('listener already started');
       const first = await connectOnce();
+      if (stopController.signal.aborted) {
+        await first.end().catch(() => {});
+        throw new Error('listener stopped before it was connected');
+      }
       options.onEvent?.({ type: 'connected', reconnect: false });
+      // Marks the connection as ours before start() returns, so pause()/stop() right after it apply.
+      adopt(first);
       loop = supervise(first);
+    },
+    pause() {
+      if (paused) return;
+      paused = true;
+      if (client) clientSocket(client)?.pause();
+    },
+    resume() {
+      if (!paused) return;
+      paused = false;
+      if (client) clientSocket(client)?.resume();
     },
     stop() {
       stopped ??= (async () => {
         stopController.abort();
         clearInterval(heartbeat);
+        // A reconnect attempt that hangs (a silent host) would hold up the stop: cut it. The first
+        // connection belongs to start()'s caller, which decides how long to wait for it.
+        if (loop) for (const c of connecting) destroy(c);
         const c = client;
-        if (c) await c.end().catch(() => {});
+        if (c) {
+          // A paused socket would never see the server's end of the conversation.
+          clientSocket(c)?.resume();
+          const timer = setTimeout(() => destroy(c), 2_000);
+          timer.unref();
+          await c.end().catch(() => {});
+          clearTimeout(timer);
+        }
         await loop;
       })();
       return stopped;

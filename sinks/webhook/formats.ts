@@ -1,0 +1,119 @@
+import { compileTemplate, envelopeJson, payloadText, type Envelope } from '../../src/envelope.js';
+
+/** What goes on the wire for one envelope. */
+export interface Rendered {
+  readonly body: string;
+  readonly contentType: string;
+}
+
+export const FORMATS = ['envelope', 'payload', 'skor', 'cloudevents'] as const;
+export type Format = (typeof FORMATS)[number];
+
+const JSON_TYPE = 'application/json';
+const TEXT_TYPE = 'text/plain; charset=utf-8';
+const CLOUDEVENTS_TYPE = 'application/cloudevents+json; charset=utf-8';
+
+/** Whether the event's original payload text is JSON (it is when it parsed into a non-string value). */
+export function payloadIsJson(e: Envelope): boolean {
+  if (e.raw !== undefined) return typeof e.payload !== 'string' || e.payload !== e.raw;
+  return typeof e.payload !== 'string';
+}
+
+/** A row change carries row images; everything else (NOTIFY, publish, schedule) carries a payload. */
+function isRowChange(e: Envelope): boolean {
+  return e.op !== undefined && e.table !== undefined;
+}
+
+/** The row a row change is about: the new image, or the old one for a DELETE (what skor sent). */
+function rowOf(e: Envelope): unknown {
+  return (e.op === 'DELETE' ? e.old ?? e.new : e.new ?? e.old) ?? null;
+}
+
+/** `format: envelope` — the envelope's public JSON (the default). */
+function envelope(e: Envelope): Rendered {
+  return { body: JSON.stringify(envelopeJson(e)), contentType: JSON_TYPE };
+}
+
+/**
+ * `format: payload` — the NOTIFY payload byte for byte; JSON content type when it parses, text
+ * otherwise. A row change has no payload of its own: its row (new, or old for DELETE) is sent.
+ */
+function payload(e: Envelope): Rendered {
+  if (e.payload === undefined && e.raw === undefined && isRowChange(e)) {
+    return { body: JSON.stringify(rowOf(e)), contentType: JSON_TYPE };
+  }
+  return { body: payloadText(e), contentType: payloadIsJson(e) ? JSON_TYPE : TEXT_TYPE };
+}
+
+/**
+ * `format: skor` — exactly what Hasura's skor POSTed, so its receivers keep working unchanged:
+ * `{"table","schema","op","data"}` for a row change (data = new row, old row for DELETE), and for a
+ * notification (e.g. from skor's own `notify_skor_*` triggers on channel `skor`) the payload
+ * verbatim, as skor did. Always `Content-Type: application/json`, like skor.
+ */
+function skor(e: Envelope): Rendered {
+  if (isRowChange(e)) {
+    return {
+      body: JSON.stringify({ table: e.table, schema: e.schema ?? null, op: e.op, data: rowOf(e) }),
+      contentType: JSON_TYPE,
+    };
+  }
+  return { body: payloadText(e), contentType: JSON_TYPE };
+}
+
+/** The CloudEvents `type`: `pg.<schema>.<table>.<op>` for row changes, `pg.<source>.<channel>` otherwise. */
+export function cloudEventType(e: Envelope): string {
+  if (isRowChange(e)) return `pg.${e.schema ?? 'public'}.${e.table}.${(e.op as string).toLowerCase()}`;
+  return `pg.${e.source}.${e.channel}`;
+}
+
+/**
+ * `format: cloudevents` — CloudEvents 1.0, structured JSON mode. `data` is the row change
+ * (`op`, `schema`, `table`, `key`, `new`, `old`, `txid`) or the notification's payload (parsed JSON,
+ * or a string with `datacontenttype: text/plain`).
+ */
+function cloudevents(sourceOf: (e: Envelope) => string): (e: Envelope) => Rendered {
+  return (e) => {
+    const event: Record<string, unknown> = {
+      specversion: '1.0',
+      id: e.id,
+      source: sourceOf(e),
+      type: cloudEventType(e),
+    };
+    if (e.key !== undefined) event.subject = e.key;
+    event.time = e.at;
+    if (isRowChange(e)) {
+      const data: Record<string, unknown> = { op: e.op, schema: e.schema, table: e.table };
+      if (e.key !== undefined) data.key = e.key;
+      if (e.new !== undefined) data.new = e.new;
+      if (e.old !== undefined) data.old = e.old;
+      if (e.txid !== undefined) data.txid = e.txid;
+      event.datacontenttype = JSON_TYPE;
+      event.data = data;
+    } else if (payloadIsJson(e)) {
+      event.datacontenttype = JSON_TYPE;
+      event.data = e.payload ?? null;
+    } else {
+      event.datacontenttype = 'text/plain';
+      event.data = payloadText(e);
+    }
+    return { body: JSON.stringify(event), contentType: CLOUDEVENTS_TYPE };
+  };
+}
+
+export interface FormatOptions {
+  /** CloudEvents `source` template; default `/pg-sidekick/{channel}`. */
+  readonly cloudEventsSource?: string;
+}
+
+export const DEFAULT_CLOUDEVENTS_SOURCE = '/pg-sidekick/{channel}';
+
+export function createFormatter(format: Format, options: FormatOptions = {}): (e: Envelope) => Rendered {
+  switch (format) {
+    case 'envelope': return envelope;
+    case 'payload': return payload;
+    case 'skor': return skor;
+    case 'cloudevents':
+      return cloudevents(compileTemplate(options.cloudEventsSource ?? DEFAULT_CLOUDEVENTS_SOURCE, encodeURIComponent));
+  }
+}

@@ -1,0 +1,109 @@
+import type { Readable } from 'node:stream';
+import { FatalError, RetriableError, type SidekickError } from '../../src/errors.js';
+import { OK, type ItemOutcome } from '../../src/sink.js';
+import { parseRetryAfter } from './retry-after.js';
+
+/** How much of an error response's body goes into the error message (and the dead letter). */
+export const SNIPPET_BYTES = 512;
+/** An error body larger than this is not read to the end: the connection is dropped instead. */
+const DRAIN_LIMIT = 64 * 1024;
+
+/** Statuses where another attempt can succeed; every other 4xx is the request's own fault. */
+export function isRetriableStatus(status: number): boolean {
+  return status === 408 || status === 425 || status === 429 || status >= 500;
+}
+
+/**
+ * Reads the first bytes of an error response for the message, and drains a small rest so that the
+ * keep-alive connection can be reused (an unread body pins its connection forever in undici).
+ */
+export async function readSnippet(body: Readable & { dump?(o?: { limit?: number }): Promise<unknown> }): Promise<string> {
+  const chunks: Buffer[] = [];
+  let kept = 0;
+  let total = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      total += chunk.length;
+      if (kept < SNIPPET_BYTES) {
+        const part = chunk.subarray(0, SNIPPET_BYTES - kept);
+        chunks.push(part);
+        kept += part.length;
+      }
+      if (total > DRAIN_LIMIT) break; // leaving the loop destroys the stream and its connection
+    }
+  } catch {
+    // A body cut short still leaves what we read; the status is what matters.
+  }
+  return new TextDecoder('utf-8', { fatal: false }).decode(Buffer.concat(chunks)).replace(/\s+/g, ' ').trim();
+}
+
+type Headers = Record<string, string | string[] | undefined>;
+
+/** Maps an HTTP answer to an outcome (the body has been consumed by the caller). */
+export function statusOutcome(status: number, headers: Headers, snippet: string, what: string): ItemOutcome {
+  if (status >= 200 && status < 300) return OK;
+  const detail = snippet === '' ? '' : `: ${snippet}`;
+  if (status >= 300 && status < 400) {
+    const location = String(headers.location ?? '(no Location header)').split('?')[0];
+    return {
+      ok: false,
+      error: new FatalError(`HTTP_${status}`,
+        `${what} answered HTTP ${status} (redirect to ${location}), not followed: fix the url, or set followRedirects (only 307/308 are followed: they keep the method and body)`),
+    };
+  }
+  const message = `${what} answered HTTP ${status}${detail}`;
+  if (isRetriableStatus(status)) {
+    const retryAfterMs = parseRetryAfter(headers['retry-after']);
+    return { ok: false, error: new RetriableError(`HTTP_${status}`, message, retryAfterMs === undefined ? {} : { retryAfterMs }) };
+  }
+  return { ok: false, error: new FatalError(`HTTP_${status}`, message) };
+}
+
+/** Connection-level codes meaning "the receiver cannot be reached at all": the sink backs off as a whole. */
+const UNREACHABLE = new Set([
+  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+const TIMEOUTS: Record<string, string> = {
+  UND_ERR_HEADERS_TIMEOUT: 'no response within the headers timeout',
+  UND_ERR_BODY_TIMEOUT: 'the response body stalled past the body timeout',
+};
+/** OpenSSL's X509 verification codes (UNABLE_TO_VERIFY_LEAF_SIGNATURE, CERT_HAS_EXPIRED…) and Node's ERR_TLS_* / ERR_SSL_*. */
+const TLS_FAILURE = /CERT|CRL|SSL|TLS|ISSUER|SIGNATURE|^INVALID_CA$|^HOSTNAME_MISMATCH$|^PATH_LENGTH_EXCEEDED$|^INVALID_PURPOSE$/;
+const INVALID_REQUEST = /^(UND_ERR_INVALID_ARG|UND_ERR_NOT_SUPPORTED|ERR_INVALID_ARG_|ERR_INVALID_CHAR|ERR_INVALID_HTTP_TOKEN|ERR_HTTP_INVALID_HEADER_VALUE)/;
+
+function codeOf(error: unknown): string | undefined {
+  for (let e: unknown = error, depth = 0; e && depth < 4; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+    const inner = (e as { errors?: unknown[] }).errors;
+    e = Array.isArray(inner) && inner.length > 0 ? inner[0] : (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+function messageOf(error: unknown): string {
+  if (error instanceof AggregateError && error.errors.length > 0) return messageOf(error.errors[0]);
+  return error instanceof Error ? error.message || error.name : String(error);
+}
+
+/** Maps a failure to get any HTTP answer (refused, reset, timed out, TLS…) to an error. */
+export function networkError(error: unknown, what: string): SidekickError {
+  const code = codeOf(error);
+  const message = messageOf(error);
+  if (code !== undefined && code in TIMEOUTS) {
+    return new RetriableError('HTTP_TIMEOUT', `${what}: ${TIMEOUTS[code]} (${message})`, { cause: error });
+  }
+  if (code !== undefined && UNREACHABLE.has(code)) {
+    return new RetriableError(code, `${what}: cannot connect: ${message}`, { cause: error, unavailable: true });
+  }
+  if (code !== undefined && TLS_FAILURE.test(code)) {
+    // The receiver is there but we cannot talk to it safely; nothing changes until someone fixes a
+    // certificate, so treat it like an outage (the sink waits) rather than burning attempts.
+    return new RetriableError(code, `${what}: TLS failed: ${message}`, { cause: error, unavailable: true });
+  }
+  if (code !== undefined && INVALID_REQUEST.test(code)) {
+    return new FatalError('HTTP_INVALID_REQUEST', `${what}: the request could not be built: ${message}`, { cause: error });
+  }
+  return new RetriableError(code ?? 'HTTP_NETWORK', `${what}: ${message}`, { cause: error });
+}
