@@ -3,6 +3,7 @@
 // and commit-to-sink latency under live writers, with each sink's bare-client baseline in the same run.
 //
 //   npm run build && node bench/rows.mjs [--quick] [--runs N] [--seconds S] [--only webhook,webhook-20ms,kafka,amqp,redis]
+//                                        [--sink-buffer N]   (outbox.sinkBuffer; default: the config default)
 //
 // Setup: a PostgreSQL 15 server of the benchmark's own (bench/lib/pg-server.mjs: fsync=on,
 // synchronous_commit=on, track_commit_timestamp=on, nothing else on it), a table `orders` captured
@@ -60,12 +61,14 @@ const option = (name, fallback) => {
 };
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--quick') continue;
-  if (['--runs', '--seconds', '--only'].includes(args[i])) { i++; continue; }
-  throw new Error(`unknown argument ${args[i]} (use --quick, --runs N, --seconds S, --only webhook,webhook-20ms,kafka,amqp,redis)`);
+  if (['--runs', '--seconds', '--only', '--sink-buffer'].includes(args[i])) { i++; continue; }
+  throw new Error(`unknown argument ${args[i]} (use --quick, --runs N, --seconds S, --only webhook,webhook-20ms,kafka,amqp,redis, --sink-buffer N)`);
 }
 const quick = args.includes('--quick');
 const RUNS = Number(option('--runs', 3));
 const SECONDS = Number(option('--seconds', quick ? 2 : 5));
+/** outbox.sinkBuffer for the bridge (default: the config's default). */
+const SINK_BUFFER = option('--sink-buffer') === undefined ? undefined : Number(option('--sink-buffer'));
 const ONLY = option('--only', '').split(',').map((s) => s.trim()).filter(Boolean);
 const BACKLOG = quick ? 20_000 : 200_000;
 const RATES = [2_000, 10_000];
@@ -249,6 +252,7 @@ async function main() {
       config: parseConfig({
         database: url,
         capture: [{ table: 'public.orders' }],
+        ...(SINK_BUFFER ? { outbox: { sinkBuffer: SINK_BUFFER } } : {}),
         sinks: { sink: target.sink },
         routes: [{ from: '*', to: 'sink' }],
       }, { file: 'bench', env: {}, sinks: timedDefinitions }),
@@ -288,6 +292,7 @@ async function main() {
       const t0 = clock();
       await bridge.start();
       await waitReceived(target, r, n, 600_000);
+      const spilled = (await bridge.metrics.outboxSpilled.get()).values.reduce((sum, v) => sum + v.value, 0);
       await bridge.stop();
       recording = undefined;
       await target.receipts(r);
@@ -296,7 +301,7 @@ async function main() {
       if (r.received.size < n || left > 0) throw new Error(`${target.id} backlog: ${r.received.size} of ${n} received, ${left} left in the outbox`);
       const last = latest(r);
       const lat = await latencies(r);
-      return { eps: n / ((last - t0) / 1000), p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), n };
+      return { eps: n / ((last - t0) / 1000), p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), n, spilled };
     }
 
     async function liveRun(target, rate) {
@@ -352,7 +357,7 @@ async function main() {
         const res = results.get(target.id);
         const b = await backlogRun(target, target.backlog);
         res.backlog.push(b);
-        say(`  ${target.id} backlog ${fmt(b.n)}: ${fmt(b.eps)} events/s (run ${run}/${RUNS})`);
+        say(`  ${target.id} backlog ${fmt(b.n)}: ${fmt(b.eps)} events/s, ${fmt(b.spilled)} spilled to sidekick.deliveries (run ${run}/${RUNS})`);
         for (const [i, spec] of target.baselines.entries()) {
           const x = await baselineRun(target, spec);
           res.baselines[i].push(x);
@@ -372,7 +377,7 @@ async function main() {
     lines.push(
       `## Row changes → sinks, through the outbox${quick ? ' (--quick)' : ''}`, '',
       `PostgreSQL 15, a server of the benchmark's own (fsync=on, synchronous_commit=on, track_commit_timestamp=on); a table captured by the statement trigger; `
-        + `the bridge (dist/, default outbox and sink settings) in the benchmark's process. Medians of ${RUNS} runs, sinks interleaved run by run.`, '',
+        + `the bridge (dist/, ${SINK_BUFFER ? `outbox.sinkBuffer ${SINK_BUFFER}, otherwise ` : ''}default outbox and sink settings) in the benchmark's process. Medians of ${RUNS} runs, sinks interleaved run by run.`, '',
       '| sink | scenario | contender | events | events/s | p50 ms | p99 ms | × baseline | target |',
       '|---|---|---|---:|---:|---:|---:|---:|---|',
     );
@@ -381,7 +386,7 @@ async function main() {
       const baseEps = m(res.baselines[0], 'eps');
       const eps = m(res.backlog, 'eps');
       const tgt = target.target.backlog;
-      lines.push(`| ${target.name} | backlog of ${fmt(target.backlog)} rows | ${target.contender} | ${fmt(target.backlog)} | ${fmt(eps)} | ${fmt(m(res.backlog, 'p50'), 0)} | ${fmt(m(res.backlog, 'p99'), 0)} | ${(eps / baseEps).toFixed(2)}× | ≥ ${fmt(tgt)}/s ${check(eps >= tgt)} |`);
+      lines.push(`| ${target.name} | backlog of ${fmt(target.backlog)} rows (${fmt(m(res.backlog, 'spilled'))} spilled to the sink's durable backlog) | ${target.contender} | ${fmt(target.backlog)} | ${fmt(eps)} | ${fmt(m(res.backlog, 'p50'), 0)} | ${fmt(m(res.backlog, 'p99'), 0)} | ${(eps / baseEps).toFixed(2)}× | ≥ ${fmt(tgt)}/s ${check(eps >= tgt)} |`);
       for (const [i, spec] of target.baselines.entries()) {
         const x = m(res.baselines[i], 'eps');
         lines.push(`| ${target.name} | baseline, ${fmt(spec.n)} envelopes from memory | ${res.baselines[i][0].name} | ${fmt(spec.n)} | ${fmt(x)} | | | ${(x / baseEps).toFixed(2)}× | |`);
