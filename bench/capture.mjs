@@ -179,7 +179,7 @@ async function main() {
       latencies = [];
       delivered = 0;
       const started = Date.now();
-      const { transactions, tps } = await pgbench(server, database, one, { clients: 16, seconds, rate: WRITER_RATE });
+      const { transactions, tps } = await pgbench(server, database, one, { clients: 32, seconds, rate: WRITER_RATE });
       const elapsed = (Date.now() - started) / 1000;
       const backlog = await pending();
       const deliveredDuring = delivered;
@@ -215,7 +215,7 @@ async function main() {
     const p99 = median(steady.p99);
     const backlog = median(steady.backlog);
     lines.push(`## Capture: the drain (outbox → no-op sink)${quick ? ' (--quick)' : ''}`, '',
-      `Same server. The bridge runs in the benchmark's process; its bookkeeping commits use synchronous_commit=off. Writers: pgbench, 16 clients, 1-row INSERT transactions on a captured table (statement trigger), rate-limited to ${fmt(WRITER_RATE)}/s for ${seconds} s; latency from the writer's transaction start to the sink. Median of ${runs} runs.`, '',
+      `Same server. The bridge runs in the benchmark's process; its bookkeeping commits use synchronous_commit=off. Writers: pgbench, 32 clients, 1-row INSERT transactions on a captured table (statement trigger), rate-limited to ${fmt(WRITER_RATE)}/s for ${seconds} s; latency from the writer's transaction start to the sink. Median of ${runs} runs.`, '',
       '| scenario | writers tx/s | events/s | p50 ms | p99 ms | backlog when writers stop | target |', '|---|---:|---:|---:|---:|---:|---|',
       `| writers at ${fmt(WRITER_RATE)} tx/s → drain → no-op sink | ${fmt(median(steady.writers))} | ${fmt(median(steady.rate))} | ${fmt(median(steady.p50), 1)} | ${fmt(p99, 1)} | ${fmt(backlog)} | p99 ≤ 100 ms ${p99 <= 100 ? '✓' : '✗'}, backlog ≈ 0 ${backlog <= WRITER_RATE * 0.05 ? '✓' : '✗'} |`,
       `| backlog of ${fmt(backlogSize)} → drain → no-op sink | – | ${fmt(rate)} | | | | ≥ 40,000/s ${rate >= 40_000 ? '✓' : '✗'} |`,

@@ -105,10 +105,18 @@ export function createBridge(params: {
     connection, options: config.outbox, router, dispatchers, logger, metrics, heartbeat: drainHeartbeat,
     install: config.outbox.enabled === true || config.capture.length > 0,
   });
+  // /readyz: the drain is connected and its loop turns (a query stuck on a lock would stop it), and
+  // its wake-up LISTEN is up. Registered once the drain is known to be on (at once when capture: or
+  // enabled: true says so; otherwise when it found the schema installed).
+  let outboxChecked = false;
+  const checkOutbox = () => {
+    if (!outbox || outboxChecked) return;
+    outboxChecked = true;
+    readinessChecks.register('outbox', () => outbox.status.connected && drainHeartbeat.alive());
+    readinessChecks.register('outbox-wakeup', () => outbox.status.listening);
+  };
+  if (outbox && (config.outbox.enabled === true || config.capture.length > 0)) checkOutbox();
   if (outbox) {
-    // Connected, and its loop turns (a query stuck on a lock would stop it); the wake-up LISTEN is up.
-    readinessChecks.register('outbox', () => !outbox.status.enabled || (outbox.status.connected && drainHeartbeat.alive()));
-    readinessChecks.register('outbox-wakeup', () => !outbox.status.enabled || outbox.status.listening);
     createSampledGauge(metrics, {
       name: 'sidekick_outbox_pending',
       help: 'Events in sidekick.outbox not yet handed to every sink (read on scrape).',
@@ -170,7 +178,7 @@ export function createBridge(params: {
     async start() {
       // First, so /healthz answers and /readyz says why the bridge is not ready while it connects.
       await http?.start();
-      const outboxStarted = outbox?.start();
+      const outboxStarted = outbox?.start().then(() => { if (outbox.status.enabled) checkOutbox(); });
       if (notify) {
         logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
         // The first connection is retried too: a database that is not up yet must not end the bridge.

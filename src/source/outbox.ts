@@ -512,12 +512,14 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     await c.connect();
     try {
       await c.query('SET synchronous_commit = off');
-      const { rows } = await c.query<{ installed: boolean; version: number | null }>(
-        `SELECT to_regclass('sidekick.outbox') IS NOT NULL AS installed,
-                CASE WHEN to_regclass('sidekick.migrations') IS NOT NULL THEN (SELECT max(id) FROM sidekick.migrations) END AS version`);
+      const { rows } = await c.query<{ installed: boolean; migrations: boolean }>(
+        `SELECT to_regclass('sidekick.outbox') IS NOT NULL AS installed, to_regclass('sidekick.migrations') IS NOT NULL AS migrations`);
+      const found = rows[0] ?? { installed: false, migrations: false };
+      // (A separate query: a reference to a missing table fails even in a branch that is not taken.)
+      const version = found.migrations ? (await c.query<{ v: number | null }>('SELECT max(id) AS v FROM sidekick.migrations')).rows[0]?.v ?? 0 : 0;
+      const info = { installed: found.installed, version };
       const latest = listMigrations().at(-1)?.id ?? 0;
-      const info = rows[0] ?? { installed: false, version: null };
-      if (params.install && (!info.installed || (info.version ?? 0) < latest)) {
+      if (params.install && (!info.installed || info.version < latest)) {
         const result = await migrate(c);
         if (result.applied.length > 0) logger.info({ applied: result.applied }, 'installed the sidekick schema');
       } else if (!info.installed) {
@@ -561,9 +563,12 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     metrics?.outboxPartitions.set(0);
   }
 
+  let listenerTried = 0;
   async function ensureListener(): Promise<void> {
-    if (listener || listenerStarting) return;
+    // (Once started, the listener reconnects by itself; a first connection that failed is retried here.)
+    if (listener || listenerStarting || Date.now() - listenerTried < 5_000) return;
     listenerStarting = true;
+    listenerTried = Date.now();
     const candidate = createListener({
       connection: params.connection,
       channels: [WAKE_CHANNEL],
