@@ -222,6 +222,7 @@ async function makeTargets() {
 
 // ---- measurements -------------------------------------------------------------------------------------
 async function main() {
+  const loadAtStart = loadavg().map((l) => l.toFixed(2)).join(' ');
   say(`rows bench: starting a PostgreSQL server of its own (fsync=on, track_commit_timestamp=on) …`);
   const server = await startServer({ fsync: 'on', synchronous_commit: 'on', track_commit_timestamp: 'on', max_wal_size: '8GB', checkpoint_timeout: '30min' });
   const database = 'bench';
@@ -407,7 +408,7 @@ async function main() {
         + 'Receipt: the webhook receiver (child process) reading the request; for brokers, the broker\'s acknowledgement returned to the sink (Kafka acks=all, RabbitMQ confirm, XADD reply).',
       'Baselines: the bare library with the sink\'s batch size and in-flight count, fed from memory (no database, no outbox, no per-key lanes, no retries); × baseline = events/s ÷ the first baseline of that sink. '
         + 'The sequential client posts one request at a time on a new connection (what skor does). Kafka is librdkafka\'s in-memory mock cluster (no disk, no replication): an upper bound, not a real Kafka.',
-      `Machine: ${cpus()[0]?.model?.trim()}, ${cpus().length} cores; everything (PostgreSQL, pgbench, the bridge, brokers, receiver) on it. Node ${process.version}; ${new Date().toISOString()}; load average (1, 5, 15 min) at the end: ${load}.`,
+      `Machine: ${cpus()[0]?.model?.trim()}, ${cpus().length} cores; everything (PostgreSQL, pgbench, the bridge, brokers, receiver) on it. Node ${process.version}; ${new Date().toISOString()}; load average (1, 5, 15 min) at the start: ${loadAtStart}, at the end: ${load} (other work on the machine shows up as noise).`,
       '');
   } finally {
     recording = undefined;
