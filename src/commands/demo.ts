@@ -82,8 +82,9 @@ async function loadEmbeddedPostgres() {
 /**
  * `sidekick demo`: the zero-setup first run. Starts an embedded PostgreSQL 15 (from the npm package;
  * nothing to install), runs the bridge with a `demo` channel routed to stdout and a captured
- * `demo_orders` table routed to stdout and to a webhook sink posting to a local receiver it starts, sends a few notifications and row changes, and keeps running until Ctrl-C so
- * you can NOTIFY and write rows by hand. The data dir is kept: a row written while the bridge is
+ * `demo_orders` table routed to stdout and to a webhook sink that posts to a local receiver the demo
+ * starts (it prints each request on stderr), sends a few notifications and row changes, and keeps
+ * running until Ctrl-C so you can NOTIFY and write rows by hand. The data dir is kept: a row written while the bridge is
  * down is delivered on the next run.
  */
 export async function demoCommand(options: { once?: boolean; dir?: string }, io: CommandIO): Promise<number> {
