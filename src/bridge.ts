@@ -84,7 +84,9 @@ export function createBridge(params: {
 }): Bridge {
   const { config, logger } = params;
   const metrics = params.metrics ?? createMetrics();
-  const connection = params.connection ?? connectionConfig(config.database);
+  // A server that accepts the TCP connection but never answers must not hang a connect forever:
+  // every connection of the bridge (listener, drain, scheduler) gives up after 10 s and retries.
+  const connection = { connectionTimeoutMillis: 10_000, ...(params.connection ?? connectionConfig(config.database)) };
   const lifetime = new AbortController();
   const started = new Map<string, () => boolean>();
   const readinessChecks = createReadinessChecks();

@@ -2,26 +2,14 @@
 /**
  * The only module that touches process.argv, the environment, signals and exit codes. Every
  * command is a function of (options, io) returning an exit code, so tests can run them in-process.
+ * Command modules are imported when their command runs: `pglisten` starts without loading the
+ * bridge, the sinks and their client libraries.
  */
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { backfillCommand } from './commands/backfill.js';
-import { checkCommand } from './commands/check.js';
-import { demoCommand } from './commands/demo.js';
-import { dlqListCommand, dlqPurgeCommand, dlqRetryCommand } from './commands/dlq.js';
 import type { CommandIO } from './commands/io.js';
-import { installCommand } from './commands/install.js';
-import { laterCommand } from './commands/later.js';
-import { listenCommand } from './commands/listen.js';
-import { runCommand } from './commands/run.js';
-import {
-  scheduleAddCommand, scheduleEnableCommand, scheduleHistoryCommand, scheduleListCommand, scheduleRemoveCommand,
-  scheduleRunNowCommand, type AddOptions,
-} from './commands/schedule.js';
-import { statusCommand } from './commands/status.js';
-import { triggersCommand } from './commands/triggers.js';
-import { uninstallCommand } from './commands/uninstall.js';
+import type { AddOptions } from './commands/schedule.js';
 import { SidekickError } from './errors.js';
 import { VERSION } from './version.js';
 
@@ -103,12 +91,12 @@ export function buildProgram(io: () => CommandIO): Command {
   program.command('run')
     .description('run the bridge')
     .option('-c, --config <file>', 'config file (YAML or JSON)', DEFAULT_CONFIG)
-    .action((opts: { config: string }) => exitWith(() => runCommand(opts, io())));
+    .action((opts: { config: string }) => exitWith(async () => (await import('./commands/run.js')).runCommand(opts, io())));
 
   program.command('check')
     .description('validate the config and check that the database and every sink answer (exit 0/1)')
     .option('-c, --config <file>', 'config file (YAML or JSON)', DEFAULT_CONFIG)
-    .action((opts: { config: string }) => exitWith(() => checkCommand(opts, io())));
+    .action((opts: { config: string }) => exitWith(async () => (await import('./commands/check.js')).checkCommand(opts, io())));
 
   program.command('listen')
     .description('print notifications to stdout: a drop-in for pgsidekick\'s pglisten (see `sidekick listen --help`)')
@@ -116,14 +104,14 @@ export function buildProgram(io: () => CommandIO): Command {
     .allowUnknownOption(true)
     .allowExcessArguments(true)
     .argument('[args...]')
-    .action((args: string[]) => exitWith(() => listenCommand(args, io())));
+    .action((args: string[]) => exitWith(async () => (await import('./commands/listen.js')).listenCommand(args, io())));
 
   program.command('install')
     .description('create or upgrade the sidekick schema (idempotent; safe from two processes at once)')
     .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
     .option('-c, --config <file>', 'take the database from this config file')
     .option('--pgcron [schema]', 'also install pgsidekick\'s pgcron.sql interface (a scheduled_events view; schema default public)')
-    .action((opts: { database?: string; config?: string; pgcron?: boolean | string }) => exitWith(() => installCommand(opts, io())));
+    .action((opts: { database?: string; config?: string; pgcron?: boolean | string }) => exitWith(async () => (await import('./commands/install.js')).installCommand(opts, io())));
 
   program.command('later')
     .description('run SQL later on "<seconds> <sql>" notifications: a drop-in for pgsidekick\'s pglater (see `sidekick later --help`)')
@@ -131,7 +119,7 @@ export function buildProgram(io: () => CommandIO): Command {
     .allowUnknownOption(true)
     .allowExcessArguments(true)
     .argument('[args...]')
-    .action((args: string[]) => exitWith(() => laterCommand(args, io())));
+    .action((args: string[]) => exitWith(async () => (await import('./commands/later.js')).laterCommand(args, io())));
 
   const schedule = program.command('schedule')
     .description('durable schedules in sidekick.schedules: add, list, remove, enable, disable, run-now, history');
@@ -158,29 +146,29 @@ export function buildProgram(io: () => CommandIO): Command {
     .option('--retry-delay <duration>', 'wait between attempts (default 10s)')
     .option('--disabled', 'add it switched off')
     .option('--replace', 'replace a schedule of the same name')
-    .action((name: string, opts: AddOptions) => exitWith(() => scheduleAddCommand(name, opts, io())));
+    .action((name: string, opts: AddOptions) => exitWith(async () => (await import('./commands/schedule.js')).scheduleAddCommand(name, opts, io())));
   db(schedule.command('list'))
     .description('list schedules, soonest first')
     .option('--all', 'include pglater jobs and run-now copies')
     .option('--json', 'one JSON object per line')
-    .action((opts: { database?: string; config?: string; all?: boolean; json?: boolean }) => exitWith(() => scheduleListCommand(opts, io())));
+    .action((opts: { database?: string; config?: string; all?: boolean; json?: boolean }) => exitWith(async () => (await import('./commands/schedule.js')).scheduleListCommand(opts, io())));
   db(schedule.command('remove <name>'))
     .description('remove a schedule (by name or id); its history stays')
-    .action((name: string, opts: { database?: string; config?: string }) => exitWith(() => scheduleRemoveCommand(name, opts, io())));
+    .action((name: string, opts: { database?: string; config?: string }) => exitWith(async () => (await import('./commands/schedule.js')).scheduleRemoveCommand(name, opts, io())));
   db(schedule.command('enable <name>'))
     .description('switch a schedule on')
-    .action((name: string, opts: { database?: string; config?: string }) => exitWith(() => scheduleEnableCommand(name, true, opts, io())));
+    .action((name: string, opts: { database?: string; config?: string }) => exitWith(async () => (await import('./commands/schedule.js')).scheduleEnableCommand(name, true, opts, io())));
   db(schedule.command('disable <name>'))
     .description('switch a schedule off (it keeps its place)')
-    .action((name: string, opts: { database?: string; config?: string }) => exitWith(() => scheduleEnableCommand(name, false, opts, io())));
+    .action((name: string, opts: { database?: string; config?: string }) => exitWith(async () => (await import('./commands/schedule.js')).scheduleEnableCommand(name, false, opts, io())));
   db(schedule.command('run-now <name>'))
     .description('run a schedule\'s action once now, besides its own timing')
-    .action((name: string, opts: { database?: string; config?: string }) => exitWith(() => scheduleRunNowCommand(name, opts, io())));
+    .action((name: string, opts: { database?: string; config?: string }) => exitWith(async () => (await import('./commands/schedule.js')).scheduleRunNowCommand(name, opts, io())));
   db(schedule.command('history [name]'))
     .description('recent runs (outcome, duration, error), newest first')
     .option('-n, --limit <n>', 'how many (default 20)')
     .option('--json', 'one JSON object per line')
-    .action((name: string | undefined, opts: { database?: string; config?: string; limit?: string; json?: boolean }) => exitWith(() => scheduleHistoryCommand(name, opts, io())));
+    .action((name: string | undefined, opts: { database?: string; config?: string; limit?: string; json?: boolean }) => exitWith(async () => (await import('./commands/schedule.js')).scheduleHistoryCommand(name, opts, io())));
 
   program.command('uninstall')
     .description('remove everything pg-sidekick created in the database (capture triggers, the sidekick schema), after listing it')
@@ -189,7 +177,7 @@ export function buildProgram(io: () => CommandIO): Command {
     .option('-y, --yes', 'do not ask for confirmation (required without a terminal)')
     .action((opts: { database?: string; config?: string; yes?: boolean }) => {
       const confirm = terminalConfirm();
-      return exitWith(() => uninstallCommand({ ...opts, ...(confirm ? { confirm } : {}) }, io()));
+      return exitWith(async () => (await import('./commands/uninstall.js')).uninstallCommand({ ...opts, ...(confirm ? { confirm } : {}) }, io()));
     });
 
   program.command('triggers')
@@ -200,7 +188,7 @@ export function buildProgram(io: () => CommandIO): Command {
     .option('--apply', 'run the SQL in one transaction (installs the sidekick schema first if needed)')
     .option('--drop', 'generate the statements that remove the triggers instead')
     .action((file: string | undefined, opts: { config: string; database?: string; apply?: boolean; drop?: boolean }) =>
-      exitWith(() => triggersCommand({ ...opts, ...(file ? { file } : {}) }, io())));
+      exitWith(async () => (await import('./commands/triggers.js')).triggersCommand({ ...opts, ...(file ? { file } : {}) }, io())));
 
   const dlq = program.command('dlq').description('dead letters: events a sink gave up on (list | retry | purge)');
   const dbOptions = (cmd: Command) => cmd
@@ -211,17 +199,17 @@ export function buildProgram(io: () => CommandIO): Command {
     .description('show dead letters, newest first')
     .option('-n, --limit <n>', 'at most this many', (v) => Number(v), 50)
     .option('--json', 'JSON (with the whole event) instead of a table')
-    .action((opts: { database?: string; config?: string; sink?: string; limit: number; json?: boolean }) => exitWith(() => dlqListCommand(opts, io())));
+    .action((opts: { database?: string; config?: string; sink?: string; limit: number; json?: boolean }) => exitWith(async () => (await import('./commands/dlq.js')).dlqListCommand(opts, io())));
   dbOptions(dlq.command('retry'))
     .description('send dead letters back to their sink (same event id)')
     .argument('[ids...]', 'dead-letter ids (the ID column of dlq list)')
     .option('--all', 'every dead letter (of --sink, if given)')
-    .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) => exitWith(() => dlqRetryCommand({ ...opts, ids }, io())));
+    .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) => exitWith(async () => (await import('./commands/dlq.js')).dlqRetryCommand({ ...opts, ids }, io())));
   dbOptions(dlq.command('purge'))
     .description('delete dead letters for good')
     .argument('[ids...]', 'dead-letter ids (the ID column of dlq list)')
     .option('--all', 'every dead letter (of --sink, if given)')
-    .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) => exitWith(() => dlqPurgeCommand({ ...opts, ids }, io())));
+    .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) => exitWith(async () => (await import('./commands/dlq.js')).dlqPurgeCommand({ ...opts, ids }, io())));
 
   program.command('backfill')
     .description('enqueue a table\'s existing rows as op READ events, in key order, in batches (resumable; progress on stderr)')
@@ -233,20 +221,20 @@ export function buildProgram(io: () => CommandIO): Command {
     .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
     .option('-c, --config <file>', 'take the database, and the table\'s capture key and columns, from this config file')
     .action((table: string, opts: { where?: string; batch: number; maxBatches?: number; restart?: boolean; database?: string; config?: string }) =>
-      exitWith(() => backfillCommand({ ...opts, table }, io())));
+      exitWith(async () => (await import('./commands/backfill.js')).backfillCommand({ ...opts, table }, io())));
 
   program.command('status')
     .description('backlog, oldest event, per-sink backlog and dead letters, due schedules, bridge connections (exit 1 if unreachable or not installed)')
     .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
     .option('-c, --config <file>', 'take the database (and the sink names) from this config file')
     .option('--json', 'machine-readable JSON instead of tables')
-    .action((opts: { database?: string; config?: string; json?: boolean }) => exitWith(() => statusCommand(opts, io())));
+    .action((opts: { database?: string; config?: string; json?: boolean }) => exitWith(async () => (await import('./commands/status.js')).statusCommand(opts, io())));
 
   program.command('demo')
     .description('zero-setup demo: embedded PostgreSQL, a demo channel, events printed to stdout')
     .option('--once', 'exit after the demo events were delivered')
     .option('--dir <dir>', 'data directory of the embedded PostgreSQL')
-    .action((opts: { once?: boolean; dir?: string }) => exitWith(() => demoCommand(opts, io())));
+    .action((opts: { once?: boolean; dir?: string }) => exitWith(async () => (await import('./commands/demo.js')).demoCommand(opts, io())));
 
   return program;
 }
@@ -258,8 +246,8 @@ export async function main(argv: readonly string[]): Promise<void> {
     process.exit(err.exitCode);
   });
   // pglisten-style options go through verbatim (commander would otherwise eat --help, -V …).
-  if (argv[0] === 'listen') return exitWith(() => listenCommand(argv.slice(1), processIO()));
-  if (argv[0] === 'later') return exitWith(() => laterCommand(argv.slice(1), processIO()));
+  if (argv[0] === 'listen') return exitWith(async () => (await import('./commands/listen.js')).listenCommand(argv.slice(1), processIO()));
+  if (argv[0] === 'later') return exitWith(async () => (await import('./commands/later.js')).laterCommand(argv.slice(1), processIO()));
   await program.parseAsync([...argv], { from: 'user' });
 }
 

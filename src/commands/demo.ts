@@ -1,4 +1,5 @@
 import { existsSync, mkdirSync } from 'node:fs';
+import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +26,41 @@ function freePort(): Promise<number> {
   });
 }
 
+/** Longest request body the demo receiver prints (the rest is cut with "…"). */
+const MAX_SHOWN_BODY = 400;
+
+/**
+ * A small local webhook receiver for the demo: answers 204 to everything and prints each request
+ * compactly to stderr (method, path, webhook-id, body), so you see what a receiver would get.
+ */
+async function startDemoReceiver(say: (line: string) => void): Promise<{ url: string; received: () => number; stop: () => Promise<void> }> {
+  let received = 0;
+  const server: Server = createHttpServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      received++;
+      const body = Buffer.concat(chunks).toString('utf8');
+      const shown = body.length > MAX_SHOWN_BODY ? `${body.slice(0, MAX_SHOWN_BODY)}…` : body;
+      say(`webhook receiver ← ${req.method} ${req.url} webhook-id=${String(req.headers['webhook-id'] ?? '-')} ${shown}`);
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as { port: number };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    received: () => received,
+    stop: () => new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    }),
+  };
+}
+
 const HOOKED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const;
 
 /**
@@ -45,9 +81,10 @@ async function loadEmbeddedPostgres() {
 
 /**
  * `sidekick demo`: the zero-setup first run. Starts an embedded PostgreSQL 15 (from the npm package;
- * nothing to install), runs the bridge with a `demo` channel and a captured `demo_orders` table
- * routed to stdout, sends a few notifications and row changes, and keeps running until Ctrl-C so
- * you can NOTIFY and write rows by hand. The data dir is kept: a row written while the bridge is
+ * nothing to install), runs the bridge with a `demo` channel routed to stdout and a captured
+ * `demo_orders` table routed to stdout and to a webhook sink that posts to a local receiver the demo
+ * starts (it prints each request on stderr), sends a few notifications and row changes, and keeps
+ * running until Ctrl-C so you can NOTIFY and write rows by hand. The data dir is kept: a row written while the bridge is
  * down is delivered on the next run.
  */
 export async function demoCommand(options: { once?: boolean; dir?: string }, io: CommandIO): Promise<number> {
@@ -84,17 +121,25 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
   } finally {
     await setup.end();
   }
+  const receiver = await startDemoReceiver(say);
   const config = parseConfig({
     database: url,
     listen: ['demo'],
     capture: [{ table: 'public.demo_orders' }],
-    sinks: { console: { type: 'stdout', format: 'json' } },
-    routes: [{ from: '*', to: ['console'] }],
+    sinks: {
+      console: { type: 'stdout', format: 'json' },
+      hook: { type: 'webhook', url: `${receiver.url}/hooks/{schema}/{table}`, retry: { attempts: 3, initialDelay: '200ms' } },
+    },
+    routes: [
+      { from: 'demo', to: ['console'] },
+      { from: 'public.demo_orders', to: ['console', 'hook'] },
+    ],
   }, { file: '(demo)', env: io.env, sinks: sinkDefinitions });
   const bridge = createBridge({ config, logger, ...(io.stdout === process.stdout ? {} : { stdout: io.stdout }) });
   try {
     await bridge.start();
     say(`PostgreSQL is up on 127.0.0.1:${port}; the bridge LISTENs on channel "demo", captures the row changes of table demo_orders, and prints each event as a JSON envelope on stdout.`);
+    say(`Row changes of demo_orders also go to a webhook sink posting to a local receiver (${receiver.url}), which prints each request here on stderr.`);
     if (waiting > 0) say(`${waiting} row change(s) from the last run waited in the outbox while the bridge was down: delivered first.`);
     say('Sending three notifications (ephemeral: LISTEN/NOTIFY) and four row changes (durable: captured into the outbox):');
     const client = new pg.Client({ connectionString: url });
@@ -106,11 +151,14 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
     await client.query(`UPDATE demo_orders SET status = 'paid' WHERE id = $1`, [rows[0]?.id]);
     await client.query(`DELETE FROM demo_orders WHERE id = $1`, [rows[1]?.id]);
     await client.end();
-    const expected = 3 + 4 + waiting;
+    // stdout gets the notifications and the row changes; the webhook receiver the row changes.
+    const expectedConsole = 3 + 4 + waiting;
+    const expectedHook = 4 + waiting;
     const deliveredAll = async () => {
       for (let i = 0; i < 400; i++) {
         const m = await bridge.metrics.delivered.get();
-        if ((m.values[0]?.value ?? 0) >= expected) return;
+        const toConsole = m.values.find((v) => v.labels.sink === 'console')?.value ?? 0;
+        if (toConsole >= expectedConsole && receiver.received() >= expectedHook) return;
         await new Promise((r) => setTimeout(r, 25));
       }
     };
@@ -118,7 +166,7 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
     say('');
     say('Try it yourself from another terminal:');
     say(`  psql ${url} -c "NOTIFY demo, 'hello from psql'"`);
-    say(`  psql ${url} -c "INSERT INTO demo_orders (item) VALUES ('tea')"`);
+    say(`  psql ${url} -c "INSERT INTO demo_orders (item) VALUES ('tea')"   # also posted to the webhook receiver`);
     if (options.once) {
       say('Done (--once).');
     } else {
@@ -130,6 +178,7 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
     say(`demo failed: ${(error as Error).message}`);
   } finally {
     await bridge.stop();
+    await receiver.stop();
     if (exitCode === 0) {
       // Row changes survive the bridge being down: write one now, the next run delivers it first.
       const after = new pg.Client({ connectionString: url });

@@ -34,6 +34,23 @@ describe('sidekick demo (embedded PostgreSQL)', () => {
     expect(envelopes.length).toBeGreaterThanOrEqual(3);
     expect(envelopes.every((e) => e.channel === 'demo' || e.source === 'table')).toBe(true);
     expect(stderr).toContain('psql');
+    // The local webhook receiver the demo starts got the four row changes (and nothing else).
+    const received = stderr.split('\n').filter((l) => l.startsWith('webhook receiver ← '));
+    expect(received, stderr).toHaveLength(4);
+    const requests = received.map((l) => {
+      const m = /^webhook receiver ← (\S+) (\S+) webhook-id=(\S+) (.*)$/.exec(l);
+      expect(m, l).not.toBeNull();
+      return { method: m![1], path: m![2], id: m![3], body: JSON.parse(m![4]!) as { id: string; op: string; table: string } };
+    });
+    expect(requests.every((r) => r.method === 'POST' && r.path === '/hooks/public/demo_orders')).toBe(true);
+    expect(requests.every((r) => r.id === r.body.id && r.body.table === 'demo_orders')).toBe(true);
+    expect(requests.map((r) => r.body.op).sort()).toEqual(['DELETE', 'INSERT', 'INSERT', 'UPDATE']);
+
+    // The row written after the bridge stopped waits in the outbox; the next run posts it first.
+    const again = await run(['demo', '--once', '--dir', dir]);
+    expect(again.code, again.stderr).toBe(0);
+    const first = again.stderr.split('\n').find((l) => l.startsWith('webhook receiver ← '));
+    expect(first, again.stderr).toContain('written while the bridge was stopped');
   });
 
   it('stops cleanly on SIGINT', async () => {

@@ -70,10 +70,10 @@ describe('/metrics: outbox backlog, oldest age, sink backlog and due schedules (
     db = await createTestDatabase();
     const c = await db.client();
     await install(c);
-    // A stand-in with the columns the gauge reads (the scheduler's own migration is on another branch).
-    await c.query(`CREATE TABLE IF NOT EXISTS sidekick.schedules (id bigserial PRIMARY KEY, enabled boolean NOT NULL DEFAULT true, next_run_at timestamptz)`);
-    await c.query(`INSERT INTO sidekick.schedules (next_run_at) VALUES (now() - interval '90 seconds'), (now() - interval '5 seconds'), (now() + interval '1 hour')`);
-    await c.query(`INSERT INTO sidekick.schedules (enabled, next_run_at) VALUES (false, now() - interval '1 day')`);
+    // Real one-shot schedules (sql/020_scheduler.sql); this bridge runs no scheduler, so they stay due.
+    await c.query(`INSERT INTO sidekick.schedules (run_at, sql) VALUES
+      (now() - interval '90 seconds', 'select 1'), (now() - interval '5 seconds', 'select 1'), (now() + interval '1 hour', 'select 1')`);
+    await c.query(`INSERT INTO sidekick.schedules (enabled, run_at, sql) VALUES (false, now() - interval '1 day', 'select 1')`);
     bridge = await startBridge(db.url, { http: { port: 0 }, sinks: { out: { type: 'stdout' } }, routes: [{ from: '*', to: 'out' }] });
     const text = await (await fetch(`http://127.0.0.1:${bridge.http?.address()?.port}/metrics`)).text();
     expect(sample(text, 'sidekick_schedules_due')).toBe(2);
