@@ -134,14 +134,20 @@ const PROBE_MS = 50;
 /** Byte budget of one fetch (stored size of the row images). */
 const FETCH_BYTES = 16 * 1024 * 1024;
 const MAX_ERROR_TEXT = 2000;
+/** The most events one outbox row holds (the capture trigger's chunk size). */
+const CHUNK_EVENTS = 1000;
 
 export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   const { options, router, metrics } = params;
   const logger = params.logger.child({ source: 'outbox' });
   const batchSize = options.batchSize;
   const sinkBuffer = options.sinkBuffer;
-  /** Events of outbox rows held in memory at most. */
-  const maxEvents = Math.max(sinkBuffer, batchSize * 4);
+  /**
+   * Events of outbox rows held in memory at most: one outbox row (a statement chunk: at most
+   * CHUNK_EVENTS events, sql/002_outbox.sql) below the spill threshold, because one fetch may overshoot
+   * by a chunk; otherwise a sink that is only busy, not failing, would be spilled to its durable backlog.
+   */
+  const maxEvents = Math.max(batchSize * 4, sinkBuffer - CHUNK_EVENTS);
   const sinks = new Map<string, SinkRun>([...params.dispatchers].map(([name, dispatcher]) => [name, {
     name, dispatcher, mode: 'live', mem: 0, cursor: 0, memSeqs: new Set<number>(),
   }]));
