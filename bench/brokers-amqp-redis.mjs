@@ -7,7 +7,7 @@
 //   npm run build && node bench/brokers-amqp-redis.mjs [--quick] [--runs N] [--only amqp|redis] [--source memory]
 //
 // Brokers: the ones scripts/services.sh starts (AMQP_URL / REDIS_URL from the environment, else from
-// $SIDEKICK_SERVICES_DIR/env or .services/env). RabbitMQ: a durable queue bound to the exchange and
+// $SIDEKICK_SERVICES_DIR/env or /var/tmp/pg-sidekick-services/env). RabbitMQ: a durable queue bound to the exchange and
 // persistent messages (confirmed once on disk, as in production). Redis: the test instance (no
 // persistence). Nothing consumes during a run; the queue is purged and the stream deleted afterwards.
 //
@@ -48,7 +48,7 @@ function parseArgs(argv) {
 }
 
 function serviceEnv() {
-  const file = join(process.env.SIDEKICK_SERVICES_DIR || join(here, '../.services'), 'env');
+  const file = join(process.env.SIDEKICK_SERVICES_DIR || '/var/tmp/pg-sidekick-services', 'env');
   const values = {};
   try {
     for (const line of readFileSync(file, 'utf8').split('\n')) {

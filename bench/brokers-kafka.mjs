@@ -5,7 +5,7 @@
 //   npm run build && node bench/brokers-kafka.mjs [--quick] [--runs N] [--events N]
 //
 // Broker: KAFKA_BROKERS / KAFKA_CONTROL from the environment, else from the services env file
-// ($SIDEKICK_SERVICES_DIR or .services/env, written by scripts/services.sh). On these machines that
+// ($SIDEKICK_SERVICES_DIR or /var/tmp/pg-sidekick-services/env, written by scripts/services.sh). On these machines that
 // is librdkafka's in-memory mock cluster (Kafka wire protocol, no disk, no replication): figures
 // are an upper bound for the client side, not what a real Kafka cluster would give.
 //
@@ -52,7 +52,7 @@ const PARTITIONS = 4;
 
 function servicesEnv() {
   const env = { ...process.env };
-  const file = join(process.env.SIDEKICK_SERVICES_DIR ?? join(ROOT, '.services'), 'env');
+  const file = join(process.env.SIDEKICK_SERVICES_DIR ?? '/var/tmp/pg-sidekick-services', 'env');
   try {
     for (const line of readFileSync(file, 'utf8').split('\n')) {
       const i = line.indexOf('=');

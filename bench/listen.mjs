@@ -38,7 +38,7 @@ if (!existsSync(CLI)) {
 
 function databaseUrl() {
   if (process.env.DATABASE_URL) return process.env.DATABASE_URL;
-  const dir = process.env.SIDEKICK_SERVICES_DIR || join(ROOT, '.services');
+  const dir = process.env.SIDEKICK_SERVICES_DIR || '/var/tmp/pg-sidekick-services';
   try {
     const line = readFileSync(join(dir, 'env'), 'utf8').split('\n').find((l) => l.startsWith('DATABASE_URL='));
     if (line) return line.slice('DATABASE_URL='.length).trim();

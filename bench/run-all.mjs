@@ -49,7 +49,7 @@ function osName() {
 
 function servicesEnv() {
   const env = { ...process.env };
-  const file = join(process.env.SIDEKICK_SERVICES_DIR ?? join(ROOT, '.services'), 'env');
+  const file = join(process.env.SIDEKICK_SERVICES_DIR ?? '/var/tmp/pg-sidekick-services', 'env');
   try {
     for (const line of readFileSync(file, 'utf8').split('\n')) {
       const i = line.indexOf('=');

@@ -10,7 +10,7 @@
 #   scripts/services.sh kafka-topic NAME [PARTITIONS]           create a topic in the mock broker
 #   scripts/services.sh kafka-ctl COMMAND...                    raw control command (see below)
 #
-# State dir: ${SIDEKICK_SERVICES_DIR:-<repo>/.services} (data, logs, pid files, env). Ports are fixed,
+# State dir: ${SIDEKICK_SERVICES_DIR:-/var/tmp/pg-sidekick-services} (data, logs, pid files, env). Ports are fixed,
 # so only one state dir can own a service at a time; another state dir reuses what answers.
 #
 #   service    address                      started with
@@ -49,7 +49,9 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-STATE=${SIDEKICK_SERVICES_DIR:-$ROOT/.services}
+# One state dir per machine, not per checkout: the ports are the machine's, so every clone must find,
+# reuse and restart the same instances (a restart test in one clone must be able to stop them).
+STATE=${SIDEKICK_SERVICES_DIR:-/var/tmp/pg-sidekick-services}
 ALL_SERVICES=(pg redis rabbitmq kafka tools)
 
 HOST=127.0.0.1

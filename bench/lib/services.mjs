@@ -6,10 +6,10 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** The environment, completed from $SIDEKICK_SERVICES_DIR/env (or .services/env); the environment wins. */
+/** The environment, completed from $SIDEKICK_SERVICES_DIR/env (or /var/tmp/pg-sidekick-services/env); the environment wins. */
 export function servicesEnv() {
   const env = { ...process.env };
-  const file = join(process.env.SIDEKICK_SERVICES_DIR || join(ROOT, '.services'), 'env');
+  const file = join(process.env.SIDEKICK_SERVICES_DIR || '/var/tmp/pg-sidekick-services', 'env');
   try {
     for (const line of readFileSync(file, 'utf8').split('\n')) {
       const i = line.indexOf('=');

@@ -115,7 +115,7 @@ export function dispatchOptions(over: Partial<DispatchOptions> = {}): DispatchOp
 
 const servicesScript = fileURLToPath(new URL('../../scripts/services.sh', import.meta.url));
 
-/** Runs scripts/services.sh (against SIDEKICK_SERVICES_DIR, default /work/main/.services when present). */
+/** Runs scripts/services.sh (against $SIDEKICK_SERVICES_DIR, default the machine-wide state dir). */
 export function services(...args: string[]): Promise<{ ms: number; output: string }> {
   const started = Date.now();
   return new Promise((resolve, reject) => {

@@ -31,9 +31,9 @@ export const SERVICE_ENV_KEY: Readonly<Record<ServiceName, keyof ServiceEnv>> = 
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
-/** The state dir of scripts/services.sh: $SIDEKICK_SERVICES_DIR or <repo>/.services. */
+/** The state dir of scripts/services.sh: $SIDEKICK_SERVICES_DIR or the machine's /var/tmp/pg-sidekick-services. */
 export function servicesDir(): string {
-  return process.env.SIDEKICK_SERVICES_DIR || join(REPO_ROOT, '.services');
+  return process.env.SIDEKICK_SERVICES_DIR || '/var/tmp/pg-sidekick-services';
 }
 
 export function envFilePath(): string {
