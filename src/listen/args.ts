@@ -6,6 +6,8 @@
  * `-V --bogus` prints the version while `--bogus -V` is a usage error. No I/O happens here.
  */
 
+import { getoptLong, type OptionSpec } from '../cli-args/getopt.js';
+
 export const PROGRAM = 'pglisten';
 
 /** What the user asked for, once parsed. */
@@ -37,14 +39,8 @@ export type ParsedArgs =
 
 type OptionKey = 'd' | 'h' | 'l' | 'p' | 'q' | 'U' | 'H' | 'V' | 'w' | '0' | '?';
 
-interface OptionSpec {
-  readonly key: OptionKey;
-  readonly long: string;
-  readonly takesArgument: boolean;
-}
-
 // Same table as pglisten's (long names, short letters, which ones take an argument).
-const SPECS: readonly OptionSpec[] = [
+const SPECS: readonly OptionSpec<OptionKey>[] = [
   { key: 'd', long: 'dbname', takesArgument: true },
   { key: 'h', long: 'host', takesArgument: true },
   { key: 'l', long: 'listen', takesArgument: true },
@@ -58,21 +54,8 @@ const SPECS: readonly OptionSpec[] = [
   { key: '0', long: 'print0', takesArgument: false },
 ];
 
-const BY_SHORT = new Map(SPECS.map((s) => [s.key as string, s]));
-
-/** The exact long option, or the only one `prefix` abbreviates; an error message otherwise. */
-function findLong(name: string): OptionSpec | string {
-  const exact = SPECS.find((s) => s.long === name);
-  if (exact) return exact;
-  const candidates = SPECS.filter((s) => s.long.startsWith(name));
-  if (candidates.length === 1) return candidates[0] as OptionSpec;
-  if (candidates.length === 0) return `unrecognized option '--${name}'`;
-  return `option '--${name}' is ambiguous; possibilities: ${candidates.map((s) => `'--${s.long}'`).join(' ')}`;
-}
-
 export function parseListenArgs(argv: readonly string[]): ParsedArgs {
   const channels: string[] = [];
-  const positional: string[] = [];
   const opts: { -readonly [K in keyof ListenOptions]?: ListenOptions[K] } = {};
   let print0 = false;
   let context = false;
@@ -80,7 +63,7 @@ export function parseListenArgs(argv: readonly string[]): ParsedArgs {
   let noPassword = false;
 
   // Applies one option; returns a terminal result (help/version) or undefined to go on.
-  const apply = (spec: OptionSpec, value: string | undefined): ParsedArgs | undefined => {
+  const apply = (spec: OptionSpec<OptionKey>, value: string | undefined): ParsedArgs | undefined => {
     switch (spec.key) {
       case 'd': opts.dbname = value; break;
       case 'h': opts.host = value; break;
@@ -97,50 +80,10 @@ export function parseListenArgs(argv: readonly string[]): ParsedArgs {
     return undefined;
   };
 
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (arg === '--') {
-      positional.push(...argv.slice(i + 1));
-      break;
-    }
-    if (arg.startsWith('--')) {
-      const eq = arg.indexOf('=');
-      const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
-      const found = findLong(name);
-      if (typeof found === 'string') return { action: 'error', message: found };
-      let value: string | undefined;
-      if (found.takesArgument) {
-        if (eq !== -1) value = arg.slice(eq + 1);
-        else if (i + 1 < argv.length) value = argv[++i];
-        else return { action: 'error', message: `option '--${found.long}' requires an argument` };
-      } else if (eq !== -1) {
-        return { action: 'error', message: `option '--${found.long}' doesn't allow an argument` };
-      }
-      const done = apply(found, value);
-      if (done) return done;
-      continue;
-    }
-    if (arg.startsWith('-') && arg.length > 1) {
-      // A cluster of short options; one that takes an argument swallows the rest of the word
-      // (`-lchan`) or, when it ends the word, the next word (`-l chan`).
-      for (let j = 1; j < arg.length; j++) {
-        const letter = arg[j] as string;
-        const spec = BY_SHORT.get(letter);
-        if (!spec) return { action: 'error', message: `invalid option -- '${letter}'` };
-        let value: string | undefined;
-        if (spec.takesArgument) {
-          if (j + 1 < arg.length) value = arg.slice(j + 1);
-          else if (i + 1 < argv.length) value = argv[++i];
-          else return { action: 'error', message: `option requires an argument -- '${letter}'` };
-        }
-        const done = apply(spec, value);
-        if (done) return done;
-        if (spec.takesArgument) break;
-      }
-      continue;
-    }
-    positional.push(arg); // getopt permutes: operands may appear between options
-  }
+  const walked = getoptLong(argv, SPECS, apply);
+  if (walked.kind === 'done') return walked.result;
+  if (walked.kind === 'error') return { action: 'error', message: walked.message };
+  const positional = walked.operands;
 
   // The usage line promises `[DBNAME [USERNAME]]` (as psql does); pglisten itself ignored them.
   const warnings: string[] = [];

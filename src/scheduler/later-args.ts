@@ -4,10 +4,9 @@
  * follow `=` or be the next word, non-options are collected wherever they appear (`[DBNAME
  * [USERNAME]]`), `--` ends the options. Two long-only options are ours: `--allow=REGEX` (repeatable)
  * and `--no-install`. No I/O here.
- *
- * (The `listen` command parses pglisten's line the same way; the two could share one table-driven
- * parser once both have landed.)
+ * The walking is src/cli-args/getopt.ts, shared with pglisten's parser.
  */
+import { getoptLong, type OptionSpec } from '../cli-args/getopt.js';
 
 export const LATER_PROGRAM = 'pglater';
 
@@ -36,41 +35,28 @@ export type LaterArgs =
   | { readonly action: 'error'; readonly message: string }
   | { readonly action: 'run'; readonly options: LaterOptions };
 
-interface Spec { readonly key: string; readonly long: string; readonly arg: boolean }
-
-const SPECS: readonly Spec[] = [
-  { key: 'd', long: 'dbname', arg: true },
-  { key: 'h', long: 'host', arg: true },
-  { key: 'l', long: 'listen', arg: true },
-  { key: 'p', long: 'port', arg: true },
-  { key: 'q', long: 'quiet', arg: false },
-  { key: 'v', long: 'verbose', arg: false },
-  { key: 'U', long: 'username', arg: true },
-  { key: 'V', long: 'version', arg: false },
-  { key: 'w', long: 'no-password', arg: false },
-  { key: '?', long: 'help', arg: false },
-  { key: 'allow', long: 'allow', arg: true },
-  { key: 'no-install', long: 'no-install', arg: false },
+const SPECS: readonly OptionSpec[] = [
+  { key: 'd', long: 'dbname', takesArgument: true },
+  { key: 'h', long: 'host', takesArgument: true },
+  { key: 'l', long: 'listen', takesArgument: true },
+  { key: 'p', long: 'port', takesArgument: true },
+  { key: 'q', long: 'quiet', takesArgument: false },
+  { key: 'v', long: 'verbose', takesArgument: false },
+  { key: 'U', long: 'username', takesArgument: true },
+  { key: 'V', long: 'version', takesArgument: false },
+  { key: 'w', long: 'no-password', takesArgument: false },
+  { key: '?', long: 'help', takesArgument: false },
+  { key: 'allow', long: 'allow', takesArgument: true },
+  { key: 'no-install', long: 'no-install', takesArgument: false },
 ];
-const SHORT = new Map(SPECS.filter((s) => s.key.length === 1).map((s) => [s.key, s]));
-
-function findLong(name: string): Spec | string {
-  const exact = SPECS.find((s) => s.long === name);
-  if (exact) return exact;
-  const candidates = SPECS.filter((s) => s.long.startsWith(name));
-  if (candidates.length === 1) return candidates[0] as Spec;
-  if (candidates.length === 0) return `unrecognized option '--${name}'`;
-  return `option '--${name}' is ambiguous; possibilities: ${candidates.map((s) => `'--${s.long}'`).join(' ')}`;
-}
 
 export function parseLaterArgs(argv: readonly string[]): LaterArgs {
-  const positional: string[] = [];
   const allow: string[] = [];
   const o: { channel?: string; verbose: boolean; quiet: boolean; noPassword: boolean; install: boolean; dbname?: string; host?: string; port?: string; username?: string } = {
     verbose: false, quiet: false, noPassword: false, install: true,
   };
   // Options act in order: `-V --bogus` prints the version, `--bogus -V` is an error.
-  const apply = (spec: Spec, value: string | undefined): LaterArgs | undefined => {
+  const apply = (spec: OptionSpec, value: string | undefined): LaterArgs | undefined => {
     switch (spec.key) {
       case 'd': o.dbname = value; break;
       case 'h': o.host = value; break;
@@ -87,49 +73,10 @@ export function parseLaterArgs(argv: readonly string[]): LaterArgs {
     }
     return undefined;
   };
-  for (let i = 0; i < argv.length; i++) {
-    const word = argv[i] as string;
-    if (word === '--') {
-      positional.push(...argv.slice(i + 1));
-      break;
-    }
-    if (word.startsWith('--')) {
-      const eq = word.indexOf('=');
-      const name = eq === -1 ? word.slice(2) : word.slice(2, eq);
-      const spec = findLong(name);
-      if (typeof spec === 'string') return { action: 'error', message: spec };
-      let value: string | undefined;
-      if (spec.arg) {
-        if (eq !== -1) value = word.slice(eq + 1);
-        else if (i + 1 < argv.length) value = argv[++i];
-        else return { action: 'error', message: `option '--${spec.long}' requires an argument` };
-      } else if (eq !== -1) {
-        return { action: 'error', message: `option '--${spec.long}' doesn't allow an argument` };
-      }
-      const done = apply(spec, value);
-      if (done) return done;
-      continue;
-    }
-    if (word.startsWith('-') && word.length > 1) {
-      for (let j = 1; j < word.length; j++) {
-        const spec = SHORT.get(word[j] as string);
-        if (!spec) return { action: 'error', message: `invalid option -- '${word[j]}'` };
-        let value: string | undefined;
-        if (spec.arg) {
-          if (j + 1 < word.length) value = word.slice(j + 1);
-          else if (i + 1 < argv.length) value = argv[++i];
-          else return { action: 'error', message: `option requires an argument -- '${spec.key}'` };
-          const done = apply(spec, value);
-          if (done) return done;
-          break;
-        }
-        const done = apply(spec, undefined);
-        if (done) return done;
-      }
-      continue;
-    }
-    positional.push(word);
-  }
+  const walked = getoptLong(argv, SPECS, apply);
+  if (walked.kind === 'done') return walked.result;
+  if (walked.kind === 'error') return { action: 'error', message: walked.message };
+  const positional = walked.operands;
   if (o.channel === '') return { action: 'error', message: 'the channel name (-l) is empty' };
   if (o.dbname === undefined && positional[0] !== undefined) o.dbname = positional[0];
   if (o.username === undefined && positional[1] !== undefined) o.username = positional[1];
