@@ -3,7 +3,7 @@
 //
 //   node bench/capture.mjs            # full: 5 runs of each measurement, 8 s each
 //   node bench/capture.mjs --quick    # smoke: 3 short runs
-//   options: --runs N  --seconds S  --fsync off (own server without fsync; numbers not to be quoted)
+//   options: --runs N  --seconds S  --only trigger|drain  --fsync off (own server without fsync; numbers not to be quoted)
 //            --drain-fsync on (the drain part with fsync too; this disk cannot take 10 000 fsynced tx/s)
 //
 // It starts a PostgreSQL 15 server of its own (fsync=on, synchronous_commit=on, nothing else running
@@ -45,6 +45,7 @@ const runs = Number(option('--runs', quick ? 3 : 5));
 const seconds = Number(option('--seconds', quick ? 2 : 8));
 const fsync = option('--fsync', 'on');
 const drainFsync = option('--drain-fsync', 'off');
+const only = option('--only', 'all'); // trigger | drain | all
 const backlogSize = quick ? 20_000 : 200_000;
 const WRITER_RATE = 10_000;
 
@@ -107,135 +108,139 @@ async function main() {
       await client.query('CHECKPOINT');
     };
 
-    // ---- 1. trigger cost ------------------------------------------------------------------------
-    const workloads = [
-      { name: '1-row transactions, 2 clients', clients: 2, rows: 1, sql: (t) => `INSERT INTO ${t} (name, qty) VALUES ('abc', 1);`, target: 0.9 },
-      { name: '1-row transactions, 8 clients', clients: 8, rows: 1, sql: (t) => `INSERT INTO ${t} (name, qty) VALUES ('abc', 1);`, target: 0.75 },
-      { name: '100-row statements, 2 clients', clients: 2, rows: 100, sql: (t) => `INSERT INTO ${t} (name, qty) SELECT 'abc', g FROM generate_series(1, 100) g;`, target: 0.6 },
-    ];
-    const results = new Map();
-    const ratios = new Map();
-    const names = Object.keys(tables);
-    for (const w of workloads) {
-      for (let r = 0; r < runs; r++) {
-        // Interleaved (and in a rotating order), so a slow moment of the machine hurts every variant
-        // alike; each run's ratio is taken against the plain run next to it.
-        const run = {};
-        for (const t of names.slice(r % names.length).concat(names.slice(0, r % names.length))) {
-          await reset();
-          const { tps } = await pgbench(server, database, script(`${t}-${w.rows}`, w.sql(t)), { clients: w.clients, seconds });
-          run[t] = tps * w.rows;
-          const key = `${w.name}|${t}`;
-          results.set(key, [...(results.get(key) ?? []), tps * w.rows]);
-          say(`  ${w.name}, ${tables[t]}: ${fmt(tps * w.rows)} rows/s (run ${r + 1}/${runs})`);
+    if (only !== 'drain') {
+      // ---- 1. trigger cost ------------------------------------------------------------------------
+      const workloads = [
+        { name: '1-row transactions, 2 clients', clients: 2, rows: 1, sql: (t) => `INSERT INTO ${t} (name, qty) VALUES ('abc', 1);`, target: 0.9 },
+        { name: '1-row transactions, 8 clients', clients: 8, rows: 1, sql: (t) => `INSERT INTO ${t} (name, qty) VALUES ('abc', 1);`, target: 0.75 },
+        { name: '100-row statements, 2 clients', clients: 2, rows: 100, sql: (t) => `INSERT INTO ${t} (name, qty) SELECT 'abc', g FROM generate_series(1, 100) g;`, target: 0.6 },
+      ];
+      const results = new Map();
+      const ratios = new Map();
+      const names = Object.keys(tables);
+      for (const w of workloads) {
+        for (let r = 0; r < runs; r++) {
+          // Interleaved (and in a rotating order), so a slow moment of the machine hurts every variant
+          // alike; each run's ratio is taken against the plain run next to it.
+          const run = {};
+          for (const t of names.slice(r % names.length).concat(names.slice(0, r % names.length))) {
+            await reset();
+            const { tps } = await pgbench(server, database, script(`${t}-${w.rows}`, w.sql(t)), { clients: w.clients, seconds });
+            run[t] = tps * w.rows;
+            const key = `${w.name}|${t}`;
+            results.set(key, [...(results.get(key) ?? []), tps * w.rows]);
+            say(`  ${w.name}, ${tables[t]}: ${fmt(tps * w.rows)} rows/s (run ${r + 1}/${runs})`);
+          }
+          for (const t of names) ratios.set(`${w.name}|${t}`, [...(ratios.get(`${w.name}|${t}`) ?? []), run[t] / run.plain]);
         }
-        for (const t of names) ratios.set(`${w.name}|${t}`, [...(ratios.get(`${w.name}|${t}`) ?? []), run[t] / run.plain]);
       }
-    }
-    const where = `PostgreSQL 15, a server of the benchmark's own, fsync=${fsync}, synchronous_commit=on${fsync === 'on' ? '' : ' — NOT for quoting'}`;
-    lines.push(`## Capture: what the trigger costs the writers${quick ? ' (--quick)' : ''}`, '',
-      `${where}; pgbench, median of ${runs} interleaved runs × ${seconds} s (× plain: the median of each run's ratio to the plain run beside it); no drain running (the writers' own cost).`, '',
-      '| workload | variant | rows/s | × plain | target |', '|---|---|---:|---:|---:|');
-    for (const w of workloads) {
-      for (const t of Object.keys(tables)) {
-        const value = median(results.get(`${w.name}|${t}`));
-        const ratio = median(ratios.get(`${w.name}|${t}`));
-        const target = t === 'cap_stmt' ? `≥ ${w.target.toFixed(2)}× ${ratio >= w.target ? '✓' : '✗'}` : '';
-        lines.push(`| ${w.name} | ${tables[t]} | ${fmt(value)} | ${ratio.toFixed(2)}× | ${target} |`);
+      const where = `PostgreSQL 15, a server of the benchmark's own, fsync=${fsync}, synchronous_commit=on${fsync === 'on' ? '' : ' — NOT for quoting'}`;
+      lines.push(`## Capture: what the trigger costs the writers${quick ? ' (--quick)' : ''}`, '',
+        `${where}; pgbench, median of ${runs} interleaved runs × ${seconds} s (× plain: the median of each run's ratio to the plain run beside it); no drain running (the writers' own cost).`, '',
+        '| workload | variant | rows/s | × plain | target |', '|---|---|---:|---:|---:|');
+      for (const w of workloads) {
+        for (const t of Object.keys(tables)) {
+          const value = median(results.get(`${w.name}|${t}`));
+          const ratio = median(ratios.get(`${w.name}|${t}`));
+          const target = t === 'cap_stmt' ? `≥ ${w.target.toFixed(2)}× ${ratio >= w.target ? '✓' : '✗'}` : '';
+          lines.push(`| ${w.name} | ${tables[t]} | ${fmt(value)} | ${ratio.toFixed(2)}× | ${target} |`);
+        }
       }
+      lines.push('');
     }
-    lines.push('');
 
-    // ---- 2. drain --------------------------------------------------------------------------------
-    if (drainFsync !== fsync) {
-      await client.query(`ALTER SYSTEM SET fsync = ${drainFsync === 'on' ? 'on' : 'off'}`);
-      await client.query('SELECT pg_reload_conf()');
-      await sleep(500);
-    }
-    let latencies = [];
-    let delivered = 0;
-    const noop = {
-      type: 'noop',
-      description: 'acknowledges everything at once (benchmark)',
-      options: {},
-      defaults: { concurrency: 4, batchSize: 1000 },
-      create(_options, context) {
-        return {
-          name: context.name,
-          type: 'noop',
-          async start() {},
-          async send(batch) {
-            const now = Date.now();
-            for (const e of batch) latencies.push(now - Date.parse(e.at));
-            delivered += batch.length;
-            return batch.map(() => ({ ok: true }));
-          },
-          async stop() {},
-        };
-      },
-    };
-    const config = parseConfig({
-      database: url,
-      capture: [{ table: 'public.cap_stmt' }],
-      sinks: { sink: { type: 'noop' } },
-      routes: [{ from: '*', to: 'sink' }],
-    }, { file: 'bench', env: {}, sinks: [...sinkDefinitions, noop] });
-    const logger = createLogger({ level: process.env.LOG_LEVEL ?? 'warn' });
-    const pending = async () => Number((await client.query('SELECT count(*) AS n FROM sidekick.outbox')).rows[0].n);
+    if (only !== 'trigger') {
+      // ---- 2. drain --------------------------------------------------------------------------------
+      if (drainFsync !== fsync) {
+        await client.query(`ALTER SYSTEM SET fsync = ${drainFsync === 'on' ? 'on' : 'off'}`);
+        await client.query('SELECT pg_reload_conf()');
+        await sleep(500);
+      }
+      let latencies = [];
+      let delivered = 0;
+      const noop = {
+        type: 'noop',
+        description: 'acknowledges everything at once (benchmark)',
+        options: {},
+        defaults: { concurrency: 4, batchSize: 1000 },
+        create(_options, context) {
+          return {
+            name: context.name,
+            type: 'noop',
+            async start() {},
+            async send(batch) {
+              const now = Date.now();
+              for (const e of batch) latencies.push(now - Date.parse(e.at));
+              delivered += batch.length;
+              return batch.map(() => ({ ok: true }));
+            },
+            async stop() {},
+          };
+        },
+      };
+      const config = parseConfig({
+        database: url,
+        capture: [{ table: 'public.cap_stmt' }],
+        sinks: { sink: { type: 'noop' } },
+        routes: [{ from: '*', to: 'sink' }],
+      }, { file: 'bench', env: {}, sinks: [...sinkDefinitions, noop] });
+      const logger = createLogger({ level: process.env.LOG_LEVEL ?? 'warn' });
+      const pending = async () => Number((await client.query('SELECT count(*) AS n FROM sidekick.outbox')).rows[0].n);
 
-    const steady = { rate: [], backlog: [], p50: [], p99: [], writers: [] };
-    const one = script('drain-1', `INSERT INTO cap_stmt (name, qty) VALUES ('abc', 1);`);
-    for (let r = 0; r < runs; r++) {
-      await reset();
-      const bridge = createBridge({ config, logger });
-      await bridge.start();
-      await sleep(300);
-      latencies = [];
-      delivered = 0;
-      const started = Date.now();
-      const { transactions, tps } = await pgbench(server, database, one, { clients: 32, seconds, rate: WRITER_RATE });
-      const elapsed = (Date.now() - started) / 1000;
-      const backlog = await pending();
-      const deliveredDuring = delivered;
-      const deadline = Date.now() + 60_000;
-      while (delivered < transactions && Date.now() < deadline) await sleep(20);
-      await bridge.stop();
-      const sorted = latencies.slice().sort((a, b) => a - b);
-      steady.rate.push(deliveredDuring / elapsed);
-      steady.backlog.push(backlog);
-      steady.p50.push(percentile(sorted, 50));
-      steady.p99.push(percentile(sorted, 99));
-      steady.writers.push(tps);
-      say(`  drain under ${fmt(tps)} tx/s of writers: ${fmt(deliveredDuring / elapsed)} events/s, backlog ${backlog}, p50 ${percentile(sorted, 50)} ms, p99 ${percentile(sorted, 99)} ms (run ${r + 1}/${runs})`);
+      const steady = { rate: [], backlog: [], p50: [], p99: [], writers: [] };
+      const one = script('drain-1', `INSERT INTO cap_stmt (name, qty) VALUES ('abc', 1);`);
+      for (let r = 0; r < runs; r++) {
+        await reset();
+        const bridge = createBridge({ config, logger });
+        await bridge.start();
+        await sleep(300);
+        latencies = [];
+        delivered = 0;
+        const started = Date.now();
+        const { transactions, tps } = await pgbench(server, database, one, { clients: 32, seconds, rate: WRITER_RATE });
+        const elapsed = (Date.now() - started) / 1000;
+        const backlog = await pending();
+        const deliveredDuring = delivered;
+        const deadline = Date.now() + 60_000;
+        while (delivered < transactions && Date.now() < deadline) await sleep(20);
+        await bridge.stop();
+        const sorted = latencies.slice().sort((a, b) => a - b);
+        steady.rate.push(deliveredDuring / elapsed);
+        steady.backlog.push(backlog);
+        steady.p50.push(percentile(sorted, 50));
+        steady.p99.push(percentile(sorted, 99));
+        steady.writers.push(tps);
+        say(`  drain under ${fmt(tps)} tx/s of writers: ${fmt(deliveredDuring / elapsed)} events/s, backlog ${backlog}, p50 ${percentile(sorted, 50)} ms, p99 ${percentile(sorted, 99)} ms (run ${r + 1}/${runs})`);
+      }
+      const fromBacklog = [];
+      for (let r = 0; r < runs; r++) {
+        await reset();
+        await client.query(`INSERT INTO cap_stmt (name, qty) SELECT 'abc', g FROM generate_series(1, ${backlogSize}) g`);
+        latencies = [];
+        delivered = 0;
+        const bridge = createBridge({ config, logger });
+        const started = Date.now();
+        await bridge.start();
+        const deadline = Date.now() + 300_000;
+        while (delivered < backlogSize && Date.now() < deadline) await sleep(5);
+        const elapsed = (Date.now() - started) / 1000;
+        await bridge.stop();
+        const left = await pending();
+        fromBacklog.push(delivered >= backlogSize && left === 0 ? backlogSize / elapsed : Number.NaN);
+        say(`  drain from a backlog of ${fmt(backlogSize)}: ${fmt(backlogSize / elapsed)} events/s, ${left} left in the outbox (run ${r + 1}/${runs})`);
+      }
+      const rate = median(fromBacklog);
+      const p99 = median(steady.p99);
+      const backlog = median(steady.backlog);
+      lines.push(`## Capture: the drain (outbox → no-op sink)${quick ? ' (--quick)' : ''}`, '',
+        `Same server, now with fsync=${drainFsync}${drainFsync === 'off' ? ' (this disk cannot take 10 000 fsynced transactions a second; the drain is what is measured)' : ''}, writers with synchronous_commit=on. The bridge runs in the benchmark's process; its bookkeeping commits use synchronous_commit=off. Writers: pgbench, 32 clients, 1-row INSERT transactions on a captured table (statement trigger), rate-limited to ${fmt(WRITER_RATE)}/s for ${seconds} s; latency from the writer's transaction start to the sink. Median of ${runs} runs.`, '',
+        '| scenario | writers tx/s | events/s | p50 ms | p99 ms | backlog when writers stop | target |', '|---|---:|---:|---:|---:|---:|---|',
+        `| writers at ${fmt(WRITER_RATE)} tx/s → drain → no-op sink | ${fmt(median(steady.writers))} | ${fmt(median(steady.rate))} | ${fmt(median(steady.p50), 1)} | ${fmt(p99, 1)} | ${fmt(backlog)} | p99 ≤ 100 ms ${p99 <= 100 ? '✓' : '✗'}, backlog ≈ 0 ${backlog <= WRITER_RATE * 0.05 ? '✓' : '✗'} |`,
+        `| backlog of ${fmt(backlogSize)} → drain → no-op sink | – | ${fmt(rate)} | | | | ≥ 40,000/s ${rate >= 40_000 ? '✓' : '✗'} |`,
+        '',
+        `Machine: ${cpus()[0]?.model?.trim()}, ${cpus().length} cores; load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')} (other work on the machine shows up as noise).`,
+        '');
     }
-    const fromBacklog = [];
-    for (let r = 0; r < runs; r++) {
-      await reset();
-      await client.query(`INSERT INTO cap_stmt (name, qty) SELECT 'abc', g FROM generate_series(1, ${backlogSize}) g`);
-      latencies = [];
-      delivered = 0;
-      const bridge = createBridge({ config, logger });
-      const started = Date.now();
-      await bridge.start();
-      const deadline = Date.now() + 300_000;
-      while (delivered < backlogSize && Date.now() < deadline) await sleep(5);
-      const elapsed = (Date.now() - started) / 1000;
-      await bridge.stop();
-      const left = await pending();
-      fromBacklog.push(delivered >= backlogSize && left === 0 ? backlogSize / elapsed : Number.NaN);
-      say(`  drain from a backlog of ${fmt(backlogSize)}: ${fmt(backlogSize / elapsed)} events/s, ${left} left in the outbox (run ${r + 1}/${runs})`);
-    }
-    const rate = median(fromBacklog);
-    const p99 = median(steady.p99);
-    const backlog = median(steady.backlog);
-    lines.push(`## Capture: the drain (outbox → no-op sink)${quick ? ' (--quick)' : ''}`, '',
-      `Same server, now with fsync=${drainFsync}${drainFsync === 'off' ? ' (this disk cannot take 10 000 fsynced transactions a second; the drain is what is measured)' : ''}, writers with synchronous_commit=on. The bridge runs in the benchmark's process; its bookkeeping commits use synchronous_commit=off. Writers: pgbench, 32 clients, 1-row INSERT transactions on a captured table (statement trigger), rate-limited to ${fmt(WRITER_RATE)}/s for ${seconds} s; latency from the writer's transaction start to the sink. Median of ${runs} runs.`, '',
-      '| scenario | writers tx/s | events/s | p50 ms | p99 ms | backlog when writers stop | target |', '|---|---:|---:|---:|---:|---:|---|',
-      `| writers at ${fmt(WRITER_RATE)} tx/s → drain → no-op sink | ${fmt(median(steady.writers))} | ${fmt(median(steady.rate))} | ${fmt(median(steady.p50), 1)} | ${fmt(p99, 1)} | ${fmt(backlog)} | p99 ≤ 100 ms ${p99 <= 100 ? '✓' : '✗'}, backlog ≈ 0 ${backlog <= WRITER_RATE * 0.05 ? '✓' : '✗'} |`,
-      `| backlog of ${fmt(backlogSize)} → drain → no-op sink | – | ${fmt(rate)} | | | | ≥ 40,000/s ${rate >= 40_000 ? '✓' : '✗'} |`,
-      '',
-      `Machine: ${cpus()[0]?.model?.trim()}, ${cpus().length} cores; load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')} (other work on the machine shows up as noise).`,
-      '');
   } finally {
     await client.end().catch(() => {});
     await server.stop();

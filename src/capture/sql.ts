@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ResolvedCapture } from './catalog.js';
+import { WAKE_MODULUS, WAKE_WINDOW } from '../outbox/queries.js';
 import { OPERATIONS, type ColumnSelection, type Operation } from './spec.js';
 
 /** PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes. */
@@ -91,29 +92,32 @@ function imageOf(selection: ColumnSelection, key: readonly string[]): Image {
 }
 
 const DECLARE = `DECLARE
-  v_channel text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
   v_wake boolean;`;
 
 /**
- * Wake a sleeping drain (the flag comes back with the insert, no extra query). Only while one
- * sleeps: a NOTIFY in every transaction would serialise commits.
+ * Wake a sleeping drain: NOTIFY when the first id this statement took is one of those that follow
+ * the drain's wake-up mark (sql/004_lean_outbox.sql) — the first writers after it fell asleep (no
+ * statement straddles a mark: it is set while none writes the outbox). The test needs nothing but
+ * the id just taken: a NOTIFY in every transaction would serialise commits, and a look at a shared
+ * flag in every transaction costs each writer more than the arithmetic.
  */
-const RETURNING_WAKE = `RETURNING EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) INTO v_wake`;
-/** The same for a statement that may insert several outbox rows (RETURNING INTO takes exactly one). */
-const SELECT_WAKE = `SELECT EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) INTO v_wake FROM inserted LIMIT 1`;
+const IN_WINDOW = (id: string) => `${id} % ${WAKE_MODULUS} < ${WAKE_WINDOW}`;
+const RETURNING_WAKE = `RETURNING ${IN_WINDOW('id')} INTO v_wake`;
+/** A statement that writes several outbox rows takes its first id up front, for the test alone. */
+const FIRST_ID_WAKE = `v_wake := ${IN_WINDOW("nextval('sidekick.outbox_id_seq')")};`;
 const WAKE = `IF v_wake THEN
     PERFORM pg_notify('sidekick', '');
   END IF;`;
 
 function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
   const img = imageOf(selection, c.key);
-  const head = `'table', v_channel, '${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)}`;
+  const head = `'${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)}`;
   const transition = op === 'delete' ? 'sidekick_old' : 'sidekick_new';
   let single: string;
   let several: string;
   if (op === 'insert' || op === 'delete') {
     const column = op === 'insert' ? 'new' : 'old';
-    const columns = `source, channel, op, schema_name, table_name, key_columns, ${column}${img.keys ? ', keys' : ''}`;
+    const columns = `op, schema_name, table_name, key_columns, ${column}${img.keys ? ', keys' : ''}`;
     single = `  INSERT INTO sidekick.outbox (${columns})
   SELECT ${head}, ${img.image('t.x')}${img.keys ? `, ${img.keys('t.x')}` : ''}
   FROM (SELECT ${img.source('t')} AS x FROM ${transition} AS t) AS t
@@ -122,15 +126,13 @@ function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelec
     // Event ids come from the outbox sequence in scan order; chunks are ranges of 1000 ids (so at
     // most 1000 rows), and a row image over 256 kB gets a chunk of its own: no outbox value ever
     // nears PostgreSQL's 1 GB limit. (One statement changes a key once: chunk order does not matter.)
-    several = `    WITH inserted AS (
-      INSERT INTO sidekick.outbox (${columns.replace(`${column}`, `event_ids, ${column}`)})
-      SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.x')})${img.keys ? `, json_agg(${img.keys('c.x')})` : ''}
-      FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, ${img.source('t')} AS x FROM ${transition} AS t) AS c
-      GROUP BY c.id / 1000, CASE WHEN octet_length(c.x::text) > 262144 THEN c.id ELSE 0 END
-      RETURNING 1)
-    ${SELECT_WAKE};`;
+    several = `    ${FIRST_ID_WAKE}
+    INSERT INTO sidekick.outbox (${columns.replace(`${column}`, `event_ids, ${column}`)})
+    SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.x')})${img.keys ? `, json_agg(${img.keys('c.x')})` : ''}
+    FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, ${img.source('t')} AS x FROM ${transition} AS t) AS c
+    GROUP BY c.id / 1000, CASE WHEN octet_length(c.x::text) > 262144 THEN c.id ELSE 0 END;`;
   } else {
-    const columns = `source, channel, op, schema_name, table_name, key_columns, new, old${img.keys ? ', keys' : ''}`;
+    const columns = `op, schema_name, table_name, key_columns, new, old${img.keys ? ', keys' : ''}`;
     single = `  INSERT INTO sidekick.outbox (${columns})
   SELECT ${head}, ${img.image('n.x')}, ${img.image('o.x')}${img.keys ? `, ${img.keys('n.x')}` : ''}
   FROM (SELECT ${img.source('t')} AS x FROM sidekick_new AS t) AS n, (SELECT ${img.source('t')} AS x FROM sidekick_old AS t) AS o
@@ -139,21 +141,19 @@ function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelec
     // PostgreSQL fills the old and new transition tables together, one row at a time, so the n-th
     // old row and the n-th new row are the same row (whatever happened to its key, and with or
     // without a primary key). The FULL JOIN keeps an unpaired row rather than dropping it.
-    several = `    WITH inserted AS (
-      INSERT INTO sidekick.outbox (${columns.replace('new, old', 'event_ids, new, old')})
-      SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.n')}), json_agg(${img.image('c.o')})${img.keys ? `, json_agg(${img.keys('coalesce(c.n, c.o)')})` : ''}
+    several = `    ${FIRST_ID_WAKE}
+    INSERT INTO sidekick.outbox (${columns.replace('new, old', 'event_ids, new, old')})
+    SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.n')}), json_agg(${img.image('c.o')})${img.keys ? `, json_agg(${img.keys('coalesce(c.n, c.o)')})` : ''}
+    FROM (
+      SELECT nextval('sidekick.outbox_id_seq') AS id, p.n, p.o
       FROM (
-        SELECT nextval('sidekick.outbox_id_seq') AS id, p.n, p.o
-        FROM (
-          SELECT n.x AS n, o.x AS o
-          FROM (SELECT row_number() OVER () AS r, ${img.source('t')} AS x FROM sidekick_new AS t) AS n
-          FULL JOIN (SELECT row_number() OVER () AS r, ${img.source('t')} AS x FROM sidekick_old AS t) AS o ON o.r = n.r
-          ORDER BY coalesce(n.r, o.r)
-        ) AS p
-      ) AS c
-      GROUP BY c.id / 1000, CASE WHEN octet_length(coalesce(c.n::text, '')) + octet_length(coalesce(c.o::text, '')) > 262144 THEN c.id ELSE 0 END
-      RETURNING 1)
-    ${SELECT_WAKE};`;
+        SELECT n.x AS n, o.x AS o
+        FROM (SELECT row_number() OVER () AS r, ${img.source('t')} AS x FROM sidekick_new AS t) AS n
+        FULL JOIN (SELECT row_number() OVER () AS r, ${img.source('t')} AS x FROM sidekick_old AS t) AS o ON o.r = n.r
+        ORDER BY coalesce(n.r, o.r)
+      ) AS p
+    ) AS c
+    GROUP BY c.id / 1000, CASE WHEN octet_length(coalesce(c.n::text, '')) + octet_length(coalesce(c.o::text, '')) > 262144 THEN c.id ELSE 0 END;`;
   }
   // Most statements change one row: that case takes the short way (one outbox row, no aggregation,
   // one query). Otherwise — several rows, or none — the chunked way.
@@ -170,7 +170,7 @@ END`;
 
 function rowBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
   const img = imageOf(selection, c.key);
-  const head = `'table', v_channel, '${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)}`;
+  const head = `'${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)}`;
   // Column lists pick from the row's jsonb, computed once.
   const declare: string[] = [];
   const value = (record: 'NEW' | 'OLD', name: string) => {
@@ -192,7 +192,7 @@ function rowBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection):
   }
   return `${[DECLARE, ...declare].join('\n')}
 BEGIN
-  INSERT INTO sidekick.outbox (source, channel, op, schema_name, table_name, key_columns, ${columns})
+  INSERT INTO sidekick.outbox (op, schema_name, table_name, key_columns, ${columns})
   VALUES (${head}, ${values})
   ${RETURNING_WAKE};
   ${WAKE}

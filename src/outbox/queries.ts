@@ -12,12 +12,26 @@ export const MEMBER_BASE = 1000;
 export const MEMBER_SLOTS = 256;
 /** The wake-up channel; its payload is ignored (any role can NOTIFY it). */
 export const WAKE_CHANNEL = 'sidekick';
+/**
+ * The wake-up mark (sql/004_lean_outbox.sql): a drain about to sleep moves the id sequence to a
+ * multiple of WAKE_MODULUS; writers NOTIFY when their id is one of the WAKE_WINDOW that follow one.
+ * Keep in step with sidekick.arm_wakeup() and sidekick.publish().
+ */
+export const WAKE_MODULUS = 1024;
+export const WAKE_WINDOW = 8;
+/** Sets the mark; false while a writer of the outbox is mid-transaction (nothing changed). */
+export const ARM_WAKEUP = 'SELECT sidekick.arm_wakeup() AS armed';
+/** The first migration with sidekick.arm_wakeup(). */
+export const ARM_WAKEUP_SINCE = 4;
+
+/** An outbox row's channel: capture triggers leave it NULL for "<schema>.<table>" (sql/004). */
+const CHANNEL_EXPR = `coalesce(o.channel, o.schema_name || '.' || o.table_name)`;
 
 /**
  * The partition of an outbox row: its channel for row changes (one statement's rows travel
  * together, and a table's events keep their order), its channel and key for published events.
  */
-export const PART_EXPR = `((hashtext(CASE WHEN o.source = 'table' THEN o.channel ELSE o.channel || coalesce(o.key, '') END) & 2147483647) % ${PARTITIONS})`;
+export const PART_EXPR = `((hashtext(CASE WHEN o.source = 'table' THEN ${CHANNEL_EXPR} ELSE o.channel || coalesce(o.key, '') END) & 2147483647) % ${PARTITIONS})`;
 
 const SIZE_EXPR = `(coalesce(pg_column_size(o.new), 0) + coalesce(pg_column_size(o.old), 0) + coalesce(pg_column_size(o.payload), 0))`;
 const EVENTS_EXPR = `coalesce(cardinality(o.event_ids), 1)`;
@@ -34,7 +48,7 @@ WITH info AS (
   SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS snap_xmin
 ), batch AS (
   SELECT * FROM (
-    SELECT o.id, o.origin_id, o.target, ${PART_EXPR} AS part, o.xid::text AS xid, o.at, o.source, o.channel,
+    SELECT o.id, o.origin_id, o.target, ${PART_EXPR} AS part, o.xid::text AS xid, o.at, o.source, ${CHANNEL_EXPR} AS channel,
            o.op, o.schema_name, o.table_name, o.key_columns, o.event_ids, o.new, o.old, o.keys, o.key, o.payload,
            sum(${SIZE_EXPR}) OVER w AS running_bytes, ${SIZE_EXPR} AS bytes,
            sum(${EVENTS_EXPR}) OVER w AS running_events, ${EVENTS_EXPR} AS events
@@ -55,7 +69,7 @@ const EVENT_COLUMNS = `o.xid::text AS xid, o.at, o.source, o.channel, o.op, o.sc
 
 /** The sequence's last handed-out value (step 1 of a scan-bound probe). */
 export const LAST_VALUE = `SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS last_value FROM sidekick.outbox_id_seq`;
-/** A fresh transaction id (step 2 of a probe; also after the idle flag is set). Its own transaction. */
+/** A fresh transaction id (step 2 of a probe). Its own transaction. */
 export const FRESH_XID = `SELECT pg_current_xact_id()::text AS xid`;
 
 /** A sink's durable backlog, in queue order. $1 sink, $2 after seq, $3 partitions (NULL = all), $4 limit. */

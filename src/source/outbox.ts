@@ -7,7 +7,7 @@ import { errorMessage } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { createListener, reconnectDelay, type Listener } from '../pg/listener.js';
 import {
-  BACKLOG_SINKS, FETCH_BACKLOG, FETCH_OUTBOX, FLUSH, FRESH_XID, LAST_VALUE, LOCK_CLASS, MEMBER_BASE, MEMBER_SLOTS, PARTITIONS, WAKE_CHANNEL,
+  ARM_WAKEUP, ARM_WAKEUP_SINCE, BACKLOG_SINKS, FETCH_BACKLOG, FETCH_OUTBOX, FLUSH, FRESH_XID, LAST_VALUE, LOCK_CLASS, MEMBER_BASE, MEMBER_SLOTS, PARTITIONS, WAKE_CHANNEL,
   eventRecord, outboxEvents, rowEnvelope, type BacklogRow, type OutboxRow,
 } from '../outbox/queries.js';
 import { createScanBound } from '../outbox/scan-bound.js';
@@ -33,9 +33,11 @@ import { listMigrations, migrate } from '../sql/migrate.js';
  *   neither memory nor the other sinks anything, and a crash then repeats only that sink's events.
  * - Bookkeeping (deletes, backlog copies, dead letters) is one statement per cycle, with
  *   synchronous_commit off: a lost acknowledgement only means a redelivery.
- * - Wake-up: a drain with nothing to do marks itself idle in sidekick.drain_idle, and only then do
- *   writers NOTIFY (a NOTIFY in every transaction would serialise their commits). The NOTIFY is a
- *   hint: the drain also polls every `pollInterval` and catches up on every (re)connect.
+ * - Wake-up: a drain with nothing to do sets the wake-up mark (sql/004_lean_outbox.sql) — possible
+ *   only while no writer is mid-transaction, else it looks again within 100 ms — fetches once more,
+ *   and sleeps; the first writers after the mark NOTIFY (a NOTIFY in every transaction would
+ *   serialise their commits). The NOTIFY is a hint: the drain also polls every `pollInterval` and
+ *   catches up on every (re)connect.
  */
 export interface OutboxSource {
   /** Connects (retrying in the background); resolves once connected the first time or stopped. */
@@ -164,12 +166,14 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   const bound = createScanBound();
   let pending = emptyPending();
   let nextRebalance = 0;
-  let idle: 'awake' | 'flagged' | 'asleep' = 'awake';
-  /** A transaction id taken after the idle flag was set: once every transaction below it ended, sleep. */
-  let flagXid: bigint | undefined;
+  /** armed: the wake-up mark is set, one more fetch to go; asleep: until a NOTIFY or the next poll. */
+  let idle: 'awake' | 'armed' | 'asleep' = 'awake';
+  /** This instance's row in sidekick.drain_idle says it sleeps (renewed every pollInterval). */
+  let flagged = false;
   let flaggedAt = 0;
+  /** The schema has sidekick.arm_wakeup() (an older one: the drain polls every 100 ms instead of sleeping). */
+  let armable = true;
   let idleBackoff = 1;
-  let lastFetchXmin = 0n;
   let lastProbe = 0;
   const unknownBacklogSinks = new Set<string>();
   const unroutedChannels = new Set<string>();
@@ -392,9 +396,8 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     if (!head) throw new Error('outbox fetch returned no snapshot row');
     const fetched = head.id === null ? [] : rows;
     const last = fetched.at(-1);
-    lastFetchXmin = BigInt(head.snap_xmin);
     bound.observe({
-      xmin: lastFetchXmin,
+      xmin: BigInt(head.snap_xmin),
       truncated: last !== undefined && (fetched.length >= limit || Number(last.running_events) >= limit || Number(last.running_bytes) >= FETCH_BYTES),
       lastId: last ? Number(last.id) : undefined,
     });
@@ -522,17 +525,24 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         `SELECT to_regclass('sidekick.outbox') IS NOT NULL AS installed, to_regclass('sidekick.migrations') IS NOT NULL AS migrations`);
       const found = rows[0] ?? { installed: false, migrations: false };
       // (A separate query: a reference to a missing table fails even in a branch that is not taken.)
-      const version = found.migrations ? (await c.query<{ v: number | null }>('SELECT max(id) AS v FROM sidekick.migrations')).rows[0]?.v ?? 0 : 0;
-      const info = { installed: found.installed, version };
-      const latest = listMigrations().at(-1)?.id ?? 0;
-      if (params.install && (!info.installed || info.version < latest)) {
+      const applied = new Set(found.migrations
+        ? (await c.query<{ id: number }>('SELECT id FROM sidekick.migrations')).rows.map((r) => r.id) : []);
+      const missing = listMigrations().filter((m) => !applied.has(m.id));
+      if (params.install && (!found.installed || missing.length > 0)) {
         const result = await migrate(c);
         if (result.applied.length > 0) logger.info({ applied: result.applied }, 'installed the sidekick schema');
-      } else if (!info.installed) {
+        armable = true;
+      } else if (!found.installed) {
         enabled = false;
         logger.info('the sidekick schema is not installed here: the durable outbox is off (run `sidekick install`, or configure capture:)');
         await c.end().catch(() => {});
         return undefined;
+      } else {
+        armable = applied.has(ARM_WAKEUP_SINCE);
+        if (missing.length > 0) {
+          logger.warn({ missing: missing.map((m) => m.name) },
+            'the sidekick schema here is older than this pg-sidekick: run `sidekick install` to update it (meanwhile the drain polls every 100 ms instead of sleeping)');
+        }
       }
       const slot = await c.query<{ s: number }>(
         `SELECT s FROM generate_series(0, ${MEMBER_SLOTS - 1}) AS s WHERE pg_try_advisory_lock($1, ${MEMBER_BASE} + s) LIMIT 1`, [LOCK_CLASS]);
@@ -562,7 +572,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
       metrics?.outboxBacklogMode.set({ sink: sink.name }, 0);
     }
     idle = 'awake';
-    flagXid = undefined;
+    flagged = false;
     lastProbe = 0;
     member = undefined;
     nextRebalance = 0;
@@ -605,8 +615,9 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     const fed = await feedBacklogs(c);
     const fetched = await fetchOutbox(c);
     if (fetched > 0 || fed) {
-      if (idle !== 'awake') {
-        idle = 'awake';
+      idle = 'awake';
+      if (flagged) {
+        flagged = false;
         await setIdle(c, false);
       }
       idleBackoff = 1;
@@ -614,26 +625,25 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     }
     if (!isEmpty(pending)) return BUSY_DELAY_MS;
     if (entryEvents >= maxEvents) return BUSY_DELAY_MS;
-    // Nothing to do. Say so (writers NOTIFY from now on), then keep looking until every transaction
-    // that may have missed the flag has ended; only then sleep.
-    if (idle === 'awake') {
-      await setIdle(c, true);
-      // A writer that read the flag before it was set has its xid already, below this one.
-      flagXid = BigInt((await c.query<{ xid: string }>(FRESH_XID)).rows[0]?.xid ?? 0);
-      idle = 'flagged';
-      flaggedAt = Date.now();
-      idleBackoff = 1;
-      return 0;
-    }
-    if (idle === 'flagged') {
-      if (lastFetchXmin < (flagXid as bigint) && Date.now() - flaggedAt < options.pollInterval) {
-        idleBackoff = Math.min(idleBackoff * 2, 100);
-        return idleBackoff;
-      }
+    // Nothing to do. The fetch after the mark was set found nothing either: sleep until a NOTIFY or
+    // the safety-net poll.
+    if (idle === 'armed') {
       idle = 'asleep';
     } else {
-      // A safety-net poll found nothing: extend the flag's lease.
-      await setIdle(c, true);
+      // Say so in sidekick.drain_idle (for the writers that look there — dlq retry, backfill — and
+      // for `status`), renewing its lease at every safety-net poll; then set the wake-up mark (see
+      // sql/004_lean_outbox.sql) and fetch once more: everything below the mark is visible by then.
+      // Setting the mark waits for no one: while a writer is mid-transaction, look again soon.
+      if (!flagged || Date.now() - flaggedAt >= options.pollInterval) {
+        await setIdle(c, true);
+        flagged = true;
+        flaggedAt = Date.now();
+      }
+      const armed = armable && (await c.query<{ armed: boolean }>(ARM_WAKEUP)).rows[0]?.armed === true;
+      idle = armed ? 'armed' : 'awake';
+      if (armed) return 0;
+      idleBackoff = Math.min(idleBackoff * 2, 100);
+      return idleBackoff;
     }
     const oldest = entries.values().next().value as Entry | undefined;
     const checkpointIn = oldest ? Math.max(10, oldest.fetchedAt + options.checkpointAfter - Date.now()) : Number.POSITIVE_INFINITY;

@@ -67,4 +67,76 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
     expect(transactions).toBeGreaterThan(200);
     expect(notifications).toBeLessThan(transactions * 0.05);
   });
+
+  it('sidekick.arm_wakeup() moves the id sequence to a multiple of 1024, but never while a writer is mid-transaction', async () => {
+    db = await createTestDatabase();
+    const c = await db.client();
+    await install(c);
+    await c.query('CREATE TABLE t (id int PRIMARY KEY)');
+    await capture(c, [{ table: 't' }]);
+    await c.query('INSERT INTO t SELECT generate_series(1, 5)');
+    const writer = await db.client();
+    await writer.query('BEGIN');
+    await writer.query('INSERT INTO t VALUES (100)');
+    expect((await c.query('SELECT sidekick.arm_wakeup() AS armed')).rows[0].armed).toBe(false);
+    const before = (await c.query('SELECT last_value::int AS v FROM sidekick.outbox_id_seq')).rows[0].v;
+    await writer.query('COMMIT');
+    expect((await c.query('SELECT sidekick.arm_wakeup() AS armed')).rows[0].armed).toBe(true);
+    const after = (await c.query('SELECT last_value::int AS v FROM sidekick.outbox_id_seq')).rows[0].v;
+    expect(after).toBe(1024);
+    expect(after).toBeGreaterThan(before);
+    // Armed again with nothing written since: nothing moves.
+    expect((await c.query('SELECT sidekick.arm_wakeup() AS armed')).rows[0].armed).toBe(true);
+    expect((await c.query('SELECT last_value::int AS v FROM sidekick.outbox_id_seq')).rows[0].v).toBe(1024);
+    // The next writer takes 1025 and NOTIFYs; the ninth after the mark does not.
+    const listener = await db.client();
+    const heard: string[] = [];
+    listener.on('notification', (n) => { heard.push(n.channel); });
+    await listener.query('LISTEN sidekick');
+    await c.query('INSERT INTO t VALUES (200)');
+    await waitFor(() => heard.length === 1, 'a NOTIFY from the first writer after the mark');
+    await c.query("SELECT setval('sidekick.outbox_id_seq', 1032)");
+    await c.query('INSERT INTO t VALUES (201)');
+    await c.query('SELECT 1'); // (a NOTIFY would have arrived before this answer)
+    await listener.query('SELECT 1');
+    expect(heard).toHaveLength(1);
+  });
+
+  it('the first writers after the mark roll back: the next one still wakes the drain at once', async () => {
+    db = await createTestDatabase();
+    const c = await db.client();
+    await install(c);
+    await c.query('CREATE TABLE t (id int PRIMARY KEY)');
+    await capture(c, [{ table: 't' }]);
+    const memory = createMemorySinks();
+    bridge = await startBridge(db.url, { outbox: { pollInterval: '60s' }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    await c.query('INSERT INTO t VALUES (1)');
+    await waitFor(() => memory.get('out').received.length === 1, 'the first event');
+    await waitFor(async () => (await c.query('SELECT last_value % 1024 = 0 AS armed FROM sidekick.outbox_id_seq')).rows[0].armed, 'the drain asleep behind its mark');
+    for (let i = 0; i < 3; i++) {
+      await c.query('BEGIN');
+      await c.query('INSERT INTO t VALUES (2)');
+      await c.query('ROLLBACK');
+    }
+    await c.query('INSERT INTO t VALUES (3)');
+    await waitFor(() => memory.get('out').received.length === 2, 'the event after three rollbacks within 5 s', 5_000);
+  });
+
+  it('a writer mid-transaction when the drain runs dry is delivered as soon as it commits, not at the next poll', async () => {
+    db = await createTestDatabase();
+    const c = await db.client();
+    await install(c);
+    await c.query('CREATE TABLE t (id int PRIMARY KEY)');
+    await capture(c, [{ table: 't' }]);
+    const writer = await db.client();
+    await writer.query('BEGIN');
+    await writer.query('INSERT INTO t VALUES (1)');
+    const memory = createMemorySinks();
+    bridge = await startBridge(db.url, { outbox: { pollInterval: '60s' }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    // The drain has nothing visible to do and says so, but cannot set its mark while the writer runs.
+    await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.drain_idle WHERE idle_until > now()')).rows[0].n === 1, 'the drain idle');
+    expect((await c.query('SELECT last_value % 1024 = 0 AS armed FROM sidekick.outbox_id_seq')).rows[0].armed).toBe(false);
+    await writer.query('COMMIT');
+    await waitFor(() => memory.get('out').received.length === 1, 'the event within 5 s', 5_000);
+  });
 });

@@ -110,14 +110,18 @@ describe('capture: generated SQL', () => {
     expect(sql).toContain('REFERENCING OLD TABLE AS sidekick_old NEW TABLE AS sidekick_new');
     expect(sql).toContain('FOR EACH STATEMENT');
     // One outbox row per chunk of the statement, whole rows as JSON, key columns named for the drain;
-    // no NOTIFY unless a drain sleeps; never the row in a NOTIFY.
+    // NOTIFY only for the ids after the drain's wake-up mark; never the row in a NOTIFY.
     expect(sql).toContain(`array_agg(c.id), json_agg(c.x)`);
     expect(sql).toContain(`FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, row_to_json(t) AS x FROM sidekick_new AS t) AS c`);
     expect(sql).toContain(`GROUP BY c.id / 1000, CASE WHEN octet_length(c.x::text) > 262144 THEN c.id ELSE 0 END`);
     expect(sql).toContain(`'{"id"}'::text[]`);
-    // The flag comes back with the insert; NOTIFY only then.
-    expect(sql).toContain('SELECT EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) INTO v_wake FROM inserted LIMIT 1');
-    expect(sql).toContain('EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now())');
+    // Whether the statement took an id just after the mark comes back with the insert; no shared flag is read.
+    expect(sql).toContain('RETURNING id % 1024 < 8 INTO v_wake');
+    expect(sql).toContain("v_wake := nextval('sidekick.outbox_id_seq') % 1024 < 8;");
+    // source and channel are implied (column default; the drain reads "<schema>.<table>").
+    expect(sql).toContain('INSERT INTO sidekick.outbox (op, schema_name, table_name, key_columns, event_ids, new)');
+    expect(sql).not.toContain('source, channel');
+    expect(sql).not.toContain('drain_idle');
     expect(sql).not.toMatch(/pg_notify\([^)]*x/);
     expect(sql).toMatch(/pg_notify\('sidekick', ''\)/);
   });
@@ -135,8 +139,8 @@ describe('capture: generated SQL', () => {
 
   it('writes row-level triggers on request and NULL keys for tables without one', () => {
     const sql = captureStatements([resolved({ mode: 'row', key: [], keySource: 'none', operations: { insert: '*' } })]);
-    expect(sql).toContain(`VALUES ('table', v_channel, 'INSERT', TG_TABLE_SCHEMA, TG_TABLE_NAME, NULL::text[], row_to_json(NEW))`);
-    expect(sql).toContain('RETURNING EXISTS (SELECT 1 FROM sidekick.drain_idle WHERE idle_until > now()) INTO v_wake');
+    expect(sql).toContain(`VALUES ('INSERT', TG_TABLE_SCHEMA, TG_TABLE_NAME, NULL::text[], row_to_json(NEW))`);
+    expect(sql).toContain('RETURNING id % 1024 < 8 INTO v_wake');
     expect(sql).toContain('FOR EACH ROW EXECUTE FUNCTION');
     expect(sql).toContain('NULL::text[]');
     expect(sql).toContain('no key (no primary key');
@@ -167,5 +171,16 @@ describe('capture: generated SQL', () => {
     const drop = dropStatements([{ schema: 'public', table: 'orders' }]);
     expect(drop.match(/DROP TRIGGER IF EXISTS/g)).toHaveLength(3);
     expect(drop.match(/DROP FUNCTION IF EXISTS sidekick\."public\.orders:(insert|update|delete)"\(\);/g)).toHaveLength(3);
+  });
+});
+
+describe('the wake-up mark', () => {
+  it('uses the same modulus and window in the migration as in the generated triggers', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { WAKE_MODULUS, WAKE_WINDOW } = await import('../../src/outbox/queries.js');
+    const sql = readFileSync(new URL('../../sql/004_lean_outbox.sql', import.meta.url), 'utf8');
+    expect(sql).toContain(`(s.last_value / ${WAKE_MODULUS} + 1) * ${WAKE_MODULUS}`);
+    expect(sql).toContain(`s.last_value % ${WAKE_MODULUS} <> 0`);
+    expect(sql).toContain(`IF v_id % ${WAKE_MODULUS} < ${WAKE_WINDOW} THEN`);
   });
 });
