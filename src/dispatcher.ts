@@ -33,7 +33,7 @@ export interface Dispatcher {
 
 interface Pending { readonly envelope: Envelope; readonly resolve: (d: Delivery) => void }
 /** A run of consecutive envelopes of one lane, sent together and never split across batches. */
-interface Waiting { readonly envelopes: readonly Envelope[]; readonly resolve: (o: readonly ItemOutcome[]) => void }
+interface Waiting { readonly envelopes: readonly Envelope[]; readonly done: (o: readonly ItemOutcome[]) => void }
 
 const jitter = (ms: number) => ms * (0.85 + Math.random() * 0.3);
 /**
@@ -96,10 +96,16 @@ export function createDispatcher(params: {
   const idleWaiters: (() => void)[] = [];
   const roomWaiters: (() => void)[] = [];
   const highWater = Math.max(1, Math.floor(maxQueued * 0.8));
+  // This sink's series, looked up once (a labels object per event costs more than the event's send).
+  const series = metrics && {
+    queued: metrics.queued.labels(sink.name),
+    delivered: metrics.delivered.labels(sink.name),
+    latency: metrics.latency.labels(sink.name),
+  };
 
   function setSize(delta: number) {
     size += delta;
-    metrics?.queued.set({ sink: sink.name }, size);
+    series?.queued.set(size);
     if (size < highWater) for (const w of roomWaiters.splice(0)) w();
     if (size === 0) for (const w of idleWaiters.splice(0)) w();
   }
@@ -109,12 +115,15 @@ export function createDispatcher(params: {
   const runLength = sink.ordered ? batch.size : 1;
 
   // ---- batcher: runs from the heads of lanes → send() calls -----------------------------------
+  /** Queues a run for a send() slot; `done` gets its outcomes (a callback: this is the hot path). */
+  function enqueue(envelopes: readonly Envelope[], done: (o: readonly ItemOutcome[]) => void): void {
+    waiting.push({ envelopes, done });
+    waitingCount += envelopes.length;
+    schedule();
+  }
+
   function submit(envelopes: readonly Envelope[]): Promise<readonly ItemOutcome[]> {
-    return new Promise((resolve) => {
-      waiting.push({ envelopes, resolve });
-      waitingCount += envelopes.length;
-      schedule();
-    });
+    return new Promise((resolve) => enqueue(envelopes, resolve));
   }
 
   /**
@@ -189,7 +198,7 @@ export function createDispatcher(params: {
   }
 
   async function sendBatch(groups: Waiting[], sentIn: number): Promise<void> {
-    const items = groups.flatMap((g) => g.envelopes);
+    const items = groups.length === 1 ? (groups[0] as Waiting).envelopes : groups.flatMap((g) => g.envelopes);
     let outcomes: readonly ItemOutcome[];
     try {
       outcomes = await sink.send(items, controller.signal);
@@ -227,9 +236,13 @@ export function createDispatcher(params: {
         logger.warn({ failures: consecutiveFailures, backoffMs: Math.round(Math.max(asked, backoff)), err: first.error.message }, 'sink failing; backing off');
       }
     }
+    if (groups.length === 1) {
+      (groups[0] as Waiting).done(outcomes);
+      return;
+    }
     let at = 0;
     for (const g of groups) {
-      g.resolve(outcomes.slice(at, at + g.envelopes.length));
+      g.done(outcomes.slice(at, at + g.envelopes.length));
       at += g.envelopes.length;
     }
   }
@@ -289,36 +302,50 @@ export function createDispatcher(params: {
     }
   }
 
-  async function runLane(key: string, lane: Pending[]): Promise<void> {
-    while (lane.length > 0) {
-      if (controller.signal.aborted) {
-        finish(lane.shift() as Pending, { status: 'aborted', attempts: 0 });
-        continue;
-      }
-      const run = lane.slice(0, runLength);
-      const outcomes = await submit(run.map((p) => p.envelope));
-      let i = 0;
-      for (; i < run.length; i++) {
-        const o = outcomes[i] as ItemOutcome;
-        if (o.ok) {
-          finish(lane.shift() as Pending, { status: 'delivered', attempts: 1 });
-        } else if (!o.error.retriable) {
-          metrics?.failed.inc({ sink: sink.name, retriable: 'false' });
-          finish(lane.shift() as Pending, { status: 'dead', attempts: 1, error: o.error });
-        } else {
-          break;
-        }
-      }
-      if (i < run.length) {
-        // The first retriable failure: retry it alone. Later envelopes of the run go out again after it
-        // (even if the sink took them), so a key's order holds; at-least-once allows the duplicate.
-        const head = lane[0] as Pending;
-        const result = await attempt(head.envelope, outcomes[i] as ItemOutcome);
-        lane.shift();
-        finish(head, result);
+  /**
+   * Sends the lane's next run (callbacks, not async/await: one of these per event is the hot path).
+   * On the first retriable failure in a run, that envelope is retried alone (attempt); the later
+   * envelopes of the run go out again after it (even if the sink took them), so a key's order holds;
+   * at-least-once allows the duplicate.
+   */
+  function runLane(key: string, lane: Pending[]): void {
+    if (lane.length === 0) {
+      lanes.delete(key);
+      return;
+    }
+    if (controller.signal.aborted) {
+      while (lane.length > 0) finish(lane.shift() as Pending, { status: 'aborted', attempts: 0 });
+      lanes.delete(key);
+      return;
+    }
+    const n = Math.min(runLength, lane.length);
+    const run = n === 1 ? [(lane[0] as Pending).envelope] : lane.slice(0, n).map((p) => p.envelope);
+    enqueue(run, (outcomes) => ranLane(key, lane, n, outcomes));
+  }
+
+  function ranLane(key: string, lane: Pending[], n: number, outcomes: readonly ItemOutcome[]): void {
+    let i = 0;
+    for (; i < n; i++) {
+      const o = outcomes[i] as ItemOutcome;
+      if (o.ok) {
+        finish(lane.shift() as Pending, { status: 'delivered', attempts: 1 });
+      } else if (!o.error.retriable) {
+        metrics?.failed.inc({ sink: sink.name, retriable: 'false' });
+        finish(lane.shift() as Pending, { status: 'dead', attempts: 1, error: o.error });
+      } else {
+        break;
       }
     }
-    lanes.delete(key);
+    if (i === n) {
+      runLane(key, lane);
+      return;
+    }
+    const head = lane[0] as Pending;
+    void attempt(head.envelope, outcomes[i] as ItemOutcome).then((result) => {
+      lane.shift();
+      finish(head, result);
+      runLane(key, lane);
+    });
   }
 
   function finish(pending: Pending, result: Delivery): void {
@@ -329,9 +356,11 @@ export function createDispatcher(params: {
 
   function record(envelope: Envelope, result: Delivery): void {
     if (result.status === 'delivered') {
-      metrics?.delivered.inc({ sink: sink.name });
-      const born = Date.parse(envelope.at);
-      if (Number.isFinite(born)) metrics?.latency.observe({ sink: sink.name }, Math.max(0, now() - born) / 1000);
+      if (series) {
+        series.delivered.inc();
+        const born = Date.parse(envelope.at);
+        if (Number.isFinite(born)) series.latency.observe(Math.max(0, now() - born) / 1000);
+      }
     } else if (result.status === 'dead') {
       metrics?.dead.inc({ sink: sink.name });
       logger.error({ id: envelope.id, channel: envelope.channel, attempts: result.attempts, code: result.error.code, err: errorMessage(result.error) },
@@ -364,7 +393,7 @@ export function createDispatcher(params: {
           const fresh: Pending[] = [{ envelope, resolve }];
           lanes.set(key, fresh);
           // Start on a microtask, so that a burst of deliver() calls joins the lane first.
-          queueMicrotask(() => void runLane(key, fresh));
+          queueMicrotask(() => runLane(key, fresh));
         }
       });
     },
@@ -388,7 +417,7 @@ export function createDispatcher(params: {
         const stopped: ItemOutcome = { ok: false, error: new SidekickError('STOPPED', 'dispatcher stopped') };
         while (waitingRuns() > 0) {
           const w = takeRun();
-          w.resolve(w.envelopes.map(() => stopped));
+          w.done(w.envelopes.map(() => stopped));
         }
         waitingCount = 0;
         if (size > 0) await new Promise<void>((resolve) => idleWaiters.push(resolve));

@@ -1,6 +1,9 @@
 import type { ConnectionOptions } from 'node:tls';
 import { Agent, EnvHttpProxyAgent, ProxyAgent, type Dispatcher } from 'undici';
 
+/** The variables undici's EnvHttpProxyAgent reads (NO_PROXY only matters when one of these is set). */
+const PROXY_VARIABLES = ['http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY'];
+
 export interface AgentOptions {
   /** `env` (HTTP_PROXY / HTTPS_PROXY / NO_PROXY), `none`, or a proxy URL. */
   readonly proxy: string;
@@ -24,6 +27,11 @@ export function createAgent(options: AgentOptions): Dispatcher {
   if (options.proxy === 'none') return new Agent(common);
   // Through a proxy, the receiver's TLS settings apply to the tunnelled connection.
   const proxied = { ...common, requestTls: connect };
-  if (options.proxy === 'env') return new EnvHttpProxyAgent(proxied);
+  if (options.proxy === 'env') {
+    // Read once: with no proxy variable set, a plain agent (undici's env agent would look the
+    // variables up again on every request).
+    if (!PROXY_VARIABLES.some((name) => process.env[name])) return new Agent(common);
+    return new EnvHttpProxyAgent(proxied);
+  }
   return new ProxyAgent({ ...proxied, uri: options.proxy });
 }

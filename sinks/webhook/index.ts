@@ -6,7 +6,8 @@ import { VERSION } from '../../src/version.js';
 import { createAgent } from './agent.js';
 import { createFormatter, type Rendered } from './formats.js';
 import { webhookOptions } from './options.js';
-import { networkError, readSnippet, statusOutcome } from './outcome.js';
+import { createExchange, type Answer } from './exchange.js';
+import { networkError, statusOutcome } from './outcome.js';
 import { createSigner } from './signing.js';
 import { loadTls } from './tls.js';
 import { compileUrl } from './url.js';
@@ -64,6 +65,8 @@ export const webhookSink = defineSink({
     const configured: Record<string, string> = {};
     if (url.basicAuth) configured.authorization = url.basicAuth;
     for (const [name, value] of Object.entries(options.headers)) configured[name.toLowerCase()] = value;
+    const configuredNames = Object.keys(configured);
+    const exchange = createExchange(agent);
     const userAgent = `pg-sidekick/${VERSION}`;
 
     async function deliver(e: Envelope, signal: AbortSignal): Promise<ItemOutcome> {
@@ -81,39 +84,35 @@ export const webhookSink = defineSink({
       let headers: Record<string, string> = {
         'user-agent': userAgent,
         'content-type': rendered.contentType,
-        ...configured,
-        'webhook-id': e.id,
-        'webhook-timestamp': String(timestamp),
       };
+      for (const name of configuredNames) headers[name] = configured[name] as string;
+      headers['webhook-id'] = e.id;
+      headers['webhook-timestamp'] = String(timestamp);
       if (sign) headers['webhook-signature'] = sign(e.id, timestamp, rendered.body);
 
       let origin = url.origin;
       for (let hop = 0; ; hop++) {
-        const what = `${method} ${origin}${path.split('?')[0]}`;
-        let response: Dispatcher.ResponseData;
+        // (Only for messages: most requests never need it.)
+        const what = () => `${method} ${origin}${path.split('?')[0]}`;
+        let answer: Answer;
         try {
-          response = await agent.request({ origin, path, method, headers, body: rendered.body, signal, headersTimeout, bodyTimeout });
+          answer = await exchange({ origin, path, method, headers, body: rendered.body, headersTimeout, bodyTimeout }, signal);
         } catch (error) {
           if (signal.aborted) throw signal.reason ?? error;
-          return { ok: false, error: networkError(error, what) };
+          return { ok: false, error: networkError(error, what()) };
         }
-        const status = response.statusCode;
-        if (status >= 200 && status < 300) {
-          // Always consume the body: an unread one keeps its connection busy forever.
-          await response.body.dump().catch(() => undefined);
-          return OK;
-        }
-        const location = response.headers.location;
+        const status = answer.status;
+        if (status >= 200 && status < 300) return OK;
+        const location = answer.headers.location;
         if ((status === 307 || status === 308) && hop < maxRedirects && typeof location === 'string') {
-          await response.body.dump().catch(() => undefined);
           let next: URL;
           try {
             next = new URL(location, `${origin}${path}`);
           } catch {
-            return { ok: false, error: new FatalError(`HTTP_${status}`, `${what} redirected to an invalid location`) };
+            return { ok: false, error: new FatalError(`HTTP_${status}`, `${what()} redirected to an invalid location`) };
           }
           if (next.protocol !== 'https:' && (next.protocol !== 'http:' || origin.startsWith('https:'))) {
-            return { ok: false, error: new FatalError(`HTTP_${status}`, `${what} redirected to ${next.protocol}//${next.host}: refused (only http(s), never https to http)`) };
+            return { ok: false, error: new FatalError(`HTTP_${status}`, `${what()} redirected to ${next.protocol}//${next.host}: refused (only http(s), never https to http)`) };
           }
           if (next.origin !== origin) {
             // Configured credentials are for the configured receiver, not wherever it points us.
@@ -123,8 +122,7 @@ export const webhookSink = defineSink({
           path = `${next.pathname}${next.search}`;
           continue;
         }
-        const snippet = await readSnippet(response.body);
-        return statusOutcome(status, response.headers, snippet, what);
+        return statusOutcome(status, answer.headers, answer.snippet, what());
       }
     }
 

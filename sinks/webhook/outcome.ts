@@ -1,4 +1,3 @@
-import type { Readable } from 'node:stream';
 import { FatalError, RetriableError, type SidekickError } from '../../src/errors.js';
 import { OK, type ItemOutcome } from '../../src/sink.js';
 import { parseRetryAfter } from './retry-after.js';
@@ -6,35 +5,11 @@ import { parseRetryAfter } from './retry-after.js';
 /** How much of an error response's body goes into the error message (and the dead letter). */
 export const SNIPPET_BYTES = 512;
 /** An error body larger than this is not read to the end: the connection is dropped instead. */
-const DRAIN_LIMIT = 64 * 1024;
+export const DRAIN_LIMIT = 64 * 1024;
 
 /** Statuses where another attempt can succeed; every other 4xx is the request's own fault. */
 export function isRetriableStatus(status: number): boolean {
   return status === 408 || status === 425 || status === 429 || status >= 500;
-}
-
-/**
- * Reads the first bytes of an error response for the message, and drains a small rest so that the
- * keep-alive connection can be reused (an unread body pins its connection forever in undici).
- */
-export async function readSnippet(body: Readable & { dump?(o?: { limit?: number }): Promise<unknown> }): Promise<string> {
-  const chunks: Buffer[] = [];
-  let kept = 0;
-  let total = 0;
-  try {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      total += chunk.length;
-      if (kept < SNIPPET_BYTES) {
-        const part = chunk.subarray(0, SNIPPET_BYTES - kept);
-        chunks.push(part);
-        kept += part.length;
-      }
-      if (total > DRAIN_LIMIT) break; // leaving the loop destroys the stream and its connection
-    }
-  } catch {
-    // A body cut short still leaves what we read; the status is what matters.
-  }
-  return new TextDecoder('utf-8', { fatal: false }).decode(Buffer.concat(chunks)).replace(/\s+/g, ' ').trim();
 }
 
 type Headers = Record<string, string | string[] | undefined>;

@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import { createHmac, createSecretKey } from 'node:crypto';
 
 /**
  * Standard Webhooks signing (https://www.standardwebhooks.com): the signed content is
@@ -31,7 +31,8 @@ export type Signer = (id: string, timestamp: number, body: string) => string;
 
 /** Returns a function computing the `webhook-signature` header value for every secret given. */
 export function createSigner(secrets: readonly string[]): Signer {
-  const keys = secrets.map(secretKey);
+  // Key objects made once: a Buffer key is imported again by every createHmac.
+  const keys = secrets.map((secret) => createSecretKey(secretKey(secret)));
   return (id, timestamp, body) => {
     const content = `${id}.${timestamp}.${body}`;
     let header = '';

@@ -409,10 +409,10 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
       entries.set(entry.qid, entry);
       entryEvents += entry.events;
       partLoad[entry.part]!++;
-      for (const envelope of events) {
-        metrics?.received.inc({ source: envelope.source, channel: envelope.channel });
-        route(entry, envelope, row.target);
-      }
+      // (The events of one outbox row share their source and channel: counted once per row.)
+      const first = events[0];
+      if (metrics && first) metrics.received.inc({ source: first.source, channel: first.channel }, events.length);
+      for (const envelope of events) route(entry, envelope, row.target);
       if (entry.open === 0) queueDelete(entry);
       count += events.length;
     }

@@ -322,8 +322,8 @@ describe('webhook sink against a real HTTP server', () => {
     expect(Date.now() - started).toBeLessThan(3000);
   });
 
-  it('goes through an explicit HTTP proxy (CONNECT tunnel)', async () => {
-    const r = await receiver();
+  /** A forward proxy that records the CONNECT tunnels it opens. */
+  async function tunnellingProxy(): Promise<{ url: string; tunnels: string[] }> {
     const tunnels: string[] = [];
     const proxy = createServer();
     proxy.on('connect', (req, client: Socket, head) => {
@@ -340,10 +340,36 @@ describe('webhook sink against a real HTTP server', () => {
     });
     servers.push(proxy);
     await new Promise<void>((res) => proxy.listen(0, '127.0.0.1', () => res()));
-    const proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
-    expect(await sendOne(sink({ url: `${r.url}/via`, proxy: proxyUrl }), testEnvelope())).toEqual({ ok: true });
-    expect(tunnels).toEqual([`127.0.0.1:${r.port}`]);
+    return { url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, tunnels };
+  }
+
+  it('goes through an explicit HTTP proxy (CONNECT tunnel)', async () => {
+    const r = await receiver();
+    const proxy = await tunnellingProxy();
+    expect(await sendOne(sink({ url: `${r.url}/via`, proxy: proxy.url }), testEnvelope())).toEqual({ ok: true });
+    expect(proxy.tunnels).toEqual([`127.0.0.1:${r.port}`]);
     expect(r.requests.map((q) => q.path)).toEqual(['/via']);
+  });
+
+  it('with proxy: env (the default), takes HTTP_PROXY as it was when the sink started, and goes direct without one', async () => {
+    const r = await receiver();
+    const proxy = await tunnellingProxy();
+    const saved = { HTTP_PROXY: process.env.HTTP_PROXY, http_proxy: process.env.http_proxy, NO_PROXY: process.env.NO_PROXY, no_proxy: process.env.no_proxy };
+    try {
+      for (const name of Object.keys(saved)) delete process.env[name];
+      const direct = sink({ url: `${r.url}/direct` });
+      process.env.HTTP_PROXY = proxy.url;
+      const proxied = sink({ url: `${r.url}/via` });
+      expect(await sendOne(proxied, testEnvelope())).toEqual({ ok: true });
+      expect(await sendOne(direct, testEnvelope())).toEqual({ ok: true });
+      expect(proxy.tunnels).toEqual([`127.0.0.1:${r.port}`]);
+      expect(r.requests.map((q) => q.path).sort()).toEqual(['/direct', '/via']);
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
   });
 });
 
