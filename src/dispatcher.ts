@@ -35,6 +35,9 @@ interface Pending { readonly envelope: Envelope; readonly resolve: (d: Delivery)
 /** A run of consecutive envelopes of one lane, sent together and never split across batches. */
 interface Waiting { readonly envelopes: readonly Envelope[]; readonly done: (o: readonly ItemOutcome[]) => void }
 
+/** The usual outcome, shared (never mutated). */
+const DELIVERED_FIRST_TIME: Delivery = Object.freeze({ status: 'delivered', attempts: 1 });
+
 const jitter = (ms: number) => ms * (0.85 + Math.random() * 0.3);
 /**
  * Failed batches in a row (no success between them) before the whole sink backs off. An isolated
@@ -328,7 +331,7 @@ export function createDispatcher(params: {
     for (; i < n; i++) {
       const o = outcomes[i] as ItemOutcome;
       if (o.ok) {
-        finish(lane.shift() as Pending, { status: 'delivered', attempts: 1 });
+        finish(lane.shift() as Pending, DELIVERED_FIRST_TIME);
       } else if (!o.error.retriable) {
         metrics?.failed.inc({ sink: sink.name, retriable: 'false' });
         finish(lane.shift() as Pending, { status: 'dead', attempts: 1, error: o.error });

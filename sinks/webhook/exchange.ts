@@ -38,53 +38,71 @@ export function createExchange(agent: Dispatcher): Exchange {
     return set;
   }
   return (options, signal) => new Promise((resolve, reject) => {
-    const controllers = track(signal);
-    let status = 0;
-    let headers: Headers = {};
-    const chunks: Buffer[] = [];
-    let kept = 0;
-    let total = 0;
-    let cut = false;
-    let controller: Dispatcher.DispatchController | undefined;
-    const answer = () => ({ status, headers, snippet: decode(chunks) });
-    const done = () => {
-      if (controller) controllers.delete(controller);
-    };
-    agent.dispatch(options, {
-      onRequestStart(c) {
-        controller = c;
-        if (signal.aborted) c.abort(signal.reason as Error);
-        else controllers.add(c);
-      },
-      onResponseStart(_c, statusCode, responseHeaders) {
-        status = statusCode;
-        headers = responseHeaders as Headers;
-      },
-      onResponseData(c, chunk) {
-        if (status >= 200 && status < 300) return;
-        total += chunk.length;
-        if (kept < SNIPPET_BYTES) {
-          const part = chunk.subarray(0, SNIPPET_BYTES - kept);
-          chunks.push(part);
-          kept += part.length;
-        }
-        if (total > DRAIN_LIMIT) {
-          cut = true;
-          c.abort(new Error('error response body too large to drain'));
-        }
-      },
-      onResponseEnd() {
-        done();
-        resolve(answer());
-      },
-      onResponseError(_c, error) {
-        done();
-        // Once the status is in, a body that breaks off (or is cut) does not change the answer.
-        if (cut || (status !== 0 && !signal.aborted)) resolve(answer());
-        else reject(error);
-      },
-    });
+    agent.dispatch(options, new Handler(track(signal), signal, resolve, reject));
   });
+}
+
+/** The callbacks of one exchange (a class: one object per request, no closures). */
+class Handler implements Dispatcher.DispatchHandler {
+  private status = 0;
+  private headers: Headers = {};
+  private readonly chunks: Buffer[] = [];
+  private kept = 0;
+  private total = 0;
+  private cut = false;
+  private controller: Dispatcher.DispatchController | undefined;
+
+  constructor(
+    private readonly controllers: Set<Dispatcher.DispatchController>,
+    private readonly signal: AbortSignal,
+    private readonly resolve: (answer: Answer) => void,
+    private readonly reject: (error: Error) => void,
+  ) {}
+
+  onRequestStart(c: Dispatcher.DispatchController): void {
+    this.controller = c;
+    if (this.signal.aborted) c.abort(this.signal.reason as Error);
+    else this.controllers.add(c);
+  }
+
+  onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: Headers): void {
+    this.status = statusCode;
+    this.headers = headers;
+  }
+
+  onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.status >= 200 && this.status < 300) return;
+    this.total += chunk.length;
+    if (this.kept < SNIPPET_BYTES) {
+      const part = chunk.subarray(0, SNIPPET_BYTES - this.kept);
+      this.chunks.push(part);
+      this.kept += part.length;
+    }
+    if (this.total > DRAIN_LIMIT) {
+      this.cut = true;
+      c.abort(new Error('error response body too large to drain'));
+    }
+  }
+
+  onResponseEnd(): void {
+    this.done();
+    this.resolve(this.answer());
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController, error: Error): void {
+    this.done();
+    // Once the status is in, a body that breaks off (or is cut) does not change the answer.
+    if (this.cut || (this.status !== 0 && !this.signal.aborted)) this.resolve(this.answer());
+    else this.reject(error);
+  }
+
+  private done(): void {
+    if (this.controller) this.controllers.delete(this.controller);
+  }
+
+  private answer(): Answer {
+    return { status: this.status, headers: this.headers, snippet: decode(this.chunks) };
+  }
 }
 
 function decode(chunks: readonly Buffer[]): string {

@@ -169,14 +169,17 @@ export function rowKey(slot: unknown, image: Record<string, unknown> | null, key
   if (typeof slot === 'string') return slot;
   let values: unknown[] | undefined;
   if (Array.isArray(slot)) values = slot;
+  else if (keyColumns && keyColumns.length === 1 && image) return keyText(image[keyColumns[0] as string]);
   else if (keyColumns && keyColumns.length > 0 && image) values = keyColumns.map((c) => image[c]);
   if (!values || values.length === 0) return undefined;
-  if (values.length === 1) {
-    const v = values[0];
-    if (v === null || v === undefined) return undefined;
-    return typeof v === 'string' ? v : JSON.stringify(v);
-  }
+  if (values.length === 1) return keyText(values[0]);
   return JSON.stringify(values.map((v) => v ?? null));
+}
+
+/** One key column's value as the key text (undefined for NULL). */
+function keyText(v: unknown): string | undefined {
+  if (v === null || v === undefined) return undefined;
+  return typeof v === 'string' ? v : JSON.stringify(v);
 }
 
 /** The events of one outbox row (a statement's changed rows, or one published event), in order. */
@@ -194,31 +197,33 @@ export function outboxEvents(row: OutboxRow): Envelope[] {
     }];
   }
   type Image = Record<string, unknown> | null;
-  const events: { id: string; new: Image; old: Image; key: unknown }[] = [];
-  if (row.event_ids === null) {
-    events.push({ id: row.origin_id ?? row.id, new: (row.new ?? null) as Image, old: (row.old ?? null) as Image, key: row.keys ?? null });
-  } else {
-    const at = (list: unknown, i: number) => (Array.isArray(list) ? (list[i] ?? null) : null);
-    row.event_ids.forEach((id, i) => {
-      events.push({ id, new: at(row.new, i) as Image, old: at(row.old, i) as Image, key: at(row.keys, i) });
-    });
-  }
-  return events.map((e) => {
-    const key = rowKey(e.key, e.new ?? e.old, row.key_columns);
-    return {
-      id: String(e.id),
+  // (One loop, one object per event: a backlog drains hundreds of thousands of these.)
+  const envelope = (id: string, image: Image, old: Image, keySlot: unknown): Envelope => {
+    const e = {
+      id,
       source: 'table',
       channel: row.channel,
       op: row.op ?? undefined,
       schema: row.schema_name ?? undefined,
       table: row.table_name ?? undefined,
-      ...(key !== undefined ? { key } : {}),
-      new: e.new,
-      old: e.old,
+      key: rowKey(keySlot, image ?? old, row.key_columns),
+      new: image,
+      old,
       at,
       txid: row.xid,
-    } as Envelope;
-  });
+    } as { key?: string } & Omit<Envelope, 'key'>;
+    if (e.key === undefined) delete e.key;
+    return e as Envelope;
+  };
+  if (row.event_ids === null) {
+    return [envelope(String(row.origin_id ?? row.id), (row.new ?? null) as Image, (row.old ?? null) as Image, row.keys ?? null)];
+  }
+  const item = (list: unknown, i: number) => (Array.isArray(list) ? (list[i] ?? null) : null);
+  const out: Envelope[] = new Array(row.event_ids.length);
+  for (let i = 0; i < row.event_ids.length; i++) {
+    out[i] = envelope(String(row.event_ids[i]), item(row.new, i) as Image, item(row.old, i) as Image, item(row.keys, i));
+  }
+  return out;
 }
 
 /** A backlog or dead-letter row (one event) as its envelope. */
