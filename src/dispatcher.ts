@@ -23,6 +23,11 @@ export interface Dispatcher {
    * another in the order given; other keys flow concurrently. Never rejects.
    */
   deliver(envelope: Envelope, options?: { force?: boolean }): Promise<Delivery>;
+  /**
+   * deliver() with a callback instead of a promise, for sources that hand over many events: `done`
+   * runs exactly once, possibly before this returns (refused at the door) and never re-entering it.
+   */
+  deliverThen(envelope: Envelope, done: (d: Delivery) => void, options?: { force?: boolean }): void;
   /** Envelopes queued or in flight. */
   readonly size: number;
   /** Resolves when `size` is below the high-water mark (for sources that can wait). */
@@ -357,11 +362,18 @@ export function createDispatcher(params: {
     setSize(-1);
   }
 
+  /** The last `at` parsed: the events of one transaction share it. */
+  let lastAt = '';
+  let lastBorn = Number.NaN;
   function record(envelope: Envelope, result: Delivery): void {
     if (result.status === 'delivered') {
       if (series) {
         series.delivered.inc();
-        const born = Date.parse(envelope.at);
+        if (envelope.at !== lastAt) {
+          lastAt = envelope.at;
+          lastBorn = Date.parse(envelope.at);
+        }
+        const born = lastBorn;
         if (Number.isFinite(born)) series.latency.observe(Math.max(0, now() - born) / 1000);
       }
     } else if (result.status === 'dead') {
@@ -372,34 +384,37 @@ export function createDispatcher(params: {
   }
 
   let droppedLogged = 0;
+  function deliverThen(envelope: Envelope, done: (d: Delivery) => void, opts?: { force?: boolean }): void {
+    if (stopping) return done({ status: 'aborted', attempts: 0 });
+    if (size >= maxQueued && !opts?.force) {
+      metrics?.dropped.inc({ sink: sink.name });
+      const t = now();
+      if (t - droppedLogged > 5_000) {
+        droppedLogged = t;
+        logger.error({ id: envelope.id, channel: envelope.channel, maxQueued }, 'sink queue full; event dropped (ephemeral events are at-most-once)');
+      }
+      return done({ status: 'dropped', attempts: 0 });
+    }
+    setSize(+1);
+    const key = orderingKey(envelope);
+    const lane = lanes.get(key);
+    if (lane) {
+      lane.push({ envelope, resolve: done });
+    } else {
+      const fresh: Pending[] = [{ envelope, resolve: done }];
+      lanes.set(key, fresh);
+      // Start on a microtask, so that a burst of deliver() calls joins the lane first.
+      queueMicrotask(() => runLane(key, fresh));
+    }
+  }
+
   return {
     sink,
     get size() { return size; },
     deliver(envelope, opts) {
-      if (stopping) return Promise.resolve({ status: 'aborted', attempts: 0 });
-      if (size >= maxQueued && !opts?.force) {
-        metrics?.dropped.inc({ sink: sink.name });
-        const t = now();
-        if (t - droppedLogged > 5_000) {
-          droppedLogged = t;
-          logger.error({ id: envelope.id, channel: envelope.channel, maxQueued }, 'sink queue full; event dropped (ephemeral events are at-most-once)');
-        }
-        return Promise.resolve({ status: 'dropped', attempts: 0 });
-      }
-      return new Promise<Delivery>((resolve) => {
-        setSize(+1);
-        const key = orderingKey(envelope);
-        const lane = lanes.get(key);
-        if (lane) {
-          lane.push({ envelope, resolve });
-        } else {
-          const fresh: Pending[] = [{ envelope, resolve }];
-          lanes.set(key, fresh);
-          // Start on a microtask, so that a burst of deliver() calls joins the lane first.
-          queueMicrotask(() => runLane(key, fresh));
-        }
-      });
+      return new Promise<Delivery>((resolve) => deliverThen(envelope, resolve, opts));
     },
+    deliverThen,
     waitForRoom() {
       if (size < highWater) return Promise.resolve();
       return new Promise((resolve) => roomWaiters.push(resolve));

@@ -91,6 +91,14 @@ export function compileTemplate(template: string, encode: (s: string) => string 
     }
   }
   if (parts.length === 1) return () => template;
-  return (e) => parts.map((p) => (p.startsWith('{') && p.endsWith('}')
-    ? encode(String((e as unknown as Record<string, unknown>)[p.slice(1, -1)] ?? '')) : p)).join('');
+  // Decided once: odd parts are fields, even parts literal text (split with a capture group).
+  const fields = parts.map((p, i) => (i % 2 === 1 ? p.slice(1, -1) : undefined));
+  return (e) => {
+    let out = '';
+    for (let i = 0; i < parts.length; i++) {
+      const field = fields[i];
+      out += field === undefined ? parts[i] : encode(String((e as unknown as Record<string, unknown>)[field] ?? ''));
+    }
+    return out;
+  };
 }

@@ -129,6 +129,8 @@ const isEmpty = (p: Pending) => p.spills.length + p.dead.length + p.doneBacklog.
 
 /** Delay between two fetches that found some, but not a full batch, of events. */
 const BUSY_DELAY_MS = 5;
+/** The outbox holds every event durably: a sink's queue limit (for ephemeral events) does not apply. */
+const FORCE = Object.freeze({ force: true });
 /** How often partitions are rebalanced between instances. */
 const REBALANCE_MS = 1000;
 /** How often the scan bound is probed while fetching (two tiny queries and one xid each). */
@@ -218,7 +220,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   // ---- deliveries ------------------------------------------------------------------------------
   function deliver(job: Job): void {
     job.sink.mem++;
-    void job.sink.dispatcher.deliver(job.envelope, { force: true }).then((d) => onOutcome(job, d));
+    job.sink.dispatcher.deliverThen(job.envelope, (d) => onOutcome(job, d), FORCE);
   }
 
   function onOutcome(job: Job, d: Delivery): void {
