@@ -337,6 +337,9 @@ export function createDispatcher(params: {
       const o = outcomes[i] as ItemOutcome;
       if (o.ok) {
         finish(lane.shift() as Pending, DELIVERED_FIRST_TIME);
+      } else if (controller.signal.aborted) {
+        // Stopping (the failure may be the stop itself): not the event's fault; its source keeps it.
+        break;
       } else if (!o.error.retriable) {
         metrics?.failed.inc({ sink: sink.name, retriable: 'false' });
         finish(lane.shift() as Pending, { status: 'dead', attempts: 1, error: o.error });
@@ -344,7 +347,7 @@ export function createDispatcher(params: {
         break;
       }
     }
-    if (i === n) {
+    if (i === n || controller.signal.aborted) {
       runLane(key, lane);
       return;
     }

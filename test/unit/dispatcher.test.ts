@@ -158,6 +158,22 @@ describe('dispatcher (in-memory sink)', () => {
     await d.stop(100); // idempotent
   });
 
+  it('stop() gives back events still waiting for a send slot as aborted (never dead-lettered)', async () => {
+    // One send at a time; the first hangs until aborted, so the second waits in the batcher.
+    const sink: Sink = {
+      name: 'hang', type: 'memory', async start() {}, async stop() {},
+      send: (batch, signal) => new Promise((resolve) => {
+        signal.addEventListener('abort', () => resolve(batch.map(() => ({ ok: false, error: new RetriableError('ABORTED', 'aborted') }))), { once: true });
+      }),
+    };
+    const d = createDispatcher({ sink, options: options({ concurrency: 1, batch: { size: 1, linger: 0 } }), logger: quiet });
+    const first = d.deliver(env(1, 'A'));
+    const second = d.deliver(env(2, 'B'));
+    await d.stop(20);
+    expect((await first).status).toBe('aborted');
+    expect((await second).status).toBe('aborted');
+  });
+
   it('backs the whole sink off while every attempt fails, and recovers', async () => {
     let down = true;
     const times: number[] = [];
