@@ -14,26 +14,33 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
     db = undefined;
   });
 
-  it('catches up on start with what was written while no bridge ran', async () => {
+  /** A fresh database with pg-sidekick installed and table `t` captured; returns a client on it. */
+  async function capturedTable(columns = 'id int PRIMARY KEY') {
     db = await createTestDatabase();
     const c = await db.client();
     await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY)');
+    await c.query(`CREATE TABLE t (${columns})`);
     await capture(c, [{ table: 't' }]);
+    return c;
+  }
+
+  /** A bridge delivering everything to the memory sink `out`. */
+  async function startDrain(memory: ReturnType<typeof createMemorySinks>, outbox?: { pollInterval: string }) {
+    bridge = await startBridge(db!.url, { ...(outbox ? { outbox } : {}), sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+  }
+
+  it('catches up on start with what was written while no bridge ran', async () => {
+    const c = await capturedTable();
     await c.query('INSERT INTO t SELECT generate_series(1, 500)');
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { outbox: { pollInterval: '60s' }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    await startDrain(memory, { pollInterval: '60s' });
     await waitFor(() => memory.get('out').received.length >= 500, '500 events written before the start');
   });
 
   it('a sleeping drain is woken by the writer at once, not by its (here: 60 s) safety-net poll', async () => {
-    db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedTable();
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { outbox: { pollInterval: '60s' }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    await startDrain(memory, { pollInterval: '60s' });
     for (let i = 1; i <= 3; i++) {
       await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.drain_idle WHERE idle_until > now()')).rows[0].n === 1, 'the drain asleep');
       await c.query('INSERT INTO t VALUES ($1)', [i]);
@@ -42,13 +49,9 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
   });
 
   it('busy writers do not NOTIFY: only transactions that find the drain asleep do', async () => {
-    db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id serial PRIMARY KEY, w int)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedTable('id serial PRIMARY KEY, w int');
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    await startDrain(memory);
     const listener = await db.client();
     let notifications = 0;
     listener.on('notification', () => { notifications++; });
@@ -69,11 +72,7 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
   });
 
   it('sidekick.arm_wakeup() moves the id sequence to a multiple of 1024, but never while a writer is mid-transaction', async () => {
-    db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedTable();
     await c.query('INSERT INTO t SELECT generate_series(1, 5)');
     const writer = await db.client();
     await writer.query('BEGIN');
@@ -103,13 +102,9 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
   });
 
   it('the first writers after the mark roll back: the next one still wakes the drain at once', async () => {
-    db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedTable();
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { outbox: { pollInterval: '60s' }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    await startDrain(memory, { pollInterval: '60s' });
     await c.query('INSERT INTO t VALUES (1)');
     await waitFor(() => memory.get('out').received.length === 1, 'the first event');
     await waitFor(async () => (await c.query('SELECT last_value % 1024 = 0 AS armed FROM sidekick.outbox_id_seq')).rows[0].armed, 'the drain asleep behind its mark');
@@ -123,16 +118,12 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
   });
 
   it('a writer mid-transaction when the drain runs dry is delivered as soon as it commits, not at the next poll', async () => {
-    db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedTable();
     const writer = await db.client();
     await writer.query('BEGIN');
     await writer.query('INSERT INTO t VALUES (1)');
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { outbox: { pollInterval: '60s' }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    await startDrain(memory, { pollInterval: '60s' });
     // The drain has nothing visible to do and says so, but cannot set its mark while the writer runs.
     await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.drain_idle WHERE idle_until > now()')).rows[0].n === 1, 'the drain idle');
     expect((await c.query('SELECT last_value % 1024 = 0 AS armed FROM sidekick.outbox_id_seq')).rows[0].armed).toBe(false);
