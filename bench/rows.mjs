@@ -51,7 +51,7 @@ import { bareAmqp, bareKafka, bareRedis, bareUndici, sequentialHttp } from './li
 import { pgbench } from './lib/pgbench.mjs';
 import { startServer } from './lib/pg-server.mjs';
 import { kafkaControl, requireService, servicesEnv } from './lib/services.mjs';
-import { clock, fmt, median, percentile, sleep } from './lib/stats.mjs';
+import { clock, fmt, mainThreadSched, median, percentile, sleep } from './lib/stats.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -298,8 +298,14 @@ async function main() {
       const r = (recording = newRecording());
       const bridge = bridgeFor(target);
       const t0 = clock();
+      const cpu0 = process.cpuUsage();
+      const thread0 = mainThreadSched();
       await bridge.start();
       await waitReceived(target, r, n, 600_000);
+      // This process's CPU while draining (the bridge, plus this script's collecting of receipts).
+      const cpu = process.cpuUsage(cpu0);
+      const thread1 = mainThreadSched();
+      const wall = clock() - t0;
       const spilled = (await bridge.metrics.outboxSpilled.get()).values.reduce((sum, v) => sum + v.value, 0);
       await bridge.stop();
       recording = undefined;
@@ -309,7 +315,9 @@ async function main() {
       if (r.received.size < n || left > 0) throw new Error(`${target.id} backlog: ${r.received.size} of ${n} received, ${left} left in the outbox`);
       const last = latest(r);
       const lat = await latencies(r);
-      return { eps: n / ((last - t0) / 1000), p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), n, spilled };
+      return { eps: n / ((last - t0) / 1000), p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), n, spilled,
+        cpuPerEvent: (cpu.user + cpu.system) / n,
+        threadBusy: thread1 ? (thread1.run - thread0.run) / wall : Number.NaN, threadStarved: thread1 ? (thread1.wait - thread0.wait) / wall : Number.NaN };
     }
 
     async function liveRun(target, rate) {
@@ -365,7 +373,7 @@ async function main() {
         const res = results.get(target.id);
         const b = await backlogRun(target, target.backlog);
         res.backlog.push(b);
-        say(`  ${target.id} backlog ${fmt(b.n)}: ${fmt(b.eps)} events/s, ${fmt(b.spilled)} spilled to sidekick.deliveries (run ${run}/${RUNS})`);
+        say(`  ${target.id} backlog ${fmt(b.n)}: ${fmt(b.eps)} events/s, ${fmt(b.spilled)} spilled to sidekick.deliveries; this process ${fmt(b.cpuPerEvent, 1)} µs CPU per event, main thread ${fmt(100 * b.threadBusy)} % busy, ${fmt(100 * b.threadStarved)} % waiting for a CPU (run ${run}/${RUNS})`);
         for (const [i, spec] of target.baselines.entries()) {
           const x = await baselineRun(target, spec);
           res.baselines[i].push(x);
@@ -394,7 +402,7 @@ async function main() {
       const baseEps = m(res.baselines[0], 'eps');
       const eps = m(res.backlog, 'eps');
       const tgt = target.target.backlog;
-      lines.push(`| ${target.name} | backlog of ${fmt(target.backlog)} rows (${fmt(m(res.backlog, 'spilled'))} spilled to the sink's durable backlog) | ${target.contender} | ${fmt(target.backlog)} | ${fmt(eps)} | ${fmt(m(res.backlog, 'p50'), 0)} | ${fmt(m(res.backlog, 'p99'), 0)} | ${(eps / baseEps).toFixed(2)}× | ≥ ${fmt(tgt)}/s ${check(eps >= tgt)} |`);
+      lines.push(`| ${target.name} | backlog of ${fmt(target.backlog)} rows (${fmt(m(res.backlog, 'spilled'))} spilled to the sink's durable backlog; bridge ${fmt(m(res.backlog, 'cpuPerEvent'), 1)} µs CPU/event, main thread ${fmt(100 * m(res.backlog, 'threadBusy'))} % busy, ${fmt(100 * m(res.backlog, 'threadStarved'))} % waiting for a CPU) | ${target.contender} | ${fmt(target.backlog)} | ${fmt(eps)} | ${fmt(m(res.backlog, 'p50'), 0)} | ${fmt(m(res.backlog, 'p99'), 0)} | ${(eps / baseEps).toFixed(2)}× | ≥ ${fmt(tgt)}/s ${check(eps >= tgt)} |`);
       for (const [i, spec] of target.baselines.entries()) {
         const x = m(res.baselines[i], 'eps');
         lines.push(`| ${target.name} | baseline, ${fmt(spec.n)} envelopes from memory | ${res.baselines[i][0].name} | ${fmt(spec.n)} | ${fmt(x)} | | | ${(x / baseEps).toFixed(2)}× | |`);
@@ -409,7 +417,9 @@ async function main() {
     const load = loadavg().map((l) => l.toFixed(2)).join(' ');
     lines.push('',
       'Backlog: rows inserted while the bridge was down (one transaction, one outbox row per 1000 changed rows); events/s = rows / (bridge start → last event received); '
-        + 'its latency is commit → receipt and so mostly the wait behind the rest of the backlog. '
+        + 'its latency is commit → receipt and so mostly the wait behind the rest of the backlog; '
+        + 'bridge µs CPU/event = this process\'s CPU over the run (every thread: the bridge, V8\'s GC helpers, and this script collecting receipts) ÷ events, '
+        + 'main thread busy = its time on a CPU ÷ wall time (near 100 %: the event loop is what limits the rate), waiting for a CPU = the time it was ready to run while the other processes had both cores. '
         + 'Writers: pgbench, 1-row INSERT transactions (8 clients at 2 000/s, 16 at 10 000/s), rate-limited; events/s over writers start → last event received; '
         + '"behind" = events not yet received when pgbench finished. Latency = receipt − the writer\'s commit time (pg_xact_commit_timestamp of the envelope\'s txid). '
         + 'Receipt: the webhook receiver (child process) reading the request; for brokers, the broker\'s acknowledgement returned to the sink (Kafka acks=all, RabbitMQ confirm, XADD reply).',

@@ -1,4 +1,5 @@
 // Small statistics and formatting helpers shared by the benchmarks.
+import { readFileSync } from 'node:fs';
 
 /** Median of the finite values (mean of the middle two for an even count); NaN when none. */
 export function median(xs) {
@@ -22,3 +23,18 @@ export function fmt(n, digits = 0) {
 export const clock = () => performance.timeOrigin + performance.now();
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * This process's main thread so far (Linux: /proc/self/task/<pid>/schedstat, in ms): `run` = time on
+ * a CPU, `wait` = time it was ready to run but waited for a CPU (other processes had them). Against
+ * wall time they tell whether the event loop was the bottleneck (run ≈ 100 %), was starved of CPU
+ * (wait), or waited on the other processes (the rest). Undefined where there is no such file.
+ */
+export function mainThreadSched() {
+  try {
+    const [run, wait] = readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').trim().split(' ').map(Number);
+    return { run: run / 1e6, wait: wait / 1e6 };
+  } catch {
+    return undefined;
+  }
+}
