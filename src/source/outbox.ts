@@ -149,9 +149,12 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   /**
    * Events of outbox rows held in memory at most: one outbox row (a statement chunk: at most
    * CHUNK_EVENTS events, sql/002_outbox.sql) below the spill threshold, because one fetch may overshoot
-   * by a chunk; otherwise a sink that is only busy, not failing, would be spilled to its durable backlog.
+   * by a chunk; otherwise a sink that is only busy, not failing, would be spilled to its durable backlog
+   * (a floor of batchSize × 4 once did that to every sink with sinkBuffer under 5000). A sinkBuffer
+   * under two chunks leaves room for one fetch of up to batchSize events: exact for one-event rows,
+   * while a statement chunk may still overshoot it (docs/outbox.md says to keep sinkBuffer ≥ 2000).
    */
-  const maxEvents = Math.max(batchSize * 4, sinkBuffer - CHUNK_EVENTS);
+  const maxEvents = Math.max(sinkBuffer - CHUNK_EVENTS, Math.min(batchSize, sinkBuffer));
   const sinks = new Map<string, SinkRun>([...params.dispatchers].map(([name, dispatcher]) => [name, {
     name, dispatcher, mode: 'live', mem: 0, cursor: 0, memSeqs: new Set<number>(),
   }]));

@@ -59,6 +59,29 @@ describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
     await waitFor(async () => await count(c, 'SELECT count(*)::int AS n FROM sidekick.deliveries') === 0, 'an empty backlog');
   });
 
+  it('a busy but healthy sink is never moved to its durable backlog, also with a sinkBuffer below batchSize × 4 + one statement chunk', async () => {
+    db = await createTestDatabase();
+    const c = await db.client();
+    await install(c);
+    await c.query('CREATE TABLE t (id int PRIMARY KEY, v int)');
+    await capture(c, [{ table: 't' }]);
+    const memory = createMemorySinks();
+    const busy = memory.get('busy');
+    // Keeps up, but each delivery takes a moment: the events the drain fetches wait in memory.
+    busy.behaviour = () => new Promise((resolve) => { setTimeout(() => resolve(OK), 20); });
+    bridge = await startBridge(db.url, {
+      outbox: { sinkBuffer: 3000, batchSize: 1000 },
+      sinks: { busy: { type: 'memory', concurrency: 100, batch: { size: 1 } } },
+      routes: [{ from: '*', to: 'busy' }],
+    }, [memory.definition]);
+    // One statement: six outbox rows of 1000 events each.
+    await c.query('INSERT INTO t SELECT g, 0 FROM generate_series(1, 6000) g');
+    await waitFor(() => busy.received.length >= 6000, 'all 6000 events', 30_000);
+    const spilled = (await bridge.metrics.outboxSpilled.get()).values.reduce((sum, v) => sum + v.value, 0);
+    expect(spilled, 'events written to sidekick.deliveries').toBe(0);
+    expect(new Set(busy.received.map((e) => e.id)).size).toBe(6000);
+  });
+
   it('dead-letters an event for one sink only, with the error and attempts; dlq retry sends it again under the same id', async () => {
     db = await createTestDatabase();
     const c = await db.client();

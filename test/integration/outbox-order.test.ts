@@ -157,11 +157,13 @@ describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
     await capture(c, [{ table: 't' }]);
     const memory = createMemorySinks();
     const out = memory.get('out');
-    // Slow: each delivery takes a while, so events pile up beyond sinkBuffer and get old.
+    // Slow: one delivery at a time, 3 ms each, so the 8 events it may hold in memory take longer
+    // than checkpointAfter: they get backlog copies, the drain fetches more, and the sink's events
+    // pile up beyond sinkBuffer and go to its durable backlog.
     out.behaviour = async () => { await new Promise((r) => setTimeout(r, 3)); return OK; };
     bridge = await startBridge(db.url, {
-      outbox: { sinkBuffer: 8, checkpointAfter: 100, batchSize: 50 },
-      sinks: { out: { type: 'memory', concurrency: 1, batch: { size: 4 } } },
+      outbox: { sinkBuffer: 8, checkpointAfter: 15, batchSize: 50 },
+      sinks: { out: { type: 'memory', concurrency: 1, batch: { size: 1 } } },
       routes: [{ from: '*', to: 'out' }],
     }, [memory.definition]);
     const writers = await Promise.all(Array.from({ length: 4 }, () => db!.client()));
