@@ -5,7 +5,7 @@ import { parseConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { RetriableError } from '../../src/errors.js';
 import { OK } from '../../src/sink.js';
-import { capture, install, startBridge } from '../support/bridge.js';
+import { capturedClient, install, startBridge } from '../support/bridge.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
@@ -27,10 +27,7 @@ describe('/metrics: outbox backlog, oldest age, sink backlog and due schedules (
 
   it('shows events waiting and their age while the sink fails, and 0 after it recovers', async () => {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE orders (id int PRIMARY KEY, status text)');
-    await capture(c, [{ table: 'public.orders' }]);
+    const c = await capturedClient(db, 'CREATE TABLE orders (id int PRIMARY KEY, status text)', [{ table: 'public.orders' }]);
     const memory = createMemorySinks();
     const out = memory.get('out');
     let failing = true;

@@ -10,7 +10,7 @@ import { triggersCommand } from '../../src/commands/triggers.js';
 import { uninstallCommand } from '../../src/commands/uninstall.js';
 import { FatalError } from '../../src/errors.js';
 import { OK } from '../../src/sink.js';
-import { capture, install, startBridge } from '../support/bridge.js';
+import { capture, capturedClient, install, startBridge } from '../support/bridge.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
@@ -125,10 +125,7 @@ describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
 
   it('uninstall lists what it drops, refuses without --yes and while a bridge runs, then removes everything', async () => {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY)', [{ table: 't' }]);
     await c.query('INSERT INTO t VALUES (1)');
     const memory = createMemorySinks();
     bridge = await startBridge(db.url, { outbox: { enabled: true }, sinks: { out: { type: 'memory' } }, routes: [] }, [memory.definition]);
@@ -159,10 +156,7 @@ describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
 
   it('dlq list shows a table (or JSON), retry requeues by id, purge deletes', async () => {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY)', [{ table: 't' }]);
     const memory = createMemorySinks();
     const out = memory.get('out');
     let refuse = true;

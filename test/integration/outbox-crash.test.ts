@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Bridge } from '../../src/bridge.js';
-import { capture, install, startBridge } from '../support/bridge.js';
+import { capture, capturedClient, install, startBridge } from '../support/bridge.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 import { startPrivatePostgres, type PrivatePostgres } from '../support/private-postgres.js';
@@ -57,10 +57,7 @@ describe('outbox: nothing is lost (real PostgreSQL, real processes)', () => {
   it('every row arrives although the bridge (node dist/src/cli.js run) is killed with SIGKILL again and again', async () => {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id serial PRIMARY KEY, n int)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedClient(db, 'CREATE TABLE t (id serial PRIMARY KEY, n int)', [{ table: 't' }]);
     const dir = mkdtempSync(join(tmpdir(), 'sk-kill-'));
     const config = join(dir, 'sidekick.yaml');
     writeFileSync(config, [
@@ -136,10 +133,7 @@ describe('outbox: nothing is lost (real PostgreSQL, real processes)', () => {
   it('every row arrives although a bridge with a slow asynchronous sink is killed with SIGKILL while events are in flight', async () => {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id serial PRIMARY KEY, n int)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedClient(db, 'CREATE TABLE t (id serial PRIMARY KEY, n int)', [{ table: 't' }]);
     const output = join(mkdtempSync(join(tmpdir(), 'sk-kill-')), 'events.jsonl');
     writeFileSync(output, '');
     const startChild = () => new Promise<void>((resolveStarted, reject) => {

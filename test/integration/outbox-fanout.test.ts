@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Bridge } from '../../src/bridge.js';
 import { FatalError, RetriableError } from '../../src/errors.js';
 import { OK } from '../../src/sink.js';
-import { capture, install, startBridge } from '../support/bridge.js';
+import { capturedClient, startBridge } from '../support/bridge.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
@@ -20,10 +20,7 @@ describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
 
   it('a failing sink does not hold up another; its events wait in its durable backlog and arrive in order later', async () => {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY, v int)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, v int)', [{ table: 't' }]);
     const memory = createMemorySinks();
     const good = memory.get('good');
     const dead = memory.get('dead');
@@ -61,10 +58,7 @@ describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
 
   it('a busy but healthy sink is never moved to its durable backlog, also with a sinkBuffer below batchSize × 4 + one statement chunk', async () => {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY, v int)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, v int)', [{ table: 't' }]);
     const memory = createMemorySinks();
     const busy = memory.get('busy');
     // Keeps up, but each delivery takes a moment: the events the drain fetches wait in memory.
@@ -84,10 +78,7 @@ describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
 
   it('dead-letters an event for one sink only, with the error and attempts; dlq retry sends it again under the same id', async () => {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY, v text)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, v text)', [{ table: 't' }]);
     const memory = createMemorySinks();
     const picky = memory.get('picky');
     const other = memory.get('other');
@@ -126,10 +117,7 @@ describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
 
   it('captures and delivers a 200 kB row whole, and a 1 MB published payload; the writes never fail', async () => {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE docs (id int PRIMARY KEY, body text)');
-    await capture(c, [{ table: 'docs' }]);
+    const c = await capturedClient(db, 'CREATE TABLE docs (id int PRIMARY KEY, body text)', [{ table: 'docs' }]);
     const memory = createMemorySinks();
     bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
     const big = 'x'.repeat(100) + Array.from({ length: 200_000 }, (_, i) => String.fromCharCode(97 + (i * 7919) % 26)).join('');

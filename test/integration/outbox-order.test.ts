@@ -4,7 +4,7 @@ import type { Bridge } from '../../src/bridge.js';
 import type { Envelope } from '../../src/envelope.js';
 import { RetriableError } from '../../src/errors.js';
 import { OK } from '../../src/sink.js';
-import { capture, install, startBridge } from '../support/bridge.js';
+import { capture, capturedClient, install, startBridge } from '../support/bridge.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 import { startPrivatePostgres, type PrivatePostgres } from '../support/private-postgres.js';
@@ -67,10 +67,7 @@ describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
 
   it('delivers a transaction that took a lower id but committed after a later one', async () => {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY, who text)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, who text)', [{ table: 't' }]);
     const memory = createMemorySinks();
     bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
     const out = memory.get('out');
@@ -93,10 +90,7 @@ describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
 
   it('loses nothing under many concurrent writers committing out of id order', async () => {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY, k int, v int)');
-    await capture(c, [{ table: 't', key: ['k'] }]);
+    const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, k int, v int)', [{ table: 't', key: ['k'] }]);
     const memory = createMemorySinks();
     bridge = await startBridge(db.url, { outbox: { batchSize: 20 }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
     const out = memory.get('out');
@@ -121,10 +115,7 @@ describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
 
   it('keeps per-key order while the first event of a key is being retried; other keys keep flowing', async () => {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY, v int)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, v int)', [{ table: 't' }]);
     const memory = createMemorySinks();
     const out = memory.get('out');
     let failing = true;

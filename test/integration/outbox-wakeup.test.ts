@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Bridge } from '../../src/bridge.js';
-import { capture, install, startBridge } from '../support/bridge.js';
+import { capturedClient, startBridge } from '../support/bridge.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
@@ -17,11 +17,7 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
   /** A fresh database with pg-sidekick installed and table `t` captured; returns a client on it. */
   async function capturedTable(columns = 'id int PRIMARY KEY') {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query(`CREATE TABLE t (${columns})`);
-    await capture(c, [{ table: 't' }]);
-    return c;
+    return capturedClient(db, `CREATE TABLE t (${columns})`, [{ table: 't' }]);
   }
 
   /** A bridge delivering everything to the memory sink `out`. */

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Bridge } from '../../src/bridge.js';
-import { capture, install, startBridge } from '../support/bridge.js';
+import { capture, capturedClient, install, startBridge } from '../support/bridge.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
@@ -16,10 +16,7 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
 
   it('delivers INSERT, UPDATE and DELETE envelopes with every field, in commit order', async () => {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE orders (id int PRIMARY KEY, status text, secret text)');
-    await capture(c, [{ table: 'public.orders', columns: { insert: '*', update: ['id', 'status'], delete: ['id'] } }]);
+    const c = await capturedClient(db, 'CREATE TABLE orders (id int PRIMARY KEY, status text, secret text)', [{ table: 'public.orders', columns: { insert: '*', update: ['id', 'status'], delete: ['id'] } }]);
     const memory = createMemorySinks();
     bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: 'public.*', to: 'out' }] }, [memory.definition]);
     await c.query(`INSERT INTO orders VALUES (1, 'new', 's1')`);
@@ -82,10 +79,7 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
 
   it('splits big statements into chunks (1000 rows; big rows alone) and delivers every row of them, in order per key', async () => {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE t (id int PRIMARY KEY, v int, doc text)');
-    await capture(c, [{ table: 't' }]);
+    const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, v int, doc text)', [{ table: 't' }]);
     await c.query('INSERT INTO t SELECT g, 0 FROM generate_series(1, 2500) g');
     // Chunks of ranges of 1000 event ids: three or four outbox rows, not 2500.
     const { rows } = await c.query('SELECT count(*)::int AS n, sum(cardinality(event_ids))::int AS events FROM sidekick.outbox');

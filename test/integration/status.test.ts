@@ -4,7 +4,7 @@ import type { Bridge } from '../../src/bridge.js';
 import type { CommandIO } from '../../src/commands/io.js';
 import { statusCommand, type Status } from '../../src/commands/status.js';
 import { FatalError, RetriableError } from '../../src/errors.js';
-import { capture, install, startBridge } from '../support/bridge.js';
+import { capturedClient, install, startBridge } from '../support/bridge.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
@@ -36,10 +36,7 @@ describe('sidekick status (real PostgreSQL)', () => {
 
   it('reports the backlog, its age, dead letters per sink, the drain and its connections; --json and tables', async () => {
     db = await createTestDatabase();
-    const c = await db.client();
-    await install(c);
-    await c.query('CREATE TABLE orders (id int PRIMARY KEY, status text)');
-    await capture(c, [{ table: 'public.orders' }]);
+    const c = await capturedClient(db, 'CREATE TABLE orders (id int PRIMARY KEY, status text)', [{ table: 'public.orders' }]);
 
     // Nothing running yet: the events wait in the outbox, and no drain holds a partition.
     await c.query(`INSERT INTO orders SELECT g, 'new' FROM generate_series(1, 30) g`);

@@ -5,6 +5,7 @@ import { parseConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import type { SinkDefinition } from '../../src/sink.js';
 import { migrate } from '../../src/sql/migrate.js';
+import type { TestDatabase } from './db.js';
 
 /** A bridge in this process on `url`, from a config document (sinks may use the test-only types). */
 export async function startBridge(url: string, document: Record<string, unknown>, extraSinks: readonly SinkDefinition[] = []): Promise<Bridge> {
@@ -27,4 +28,13 @@ export async function capture(client: pg.Client, entries: readonly Record<string
   const { captureStatements } = await import('../../src/capture/sql.js');
   const specs = captureSpecsFromConfig(entries.map((e) => ({ columns: '*', mode: 'statement', ...e })) as never);
   await client.query(captureStatements(await resolveCaptures(client, specs)));
+}
+
+/** A client on `db` with the sidekick schema installed, `tables` (DDL) run and capture triggers for `entries`. */
+export async function capturedClient(db: TestDatabase, tables: string, entries: readonly Record<string, unknown>[]): Promise<pg.Client> {
+  const client = await db.client();
+  await install(client);
+  await client.query(tables);
+  await capture(client, entries);
+  return client;
 }
