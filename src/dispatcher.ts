@@ -104,16 +104,14 @@ export function createDispatcher(params: {
   const idleWaiters: (() => void)[] = [];
   const roomWaiters: (() => void)[] = [];
   const highWater = Math.max(1, Math.floor(maxQueued * 0.8));
-  // This sink's series, looked up once (a labels object per event costs more than the event's send).
-  const series = metrics && {
-    queued: metrics.queued.labels(sink.name),
-    delivered: metrics.delivered.labels(sink.name),
-    latency: metrics.latency.labels(sink.name),
-  };
+  // The latency series, looked up once (a labels object per event costs more than the event's send);
+  // the queue size and the delivered count are read when /metrics is scraped.
+  const latency = metrics?.latency.labels(sink.name);
+  let delivered = 0;
+  metrics?.watchSink(sink.name, { queued: () => size, delivered: () => delivered });
 
   function setSize(delta: number) {
     size += delta;
-    series?.queued.set(size);
     if (size < highWater) for (const w of roomWaiters.splice(0)) w();
     if (size === 0) for (const w of idleWaiters.splice(0)) w();
   }
@@ -370,14 +368,14 @@ export function createDispatcher(params: {
   let lastBorn = Number.NaN;
   function record(envelope: Envelope, result: Delivery): void {
     if (result.status === 'delivered') {
-      if (series) {
-        series.delivered.inc();
+      delivered++;
+      if (latency) {
         if (envelope.at !== lastAt) {
           lastAt = envelope.at;
           lastBorn = Date.parse(envelope.at);
         }
         const born = lastBorn;
-        if (Number.isFinite(born)) series.latency.observe(Math.max(0, now() - born) / 1000);
+        if (Number.isFinite(born)) latency.observe(Math.max(0, now() - born) / 1000);
       }
     } else if (result.status === 'dead') {
       metrics?.dead.inc({ sink: sink.name });

@@ -11,12 +11,24 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
   const registers = [registry];
+  // Numbers each dispatcher keeps itself and that are read at scrape time: setting a labelled
+  // prom-client series costs about as much as handing an event to a fast sink, per event.
+  const sinkCounts = new Set<SinkCounts>();
   const metrics = {
     registry,
     received: new Counter({ name: 'sidekick_events_received_total', help: 'Events picked up from PostgreSQL, per source and channel.', labelNames: ['source', 'channel'], registers }),
     unrouted: new Counter({ name: 'sidekick_events_unrouted_total', help: 'Events that matched no route.', labelNames: ['channel'], registers }),
     malformed: new Counter({ name: 'sidekick_events_malformed_total', help: 'Notifications or rows that could not be understood (logged, never fatal).', labelNames: ['channel'], registers }),
-    delivered: new Counter({ name: 'sidekick_events_delivered_total', help: 'Events acknowledged by a sink.', labelNames: ['sink'], registers }),
+    delivered: new Counter({
+      name: 'sidekick_events_delivered_total', help: 'Events acknowledged by a sink.', labelNames: ['sink'], registers,
+      collect() {
+        for (const c of sinkCounts) {
+          const total = c.delivered();
+          if (total > c.reported) this.inc({ sink: c.sink }, total - c.reported);
+          c.reported = total;
+        }
+      },
+    }),
     retried: new Counter({ name: 'sidekick_events_retried_total', help: 'Failed delivery attempts that will be retried.', labelNames: ['sink'], registers }),
     failed: new Counter({ name: 'sidekick_delivery_failures_total', help: 'Failed delivery attempts, by whether they were retriable.', labelNames: ['sink', 'retriable'], registers }),
     dead: new Counter({ name: 'sidekick_events_dead_lettered_total', help: 'Events given up on after the retry policy (dead-lettered).', labelNames: ['sink'], registers }),
@@ -25,7 +37,13 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       name: 'sidekick_delivery_latency_seconds', help: 'From the event (commit or arrival) to the sink acknowledging it.', labelNames: ['sink'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers,
     }),
-    queued: new Gauge({ name: 'sidekick_sink_queued', help: 'Events waiting or in flight per sink.', labelNames: ['sink'], registers }),
+    queued: new Gauge({
+      name: 'sidekick_sink_queued', help: 'Events waiting or in flight per sink.', labelNames: ['sink'], registers,
+      collect() {
+        this.reset();
+        for (const c of sinkCounts) this.inc({ sink: c.sink }, c.queued());
+      },
+    }),
     listenerConnected: new Gauge({ name: 'sidekick_listener_connected', help: '1 while the LISTEN connection is up.', registers }),
     reconnects: new Counter({ name: 'sidekick_listener_reconnects_total', help: 'Times the LISTEN connection was re-established.', registers }),
     buildInfo: new Gauge({ name: 'sidekick_build_info', help: 'Always 1; the labels say which pg-sidekick runs.', labelNames: ['version', 'node'], registers }),
@@ -36,7 +54,21 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     sampleErrors: new Counter({ name: 'sidekick_metric_read_errors_total', help: 'Scrape-time reads that failed (database unreachable or too slow); that sample is left out or NaN.', labelNames: ['metric'], registers }),
   };
   metrics.buildInfo.set({ version: VERSION, node: process.versions.node }, 1);
-  return metrics;
+  return {
+    ...metrics,
+    /** A dispatcher's own counts for `sink`, read at each scrape (sidekick_sink_queued, sidekick_events_delivered_total). */
+    watchSink(sink: string, counts: { queued: () => number; delivered: () => number }): void {
+      sinkCounts.add({ sink, ...counts, reported: 0 });
+    },
+  };
+}
+
+interface SinkCounts {
+  readonly sink: string;
+  readonly queued: () => number;
+  readonly delivered: () => number;
+  /** How much of `delivered` the counter has been given already. */
+  reported: number;
 }
 
 /**

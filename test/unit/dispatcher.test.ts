@@ -223,4 +223,26 @@ describe('dispatcher (in-memory sink)', () => {
     expect(finalOrder).toEqual(Array.from({ length: 20 }, (_, i) => i));
     expect(results[5]).toEqual({ status: 'delivered', attempts: 2 });
   });
+
+  it('reports each sink\'s queue size and delivered count on /metrics, read at scrape time', async () => {
+    const metrics = createMetrics();
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => { release = resolve; });
+    const sink: Sink = {
+      name: 'slow', type: 'memory', async start() {}, async stop() {},
+      async send(batch) { await held; return batch.map(() => OK); },
+    };
+    const d = createDispatcher({ sink, options: options({ concurrency: 2, batch: { size: 1, linger: 0 } }), logger: quiet, metrics });
+    const results = Array.from({ length: 5 }, (_, i) => d.deliver(env(i, `k${i}`)));
+    const scrape = async () => metrics.registry.metrics();
+    expect(await scrape()).toContain('sidekick_sink_queued{sink="slow"} 5');
+    expect(await scrape()).not.toMatch(/sidekick_events_delivered_total\{sink="slow"\} [1-9]/);
+    release();
+    await Promise.all(results);
+    const text = await scrape();
+    expect(text).toContain('sidekick_sink_queued{sink="slow"} 0');
+    expect(text).toContain('sidekick_events_delivered_total{sink="slow"} 5');
+    // Scraped again: counted once, not again.
+    expect(await scrape()).toContain('sidekick_events_delivered_total{sink="slow"} 5');
+  });
 });
