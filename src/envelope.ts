@@ -13,8 +13,8 @@ export interface Envelope {
   readonly id: string;
   readonly source: EnvelopeSource;
   readonly channel: string;
-  /** Parsed JSON when the payload is valid JSON, else the string itself. */
-  readonly payload: unknown;
+  /** Parsed JSON when the payload is valid JSON, else the string itself. None for row changes. */
+  readonly payload?: unknown;
   /** ISO-8601: when the event happened (commit time for row changes, arrival for NOTIFY). */
   readonly at: string;
   readonly op?: RowOp;

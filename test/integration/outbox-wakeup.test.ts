@@ -48,7 +48,7 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
     const c = await capturedTable('id serial PRIMARY KEY, w int');
     const memory = createMemorySinks();
     await startDrain(memory);
-    const listener = await db.client();
+    const listener = await db!.client();
     let notifications = 0;
     listener.on('notification', () => { notifications++; });
     await listener.query('LISTEN sidekick');
@@ -70,7 +70,7 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
   it('sidekick.arm_wakeup() moves the id sequence to a multiple of 1024, but never while a writer is mid-transaction', async () => {
     const c = await capturedTable();
     await c.query('INSERT INTO t SELECT generate_series(1, 5)');
-    const writer = await db.client();
+    const writer = await db!.client();
     await writer.query('BEGIN');
     await writer.query('INSERT INTO t VALUES (100)');
     expect((await c.query('SELECT sidekick.arm_wakeup() AS armed')).rows[0].armed).toBe(false);
@@ -84,7 +84,7 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
     expect((await c.query('SELECT sidekick.arm_wakeup() AS armed')).rows[0].armed).toBe(true);
     expect((await c.query('SELECT last_value::int AS v FROM sidekick.outbox_id_seq')).rows[0].v).toBe(1024);
     // The next writer takes 1025 and NOTIFYs; the ninth after the mark does not.
-    const listener = await db.client();
+    const listener = await db!.client();
     const heard: string[] = [];
     listener.on('notification', (n) => { heard.push(n.channel); });
     await listener.query('LISTEN sidekick');
@@ -115,7 +115,7 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
 
   it('a writer mid-transaction when the drain runs dry is delivered as soon as it commits, not at the next poll', async () => {
     const c = await capturedTable();
-    const writer = await db.client();
+    const writer = await db!.client();
     await writer.query('BEGIN');
     await writer.query('INSERT INTO t VALUES (1)');
     const memory = createMemorySinks();
