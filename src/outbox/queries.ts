@@ -242,7 +242,7 @@ export function rowEnvelope(id: string, row: EventRow): Envelope {
       old: row.old,
       at,
       txid: row.xid,
-    } as Envelope;
+    };
   }
   return {
     id,
