@@ -16,13 +16,18 @@ export type Exchange = (options: Dispatcher.DispatchOptions, signal: AbortSignal
 /**
  * One request/response through undici's dispatch API with a handler of our own, instead of
  * `request()`: no response stream per request (a 2xx body is ignored as it arrives, an error body
- * keeps its first SNIPPET_BYTES), which is most of the client-side cost of a small webhook. An error
- * body over DRAIN_LIMIT is not read to the end: the connection is dropped instead. Rejects with
+ * keeps its first SNIPPET_BYTES), which is most of the client-side cost of a small webhook. A body
+ * over DRAIN_LIMIT, 2xx or not, is not read to the end: the connection is dropped and the status
+ * stands (a receiver streaming an endless 200 has still said 200). Rejects with
  * undici's error on network failures and timeouts, and with `signal.reason` once `signal` aborts.
  * One abort listener per signal for all requests in flight (not one per request: adding and
  * removing listeners on a signal shared by hundreds of requests costs more than the request).
+ * `bodyTimeout` also bounds a body as a whole: once the status is in, the rest of the response gets
+ * that long in all (undici's own body timeout only bounds the pause between chunks, so a receiver
+ * trickling a byte now and then could hold a request forever); then the connection is dropped and
+ * the status stands. Checked by one timer per exchange, running only while a body is being read.
  */
-export function createExchange(agent: Dispatcher): Exchange {
+export function createExchange(agent: Dispatcher, bodyTimeout: number): Exchange {
   // Weak: a caller may pass a fresh signal per call; its entry goes with it.
   const inFlight = new WeakMap<AbortSignal, Set<Dispatcher.DispatchController>>();
   function track(signal: AbortSignal): Set<Dispatcher.DispatchController> {
@@ -37,9 +42,32 @@ export function createExchange(agent: Dispatcher): Exchange {
     }
     return set;
   }
+  const bodies: Bodies = { reading: new Set(), timer: undefined, limit: bodyTimeout };
   return (options, signal) => new Promise((resolve, reject) => {
-    agent.dispatch(options, new Handler(track(signal), signal, resolve, reject));
+    agent.dispatch(options, new Handler(track(signal), bodies, signal, resolve, reject));
   });
+}
+
+/** Responses whose status is in and whose body is still coming, and the timer that bounds them. */
+interface Bodies {
+  readonly reading: Set<Handler>;
+  timer: NodeJS.Timeout | undefined;
+  readonly limit: number;
+}
+
+function watchBodies(bodies: Bodies): void {
+  if (bodies.timer) return;
+  const every = Math.max(20, Math.min(1000, Math.floor(bodies.limit / 4)));
+  bodies.timer = setInterval(() => {
+    if (bodies.reading.size === 0) {
+      clearInterval(bodies.timer);
+      bodies.timer = undefined;
+      return;
+    }
+    const now = Date.now();
+    for (const h of bodies.reading) h.expire(now, bodies.limit);
+  }, every);
+  bodies.timer.unref();
 }
 
 /** The callbacks of one exchange (a class: one object per request, no closures). */
@@ -50,10 +78,12 @@ class Handler implements Dispatcher.DispatchHandler {
   private kept = 0;
   private total = 0;
   private cut = false;
+  private statusAt = 0;
   private controller: Dispatcher.DispatchController | undefined;
 
   constructor(
     private readonly controllers: Set<Dispatcher.DispatchController>,
+    private readonly bodies: Bodies,
     private readonly signal: AbortSignal,
     private readonly resolve: (answer: Answer) => void,
     private readonly reject: (error: Error) => void,
@@ -68,12 +98,22 @@ class Handler implements Dispatcher.DispatchHandler {
   onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: Headers): void {
     this.status = statusCode;
     this.headers = headers;
+    this.statusAt = Date.now();
+    this.bodies.reading.add(this);
+    watchBodies(this.bodies);
+  }
+
+  /** Called by the body timer: a body read for longer than `limit` is cut (the status stands). */
+  expire(now: number, limit: number): void {
+    if (now - this.statusAt <= limit || this.cut) return;
+    this.cut = true;
+    this.controller?.abort(new Error(`response body still arriving ${limit} ms after the status`));
   }
 
   onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.status >= 200 && this.status < 300) return;
     this.total += chunk.length;
-    if (this.kept < SNIPPET_BYTES) {
+    // A 2xx body is read and dropped; an error body keeps its start for the message.
+    if (this.kept < SNIPPET_BYTES && (this.status < 200 || this.status >= 300)) {
       const part = chunk.subarray(0, SNIPPET_BYTES - this.kept);
       this.chunks.push(part);
       this.kept += part.length;
@@ -98,6 +138,7 @@ class Handler implements Dispatcher.DispatchHandler {
 
   private done(): void {
     if (this.controller) this.controllers.delete(this.controller);
+    this.bodies.reading.delete(this);
   }
 
   private answer(): Answer {

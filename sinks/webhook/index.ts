@@ -66,7 +66,7 @@ export const webhookSink = defineSink({
     if (url.basicAuth) configured.authorization = url.basicAuth;
     for (const [name, value] of Object.entries(options.headers)) configured[name.toLowerCase()] = value;
     const configuredNames = Object.keys(configured);
-    const exchange = createExchange(agent);
+    const exchange = createExchange(agent, bodyTimeout);
     const userAgent = `pg-sidekick/${VERSION}`;
 
     async function deliver(e: Envelope, signal: AbortSignal): Promise<ItemOutcome> {

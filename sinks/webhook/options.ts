@@ -56,8 +56,9 @@ export const webhookOptions = {
     .superRefine(check((list: string[]) => list.forEach((s) => secretKey(s))))
     .optional(),
   /**
-   * How long to wait: one duration for connecting, for the response headers and between response
-   * body chunks, or `{ connect, headers, body }` separately (each defaults to 10s). Default 10s.
+   * How long to wait: one duration for connecting, for the response headers and for the response
+   * body (between chunks, and in all from the status on), or `{ connect, headers, body }` separately
+   * (each defaults to 10s). Default 10s.
    */
   timeout: z.union([
     duration.transform((t) => ({ connect: t, headers: t, body: t })),

@@ -4,8 +4,8 @@ import { parseRetryAfter } from './retry-after.js';
 
 /** How much of an error response's body goes into the error message (and the dead letter). */
 export const SNIPPET_BYTES = 512;
-/** An error body larger than this is not read to the end: the connection is dropped instead. */
-export const DRAIN_LIMIT = 64 * 1024;
+/** A response body (2xx or error) larger than this is not read to the end: the connection is dropped instead. */
+export const DRAIN_LIMIT = 1024 * 1024;
 
 /** Statuses where another attempt can succeed; every other 4xx is the request's own fault. */
 export function isRetriableStatus(status: number): boolean {

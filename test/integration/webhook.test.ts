@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect as netConnect, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -320,6 +320,61 @@ describe('webhook sink against a real HTTP server', () => {
     await s.stop();
     expect((await pending).status).toBe('aborted');
     expect(Date.now() - started).toBeLessThan(3000);
+  });
+
+  /** A node:http server whose handler may misbehave at the socket level; its URL. */
+  async function hostile(handle: (req: IncomingMessage, res: ServerResponse, i: number) => void): Promise<string> {
+    let i = 0;
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => handle(req, res, i++));
+    });
+    servers.push(server);
+    await new Promise<void>((res) => server.listen(0, '127.0.0.1', () => res()));
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+  }
+
+  it('a 200 whose body never ends still counts as delivered: reading stops after 1 MiB, the next event gets through', async () => {
+    const url = await hostile((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      const chunk = 'x'.repeat(16_384);
+      const pump = () => { while (!res.destroyed && res.write(chunk)); if (!res.destroyed) res.once('drain', pump); };
+      pump();
+    });
+    const s = sink({ url, timeout: '30s' });
+    expect(await sendOne(s, testEnvelope())).toEqual({ ok: true });
+    expect(await sendOne(s, testEnvelope())).toEqual({ ok: true });
+  });
+
+  it('a body trickling in a byte at a time is cut once the body timeout is over in all; the status stands', async () => {
+    const trickle = (status: number) => (_req: IncomingMessage, res: ServerResponse) => {
+      res.writeHead(status, { 'content-type': 'text/plain' });
+      const timer = setInterval(() => (res.destroyed ? clearInterval(timer) : res.write('x')), 50);
+    };
+    // Each pause (50 ms) is far below the 400 ms body timeout, so only a bound on the whole body ends it.
+    const s = sink({ url: await hostile(trickle(200)), timeout: '400ms' });
+    const started = Date.now();
+    expect(await sendOne(s, testEnvelope())).toEqual({ ok: true });
+    expect(Date.now() - started).toBeLessThan(5000);
+    const failing = await sendOne(sink({ url: await hostile(trickle(503)), timeout: '400ms' }), testEnvelope());
+    expect(failing).toMatchObject({ ok: false, error: { code: 'HTTP_503', retriable: true } });
+  });
+
+  it('a connection reset, then a reply that is not HTTP: retriable errors, and the event is delivered once the receiver behaves', async () => {
+    const url = await hostile((req, res, i) => {
+      if (i === 0) req.socket.resetAndDestroy();
+      else if (i === 1) req.socket.end('HELLO, THIS IS NOT HTTP\r\n\r\n');
+      else res.writeHead(204).end();
+    });
+    const s = sink({ url });
+    const first = await sendOne(s, testEnvelope());
+    expect(first).toMatchObject({ ok: false, error: { code: 'ECONNRESET', retriable: true } });
+    const second = await sendOne(s, testEnvelope());
+    expect(second).toMatchObject({ ok: false, error: { code: 'HTTP_NETWORK', retriable: true } });
+    if (!second.ok) expect(second.error.message).toMatch(/POST http:\/\/127\.0\.0\.1:\d+\/hook: .*HTTP/);
+    const d = dispatch(s);
+    expect(await d.deliver(testEnvelope())).toEqual({ status: 'delivered', attempts: 1 });
+    await d.stop(1000);
   });
 
   /** A forward proxy that records the CONNECT tunnels it opens. */
