@@ -341,9 +341,12 @@ describe('webhook sink against a real HTTP server', () => {
       const pump = () => { while (!res.destroyed && res.write(chunk)); if (!res.destroyed) res.once('drain', pump); };
       pump();
     });
+    // The body timeout (30 s) would end it too, much later: only the size cap ends it this soon.
     const s = sink({ url, timeout: '30s' });
+    const started = Date.now();
     expect(await sendOne(s, testEnvelope())).toEqual({ ok: true });
     expect(await sendOne(s, testEnvelope())).toEqual({ ok: true });
+    expect(Date.now() - started).toBeLessThan(10_000);
   });
 
   it('a body trickling in a byte at a time is cut once the body timeout is over in all; the status stands', async () => {
@@ -360,20 +363,25 @@ describe('webhook sink against a real HTTP server', () => {
     expect(failing).toMatchObject({ ok: false, error: { code: 'HTTP_503', retriable: true } });
   });
 
-  it('a connection reset, then a reply that is not HTTP: retriable errors, and the event is delivered once the receiver behaves', async () => {
+  it('a connection reset, then a reply that is not HTTP: retriable errors; the same event is delivered once the receiver behaves', async () => {
+    const ids: string[] = [];
     const url = await hostile((req, res, i) => {
-      if (i === 0) req.socket.resetAndDestroy();
-      else if (i === 1) req.socket.end('HELLO, THIS IS NOT HTTP\r\n\r\n');
+      ids.push(req.headers['webhook-id'] as string);
+      if (i % 3 === 0) req.socket.resetAndDestroy();
+      else if (i % 3 === 1) req.socket.end('HELLO, THIS IS NOT HTTP\r\n\r\n');
       else res.writeHead(204).end();
     });
     const s = sink({ url });
-    const first = await sendOne(s, testEnvelope());
-    expect(first).toMatchObject({ ok: false, error: { code: 'ECONNRESET', retriable: true } });
+    expect(await sendOne(s, testEnvelope())).toMatchObject({ ok: false, error: { code: 'ECONNRESET', retriable: true } });
     const second = await sendOne(s, testEnvelope());
     expect(second).toMatchObject({ ok: false, error: { code: 'HTTP_NETWORK', retriable: true } });
     if (!second.ok) expect(second.error.message).toMatch(/POST http:\/\/127\.0\.0\.1:\d+\/hook: .*HTTP/);
+    expect(await sendOne(s, testEnvelope())).toEqual({ ok: true });
+    // Through the dispatcher: reset, not HTTP, then 204 — three attempts of one event, one webhook-id.
     const d = dispatch(s);
-    expect(await d.deliver(testEnvelope())).toEqual({ status: 'delivered', attempts: 1 });
+    const e = testEnvelope();
+    expect(await d.deliver(e)).toEqual({ status: 'delivered', attempts: 3 });
+    expect(ids.slice(3)).toEqual([e.id, e.id, e.id]);
     await d.stop(1000);
   });
 
