@@ -16,16 +16,17 @@ export type Exchange = (options: Dispatcher.DispatchOptions, signal: AbortSignal
 /**
  * One request/response through undici's dispatch API with a handler of our own, instead of
  * `request()`: no response stream per request (a 2xx body is ignored as it arrives, an error body
- * keeps its first SNIPPET_BYTES), which is most of the client-side cost of a small webhook. A body
- * over DRAIN_LIMIT, 2xx or not, is not read to the end: the connection is dropped and the status
- * stands (a receiver streaming an endless 200 has still said 200). Rejects with
- * undici's error on network failures and timeouts, and with `signal.reason` once `signal` aborts.
- * One abort listener per signal for all requests in flight (not one per request: adding and
- * removing listeners on a signal shared by hundreds of requests costs more than the request).
- * `bodyTimeout` also bounds a body as a whole: once the status is in, the rest of the response gets
- * that long in all (undici's own body timeout only bounds the pause between chunks, so a receiver
- * trickling a byte now and then could hold a request forever); then the connection is dropped and
- * the status stands. Checked by one timer per exchange, running only while a body is being read.
+ * keeps its first SNIPPET_BYTES), which is most of the client-side cost of a small webhook.
+ * Rejects with undici's error on network failures and timeouts, and with `signal.reason` once
+ * `signal` aborts. One abort listener per signal for all requests in flight (not one per request:
+ * adding and removing listeners on a signal shared by hundreds of requests costs more than the
+ * request).
+ *
+ * Once the status is in, the receiver has answered, and its body cannot hold the request: a body
+ * over DRAIN_LIMIT, or still arriving `bodyTimeout` after the status (undici's own body timeout only
+ * bounds the pause between chunks, so a byte now and then could last forever), is not read further —
+ * the connection is dropped and the status stands. One timer per exchange checks the second bound,
+ * running only while some body is being read.
  */
 export function createExchange(agent: Dispatcher, bodyTimeout: number): Exchange {
   // Weak: a caller may pass a fresh signal per call; its entry goes with it.
@@ -65,7 +66,7 @@ function watchBodies(bodies: Bodies): void {
       return;
     }
     const now = Date.now();
-    for (const h of bodies.reading) h.expire(now, bodies.limit);
+    for (const h of bodies.reading) h.expire(now);
   }, every);
   bodies.timer.unref();
 }
@@ -103,11 +104,11 @@ class Handler implements Dispatcher.DispatchHandler {
     watchBodies(this.bodies);
   }
 
-  /** Called by the body timer: a body read for longer than `limit` is cut (the status stands). */
-  expire(now: number, limit: number): void {
-    if (now - this.statusAt <= limit || this.cut) return;
+  /** Called by the body timer: a body read for longer than the limit is cut (the status stands). */
+  expire(now: number): void {
+    if (now - this.statusAt <= this.bodies.limit || this.cut) return;
     this.cut = true;
-    this.controller?.abort(new Error(`response body still arriving ${limit} ms after the status`));
+    this.controller?.abort(new Error(`response body still arriving ${this.bodies.limit} ms after the status`));
   }
 
   onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -120,7 +121,7 @@ class Handler implements Dispatcher.DispatchHandler {
     }
     if (this.total > DRAIN_LIMIT) {
       this.cut = true;
-      c.abort(new Error('error response body too large to drain'));
+      c.abort(new Error(`response body over ${DRAIN_LIMIT} bytes: not read further`));
     }
   }
 
