@@ -96,7 +96,7 @@ live_pid() {
 # them only after a second or so (measured on these VMs), and `kill -0` succeeds on a zombie.
 alive() {
   local stat
-  read -r stat <"/proc/$1/stat" 2>/dev/null || return 1
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
   stat=${stat##*) }
   [[ ${stat%% *} != Z ]]
 }
@@ -300,7 +300,7 @@ rabbit_answers() {
 rabbit_node_pid() {
   local p
   for p in $(pgrep -u rabbitmq -x beam.smp); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "RABBITMQ_MNESIA_BASE=$STATE/rabbitmq/mnesia" &&
+    { tr '\0' '\n' <"/proc/$p/environ"; } 2>/dev/null | grep -qx "RABBITMQ_MNESIA_BASE=$STATE/rabbitmq/mnesia" &&
       { printf '%s\n' "$p"; return 0; }
   done
   return 1
@@ -474,9 +474,39 @@ tools_up() {
   ensure_packages tools docker-compose
 }
 
+# The fixed ports lie inside Linux's ephemeral range (32768-60999), so any client connection may
+# be given one as its local port — e.g. the Erlang CLI's connections to epmd, which take ports one
+# after another. Such a socket (even in TIME-WAIT, for 60 s) makes a server's listen on that port fail
+# with EADDRINUSE, SO_REUSEADDR or not: RabbitMQ restarted by a test failed this way. Reserving the
+# ports keeps the kernel from handing them out. Best effort (needs root and a writable /proc/sys).
+reserve_ports() {
+  local file=/proc/sys/net/ipv4/ip_local_reserved_ports current port wanted=()
+  [[ -w $file ]] || return 0
+  current=$(<"$file")
+  for port in "$PG_PORT" "$REDIS_PORT" "$AMQP_PORT" "$RABBIT_DIST_PORT" "$KAFKA_CONTROL_PORT"; do
+    port_reserved "$port" "$current" || wanted+=("$port")
+  done
+  ((${#wanted[@]} == 0)) && return 0
+  local list
+  list=$(IFS=,; echo "${wanted[*]}")
+  echo "${current:+$current,}$list" >"$file" 2>/dev/null || warn "could not reserve ports $list (ip_local_reserved_ports)"
+}
+
+# Whether port $1 is in the reserved list $2 ("55432,55672-55673").
+port_reserved() {
+  local range lo hi
+  IFS=, read -ra ranges <<<"$2"
+  for range in "${ranges[@]}"; do
+    lo=${range%-*} hi=${range#*-}
+    ((lo <= $1 && $1 <= hi)) && return 0
+  done
+  return 1
+}
+
 cmd_up() {
   parse_names "$@"
   prepare_state
+  reserve_ports
   local n failed=()
   for n in "${NAMES[@]}"; do
     case $n in
