@@ -64,9 +64,11 @@ function startInBackground(sink: Sink, signal: AbortSignal, logger: Logger): { s
     type: sink.type,
     ...(sink.ordered ? { ordered: true } : {}),
     start: () => ready,
-    async send(batch, s) {
-      if (!ok) await Promise.race([ready, new Promise((resolve) => s.addEventListener('abort', resolve, { once: true }))]);
-      return sink.send(batch, s);
+    send(batch, s) {
+      // Started: the sink's own promise, not one more async layer around it (the hot path).
+      if (ok) return sink.send(batch, s);
+      return Promise.race([ready, new Promise((resolve) => s.addEventListener('abort', resolve, { once: true }))])
+        .then(() => sink.send(batch, s));
     },
     stop: () => sink.stop(),
     ...(sink.check ? { check: sink.check.bind(sink) } : {}),

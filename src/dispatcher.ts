@@ -2,10 +2,10 @@ import { setMaxListeners } from 'node:events';
 import pRetry from 'p-retry';
 import type { Logger } from 'pino';
 import type { DispatchOptions } from './config.js';
-import { orderingKey, type Envelope } from './envelope.js';
+import type { Envelope } from './envelope.js';
 import { classifyError, errorMessage, SidekickError, RetriableError } from './errors.js';
 import type { Metrics } from './metrics.js';
-import type { ItemOutcome, Sink } from './sink.js';
+import type { ItemOutcome, SendResult, Sink } from './sink.js';
 
 /** What finally happened to one envelope at one sink. */
 export type Delivery =
@@ -28,6 +28,8 @@ export interface Dispatcher {
    * runs exactly once, possibly before this returns (refused at the door) and never re-entering it.
    */
   deliverThen(envelope: Envelope, done: (d: Delivery) => void, options?: { force?: boolean }): void;
+  /** deliverThen() for a source that keeps a record per event: `receiver.delivered(d)` instead of a callback. */
+  deliverTo(envelope: Envelope, receiver: DeliveryReceiver, options?: { force?: boolean }): void;
   /** Envelopes queued or in flight. */
   readonly size: number;
   /** Resolves when `size` is below the high-water mark (for sources that can wait). */
@@ -36,9 +38,63 @@ export interface Dispatcher {
   stop(timeout: number): Promise<void>;
 }
 
-interface Pending { readonly envelope: Envelope; readonly resolve: (d: Delivery) => void }
+/** Who hears how an envelope's delivery ended (a method, so a source's own record can be it). */
+export interface DeliveryReceiver { delivered(d: Delivery): void }
+
+/** One queued envelope: a node of its lane's list. */
+interface Item {
+  readonly envelope: Envelope;
+  readonly receiver: DeliveryReceiver;
+  next: Item | undefined;
+}
+
 /** A run of consecutive envelopes of one lane, sent together and never split across batches. */
-interface Waiting { readonly envelopes: readonly Envelope[]; readonly done: (o: readonly ItemOutcome[]) => void }
+interface Waiting { readonly envelopes: readonly Envelope[]; done(o: readonly ItemOutcome[]): void }
+
+/**
+ * The queued envelopes of one ordering key (the channel and the key), oldest first. It is its own
+ * Waiting entry while its next run waits for (or is in) a send() slot: one object per lane, no
+ * closure per run (this is the hot path: one lane per event when every event has its own key).
+ */
+class Lane implements Waiting {
+  head: Item | undefined;
+  tail: Item | undefined;
+  length = 0;
+  /** The envelopes of the run being sent (the first `envelopes.length` items). */
+  envelopes: readonly Envelope[] = [];
+  constructor(
+    readonly channel: string,
+    readonly key: string | undefined,
+    private readonly ran: (lane: Lane, outcomes: readonly ItemOutcome[]) => void,
+  ) {}
+
+  push(item: Item): void {
+    if (this.tail) this.tail.next = item;
+    else this.head = item;
+    this.tail = item;
+    this.length++;
+  }
+
+  shift(): Item {
+    const item = this.head as Item;
+    this.head = item.next;
+    if (!this.head) this.tail = undefined;
+    this.length--;
+    return item;
+  }
+
+  done(outcomes: readonly ItemOutcome[]): void {
+    this.ran(this, outcomes);
+  }
+}
+
+/** A receiver around a callback (deliverThen) or a promise's resolve (deliver). */
+class Callback implements DeliveryReceiver {
+  constructor(private readonly done: (d: Delivery) => void) {}
+  delivered(d: Delivery): void {
+    this.done(d);
+  }
+}
 
 /** The usual outcome, shared (never mutated). */
 const DELIVERED_FIRST_TIME: Delivery = Object.freeze({ status: 'delivered', attempts: 1 });
@@ -74,7 +130,11 @@ export function createDispatcher(params: {
   // Every in-flight send() and every retry delay listens on this one signal: hundreds at once is
   // normal here, not a leak.
   setMaxListeners(0, controller.signal);
-  const lanes = new Map<string, Pending[]>();
+  /** The lanes: per channel, per key (no key: the channel's own lane, in `keyless`). */
+  const lanes = new Map<string, Map<string, Lane>>();
+  const keyless = new Map<string, Lane>();
+  /** Lanes created since the last microtask: they start together, once a burst of deliver() calls has joined them. */
+  let fresh: Lane[] = [];
   /**
    * Runs waiting for a send() slot, oldest first, from index `waitingHead` on. A head index instead
    * of shift(): with thousands of lanes waiting, shifting the array on every send cost more than
@@ -130,6 +190,13 @@ export function createDispatcher(params: {
 
   function submit(envelopes: readonly Envelope[]): Promise<readonly ItemOutcome[]> {
     return new Promise((resolve) => enqueue(envelopes, resolve));
+  }
+
+  /** Queues a lane's next run (the lane is its own Waiting entry). */
+  function enqueueLane(lane: Lane): void {
+    waiting.push(lane);
+    waitingCount += lane.envelopes.length;
+    schedule();
   }
 
   /**
@@ -191,10 +258,7 @@ export function createDispatcher(params: {
       }
       waitingCount -= n;
       inFlight++;
-      void sendBatch(groups, generation).finally(() => {
-        inFlight--;
-        schedule();
-      });
+      sendBatch(groups, generation);
     }
     schedule();
   }
@@ -203,17 +267,40 @@ export function createDispatcher(params: {
     return outcomes.every((o) => !o.ok && o.error instanceof RetriableError && o.error.unavailable);
   }
 
-  async function sendBatch(groups: Waiting[], sentIn: number): Promise<void> {
+  /** Sends a batch; its outcomes go to sent() (callbacks, not async/await: one per event here). */
+  function sendBatch(groups: Waiting[], sentIn: number): void {
     const items = groups.length === 1 ? (groups[0] as Waiting).envelopes : groups.flatMap((g) => g.envelopes);
-    let outcomes: readonly ItemOutcome[];
+    let pending: Promise<SendResult>;
     try {
-      outcomes = await sink.send(items, controller.signal);
-      if (outcomes.length !== items.length) {
-        throw new TypeError(`sink ${sink.name} returned ${outcomes.length} outcomes for ${items.length} envelopes`);
-      }
+      pending = sink.send(items, controller.signal);
     } catch (error) {
+      pending = Promise.reject(error);
+    }
+    pending.then(
+      (outcomes) => sent(groups, sentIn, items, outcomes),
+      (error) => sent(groups, sentIn, items, undefined, error),
+    );
+  }
+
+  function sent(groups: Waiting[], sentIn: number, items: readonly Envelope[], result: SendResult | undefined, error?: unknown): void {
+    inFlight--;
+    try {
+      settleBatch(groups, sentIn, items, result, error);
+    } finally {
+      schedule();
+    }
+  }
+
+  function settleBatch(groups: Waiting[], sentIn: number, items: readonly Envelope[], result: SendResult | undefined, error: unknown): void {
+    let outcomes: readonly ItemOutcome[];
+    if (result !== undefined && result.length !== items.length) {
+      error = new TypeError(`sink ${sink.name} returned ${result.length} outcomes for ${items.length} envelopes`);
+    }
+    if (result === undefined || error !== undefined) {
       const failure: ItemOutcome = { ok: false, error: classifyError(error) };
       outcomes = items.map(() => failure);
+    } else {
+      outcomes = result;
     }
     const anyOk = outcomes.some((o) => o.ok);
     const allRetriable = outcomes.every((o) => !o.ok && o.error.retriable);
@@ -314,53 +401,78 @@ export function createDispatcher(params: {
    * envelopes of the run go out again after it (even if the sink took them), so a key's order holds;
    * at-least-once allows the duplicate.
    */
-  function runLane(key: string, lane: Pending[]): void {
+  function runLane(lane: Lane): void {
     if (lane.length === 0) {
-      lanes.delete(key);
+      dropLane(lane);
       return;
     }
     if (controller.signal.aborted) {
-      while (lane.length > 0) finish(lane.shift() as Pending, { status: 'aborted', attempts: 0 });
-      lanes.delete(key);
+      while (lane.length > 0) finish(lane.shift(), { status: 'aborted', attempts: 0 });
+      dropLane(lane);
       return;
     }
     const n = Math.min(runLength, lane.length);
-    const run = n === 1 ? [(lane[0] as Pending).envelope] : lane.slice(0, n).map((p) => p.envelope);
-    enqueue(run, (outcomes) => ranLane(key, lane, n, outcomes));
+    let item = lane.head as Item;
+    if (n === 1) {
+      lane.envelopes = [item.envelope];
+    } else {
+      const run: Envelope[] = [];
+      for (let i = 0; i < n; i++, item = item.next as Item) run.push(item.envelope);
+      lane.envelopes = run;
+    }
+    enqueueLane(lane);
   }
 
-  function ranLane(key: string, lane: Pending[], n: number, outcomes: readonly ItemOutcome[]): void {
+  function ranLane(lane: Lane, outcomes: readonly ItemOutcome[]): void {
+    const n = lane.envelopes.length;
     let i = 0;
     for (; i < n; i++) {
       const o = outcomes[i] as ItemOutcome;
       if (o.ok) {
-        finish(lane.shift() as Pending, DELIVERED_FIRST_TIME);
+        finish(lane.shift(), DELIVERED_FIRST_TIME);
       } else if (controller.signal.aborted) {
         // Stopping (the failure may be the stop itself): not the event's fault; its source keeps it.
         break;
       } else if (!o.error.retriable) {
         metrics?.failed.inc({ sink: sink.name, retriable: 'false' });
-        finish(lane.shift() as Pending, { status: 'dead', attempts: 1, error: o.error });
+        finish(lane.shift(), { status: 'dead', attempts: 1, error: o.error });
       } else {
         break;
       }
     }
     if (i === n || controller.signal.aborted) {
-      runLane(key, lane);
+      runLane(lane);
       return;
     }
-    const head = lane[0] as Pending;
+    const head = lane.head as Item;
     void attempt(head.envelope, outcomes[i] as ItemOutcome).then((result) => {
       lane.shift();
       finish(head, result);
-      runLane(key, lane);
+      runLane(lane);
     });
   }
 
-  function finish(pending: Pending, result: Delivery): void {
-    record(pending.envelope, result);
-    pending.resolve(result);
+  function finish(item: Item, result: Delivery): void {
+    record(item.envelope, result);
+    item.receiver.delivered(result);
     setSize(-1);
+  }
+
+  function dropLane(lane: Lane): void {
+    if (lane.key === undefined) {
+      keyless.delete(lane.channel);
+      return;
+    }
+    const byKey = lanes.get(lane.channel);
+    if (!byKey) return;
+    byKey.delete(lane.key);
+    if (byKey.size === 0) lanes.delete(lane.channel);
+  }
+
+  function startFresh(): void {
+    const started = fresh;
+    fresh = [];
+    for (const lane of started) runLane(lane);
   }
 
   /** The last `at` parsed: the events of one transaction share it. */
@@ -385,8 +497,8 @@ export function createDispatcher(params: {
   }
 
   let droppedLogged = 0;
-  function deliverThen(envelope: Envelope, done: (d: Delivery) => void, opts?: { force?: boolean }): void {
-    if (stopping) return done({ status: 'aborted', attempts: 0 });
+  function deliverTo(envelope: Envelope, receiver: DeliveryReceiver, opts?: { force?: boolean }): void {
+    if (stopping) return receiver.delivered({ status: 'aborted', attempts: 0 });
     if (size >= maxQueued && !opts?.force) {
       metrics?.dropped.inc({ sink: sink.name });
       const t = now();
@@ -394,28 +506,43 @@ export function createDispatcher(params: {
         droppedLogged = t;
         logger.error({ id: envelope.id, channel: envelope.channel, maxQueued }, 'sink queue full; event dropped (ephemeral events are at-most-once)');
       }
-      return done({ status: 'dropped', attempts: 0 });
+      return receiver.delivered({ status: 'dropped', attempts: 0 });
     }
     setSize(+1);
-    const key = orderingKey(envelope);
-    const lane = lanes.get(key);
-    if (lane) {
-      lane.push({ envelope, resolve: done });
+    const { channel, key } = envelope;
+    let lane: Lane | undefined;
+    let byKey: Map<string, Lane> | undefined;
+    if (key === undefined) {
+      lane = keyless.get(channel);
     } else {
-      const fresh: Pending[] = [{ envelope, resolve: done }];
-      lanes.set(key, fresh);
-      // Start on a microtask, so that a burst of deliver() calls joins the lane first.
-      queueMicrotask(() => runLane(key, fresh));
+      byKey = lanes.get(channel);
+      lane = byKey?.get(key);
     }
+    if (!lane) {
+      lane = new Lane(channel, key, ranLane);
+      if (key === undefined) {
+        keyless.set(channel, lane);
+      } else {
+        if (!byKey) lanes.set(channel, byKey = new Map());
+        byKey.set(key, lane);
+      }
+      // Start on a microtask, so that a burst of deliver() calls joins the lane first.
+      if (fresh.length === 0) queueMicrotask(startFresh);
+      fresh.push(lane);
+    }
+    lane.push({ envelope, receiver, next: undefined });
   }
 
   return {
     sink,
     get size() { return size; },
     deliver(envelope, opts) {
-      return new Promise<Delivery>((resolve) => deliverThen(envelope, resolve, opts));
+      return new Promise<Delivery>((resolve) => deliverTo(envelope, new Callback(resolve), opts));
     },
-    deliverThen,
+    deliverThen(envelope, done, opts) {
+      deliverTo(envelope, new Callback(done), opts);
+    },
+    deliverTo,
     waitForRoom() {
       if (size < highWater) return Promise.resolve();
       return new Promise((resolve) => roomWaiters.push(resolve));

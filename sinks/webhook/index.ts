@@ -14,6 +14,8 @@ import { compileUrl } from './url.js';
 
 /** Redirects followed when `followRedirects: true`. */
 const DEFAULT_MAX_REDIRECTS = 5;
+/** A one-event batch's outcomes. */
+const alone = (outcome: ItemOutcome): SendResult => [outcome];
 /** How long stop() lets in-flight requests finish before cutting the connections. */
 const CLOSE_GRACE_MS = 5_000;
 
@@ -69,6 +71,9 @@ export const webhookSink = defineSink({
     const exchange = createExchange(agent, bodyTimeout);
     const userAgent = `pg-sidekick/${VERSION}`;
 
+    /** The request, for messages (without its query string). */
+    const what = (origin: string, path: string) => `${method} ${origin}${path.split('?')[0]}`;
+
     async function deliver(e: Envelope, signal: AbortSignal): Promise<ItemOutcome> {
       let rendered: Rendered;
       let path: string;
@@ -92,14 +97,12 @@ export const webhookSink = defineSink({
 
       let origin = url.origin;
       for (let hop = 0; ; hop++) {
-        // (Only for messages: most requests never need it.)
-        const what = () => `${method} ${origin}${path.split('?')[0]}`;
         let answer: Answer;
         try {
           answer = await exchange({ origin, path, method, headers, body: rendered.body, headersTimeout, bodyTimeout }, signal);
         } catch (error) {
           if (signal.aborted) throw signal.reason ?? error;
-          return { ok: false, error: networkError(error, what()) };
+          return { ok: false, error: networkError(error, what(origin, path)) };
         }
         const status = answer.status;
         if (status >= 200 && status < 300) return OK;
@@ -109,10 +112,10 @@ export const webhookSink = defineSink({
           try {
             next = new URL(location, `${origin}${path}`);
           } catch {
-            return { ok: false, error: new FatalError(`HTTP_${status}`, `${what()} redirected to an invalid location`) };
+            return { ok: false, error: new FatalError(`HTTP_${status}`, `${what(origin, path)} redirected to an invalid location`) };
           }
           if (next.protocol !== 'https:' && (next.protocol !== 'http:' || origin.startsWith('https:'))) {
-            return { ok: false, error: new FatalError(`HTTP_${status}`, `${what()} redirected to ${next.protocol}//${next.host}: refused (only http(s), never https to http)`) };
+            return { ok: false, error: new FatalError(`HTTP_${status}`, `${what(origin, path)} redirected to ${next.protocol}//${next.host}: refused (only http(s), never https to http)`) };
           }
           if (next.origin !== origin) {
             // Configured credentials are for the configured receiver, not wherever it points us.
@@ -122,7 +125,7 @@ export const webhookSink = defineSink({
           path = `${next.pathname}${next.search}`;
           continue;
         }
-        return statusOutcome(status, answer.headers, answer.snippet, what());
+        return statusOutcome(status, answer.headers, answer.snippet, what(origin, path));
       }
     }
 
@@ -134,9 +137,9 @@ export const webhookSink = defineSink({
         context.logger.info({ url: url.display, method, format: options.format, signed: options.secret?.length ?? 0,
           proxy: /^https?:/.test(options.proxy) ? 'url' : options.proxy }, 'webhook sink ready');
       },
-      async send(batch, signal): Promise<SendResult> {
-        signal.throwIfAborted();
-        if (batch.length === 1) return [await deliver(batch[0] as Envelope, signal)];
+      send(batch, signal): Promise<SendResult> {
+        if (signal.aborted) return Promise.reject(signal.reason);
+        if (batch.length === 1) return deliver(batch[0] as Envelope, signal).then(alone);
         return Promise.all(batch.map((e) => deliver(e, signal)));
       },
       stop() {

@@ -111,6 +111,8 @@ interface Job {
   /** The delivery outcome that arrived while the checkpoint copy was being written. */
   outcome?: Delivery;
   done: boolean;
+  /** How its delivery ended (the dispatcher calls it; one shared function, no closure per event). */
+  readonly delivered: (this: Job, d: Delivery) => void;
 }
 
 interface Spill { readonly sink: string; readonly part: number; readonly envelope: Envelope; readonly job?: Job; cancelled?: boolean }
@@ -223,7 +225,11 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   // ---- deliveries ------------------------------------------------------------------------------
   function deliver(job: Job): void {
     job.sink.mem++;
-    job.sink.dispatcher.deliverThen(job.envelope, (d) => onOutcome(job, d), FORCE);
+    job.sink.dispatcher.deliverTo(job.envelope, job, FORCE);
+  }
+
+  function delivered(this: Job, d: Delivery): void {
+    onOutcome(this, d);
   }
 
   function onOutcome(job: Job, d: Delivery): void {
@@ -306,7 +312,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     for (const name of names) {
       const sink = sinks.get(name) as SinkRun;
       if (sink.mode === 'live' && sink.mem < sinkBuffer) {
-        const job: Job = { sink, envelope, part: entry.part, gen, entry, done: false };
+        const job: Job = { sink, envelope, part: entry.part, gen, entry, done: false, delivered };
         entry.jobs.push(job);
         entry.open++;
         deliver(job);
@@ -437,7 +443,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         const seq = Number(row.seq);
         if (seq > sink.cursor) sink.cursor = seq;
         if (sink.memSeqs.has(seq)) continue;
-        const job: Job = { sink, envelope: rowEnvelope(row.event_id, row), part: row.part, gen, seq, done: false };
+        const job: Job = { sink, envelope: rowEnvelope(row.event_id, row), part: row.part, gen, seq, done: false, delivered };
         sink.memSeqs.add(seq);
         partLoad[job.part]!++;
         deliver(job);
