@@ -71,11 +71,6 @@ export function payloadText(e: Envelope): string {
   return typeof e.payload === 'string' ? e.payload : JSON.stringify(e.payload ?? null);
 }
 
-/** Same ordering key → same lane: delivered one after another, in order. */
-export function orderingKey(e: Envelope): string {
-  return e.key === undefined ? e.channel : `${e.channel}\u0000${e.key}`;
-}
-
 /**
  * Fills `{field}` placeholders (topic, routing key, URL …) from the envelope. Unknown fields are an
  * error when the template is compiled, not when an event arrives.

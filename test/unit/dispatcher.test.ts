@@ -85,6 +85,36 @@ describe('dispatcher (in-memory sink)', () => {
     expect(order.indexOf('3')).toBeLessThan(order.indexOf('1')); // B was not held up by A's retries
   });
 
+  it('a lane is a channel and a key: one key on two channels, and a channel\'s keyless events, are separate lanes', async () => {
+    const order: string[] = [];
+    const sink: Sink = {
+      name: 'mem', type: 'memory', async start() {}, async stop() {},
+      async send(batch) {
+        await new Promise((r) => setImmediate(r));
+        return batch.map((e) => {
+          if (e.id === 'a1' && order.filter((id) => id === 'a1!').length < 2) {
+            order.push('a1!');
+            return { ok: false, error: new RetriableError('HTTP_503', 'unavailable') };
+          }
+          order.push(e.id);
+          return OK;
+        });
+      },
+    };
+    const d = createDispatcher({ sink, options: options(), logger: quiet });
+    const at = new Date().toISOString();
+    const e = (id: string, channel: string, key?: string): Envelope => ({ id, source: 'publish', channel, at, ...(key === undefined ? {} : { key }) });
+    const results = await Promise.all([
+      d.deliver(e('a1', 'a', '1')), d.deliver(e('a2', 'a', '1')), d.deliver(e('b1', 'b', '1')),
+      d.deliver(e('n1', 'a')), d.deliver(e('n2', 'a')),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['delivered', 'delivered', 'delivered', 'delivered', 'delivered']);
+    expect(order.indexOf('a1')).toBeLessThan(order.indexOf('a2'));
+    // Channel b's key 1 and channel a's keyless events did not wait for a/1's retries.
+    for (const other of ['b1', 'n1', 'n2']) expect(order.indexOf(other)).toBeLessThan(order.indexOf('a1'));
+    expect(order.indexOf('n1')).toBeLessThan(order.indexOf('n2'));
+  });
+
   it('dead-letters a fatal error after one attempt and moves on to the next event of the key', async () => {
     const metrics = createMetrics();
     const mem = memorySink((e) => (e.id === '1' ? { ok: false, error: new FatalError('HTTP_400', 'bad request') } : OK));

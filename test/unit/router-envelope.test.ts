@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compileTemplate, envelopeJson, notifyEnvelope, orderingKey, parsePayload, payloadText } from '../../src/envelope.js';
+import { compileTemplate, envelopeJson, notifyEnvelope, parsePayload, payloadText } from '../../src/envelope.js';
 import { createRouter } from '../../src/router.js';
 
 describe('router', () => {
@@ -38,10 +38,6 @@ describe('envelope', () => {
     expect(json).toMatchObject({ source: 'notify', channel: 'c', payload: { a: 1 }, pid: 7 });
     expect(typeof json.id).toBe('string');
     expect(new Date(json.at as string).toISOString()).toBe(json.at);
-  });
-  it('orders by channel, or by channel and key', () => {
-    expect(orderingKey(notifyEnvelope('c', '', 1))).toBe('c');
-    expect(orderingKey({ ...notifyEnvelope('public.t', '', 1), key: '5' })).toBe('public.t\u00005');
   });
   it('compiles templates and refuses unknown fields', () => {
     const t = compileTemplate('pg.{schema}.{table}', encodeURIComponent);
