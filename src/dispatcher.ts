@@ -28,7 +28,10 @@ export interface Dispatcher {
    * runs exactly once, possibly before this returns (refused at the door) and never re-entering it.
    */
   deliverThen(envelope: Envelope, done: (d: Delivery) => void, options?: { force?: boolean }): void;
-  /** deliverThen() for a source that keeps a record per event: `receiver.delivered(d)` instead of a callback. */
+  /**
+   * deliverThen() for a source that keeps a record per event: `receiver.delivered(d)` is called
+   * instead of a callback (exactly once, as for deliverThen), so the source needs no closure per event.
+   */
   deliverTo(envelope: Envelope, receiver: DeliveryReceiver, options?: { force?: boolean }): void;
   /** Envelopes queued or in flight. */
   readonly size: number;
@@ -272,7 +275,8 @@ export function createDispatcher(params: {
     const items = groups.length === 1 ? (groups[0] as Waiting).envelopes : groups.flatMap((g) => g.envelopes);
     let pending: Promise<SendResult>;
     try {
-      pending = sink.send(items, controller.signal);
+      // (Promise.resolve: the sink's own promise as it is; anything else, e.g. a plain array, still works.)
+      pending = Promise.resolve(sink.send(items, controller.signal));
     } catch (error) {
       pending = Promise.reject(error);
     }
