@@ -339,8 +339,10 @@ export function createDispatcher(params: {
     }
     let at = 0;
     for (const g of groups) {
-      g.done(outcomes.slice(at, at + g.envelopes.length));
-      at += g.envelopes.length;
+      // The length first: done() may move a lane on to its next run (another length) at once.
+      const n = g.envelopes.length;
+      g.done(outcomes.slice(at, at + n));
+      at += n;
     }
   }
 

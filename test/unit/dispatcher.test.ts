@@ -226,6 +226,37 @@ describe('dispatcher (in-memory sink)', () => {
     expect(callsWhileDown).toBeLessThan(15);
   });
 
+  it('an ordered batch of several runs gives each run its own outcomes, even when a run\'s lane has more waiting', async () => {
+    // One batch holds A's run (3) and B's run (2); A4 arrives while it is in flight, so A's next
+    // run (1 envelope) is ready the moment A's outcomes are handed over — B must still get its own.
+    let release: () => void = () => {};
+    const inFlight = new Promise<void>((resolve) => { release = resolve; });
+    let sent: () => void = () => {};
+    const firstSent = new Promise<void>((resolve) => { sent = resolve; });
+    const batches: string[][] = [];
+    const sink: Sink = {
+      name: 'ordered', type: 'memory', ordered: true, async start() {}, async stop() {},
+      async send(batch) {
+        batches.push(batch.map((e) => e.id));
+        if (batches.length === 1) {
+          sent();
+          await inFlight;
+        }
+        return batch.map((e) => (e.id === 'B2' ? { ok: false, error: new FatalError('HTTP_400', 'bad request') } : OK));
+      },
+    };
+    const d = createDispatcher({ sink, options: options({ concurrency: 4, batch: { size: 10, linger: 0 } }), logger: quiet });
+    const at = new Date().toISOString();
+    const e = (id: string, key: string): Envelope => ({ id, source: 'publish', channel: 'c', key, at });
+    const first = ['A1', 'A2', 'A3', 'B1', 'B2'].map((id) => d.deliver(e(id, id[0] as string)));
+    await firstSent;
+    const a4 = d.deliver(e('A4', 'A'));
+    release();
+    const results = await Promise.all([...first, a4]);
+    expect(batches[0]).toEqual(['A1', 'A2', 'A3', 'B1', 'B2']);
+    expect(results.map((r) => r.status)).toEqual(['delivered', 'delivered', 'delivered', 'delivered', 'dead', 'delivered']);
+  });
+
   it('ordered sinks get runs of one key per batch, and a retried envelope is never overtaken', async () => {
     const seen: string[] = [];
     const batches: string[][] = [];
