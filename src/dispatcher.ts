@@ -63,7 +63,10 @@ class Lane implements Waiting {
   head: Item | undefined;
   tail: Item | undefined;
   length = 0;
-  /** The envelopes of the run being sent (the first `envelopes.length` items). */
+  /**
+   * The envelopes of the run being sent (the first `envelopes.length` items). Replaced as soon as
+   * the next run is queued, which done() may do at once: read it before calling done().
+   */
   envelopes: readonly Envelope[] = [];
   constructor(
     readonly channel: string,
