@@ -1,0 +1,117 @@
+#!/usr/bin/env node
+// bench/trigger-cost.mjs — where a capture trigger's cost goes: the server's CPU time per one-row
+// INSERT transaction, with pg-sidekick's generated triggers and with diagnostic variants that each
+// leave one part out.
+//
+//   npm run build && node bench/trigger-cost.mjs [--quick] [--runs N] [--transactions N]
+//
+// bench/capture.mjs measures what writers see (pgbench, fsync on), but at 8 clients on 2 cores its
+// runs swing too much to rank variants a few microseconds apart. This one takes the client, the
+// network and the disk out: one session runs a DO block of N `INSERT …; COMMIT;` (a procedure-style
+// loop, so every row is its own transaction), on a server of its own with fsync=off and
+// synchronous_commit=off, nothing else on it. What is left is the backend's CPU per transaction.
+// Variants are interleaved run by run; the table gives the minimum and the median over runs, and
+// each variant's cost over the plain INSERT. On a shared machine other work only ever adds time, so
+// the minimum is the closest to a variant's own cost (quiet runs agree to a few tenths of a µs).
+//
+// Variants marked "diagnostic" are not something pg-sidekick could ship: they only show what one
+// part costs (for instance, the capture functions must pin search_path: they are SECURITY DEFINER).
+// Prints Markdown and writes bench/results/trigger-cost.md.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { captureStatements } from '../dist/src/capture/sql.js';
+import { migrate } from '../dist/src/sql/migrate.js';
+import { startServer } from './lib/pg-server.mjs';
+import { fmt, median } from './lib/stats.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const args = process.argv.slice(2);
+const option = (name, fallback) => {
+  const i = args.indexOf(name);
+  return i >= 0 && args[i + 1] !== undefined ? Number(args[i + 1]) : fallback;
+};
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--quick') continue;
+  if ((args[i] === '--runs' || args[i] === '--transactions') && args[i + 1] !== undefined) { i++; continue; }
+  throw new Error(`unknown argument ${args[i]} (use --quick, --runs N, --transactions N)`);
+}
+const quick = args.includes('--quick');
+const runs = option('--runs', quick ? 3 : 7);
+const transactions = option('--transactions', quick ? 5_000 : 20_000);
+const say = (line) => process.stderr.write(`${line}\n`);
+
+const TABLE = '%T%';
+const generated = (mode) => captureStatements([{ schema: 'public', table: TABLE, key: ['id'], keySource: 'primary key', origin: 'bench', mode, operations: { insert: '*' } }]);
+const statement = generated('statement');
+const PIN = ' SET search_path = pg_catalog, pg_temp';
+const GUARD = '\n  WHERE NOT EXISTS (SELECT 1 FROM sidekick_new OFFSET 1)';
+/** A variant's SQL with `from` removed; fails loudly if the generated SQL no longer contains it. */
+const without = (sql, from) => {
+  if (!sql.includes(from)) throw new Error(`the generated trigger no longer contains ${JSON.stringify(from)}: update bench/trigger-cost.mjs`);
+  return sql.replaceAll(from, '');
+};
+const empty = (pinned) => `CREATE FUNCTION public."f_${TABLE}"() RETURNS trigger LANGUAGE plpgsql${pinned ? ` SECURITY DEFINER${PIN}` : ''} AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER t AFTER INSERT ON public."${TABLE}" REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION public."f_${TABLE}"();`;
+
+const VARIANTS = [
+  { name: 'plain', label: 'plain INSERT (no trigger)', sql: '' },
+  { name: 'statement', label: 'capture, statement trigger (default)', sql: statement },
+  { name: 'row', label: 'capture, row trigger (`mode: row`)', sql: generated('row') },
+  { name: 'no_pin', label: 'diagnostic: statement trigger without `SET search_path`', sql: without(statement, PIN) },
+  { name: 'no_guard', label: 'diagnostic: statement trigger without its one-row guard (wrong for several rows)', sql: without(statement, GUARD) },
+  { name: 'empty_pinned', label: 'diagnostic: empty statement trigger (transition table), SECURITY DEFINER + `SET search_path`', sql: empty(true) },
+  { name: 'empty', label: 'diagnostic: empty statement trigger (transition table), plain plpgsql', sql: empty(false) },
+];
+
+say(`trigger-cost: starting a PostgreSQL server of its own (fsync=off, synchronous_commit=off) …`);
+const server = await startServer({ fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' });
+const client = new pg.Client({ connectionString: server.url });
+const load = loadavg();
+try {
+  await client.connect();
+  await migrate(client);
+  const version = (await client.query('SHOW server_version')).rows[0].server_version;
+  for (const v of VARIANTS) {
+    const table = `t_${v.name}`;
+    await client.query(`CREATE TABLE public.${table} (id bigserial PRIMARY KEY, name text NOT NULL, qty int NOT NULL, at timestamptz NOT NULL DEFAULT now())`);
+    if (v.sql) await client.query(v.sql.replaceAll(TABLE, table));
+  }
+  const times = new Map(VARIANTS.map((v) => [v.name, []]));
+  for (let r = 0; r < runs; r++) {
+    // Rotate the order run by run, so no variant always runs first or last.
+    for (const v of [...VARIANTS.slice(r % VARIANTS.length), ...VARIANTS.slice(0, r % VARIANTS.length)]) {
+      await client.query(`TRUNCATE public.t_${v.name}, sidekick.outbox`);
+      const t0 = performance.now();
+      await client.query(`DO $$ BEGIN FOR i IN 1..${transactions} LOOP INSERT INTO public.t_${v.name} (name, qty) VALUES ('abc', 1); COMMIT; END LOOP; END $$`);
+      const us = ((performance.now() - t0) * 1000) / transactions;
+      times.get(v.name).push(us);
+      say(`  ${v.label}: ${fmt(us, 2)} µs per transaction (run ${r + 1}/${runs})`);
+    }
+  }
+  const plainMedian = median(times.get('plain'));
+  const plainMin = Math.min(...times.get('plain'));
+  const lines = [
+    '## Capture trigger: the server\'s CPU per one-row INSERT transaction', '',
+    `PostgreSQL ${version}, a server of the benchmark's own (fsync=off, synchronous_commit=off: CPU, not the disk); one session, a DO loop of ${fmt(transactions)} \`INSERT …; COMMIT;\` per run, ${runs} interleaved runs. "+ µs" is over the plain INSERT. Other work on a shared machine only adds time: the minimum is the closer figure.`, '',
+    '| variant | µs per transaction (minimum) | + µs | µs (median) | + µs |', '|---|---:|---:|---:|---:|',
+  ];
+  for (const v of VARIANTS) {
+    const m = median(times.get(v.name));
+    const min = Math.min(...times.get(v.name));
+    const over = (x, base) => (v.name === 'plain' ? '' : `${x - base >= 0 ? '+' : ''}${fmt(x - base, 1)}`);
+    lines.push(`| ${v.label} | ${fmt(min, 2)} | ${over(min, plainMin)} | ${fmt(m, 2)} | ${over(m, plainMedian)} |`);
+  }
+  lines.push('',
+    'Diagnostic variants leave one part out to show what it costs; they are not options. The capture functions are SECURITY DEFINER, so they must pin `search_path`; the one-row guard is what lets a one-row statement skip the chunked (aggregating) insert.',
+    `Load average (1, 5, 15 min) at the start: ${load.map((x) => x.toFixed(2)).join(' ')}.`);
+  const out = lines.join('\n');
+  process.stdout.write(`${out}\n`);
+  mkdirSync(join(here, 'results'), { recursive: true });
+  writeFileSync(join(here, 'results', 'trigger-cost.md'), `${out}\n`);
+} finally {
+  await client.end().catch(() => {});
+  await server.stop();
+}
