@@ -494,7 +494,7 @@ reserve_ports() {
 
 # Whether port $1 is in the reserved list $2 ("55432,55672-55673").
 port_reserved() {
-  local range lo hi
+  local range lo hi ranges
   IFS=, read -ra ranges <<<"$2"
   for range in "${ranges[@]}"; do
     lo=${range%-*} hi=${range#*-}
