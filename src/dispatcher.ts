@@ -24,13 +24,9 @@ export interface Dispatcher {
    */
   deliver(envelope: Envelope, options?: { force?: boolean }): Promise<Delivery>;
   /**
-   * deliver() with a callback instead of a promise, for sources that hand over many events: `done`
-   * runs exactly once, possibly before this returns (refused at the door) and never re-entering it.
-   */
-  deliverThen(envelope: Envelope, done: (d: Delivery) => void, options?: { force?: boolean }): void;
-  /**
-   * deliverThen() for a source that keeps a record per event: `receiver.delivered(d)` is called
-   * instead of a callback (exactly once, as for deliverThen), so the source needs no closure per event.
+   * deliver() for sources that hand over many events and keep a record of each:
+   * `receiver.delivered(d)` runs exactly once, possibly before this returns (refused at the door) and
+   * never re-entering it — a method, so the source needs no closure per event.
    */
   deliverTo(envelope: Envelope, receiver: DeliveryReceiver, options?: { force?: boolean }): void;
   /** Envelopes queued or in flight. */
@@ -91,14 +87,6 @@ class Lane implements Waiting {
 
   done(outcomes: readonly ItemOutcome[]): void {
     this.ran(this, outcomes);
-  }
-}
-
-/** A receiver around a callback (deliverThen) or a promise's resolve (deliver). */
-class Callback implements DeliveryReceiver {
-  constructor(private readonly done: (d: Delivery) => void) {}
-  delivered(d: Delivery): void {
-    this.done(d);
   }
 }
 
@@ -546,10 +534,7 @@ export function createDispatcher(params: {
     sink,
     get size() { return size; },
     deliver(envelope, opts) {
-      return new Promise<Delivery>((resolve) => deliverTo(envelope, new Callback(resolve), opts));
-    },
-    deliverThen(envelope, done, opts) {
-      deliverTo(envelope, new Callback(done), opts);
+      return new Promise<Delivery>((resolve) => deliverTo(envelope, { delivered: resolve }, opts));
     },
     deliverTo,
     waitForRoom() {
