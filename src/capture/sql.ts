@@ -95,53 +95,86 @@ const DECLARE = `DECLARE
   v_wake boolean;`;
 
 /**
- * Wake a sleeping drain: NOTIFY when the first id this statement took is one of those that follow
- * the drain's wake-up mark (sql/004_lean_outbox.sql) — the first writers after it fell asleep (no
+ * Wake a sleeping drain: NOTIFY when an id this statement took is one of those that follow the
+ * drain's wake-up mark (sql/004_lean_outbox.sql) — the first writers after it fell asleep (no
  * statement straddles a mark: it is set while none writes the outbox). The test needs nothing but
- * the id just taken: a NOTIFY in every transaction would serialise commits, and a look at a shared
+ * an id just taken: a NOTIFY in every transaction would serialise commits, and a look at a shared
  * flag in every transaction costs each writer more than the arithmetic.
  */
 const IN_WINDOW = (id: string) => `${id} % ${WAKE_MODULUS} < ${WAKE_WINDOW}`;
 const RETURNING_WAKE = `RETURNING ${IN_WINDOW('id')} INTO v_wake`;
+/** The last id this session took: right after an insert, the id of its last row. */
+const LAST_ID = "currval('sidekick.outbox_id_seq')";
 /** A statement that writes several outbox rows takes its first id up front, for the test alone. */
 const FIRST_ID_WAKE = `v_wake := ${IN_WINDOW("nextval('sidekick.outbox_id_seq')")};`;
+const NOTIFY = "PERFORM pg_notify('sidekick', '');";
 const WAKE = `IF v_wake THEN
-    PERFORM pg_notify('sidekick', '');
+    ${NOTIFY}
   END IF;`;
+
+/**
+ * Chunks: event ids come from the outbox sequence in scan order; chunks are ranges of 1000 ids (so
+ * at most 1000 rows), and a row image over 256 kB gets a chunk of its own: no outbox value ever
+ * nears PostgreSQL's 1 GB limit. (One statement changes a key once: chunk order does not matter.)
+ */
+const CHUNK = (size: string, id: string) => `GROUP BY ${id} / 1000, CASE WHEN ${size} > 262144 THEN ${id} ELSE 0 END`;
 
 function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
   const img = imageOf(selection, c.key);
   const head = `'${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)}`;
-  const transition = op === 'delete' ? 'sidekick_old' : 'sidekick_new';
-  let single: string;
-  let several: string;
   if (op === 'insert' || op === 'delete') {
+    const transition = op === 'insert' ? 'sidekick_new' : 'sidekick_old';
     const column = op === 'insert' ? 'new' : 'old';
     const columns = `op, schema_name, table_name, key_columns, ${column}${img.keys ? ', keys' : ''}`;
-    single = `  INSERT INTO sidekick.outbox (${columns})
+    // Most statements change one row. Its event is written as it is, with no test of the row count
+    // first: the first two rows are written one outbox row each (LIMIT 2), and only a statement
+    // that had a second row goes on to write the rest (OFFSET 2) in chunks. The row count of the
+    // first insert is all it takes to know which case this is. (Both scans read the transition
+    // table in its stored order.) A test for "no second row" before the insert cost more than the
+    // insert's LIMIT: see docs/outbox.md.
+    return `DECLARE
+  v_wake boolean;
+  v_rows bigint;
+BEGIN
+  INSERT INTO sidekick.outbox (${columns})
   SELECT ${head}, ${img.image('t.x')}${img.keys ? `, ${img.keys('t.x')}` : ''}
   FROM (SELECT ${img.source('t')} AS x FROM ${transition} AS t) AS t
-  WHERE NOT EXISTS (SELECT 1 FROM ${transition} OFFSET 1)
-  ${RETURNING_WAKE};`;
-    // Event ids come from the outbox sequence in scan order; chunks are ranges of 1000 ids (so at
-    // most 1000 rows), and a row image over 256 kB gets a chunk of its own: no outbox value ever
-    // nears PostgreSQL's 1 GB limit. (One statement changes a key once: chunk order does not matter.)
-    several = `    ${FIRST_ID_WAKE}
+  LIMIT 2;
+  GET DIAGNOSTICS v_rows = ROW_COUNT;
+  IF v_rows = 1 THEN
+    IF ${IN_WINDOW(LAST_ID)} THEN
+      ${NOTIFY}
+    END IF;
+  ELSIF v_rows = 2 THEN
+    -- Of the two ids just taken, the test looks at the later one: the earlier one is at most 1 less
+    -- unless other writers took ids in between, and those run the test themselves.
+    v_wake := ${IN_WINDOW(LAST_ID)};
     INSERT INTO sidekick.outbox (${columns.replace(`${column}`, `event_ids, ${column}`)})
     SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.x')})${img.keys ? `, json_agg(${img.keys('c.x')})` : ''}
-    FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, ${img.source('t')} AS x FROM ${transition} AS t) AS c
-    GROUP BY c.id / 1000, CASE WHEN octet_length(c.x::text) > 262144 THEN c.id ELSE 0 END;`;
-  } else {
-    const columns = `op, schema_name, table_name, key_columns, new, old${img.keys ? ', keys' : ''}`;
-    single = `  INSERT INTO sidekick.outbox (${columns})
+    FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, ${img.source('t')} AS x FROM ${transition} AS t OFFSET 2) AS c
+    ${CHUNK('octet_length(c.x::text)', 'c.id')};
+    IF v_wake THEN
+      ${NOTIFY}
+    END IF;
+  END IF;
+  RETURN NULL;
+END`;
+  }
+  // UPDATE: the old and new images come in pairs. PostgreSQL fills the old and new transition
+  // tables together, one row at a time, so the n-th old row and the n-th new row are the same row
+  // (whatever happened to its key, and with or without a primary key). A one-row statement (the
+  // common case) pairs them directly, behind a test that there is no second row; otherwise they are
+  // paired by position, and the FULL JOIN keeps an unpaired row rather than dropping it.
+  const columns = `op, schema_name, table_name, key_columns, new, old${img.keys ? ', keys' : ''}`;
+  return `${DECLARE}
+BEGIN
+  INSERT INTO sidekick.outbox (${columns})
   SELECT ${head}, ${img.image('n.x')}, ${img.image('o.x')}${img.keys ? `, ${img.keys('n.x')}` : ''}
   FROM (SELECT ${img.source('t')} AS x FROM sidekick_new AS t) AS n, (SELECT ${img.source('t')} AS x FROM sidekick_old AS t) AS o
   WHERE NOT EXISTS (SELECT 1 FROM sidekick_new OFFSET 1)
-  ${RETURNING_WAKE};`;
-    // PostgreSQL fills the old and new transition tables together, one row at a time, so the n-th
-    // old row and the n-th new row are the same row (whatever happened to its key, and with or
-    // without a primary key). The FULL JOIN keeps an unpaired row rather than dropping it.
-    several = `    ${FIRST_ID_WAKE}
+  ${RETURNING_WAKE};
+  IF NOT FOUND THEN
+    ${FIRST_ID_WAKE}
     INSERT INTO sidekick.outbox (${columns.replace('new, old', 'event_ids, new, old')})
     SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.n')}), json_agg(${img.image('c.o')})${img.keys ? `, json_agg(${img.keys('coalesce(c.n, c.o)')})` : ''}
     FROM (
@@ -153,15 +186,7 @@ function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelec
         ORDER BY coalesce(n.r, o.r)
       ) AS p
     ) AS c
-    GROUP BY c.id / 1000, CASE WHEN octet_length(coalesce(c.n::text, '')) + octet_length(coalesce(c.o::text, '')) > 262144 THEN c.id ELSE 0 END;`;
-  }
-  // Most statements change one row: that case takes the short way (one outbox row, no aggregation,
-  // one query). Otherwise — several rows, or none — the chunked way.
-  return `${DECLARE}
-BEGIN
-${single}
-  IF NOT FOUND THEN
-${several}
+    ${CHUNK("octet_length(coalesce(c.n::text, '')) + octet_length(coalesce(c.o::text, ''))", 'c.id')};
   END IF;
   ${WAKE}
   RETURN NULL;

@@ -44,6 +44,25 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
     }
   });
 
+  it('statements of several rows wake it too: two rows, many rows (chunked), an UPDATE and a DELETE of several', async () => {
+    const c = await capturedTable('id int PRIMARY KEY, v int');
+    const memory = createMemorySinks();
+    await startDrain(memory, { pollInterval: '60s' });
+    const statements: [string, number][] = [
+      ['INSERT INTO t SELECT g, 0 FROM generate_series(1, 2) g', 2],
+      ['INSERT INTO t SELECT g, 0 FROM generate_series(3, 1500) g', 1498],
+      ['UPDATE t SET v = 1 WHERE id <= 3', 3],
+      ['DELETE FROM t WHERE id > 1497', 3],
+    ];
+    let expected = 0;
+    for (const [sql, events] of statements) {
+      await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.drain_idle WHERE idle_until > now()')).rows[0].n === 1, 'the drain asleep');
+      await c.query(sql);
+      expected += events;
+      await waitFor(() => memory.get('out').received.length >= expected, `${sql}: ${events} events within 5 s`, 5_000);
+    }
+  });
+
   it('busy writers do not NOTIFY: only transactions that find the drain asleep do', async () => {
     const c = await capturedTable('id serial PRIMARY KEY, w int');
     const memory = createMemorySinks();

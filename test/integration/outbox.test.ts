@@ -77,15 +77,46 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
     expect(out.received).toHaveLength(1);
   });
 
+  it('writes each of a statement\'s first two rows alone and the rest in chunks; every row of 0-, 1-, 2- and 3-row statements arrives once, in order', async () => {
+    db = await createTestDatabase();
+    // A column list that leaves the key out: the keys travel beside the images, also in chunks.
+    const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, v int, note text)', [{ table: 't', columns: { insert: ['v'], delete: '*' } }]);
+    await c.query('INSERT INTO t SELECT g, g FROM generate_series(1, 0) g'); // no row: nothing written
+    await c.query('INSERT INTO t VALUES (1, 1)');
+    await c.query('INSERT INTO t SELECT g, g FROM generate_series(2, 3) g');
+    await c.query('INSERT INTO t SELECT g, g FROM generate_series(4, 6) g');
+    await c.query('DELETE FROM t WHERE id >= 4');
+    await c.query('DELETE FROM t WHERE id > 100'); // no row
+    const layout = await c.query(`SELECT op, cardinality(event_ids) AS events FROM sidekick.outbox ORDER BY id`);
+    expect(layout.rows).toEqual([
+      { op: 'INSERT', events: null },
+      { op: 'INSERT', events: null }, { op: 'INSERT', events: null },
+      { op: 'INSERT', events: null }, { op: 'INSERT', events: null }, { op: 'INSERT', events: 1 },
+      { op: 'DELETE', events: null }, { op: 'DELETE', events: null }, { op: 'DELETE', events: 1 },
+    ]);
+    const memory = createMemorySinks();
+    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    const out = memory.get('out');
+    await waitFor(() => out.received.length >= 9, '9 row changes');
+    expect(out.received.map((e) => [e.op, e.key, e.new ?? e.old])).toEqual([
+      ['INSERT', '1', { v: 1 }], ['INSERT', '2', { v: 2 }], ['INSERT', '3', { v: 3 }],
+      ['INSERT', '4', { v: 4 }], ['INSERT', '5', { v: 5 }], ['INSERT', '6', { v: 6 }],
+      ['DELETE', '4', { id: 4, v: 4, note: null }], ['DELETE', '5', { id: 5, v: 5, note: null }], ['DELETE', '6', { id: 6, v: 6, note: null }],
+    ]);
+    expect(new Set(out.received.map((e) => e.id)).size).toBe(9);
+    await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.outbox')).rows[0].n === 0, 'an empty outbox');
+  });
+
   it('splits big statements into chunks (1000 rows; big rows alone) and delivers every row of them, in order per key', async () => {
     db = await createTestDatabase();
     const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, v int, doc text)', [{ table: 't' }]);
     await c.query('INSERT INTO t SELECT g, 0 FROM generate_series(1, 2500) g');
-    // Chunks of ranges of 1000 event ids: three or four outbox rows, not 2500.
-    const { rows } = await c.query('SELECT count(*)::int AS n, sum(cardinality(event_ids))::int AS events FROM sidekick.outbox');
-    expect(rows[0]).toMatchObject({ events: 2500 });
-    expect(rows[0].n).toBeGreaterThanOrEqual(3);
-    expect(rows[0].n).toBeLessThanOrEqual(4);
+    // The first two rows alone, the rest in chunks of ranges of 1000 event ids: five or six outbox
+    // rows, not 2500.
+    const { rows } = await c.query('SELECT count(*)::int AS n, sum(coalesce(cardinality(event_ids), 1))::int AS events, count(*) FILTER (WHERE event_ids IS NULL)::int AS single FROM sidekick.outbox');
+    expect(rows[0]).toMatchObject({ events: 2500, single: 2 });
+    expect(rows[0].n).toBeGreaterThanOrEqual(5);
+    expect(rows[0].n).toBeLessThanOrEqual(6);
     const memory = createMemorySinks();
     bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
     await c.query('UPDATE t SET v = 1');

@@ -112,11 +112,17 @@ describe('capture: generated SQL', () => {
     // One outbox row per chunk of the statement, whole rows as JSON, key columns named for the drain;
     // NOTIFY only for the ids after the drain's wake-up mark; never the row in a NOTIFY.
     expect(sql).toContain(`array_agg(c.id), json_agg(c.x)`);
-    expect(sql).toContain(`FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, row_to_json(t) AS x FROM sidekick_new AS t) AS c`);
+    // INSERT and DELETE: the first two rows one outbox row each, the rest (if any) in chunks.
+    expect(sql).toContain(`FROM (SELECT row_to_json(t) AS x FROM sidekick_new AS t) AS t\n  LIMIT 2;\n  GET DIAGNOSTICS v_rows = ROW_COUNT;`);
+    expect(sql).toContain(`FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, row_to_json(t) AS x FROM sidekick_new AS t OFFSET 2) AS c`);
+    expect(sql).toContain(`FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, row_to_json(t) AS x FROM sidekick_old AS t OFFSET 2) AS c`);
     expect(sql).toContain(`GROUP BY c.id / 1000, CASE WHEN octet_length(c.x::text) > 262144 THEN c.id ELSE 0 END`);
     expect(sql).toContain(`'{"id"}'::text[]`);
-    // Whether the statement took an id just after the mark comes back with the insert; no shared flag is read.
-    expect(sql).toContain('RETURNING id % 1024 < 8 INTO v_wake');
+    // Whether the statement took an id just after the mark: the id it just took; no shared flag is read.
+    expect(sql).toContain("IF currval('sidekick.outbox_id_seq') % 1024 < 8 THEN");
+    expect(sql).toContain("v_wake := currval('sidekick.outbox_id_seq') % 1024 < 8;");
+    // UPDATE pairs images: its one-row case tests for a second row, and the insert returns the test.
+    expect(sql).toContain('WHERE NOT EXISTS (SELECT 1 FROM sidekick_new OFFSET 1)\n  RETURNING id % 1024 < 8 INTO v_wake');
     expect(sql).toContain("v_wake := nextval('sidekick.outbox_id_seq') % 1024 < 8;");
     // source and channel are implied (column default; the drain reads "<schema>.<table>").
     expect(sql).toContain('INSERT INTO sidekick.outbox (op, schema_name, table_name, key_columns, event_ids, new)');
