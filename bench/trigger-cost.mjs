@@ -103,7 +103,7 @@ try {
     lines.push(`| ${v.label} | ${fmt(min, 2)} | ${over(min, plainMin)} | ${fmt(m, 2)} | ${over(m, plainMedian)} |`);
   }
   lines.push('',
-    'Diagnostic variants leave one part out to show what it costs; they are not options. The capture functions are SECURITY DEFINER, so they must pin `search_path`; a one-row statement writes its event directly (the insert's LIMIT 2 tells it from a statement of several rows, which goes on to the chunked insert).',
+    'Diagnostic variants leave one part out to show what it costs; they are not options. The capture functions are SECURITY DEFINER, so they must pin `search_path`; a one-row statement writes its event directly (the row count of its LIMIT 2 insert tells it from a statement of several rows, which goes on to the chunked insert).',
     `Load average (1, 5, 15 min) at the start: ${load.map((x) => x.toFixed(2)).join(' ')}.`);
   const out = lines.join('\n');
   process.stdout.write(`${out}\n`);
