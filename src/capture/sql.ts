@@ -119,6 +119,28 @@ const WAKE = `IF v_wake THEN
  */
 const CHUNK = (size: string, id: string) => `GROUP BY ${id} / 1000, CASE WHEN ${size} > 262144 THEN ${id} ELSE 0 END`;
 
+/**
+ * Every column of sidekick.outbox, in table order, with the value of one row change. A statement's
+ * one-row insert names them all: an INSERT … SELECT … LIMIT keeps its SELECT as a subquery, and
+ * only when the SELECT gives every column as it is stored can the planner drop that subquery's scan
+ * node (the 17 columns' projection then runs once, in the transition table's scan). Keep in step
+ * with sql/002_outbox.sql and sql/004_lean_outbox.sql; an outbox column added later simply takes
+ * its default.
+ */
+function outboxRow(op: Operation, keyColumns: string, v: { new?: string; old?: string; keys?: string }): { columns: string; values: string } {
+  const row: [string, string][] = [
+    ['id', "nextval('sidekick.outbox_id_seq')"], ['xid', 'pg_current_xact_id()'], ['at', 'now()'],
+    ['source', "'table'::text"], ['channel', 'NULL::text'], ['op', `'${op.toUpperCase()}'::text`],
+    ['schema_name', 'TG_TABLE_SCHEMA::text'], ['table_name', 'TG_TABLE_NAME::text'], ['key_columns', keyColumns],
+    ['event_ids', 'NULL::bigint[]'], ['new', v.new ?? 'NULL::json'], ['old', v.old ?? 'NULL::json'], ['keys', v.keys ?? 'NULL::json'],
+    ['key', 'NULL::text'], ['payload', 'NULL::jsonb'], ['origin_id', 'NULL::bigint'], ['target', 'NULL::text'],
+  ];
+  return { columns: row.map(([c]) => c).join(', '), values: row.map(([, e]) => e).join(', ') };
+}
+
+/** The columns a statement's one-row insert names: every column of sidekick.outbox (a test checks). */
+export const OUTBOX_ROW_COLUMNS: readonly string[] = outboxRow('insert', 'NULL::text[]', {}).columns.split(', ');
+
 function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
   const img = imageOf(selection, c.key);
   const head = `'${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)}`;
@@ -126,6 +148,7 @@ function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelec
     const transition = op === 'insert' ? 'sidekick_new' : 'sidekick_old';
     const column = op === 'insert' ? 'new' : 'old';
     const columns = `op, schema_name, table_name, key_columns, ${column}${img.keys ? ', keys' : ''}`;
+    const one = outboxRow(op, keyColumnsLiteral(c.key), { [column]: img.image('t.x'), keys: img.keys?.('t.x') });
     // Most statements change one row. Its event is written as it is, with no test of the row count
     // first: the first two rows are written one outbox row each (LIMIT 2), and only a statement
     // that had a second row goes on to write the rest (OFFSET 2) in chunks. The row count of the
@@ -136,8 +159,8 @@ function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelec
   v_wake boolean;
   v_rows bigint;
 BEGIN
-  INSERT INTO sidekick.outbox (${columns})
-  SELECT ${head}, ${img.image('t.x')}${img.keys ? `, ${img.keys('t.x')}` : ''}
+  INSERT INTO sidekick.outbox (${one.columns}) OVERRIDING SYSTEM VALUE
+  SELECT ${one.values}
   FROM (SELECT ${img.source('t')} AS x FROM ${transition} AS t) AS t
   LIMIT 2;
   GET DIAGNOSTICS v_rows = ROW_COUNT;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { ResolvedCapture } from '../../src/capture/catalog.js';
 import { captureSpecsFromConfig, parseQualifiedName, parseSkorTriggers } from '../../src/capture/spec.js';
-import { captureStatements, dropStatements, functionName, script } from '../../src/capture/sql.js';
+import { captureStatements, dropStatements, functionName, OUTBOX_ROW_COLUMNS, script } from '../../src/capture/sql.js';
 import { parseConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 import { sinkDefinitions } from '../../sinks/index.js';
@@ -124,9 +124,10 @@ describe('capture: generated SQL', () => {
     // UPDATE pairs images: its one-row case tests for a second row, and the insert returns the test.
     expect(sql).toContain('WHERE NOT EXISTS (SELECT 1 FROM sidekick_new OFFSET 1)\n  RETURNING id % 1024 < 8 INTO v_wake');
     expect(sql).toContain("v_wake := nextval('sidekick.outbox_id_seq') % 1024 < 8;");
-    // source and channel are implied (column default; the drain reads "<schema>.<table>").
+    // The chunked insert leaves source and channel implied (column default; the drain reads
+    // "<schema>.<table>"); the one-row insert names every column, channel NULL too.
     expect(sql).toContain('INSERT INTO sidekick.outbox (op, schema_name, table_name, key_columns, event_ids, new)');
-    expect(sql).not.toContain('source, channel');
+    expect(sql).toContain(`INSERT INTO sidekick.outbox (${OUTBOX_ROW_COLUMNS.join(', ')}) OVERRIDING SYSTEM VALUE\n  SELECT nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), 'table'::text, NULL::text, 'INSERT'::text, TG_TABLE_SCHEMA::text, TG_TABLE_NAME::text, '{"id"}'::text[], NULL::bigint[], t.x, NULL::json,`);
     expect(sql).not.toContain('drain_idle');
     expect(sql).not.toMatch(/pg_notify\([^)]*x/);
     expect(sql).toMatch(/pg_notify\('sidekick', ''\)/);
