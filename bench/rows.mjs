@@ -15,7 +15,7 @@
 //
 // Measurements, interleaved run by run (run r of every sink, then run r + 1), medians reported:
 //  (a) backlog: N rows inserted while the bridge is down (INSERT … SELECT generate_series in one
-//      transaction; the trigger writes one outbox row per 1000 changed rows), then the bridge
+//      transaction; the trigger writes the first two changed rows alone and the rest one outbox row per 1000), then the bridge
 //      starts; events/s = N / (bridge start → the last event received). Latency here is queueing:
 //      receipt − that one transaction's commit time (read once; nothing is noted per event).
 //  (b) live writers: pgbench, 1-row INSERT transactions rate-limited to 2 000 and 10 000 per second,
@@ -429,7 +429,7 @@ async function main() {
     }
     const load = loadavg().map((l) => l.toFixed(2)).join(' ');
     lines.push('',
-      'Backlog: rows inserted while the bridge was down (one transaction, one outbox row per 1000 changed rows); events/s = rows / (bridge start → last event received); '
+      'Backlog: rows inserted while the bridge was down (one transaction; the trigger writes its first two changed rows alone and the rest one outbox row per 1000); events/s = rows / (bridge start → last event received); '
         + 'its latency is commit → receipt and so mostly the wait behind the rest of the backlog; '
         + 'bridge µs CPU/event = this process\'s CPU over the run (every thread: the bridge, V8\'s GC helpers, and this script collecting receipts) ÷ events, '
         + 'main thread busy = its time on a CPU ÷ wall time (near 100 %: the event loop is what limits the rate), waiting for a CPU = the time it was ready to run while the other processes had both cores. '

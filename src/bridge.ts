@@ -127,7 +127,7 @@ export function createBridge(params: {
   if (outbox) {
     createSampledGauge(metrics, {
       name: 'sidekick_outbox_pending',
-      help: 'Rows in sidekick.outbox not yet handed to every sink; one row holds a statement\'s changed rows, up to 1000 events (read on scrape).',
+      help: 'Rows in sidekick.outbox not yet handed to every sink; a row holds one event, or a chunk of up to 1000 of one statement\'s changed rows (read on scrape).',
     }, async (set) => {
       if (!outbox.status.enabled) return;
       const rows = await stats.query<{ n: string }>('SELECT count(*) AS n FROM sidekick.outbox');

@@ -19,7 +19,7 @@ export interface CaptureSpec {
   readonly operations: Readonly<Partial<Record<Operation, ColumnSelection>>>;
   /** Ordering key columns; undefined = the primary key. */
   readonly key?: readonly string[];
-  /** `statement` (default): one outbox INSERT per statement, from transition tables; `row`: one per row. */
+  /** `statement` (default): one trigger call per statement, reading transition tables; `row`: one call and one outbox INSERT per row. */
   readonly mode: 'statement' | 'row';
 }
 
