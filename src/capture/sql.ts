@@ -127,19 +127,20 @@ const CHUNK = (size: string, id: string) => `GROUP BY ${id} / 1000, CASE WHEN ${
  * with sql/002_outbox.sql and sql/004_lean_outbox.sql; an outbox column added later simply takes
  * its default.
  */
-function outboxRow(op: Operation, keyColumns: string, v: { new?: string; old?: string; keys?: string }): { columns: string; values: string } {
-  const row: [string, string][] = [
-    ['id', "nextval('sidekick.outbox_id_seq')"], ['xid', 'pg_current_xact_id()'], ['at', 'now()'],
-    ['source', "'table'::text"], ['channel', 'NULL::text'], ['op', `'${op.toUpperCase()}'::text`],
-    ['schema_name', 'TG_TABLE_SCHEMA::text'], ['table_name', 'TG_TABLE_NAME::text'], ['key_columns', keyColumns],
-    ['event_ids', 'NULL::bigint[]'], ['new', v.new ?? 'NULL::json'], ['old', v.old ?? 'NULL::json'], ['keys', v.keys ?? 'NULL::json'],
-    ['key', 'NULL::text'], ['payload', 'NULL::jsonb'], ['origin_id', 'NULL::bigint'], ['target', 'NULL::text'],
-  ];
-  return { columns: row.map(([c]) => c).join(', '), values: row.map(([, e]) => e).join(', ') };
-}
+export const OUTBOX_ROW_COLUMNS = ['id', 'xid', 'at', 'source', 'channel', 'op', 'schema_name', 'table_name', 'key_columns',
+  'event_ids', 'new', 'old', 'keys', 'key', 'payload', 'origin_id', 'target'] as const;
 
-/** The columns a statement's one-row insert names: every column of sidekick.outbox (a test checks). */
-export const OUTBOX_ROW_COLUMNS: readonly string[] = outboxRow('insert', 'NULL::text[]', {}).columns.split(', ');
+/** The values of OUTBOX_ROW_COLUMNS for one row change. */
+function outboxRow(op: Operation, keyColumns: string, v: { new?: string; old?: string; keys?: string }): string {
+  const value: Record<(typeof OUTBOX_ROW_COLUMNS)[number], string> = {
+    id: "nextval('sidekick.outbox_id_seq')", xid: 'pg_current_xact_id()', at: 'now()',
+    source: "'table'::text", channel: 'NULL::text', op: `'${op.toUpperCase()}'::text`,
+    schema_name: 'TG_TABLE_SCHEMA::text', table_name: 'TG_TABLE_NAME::text', key_columns: keyColumns,
+    event_ids: 'NULL::bigint[]', new: v.new ?? 'NULL::json', old: v.old ?? 'NULL::json', keys: v.keys ?? 'NULL::json',
+    key: 'NULL::text', payload: 'NULL::jsonb', origin_id: 'NULL::bigint', target: 'NULL::text',
+  };
+  return OUTBOX_ROW_COLUMNS.map((column) => value[column]).join(', ');
+}
 
 function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
   const img = imageOf(selection, c.key);
@@ -155,12 +156,11 @@ function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelec
     // first insert is all it takes to know which case this is. (Both scans read the transition
     // table in its stored order.) A test for "no second row" before the insert cost more than the
     // insert's LIMIT: see docs/outbox.md.
-    return `DECLARE
-  v_wake boolean;
+    return `${DECLARE}
   v_rows bigint;
 BEGIN
-  INSERT INTO sidekick.outbox (${one.columns}) OVERRIDING SYSTEM VALUE
-  SELECT ${one.values}
+  INSERT INTO sidekick.outbox (${OUTBOX_ROW_COLUMNS.join(', ')}) OVERRIDING SYSTEM VALUE
+  SELECT ${one}
   FROM (SELECT ${img.source('t')} AS x FROM ${transition} AS t) AS t
   LIMIT 2;
   GET DIAGNOSTICS v_rows = ROW_COUNT;
