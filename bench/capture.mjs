@@ -104,7 +104,7 @@ async function main() {
     const dir = mkdtempSync(join(tmpdir(), 'sk-bench-'));
     const script = (name, sql) => { const f = join(dir, `${name}.sql`); writeFileSync(f, `${sql}\n`); return f; };
     const reset = async () => {
-      await client.query('TRUNCATE plain, cap_stmt, cap_row, sidekick.outbox');
+      await client.query('TRUNCATE plain, cap_stmt, cap_row, sidekick.outbox, sidekick.row_changes');
       await client.query('CHECKPOINT');
     };
 
@@ -185,7 +185,7 @@ async function main() {
         routes: [{ from: '*', to: 'sink' }],
       }, { file: 'bench', env: {}, sinks: [...sinkDefinitions, noop] });
       const logger = createLogger({ level: process.env.LOG_LEVEL ?? 'warn' });
-      const pending = async () => Number((await client.query('SELECT count(*) AS n FROM sidekick.outbox')).rows[0].n);
+      const pending = async () => Number((await client.query('SELECT count(*) AS n FROM sidekick.events')).rows[0].n);
 
       const steady = { rate: [], backlog: [], p50: [], p99: [], writers: [] };
       const one = script('drain-1', `INSERT INTO cap_stmt (name, qty) VALUES ('abc', 1);`);

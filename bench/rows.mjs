@@ -259,10 +259,10 @@ async function main() {
     writeFileSync(oneRow, `INSERT INTO orders (customer, total, status) VALUES ('c-42', 123.45, 'new');\n`);
 
     const reset = async () => {
-      await db.query('TRUNCATE orders, sidekick.outbox, sidekick.deliveries, sidekick.dead_letters');
+      await db.query('TRUNCATE orders, sidekick.outbox, sidekick.row_changes, sidekick.deliveries, sidekick.dead_letters');
       await db.query('CHECKPOINT');
     };
-    const pending = async () => Number((await db.query('SELECT (SELECT count(*) FROM sidekick.outbox) + (SELECT count(*) FROM sidekick.deliveries) AS n')).rows[0].n);
+    const pending = async () => Number((await db.query('SELECT (SELECT count(*) FROM sidekick.events) + (SELECT count(*) FROM sidekick.deliveries) AS n')).rows[0].n);
     const bridgeFor = (target) => createBridge({
       config: parseConfig({
         database: url,

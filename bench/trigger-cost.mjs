@@ -81,7 +81,7 @@ try {
   for (let r = 0; r < runs; r++) {
     // Rotate the order run by run, so no variant always runs first or last.
     for (const v of [...VARIANTS.slice(r % VARIANTS.length), ...VARIANTS.slice(0, r % VARIANTS.length)]) {
-      await client.query(`TRUNCATE public.t_${v.name}, sidekick.outbox`);
+      await client.query(`TRUNCATE public.t_${v.name}, sidekick.outbox, sidekick.row_changes`);
       const t0 = performance.now();
       await client.query(`DO $$ BEGIN FOR i IN 1..${transactions} LOOP INSERT INTO public.t_${v.name} (name, qty) VALUES ('abc', 1); COMMIT; END LOOP; END $$`);
       const us = ((performance.now() - t0) * 1000) / transactions;

@@ -127,10 +127,11 @@ export function createBridge(params: {
   if (outbox) {
     createSampledGauge(metrics, {
       name: 'sidekick_outbox_pending',
-      help: 'Rows in sidekick.outbox not yet handed to every sink; a row holds one event, or a chunk of up to 1000 of one statement\'s changed rows (read on scrape).',
+      help: 'Rows in sidekick.outbox and sidekick.row_changes not yet handed to every sink; a row holds one event, or (outbox) a chunk of up to 1000 of one statement\'s changed rows (read on scrape).',
     }, async (set) => {
       if (!outbox.status.enabled) return;
-      const rows = await stats.query<{ n: string }>('SELECT count(*) AS n FROM sidekick.outbox');
+      const [found] = await stats.query<{ events: boolean }>(`SELECT to_regclass('sidekick.events') IS NOT NULL AS events`);
+      const rows = await stats.query<{ n: string }>(`SELECT count(*) AS n FROM sidekick.${found?.events ? 'events' : 'outbox'}`);
       set(Number(rows[0]?.n ?? Number.NaN));
     }, logger);
     createSampledGauge(metrics, {

@@ -55,10 +55,14 @@ function qualifiedFunction(c: { schema: string; table: string }, op: Operation):
   return `sidekick.${quoteIdent(functionName(c.schema, c.table, op))}`;
 }
 
+/** A text[] literal of these values. */
+function textArrayLiteral(values: readonly string[]): string {
+  return `${quoteLiteral(`{${values.map((v) => `"${v.replace(/["\\]/g, (c) => `\\${c}`)}"`).join(',')}}`)}::text[]`;
+}
+
 /** A text[] literal of the key columns (the drain reads each row's key from its image), or NULL. */
 function keyColumnsLiteral(key: readonly string[]): string {
-  if (key.length === 0) return 'NULL::text[]';
-  return `${quoteLiteral(`{${key.map((k) => `"${k.replace(/["\\]/g, (c) => `\\${c}`)}"`).join(',')}}`)}::text[]`;
+  return key.length === 0 ? 'NULL::text[]' : textArrayLiteral(key);
 }
 
 /**
@@ -120,36 +124,44 @@ const WAKE = `IF v_wake THEN
 const CHUNK = (size: string, id: string) => `GROUP BY ${id} / 1000, CASE WHEN ${size} > 262144 THEN ${id} ELSE 0 END`;
 
 /**
- * Every column of sidekick.outbox, in table order, with the value of one row change. A statement's
- * one-row insert names them all: an INSERT … SELECT … LIMIT keeps its SELECT as a subquery, and
- * only when the SELECT gives every column as it is stored can the planner drop that subquery's scan
- * node (the 17 columns' projection then runs once, in the transition table's scan). Keep in step
- * with sql/002_outbox.sql and sql/004_lean_outbox.sql; an outbox column added later simply takes
- * its default.
+ * Every column of sidekick.row_changes (sql/005_row_changes.sql), in table order: where a capture
+ * writes a row change that travels alone. The table is narrow because its width is what a one-row
+ * insert costs the application's write. The insert names every column, in order: an INSERT …
+ * SELECT … LIMIT keeps its SELECT as a subquery, and only when the SELECT gives every column as it
+ * is stored can the planner drop that subquery's scan node.
  */
-export const OUTBOX_ROW_COLUMNS = ['id', 'xid', 'at', 'source', 'channel', 'op', 'schema_name', 'table_name', 'key_columns',
-  'event_ids', 'new', 'old', 'keys', 'key', 'payload', 'origin_id', 'target'] as const;
+export const ROW_CHANGE_COLUMNS = ['id', 'xid', 'at', 'capture', 'new', 'old', 'keys'] as const;
 
-/** The values of OUTBOX_ROW_COLUMNS for one row change. */
-function outboxRow(op: Operation, keyColumns: string, v: { new?: string; old?: string; keys?: string }): string {
-  const value: Record<(typeof OUTBOX_ROW_COLUMNS)[number], string> = {
-    id: "nextval('sidekick.outbox_id_seq')", xid: 'pg_current_xact_id()', at: 'now()',
-    source: "'table'::text", channel: 'NULL::text', op: `'${op.toUpperCase()}'::text`,
-    schema_name: 'TG_TABLE_SCHEMA::text', table_name: 'TG_TABLE_NAME::text', key_columns: keyColumns,
-    event_ids: 'NULL::bigint[]', new: v.new ?? 'NULL::json', old: v.old ?? 'NULL::json', keys: v.keys ?? 'NULL::json',
-    key: 'NULL::text', payload: 'NULL::jsonb', origin_id: 'NULL::bigint', target: 'NULL::text',
+/** What a capture function's row changes are: {op, schema, table, key column, ...} (a constant). */
+function captureLiteral(c: ResolvedCapture, op: Operation): string {
+  return textArrayLiteral([op.toUpperCase(), c.schema, c.table, ...c.key]);
+}
+
+/** INSERT INTO sidekick.row_changes, with the values of one row change in ROW_CHANGE_COLUMNS order. */
+function rowChangeInsert(c: ResolvedCapture, op: Operation, v: { new?: string; old?: string; keys?: string }): { into: string; values: string } {
+  const value: Record<(typeof ROW_CHANGE_COLUMNS)[number], string> = {
+    id: "nextval('sidekick.outbox_id_seq')", xid: 'pg_current_xact_id()', at: 'now()', capture: captureLiteral(c, op),
+    new: v.new ?? 'NULL::json', old: v.old ?? 'NULL::json', keys: v.keys ?? 'NULL::json',
   };
-  return OUTBOX_ROW_COLUMNS.map((column) => value[column]).join(', ');
+  return {
+    into: `INSERT INTO sidekick.row_changes (${ROW_CHANGE_COLUMNS.join(', ')})`,
+    values: ROW_CHANGE_COLUMNS.map((column) => value[column]).join(', '),
+  };
+}
+
+/** The leading values of a chunk's outbox row: op, schema_name, table_name, key_columns. */
+function chunkHead(c: ResolvedCapture, op: Operation): string {
+  return `'${op.toUpperCase()}', ${quoteLiteral(c.schema)}, ${quoteLiteral(c.table)}, ${keyColumnsLiteral(c.key)}`;
 }
 
 function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
   const img = imageOf(selection, c.key);
-  const head = `'${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)}`;
+  const head = chunkHead(c, op);
   if (op === 'insert' || op === 'delete') {
     const transition = op === 'insert' ? 'sidekick_new' : 'sidekick_old';
     const column = op === 'insert' ? 'new' : 'old';
     const columns = `op, schema_name, table_name, key_columns, ${column}${img.keys ? ', keys' : ''}`;
-    const one = outboxRow(op, keyColumnsLiteral(c.key), { [column]: img.image('t.x'), keys: img.keys?.('t.x') });
+    const one = rowChangeInsert(c, op, { [column]: img.image('t.x'), keys: img.keys?.('t.x') });
     // Most statements change one row. Its event is written as it is, with no test of the row count
     // first: the first two rows are written one outbox row each (LIMIT 2), and only a statement
     // that had a second row goes on to write the rest (OFFSET 2) in chunks. The row count of the
@@ -159,8 +171,8 @@ function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelec
     return `${DECLARE}
   v_rows bigint;
 BEGIN
-  INSERT INTO sidekick.outbox (${OUTBOX_ROW_COLUMNS.join(', ')}) OVERRIDING SYSTEM VALUE
-  SELECT ${one}
+  ${one.into}
+  SELECT ${one.values}
   FROM (SELECT ${img.source('t')} AS x FROM ${transition} AS t) AS t
   LIMIT 2;
   GET DIAGNOSTICS v_rows = ROW_COUNT;
@@ -189,10 +201,11 @@ END`;
   // common case) pairs them directly, behind a test that there is no second row; otherwise they are
   // paired by position, and the FULL JOIN keeps an unpaired row rather than dropping it.
   const columns = `op, schema_name, table_name, key_columns, new, old${img.keys ? ', keys' : ''}`;
+  const one = rowChangeInsert(c, op, { new: img.image('n.x'), old: img.image('o.x'), keys: img.keys?.('n.x') });
   return `${DECLARE}
 BEGIN
-  INSERT INTO sidekick.outbox (${columns})
-  SELECT ${head}, ${img.image('n.x')}, ${img.image('o.x')}${img.keys ? `, ${img.keys('n.x')}` : ''}
+  ${one.into}
+  SELECT ${one.values}
   FROM (SELECT ${img.source('t')} AS x FROM sidekick_new AS t) AS n, (SELECT ${img.source('t')} AS x FROM sidekick_old AS t) AS o
   WHERE NOT EXISTS (SELECT 1 FROM sidekick_new OFFSET 1)
   ${RETURNING_WAKE};
@@ -218,7 +231,6 @@ END`;
 
 function rowBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
   const img = imageOf(selection, c.key);
-  const head = `'${op.toUpperCase()}', TG_TABLE_SCHEMA, TG_TABLE_NAME, ${keyColumnsLiteral(c.key)}`;
   // Column lists pick from the row's jsonb, computed once.
   const declare: string[] = [];
   const value = (record: 'NEW' | 'OLD', name: string) => {
@@ -226,22 +238,19 @@ function rowBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection):
     declare.push(`  ${name} jsonb := ${img.source(record)};`);
     return name;
   };
-  let columns: string;
-  let values: string;
+  let one: { into: string; values: string };
   if (op === 'insert' || op === 'delete') {
     const v = value(op === 'insert' ? 'NEW' : 'OLD', 'x');
-    columns = `${op === 'insert' ? 'new' : 'old'}${img.keys ? ', keys' : ''}`;
-    values = `${img.image(v)}${img.keys ? `, ${img.keys(v)}` : ''}`;
+    one = rowChangeInsert(c, op, { [op === 'insert' ? 'new' : 'old']: img.image(v), keys: img.keys?.(v) });
   } else {
     const n = value('NEW', 'n');
     const o = value('OLD', 'o');
-    columns = `new, old${img.keys ? ', keys' : ''}`;
-    values = `${img.image(n)}, ${img.image(o)}${img.keys ? `, ${img.keys(n)}` : ''}`;
+    one = rowChangeInsert(c, op, { new: img.image(n), old: img.image(o), keys: img.keys?.(n) });
   }
   return `${[DECLARE, ...declare].join('\n')}
 BEGIN
-  INSERT INTO sidekick.outbox (op, schema_name, table_name, key_columns, ${columns})
-  VALUES (${head}, ${values})
+  ${one.into}
+  VALUES (${one.values})
   ${RETURNING_WAKE};
   ${WAKE}
   RETURN NULL;
@@ -296,6 +305,9 @@ function captureOne(c: ResolvedCapture): string {
 const REQUIRE_INSTALLED = `DO $check$ BEGIN
   IF to_regclass('sidekick.outbox') IS NULL THEN
     RAISE EXCEPTION 'pg-sidekick is not installed in this database: run "sidekick install" first';
+  END IF;
+  IF to_regclass('sidekick.row_changes') IS NULL THEN
+    RAISE EXCEPTION 'the sidekick schema in this database is older than this pg-sidekick: run "sidekick install" first';
   END IF;
 END $check$;`;
 

@@ -117,7 +117,7 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
     await setup.query('CREATE TABLE IF NOT EXISTS demo_orders (id serial PRIMARY KEY, item text NOT NULL, status text NOT NULL DEFAULT \'new\')');
     const capture = [{ table: 'public.demo_orders', columns: '*' as const, mode: 'statement' as const }];
     await setup.query(captureStatements(await resolveCaptures(setup, captureSpecsFromConfig(capture, '(demo)'))));
-    waiting = (await setup.query<{ n: number }>('SELECT count(*)::int AS n FROM sidekick.outbox')).rows[0]?.n ?? 0;
+    waiting = (await setup.query<{ n: number }>('SELECT count(*)::int AS n FROM sidekick.events')).rows[0]?.n ?? 0;
   } finally {
     await setup.end();
   }

@@ -48,7 +48,7 @@ export async function uninstallCommand(options: UninstallOptions, io: CommandIO)
       FROM pg_proc p WHERE p.pronamespace = 'sidekick'::regnamespace
       ORDER BY 1, 2`)).rows;
     const counts: { name: string; n: number }[] = [];
-    for (const name of ['outbox', 'deliveries', 'dead_letters']) {
+    for (const name of ['outbox', 'row_changes', 'deliveries', 'dead_letters']) {
       if (!objects.some((o) => o.kind === 'table' && o.name === name)) continue;
       const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM sidekick.${name}`);
       counts.push({ name, n: rows[0]?.n ?? 0 });
@@ -70,7 +70,7 @@ export async function uninstallCommand(options: UninstallOptions, io: CommandIO)
     for (const o of objects) out(`    ${o.kind.padEnd(9)} sidekick.${o.name}`);
     const pending = counts.filter((c) => c.n > 0);
     for (const c of pending) {
-      const what = c.name === 'dead_letters' ? 'dead letters' : c.name === 'outbox' ? 'undelivered events in the outbox' : 'undelivered events in sink backlogs';
+      const what = c.name === 'dead_letters' ? 'dead letters' : c.name === 'outbox' || c.name === 'row_changes' ? `undelivered events in sidekick.${c.name}` : 'undelivered events in sink backlogs';
       out(`  WARNING: ${c.n} ${what} will be lost`);
     }
     if (drains > 0) {

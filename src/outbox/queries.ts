@@ -23,6 +23,11 @@ export const WAKE_WINDOW = 8;
 export const ARM_WAKEUP = 'SELECT sidekick.arm_wakeup() AS armed';
 /** The first migration with sidekick.arm_wakeup(). */
 export const ARM_WAKEUP_SINCE = 4;
+/**
+ * The first migration with sidekick.row_changes (capture triggers' one-row events) and the view
+ * sidekick.events over it and sidekick.outbox. Before it, the drain reads sidekick.outbox alone.
+ */
+export const ROW_CHANGES_SINCE = 5;
 
 /** An outbox row's channel: capture triggers leave it NULL for "<schema>.<table>" (sql/004). */
 const CHANNEL_EXPR = `coalesce(o.channel, o.schema_name || '.' || o.table_name)`;
@@ -42,8 +47,10 @@ const EVENTS_EXPR = `coalesce(cardinality(o.event_ids), 1)`;
  * holds at most $4 events and about $5 bytes of row images (stored size); the first row always
  * comes, however big.
  * $1 floor, $2 ids to skip, $3 partitions (NULL = all), $4 events, $5 byte budget.
+ * `rowChanges`: the schema has sidekick.row_changes (ROW_CHANGES_SINCE): read every waiting event
+ * through sidekick.events (the planner merges the two tables' id indexes).
  */
-export const FETCH_OUTBOX = `
+export const fetchOutboxQuery = (rowChanges: boolean) => `
 WITH info AS (
   SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS snap_xmin
 ), batch AS (
@@ -52,7 +59,7 @@ WITH info AS (
            o.op, o.schema_name, o.table_name, o.key_columns, o.event_ids, o.new, o.old, o.keys, o.key, o.payload,
            sum(${SIZE_EXPR}) OVER w AS running_bytes, ${SIZE_EXPR} AS bytes,
            sum(${EVENTS_EXPR}) OVER w AS running_events, ${EVENTS_EXPR} AS events
-    FROM sidekick.outbox o
+    FROM sidekick.${rowChanges ? 'events' : 'outbox'} o
     WHERE o.id > $1 AND NOT (o.id = ANY ($2::bigint[]))
       AND ($3::int[] IS NULL OR ${PART_EXPR} = ANY ($3::int[]))
     WINDOW w AS (ORDER BY o.id ROWS UNBOUNDED PRECEDING)
@@ -90,10 +97,11 @@ const RECORD = `event_id bigint, xid text, at timestamptz, source text, channel 
  * All of the drain's bookkeeping in one statement (atomic, one round trip):
  * - $1 spills: events copied into sinks' backlogs, in queue order (JSON records, with sink and part);
  * - $2 dead letters (JSON records, with sink, attempts, error_code, error);
- * - $3 backlog rows done (seq) and $4 outbox rows done (id).
+ * - $3 backlog rows done (seq) and $4 outbox rows done (id: of sidekick.outbox or, with
+ *   `rowChanges`, sidekick.row_changes — ids are unique across the two).
  * Returns the seq given to each spilled (sink, event).
  */
-export const FLUSH = `
+export const flushQuery = (rowChanges: boolean) => `
 WITH spilled AS (
   INSERT INTO sidekick.deliveries (sink, part, event_id, xid, at, source, channel, op, schema_name, table_name, key, new, old, payload)
   SELECT s.sink, s.part, s.event_id, s.xid::xid8, s.at, s.source, s.channel, s.op, s.schema_name, s.table_name, s.key, s.new, s.old, s.payload
@@ -108,7 +116,9 @@ WITH spilled AS (
   DELETE FROM sidekick.deliveries WHERE seq = ANY ($3::bigint[])
 ), done_outbox AS (
   DELETE FROM sidekick.outbox WHERE id = ANY ($4::bigint[])
-)
+)${rowChanges ? `, done_rows AS (
+  DELETE FROM sidekick.row_changes WHERE id = ANY ($4::bigint[])
+)` : ''}
 SELECT seq, sink, event_id FROM spilled`;
 
 /** The columns of a backlog (and dead-letter) row that make up its event. */

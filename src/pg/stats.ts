@@ -109,18 +109,22 @@ const EMPTY_OUTBOX: OutboxStats = { rows: 0, events: 0, estimated: false, oldest
  * missing table even in a branch that would never run.
  */
 export async function readDatabaseStats(query: QueryFn): Promise<DatabaseStats> {
-  const [exists] = await query<{ outbox: boolean; schedules: boolean }>(
+  const [exists] = await query<{ outbox: boolean; events: boolean; schedules: boolean }>(
     `SELECT to_regclass('sidekick.outbox') IS NOT NULL AND to_regclass('sidekick.deliveries') IS NOT NULL
               AND to_regclass('sidekick.dead_letters') IS NOT NULL AS outbox,
+            to_regclass('sidekick.events') IS NOT NULL AS events,
             to_regclass('sidekick.schedules') IS NOT NULL AS schedules`);
   if (!exists?.outbox) return { installed: false, outbox: EMPTY_OUTBOX, sinks: [], schedules: undefined };
+  // Every waiting event: sidekick.outbox and sidekick.row_changes (sql/005), or the outbox alone.
+  const queue = exists.events ? 'sidekick.events' : 'sidekick.outbox';
   // The oldest event: the lowest ids are the oldest (ids follow time closely); the primary key
   // index finds them without a scan. Counting walks at most OUTBOX_COUNT_CAP rows.
   const [outbox] = await query<{ rows: string; events: string; oldest: number | null; estimate: number }>(`
     SELECT count(*) AS rows, coalesce(sum(coalesce(cardinality(o.event_ids), 1)), 0) AS events,
-           (SELECT extract(epoch FROM now() - min(f.at))::float8 FROM (SELECT at FROM sidekick.outbox ORDER BY id LIMIT 100) f) AS oldest,
-           (SELECT reltuples::float8 FROM pg_class WHERE oid = 'sidekick.outbox'::regclass) AS estimate
-    FROM (SELECT event_ids FROM sidekick.outbox LIMIT ${OUTBOX_COUNT_CAP}) o`);
+           (SELECT extract(epoch FROM now() - min(f.at))::float8 FROM (SELECT at FROM ${queue} ORDER BY id LIMIT 100) f) AS oldest,
+           (SELECT sum(greatest(reltuples, 0))::float8 FROM pg_class
+            WHERE oid IN ('sidekick.outbox'::regclass, to_regclass('sidekick.row_changes'))) AS estimate
+    FROM (SELECT event_ids FROM ${queue} LIMIT ${OUTBOX_COUNT_CAP}) o`);
   let rows = Number(outbox?.rows ?? 0);
   let events = Number(outbox?.events ?? 0);
   const estimated = rows >= OUTBOX_COUNT_CAP;
@@ -179,14 +183,14 @@ export function registerDatabaseGauges(params: {
   };
   createSampledGauge(metrics, {
     name: 'sidekick_outbox_pending_events',
-    help: `Events in sidekick.outbox not yet handed to every sink (read on scrape; above ${OUTBOX_COUNT_CAP} outbox rows an estimate).`,
+    help: `Events in sidekick.outbox and sidekick.row_changes not yet handed to every sink (read on scrape; above ${OUTBOX_COUNT_CAP} rows an estimate).`,
   }, async (set) => {
     if (!params.outboxEnabled()) return;
     set((await read()).outbox.events);
   }, logger);
   createSampledGauge(metrics, {
     name: 'sidekick_outbox_oldest_age_seconds',
-    help: 'Age of the oldest event waiting in sidekick.outbox (0 when empty; read on scrape).',
+    help: 'Age of the oldest event waiting in sidekick.outbox or sidekick.row_changes (0 when empty; read on scrape).',
   }, async (set) => {
     if (!params.outboxEnabled()) return;
     set((await read()).outbox.oldestAgeSeconds);

@@ -7,7 +7,7 @@ import { errorMessage } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { createListener, reconnectDelay, type Listener } from '../pg/listener.js';
 import {
-  ARM_WAKEUP, ARM_WAKEUP_SINCE, BACKLOG_SINKS, FETCH_BACKLOG, FETCH_OUTBOX, FLUSH, FRESH_XID, LAST_VALUE, LOCK_CLASS, MEMBER_BASE, MEMBER_SLOTS, PARTITIONS, WAKE_CHANNEL,
+  ARM_WAKEUP, ARM_WAKEUP_SINCE, ROW_CHANGES_SINCE, BACKLOG_SINKS, FETCH_BACKLOG, fetchOutboxQuery, flushQuery, FRESH_XID, LAST_VALUE, LOCK_CLASS, MEMBER_BASE, MEMBER_SLOTS, PARTITIONS, WAKE_CHANNEL,
   eventRecord, outboxEvents, rowEnvelope, type BacklogRow, type OutboxRow,
 } from '../outbox/queries.js';
 import { createScanBound } from '../outbox/scan-bound.js';
@@ -180,6 +180,8 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   let flaggedAt = 0;
   /** The schema has sidekick.arm_wakeup() (an older one: the drain polls every 100 ms instead of sleeping). */
   let armable = true;
+  /** The schema has sidekick.row_changes (an older one: the drain reads sidekick.outbox alone). */
+  let rowChanges = true;
   let idleBackoff = 1;
   let lastProbe = 0;
   const unknownBacklogSinks = new Set<string>();
@@ -354,7 +356,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     pending = emptyPending();
     const spills = batch.spills.filter((s) => !s.cancelled);
     for (const s of spills) if (s.job) s.job.ckpt = 'flushing';
-    const result = await c.query<{ seq: string; sink: string; event_id: string }>(FLUSH, [
+    const result = await c.query<{ seq: string; sink: string; event_id: string }>(flushQuery(rowChanges), [
       JSON.stringify(spills.map((s, ord) => ({ sink: s.sink, part: s.part, ord, ...eventRecord(s.envelope) }))),
       JSON.stringify(batch.dead.map((d) => ({ sink: d.sink, attempts: d.attempts, error_code: d.code, error: d.error, ...eventRecord(d.envelope) }))),
       batch.doneBacklog.map((j) => j.seq as number),
@@ -402,7 +404,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
       bound.probe({ lastValue: Number(m.rows[0]?.last_value ?? 0), xid: BigInt(x.rows[0]?.xid ?? 0) });
     }
     const { rows } = await c.query<OutboxRow & { snap_xmin: string }>(
-      FETCH_OUTBOX, [floor, skip, activeParts(), limit, FETCH_BYTES]);
+      fetchOutboxQuery(rowChanges), [floor, skip, activeParts(), limit, FETCH_BYTES]);
     const head = rows[0];
     if (!head) throw new Error('outbox fetch returned no snapshot row');
     const fetched = head.id === null ? [] : rows;
@@ -543,6 +545,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         const result = await migrate(c);
         if (result.applied.length > 0) logger.info({ applied: result.applied }, 'installed the sidekick schema');
         armable = true;
+        rowChanges = true;
       } else if (!found.installed) {
         enabled = false;
         logger.info('the sidekick schema is not installed here: the durable outbox is off (run `sidekick install`, or configure capture:)');
@@ -550,6 +553,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         return undefined;
       } else {
         armable = applied.has(ARM_WAKEUP_SINCE);
+        rowChanges = applied.has(ROW_CHANGES_SINCE);
         if (missing.length > 0) {
           logger.warn({ missing: missing.map((m) => m.name) },
             'the sidekick schema here is older than this pg-sidekick: run `sidekick install` to update it (meanwhile the drain polls every 100 ms instead of sleeping)');

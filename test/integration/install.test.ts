@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
-import { OUTBOX_ROW_COLUMNS } from '../../src/capture/sql.js';
+import { ROW_CHANGE_COLUMNS } from '../../src/capture/sql.js';
 import { listMigrations, migrate } from '../../src/sql/migrate.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 
@@ -19,14 +19,14 @@ describe('sidekick install (real PostgreSQL)', () => {
     expect(rows.map((r) => r.name)).toEqual(first.applied);
   });
 
-  it('gives sidekick.outbox exactly the columns, in order, that a capture trigger\'s one-row insert names', async () => {
-    // The generated one-row insert names every outbox column in table order so that PostgreSQL can
-    // drop a scan node from its plan; a migration that adds a column must add it there too.
+  it('gives sidekick.row_changes exactly the columns, in order, that a capture trigger\'s one-row insert names', async () => {
+    // The generated one-row insert names every column in table order so that PostgreSQL can drop a
+    // scan node from its plan; a migration that adds a column must add it there too.
     db = await createTestDatabase();
     const c = await db.client();
     await migrate(c);
-    const { rows } = await c.query(`SELECT attname FROM pg_attribute WHERE attrelid = 'sidekick.outbox'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`);
-    expect(rows.map((r) => r.attname)).toEqual(OUTBOX_ROW_COLUMNS);
+    const { rows } = await c.query(`SELECT attname FROM pg_attribute WHERE attrelid = 'sidekick.row_changes'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`);
+    expect(rows.map((r) => r.attname)).toEqual(ROW_CHANGE_COLUMNS);
   });
 
   it('is safe from several processes at once', async () => {

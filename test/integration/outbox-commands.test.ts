@@ -107,7 +107,7 @@ describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
     expect(new Set(fns).size).toBe(fns.length);
     // Writes go through both.
     await c.query(`INSERT INTO "${long}" VALUES (1); INSERT INTO "Orders" VALUES (1, 10)`);
-    expect((await c.query(`SELECT coalesce(channel, schema_name || '.' || table_name) AS channel, CASE WHEN event_ids IS NULL THEN new ELSE new -> 0 END AS new FROM sidekick.outbox ORDER BY id`)).rows).toEqual([
+    expect((await c.query(`SELECT coalesce(channel, schema_name || '.' || table_name) AS channel, CASE WHEN event_ids IS NULL THEN new ELSE new -> 0 END AS new FROM sidekick.events ORDER BY id`)).rows).toEqual([
       { channel: `public.${long}`, new: { id: 1 } },
       { channel: 'public.Orders', new: { Id: 1 } },
     ]);

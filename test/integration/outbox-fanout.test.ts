@@ -44,7 +44,7 @@ describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
     }
     expect(dead.received).toEqual([]);
     // Nothing of the dead sink's backlog is only in memory: the outbox is empty, its backlog is durable.
-    await waitFor(async () => await count(c, 'SELECT count(*)::int AS n FROM sidekick.outbox') === 0, 'an empty outbox');
+    await waitFor(async () => await count(c, 'SELECT count(*)::int AS n FROM sidekick.events') === 0, 'an empty outbox');
     expect(await count(c, `SELECT count(*)::int AS n FROM sidekick.deliveries WHERE sink = 'dead'`)).toBe(330);
     expect(await count(c, `SELECT count(*)::int AS n FROM sidekick.deliveries WHERE sink = 'good'`)).toBe(0);
     down = false;
@@ -103,7 +103,7 @@ describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
       { sink: 'picky', event_id: idOf(1), attempts: 1, error_code: 'HTTP_400', error: 'bad request: poison', channel: 'public.t', key: '1' },
       { sink: 'picky', event_id: idOf(3), attempts: 3, error_code: 'HTTP_503', error: 'unavailable', channel: 'public.t', key: '3' },
     ]);
-    await waitFor(async () => await count(c, 'SELECT count(*)::int AS n FROM sidekick.outbox') === 0, 'an empty outbox');
+    await waitFor(async () => await count(c, 'SELECT count(*)::int AS n FROM sidekick.events') === 0, 'an empty outbox');
     refuse = false;
     const retried = await c.query('SELECT sidekick.retry_dead_letters(array_agg(id)) AS n FROM sidekick.dead_letters');
     expect(Number(retried.rows[0].n)).toBe(2);

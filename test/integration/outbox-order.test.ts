@@ -170,7 +170,7 @@ describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
     }
     const spilled = await bridge.metrics.outboxSpilled.get();
     expect(spilled.values[0]?.value ?? 0, 'the backlog path was used').toBeGreaterThan(0);
-    await waitFor(async () => (await c.query('SELECT (SELECT count(*) FROM sidekick.outbox) + (SELECT count(*) FROM sidekick.deliveries) AS n')).rows[0].n === '0', 'empty queues');
+    await waitFor(async () => (await c.query('SELECT (SELECT count(*) FROM sidekick.events) + (SELECT count(*) FROM sidekick.deliveries) AS n')).rows[0].n === '0', 'empty queues');
     void pg;
   });
 });

@@ -104,6 +104,9 @@ describe('outbox: least privilege (real PostgreSQL, non-superuser roles)', () =>
     // The application role cannot read, write or publish into the outbox.
     await expect(a.query('SELECT * FROM sidekick.outbox')).rejects.toThrow(/permission denied/);
     await expect(a.query(`INSERT INTO sidekick.outbox (source, channel) VALUES ('publish', 'forged')`)).rejects.toThrow(/permission denied/);
+    await expect(a.query('SELECT * FROM sidekick.row_changes')).rejects.toThrow(/permission denied/);
+    await expect(a.query(`INSERT INTO sidekick.row_changes VALUES (1, '1', now(), '{INSERT,public,orders,id}', '{}')`)).rejects.toThrow(/permission denied/);
+    await expect(a.query('SELECT * FROM sidekick.events')).rejects.toThrow(/permission denied/);
     await expect(a.query(`SELECT sidekick.publish('forged', '{}')`)).rejects.toThrow(/permission denied/);
     await expect(a.query('SELECT * FROM sidekick.dead_letters')).rejects.toThrow(/permission denied/);
     // …nor attach pg-sidekick's capture function to a table of its own.

@@ -34,7 +34,7 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
     expect(ins?.txid).toMatch(/^\d+$/);
     expect(Number.isFinite(Date.parse(ins?.at ?? ''))).toBe(true);
     // Delivered everywhere: the outbox is empty again.
-    await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.outbox')).rows[0].n === 0, 'an empty outbox');
+    await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.events')).rows[0].n === 0, 'an empty outbox');
   });
 
   it('encodes composite keys as a JSON array and pairs multi-row UPDATEs (also when the key changes)', async () => {
@@ -87,13 +87,16 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
     await c.query('INSERT INTO t SELECT g, g FROM generate_series(4, 6) g');
     await c.query('DELETE FROM t WHERE id >= 4');
     await c.query('DELETE FROM t WHERE id > 100'); // no row
-    const layout = await c.query(`SELECT op, cardinality(event_ids) AS events FROM sidekick.outbox ORDER BY id`);
+    const layout = await c.query(`SELECT op, cardinality(event_ids) AS events FROM sidekick.events ORDER BY id`);
     expect(layout.rows).toEqual([
       { op: 'INSERT', events: null },
       { op: 'INSERT', events: null }, { op: 'INSERT', events: null },
       { op: 'INSERT', events: null }, { op: 'INSERT', events: null }, { op: 'INSERT', events: 1 },
       { op: 'DELETE', events: null }, { op: 'DELETE', events: null }, { op: 'DELETE', events: 1 },
     ]);
+    // The rows alone are in the narrow sidekick.row_changes, the chunks in sidekick.outbox.
+    const tables = await c.query('SELECT (SELECT count(*) FROM sidekick.row_changes)::int AS alone, (SELECT count(*) FROM sidekick.outbox)::int AS chunks');
+    expect(tables.rows[0]).toEqual({ alone: 7, chunks: 2 });
     const memory = createMemorySinks();
     bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
     const out = memory.get('out');
@@ -104,7 +107,7 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
       ['DELETE', '4', { id: 4, v: 4, note: null }], ['DELETE', '5', { id: 5, v: 5, note: null }], ['DELETE', '6', { id: 6, v: 6, note: null }],
     ]);
     expect(new Set(out.received.map((e) => e.id)).size).toBe(9);
-    await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.outbox')).rows[0].n === 0, 'an empty outbox');
+    await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.events')).rows[0].n === 0, 'an empty outbox');
   });
 
   it('splits big statements into chunks (1000 rows; big rows alone) and delivers every row of them, in order per key', async () => {
@@ -113,7 +116,7 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
     await c.query('INSERT INTO t SELECT g, 0 FROM generate_series(1, 2500) g');
     // The first two rows alone, the rest in chunks of ranges of 1000 event ids: five or six outbox
     // rows, not 2500.
-    const { rows } = await c.query('SELECT count(*)::int AS n, sum(coalesce(cardinality(event_ids), 1))::int AS events, count(*) FILTER (WHERE event_ids IS NULL)::int AS single FROM sidekick.outbox');
+    const { rows } = await c.query('SELECT count(*)::int AS n, sum(coalesce(cardinality(event_ids), 1))::int AS events, count(*) FILTER (WHERE event_ids IS NULL)::int AS single FROM sidekick.events');
     expect(rows[0]).toMatchObject({ events: 2500, single: 2 });
     expect(rows[0].n).toBeGreaterThanOrEqual(5);
     expect(rows[0].n).toBeLessThanOrEqual(6);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { ResolvedCapture } from '../../src/capture/catalog.js';
 import { captureSpecsFromConfig, parseQualifiedName, parseSkorTriggers } from '../../src/capture/spec.js';
-import { captureStatements, dropStatements, functionName, OUTBOX_ROW_COLUMNS, script } from '../../src/capture/sql.js';
+import { captureStatements, dropStatements, functionName, ROW_CHANGE_COLUMNS, script } from '../../src/capture/sql.js';
 import { parseConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 import { sinkDefinitions } from '../../sinks/index.js';
@@ -125,9 +125,12 @@ describe('capture: generated SQL', () => {
     expect(sql).toContain('WHERE NOT EXISTS (SELECT 1 FROM sidekick_new OFFSET 1)\n  RETURNING id % 1024 < 8 INTO v_wake');
     expect(sql).toContain("v_wake := nextval('sidekick.outbox_id_seq') % 1024 < 8;");
     // The chunked insert leaves source and channel implied (column default; the drain reads
-    // "<schema>.<table>"); the one-row insert names every column, channel NULL too.
-    expect(sql).toContain('INSERT INTO sidekick.outbox (op, schema_name, table_name, key_columns, event_ids, new)');
-    expect(sql).toContain(`INSERT INTO sidekick.outbox (${OUTBOX_ROW_COLUMNS.join(', ')}) OVERRIDING SYSTEM VALUE\n  SELECT nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), 'table'::text, NULL::text, 'INSERT'::text, TG_TABLE_SCHEMA::text, TG_TABLE_NAME::text, '{"id"}'::text[], NULL::bigint[], t.x, NULL::json,`);
+    // "<schema>.<table>"); a row alone goes to the narrow sidekick.row_changes, every column named,
+    // what changed as one constant.
+    expect(sql).toContain(`INSERT INTO sidekick.outbox (op, schema_name, table_name, key_columns, event_ids, new)\n    SELECT 'INSERT', 'public', 'orders', '{"id"}'::text[],`);
+    expect(sql).toContain(`INSERT INTO sidekick.row_changes (${ROW_CHANGE_COLUMNS.join(', ')})\n  SELECT nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), '{"INSERT","public","orders","id"}'::text[], t.x, NULL::json, NULL::json\n`);
+    expect(sql).toContain(`'{"UPDATE","public","orders","id"}'::text[], n.x, o.x, NULL::json\n`);
+    expect(sql).not.toContain('TG_TABLE_');
     expect(sql).not.toContain('drain_idle');
     expect(sql).not.toMatch(/pg_notify\([^)]*x/);
     expect(sql).toMatch(/pg_notify\('sidekick', ''\)/);
@@ -146,10 +149,10 @@ describe('capture: generated SQL', () => {
 
   it('writes row-level triggers on request and NULL keys for tables without one', () => {
     const sql = captureStatements([resolved({ mode: 'row', key: [], keySource: 'none', operations: { insert: '*' } })]);
-    expect(sql).toContain(`VALUES ('INSERT', TG_TABLE_SCHEMA, TG_TABLE_NAME, NULL::text[], row_to_json(NEW))`);
+    // No key column after op, schema and table: the drain reads no key (one ordered stream).
+    expect(sql).toContain(`INSERT INTO sidekick.row_changes (id, xid, at, capture, new, old, keys)\n  VALUES (nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), '{"INSERT","public","orders"}'::text[], row_to_json(NEW), NULL::json, NULL::json)`);
     expect(sql).toContain('RETURNING id % 1024 < 8 INTO v_wake');
     expect(sql).toContain('FOR EACH ROW EXECUTE FUNCTION');
-    expect(sql).toContain('NULL::text[]');
     expect(sql).toContain('no key (no primary key');
   });
 

@@ -1,0 +1,86 @@
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Bridge } from '../../src/bridge.js';
+import { SQL_DIR } from '../../src/paths.js';
+import { listMigrations, migrate } from '../../src/sql/migrate.js';
+import { capture, startBridge } from '../support/bridge.js';
+import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
+import { createMemorySinks } from '../support/memory-sink.js';
+
+/**
+ * A capture function as versions before sql/005 generated it: every row change into sidekick.outbox.
+ * Such functions stay in databases until `sidekick triggers --apply` runs again.
+ */
+const LEGACY_TRIGGER = `
+CREATE FUNCTION sidekick."public.t:insert"() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $sidekick$
+DECLARE
+  v_wake boolean;
+BEGIN
+  INSERT INTO sidekick.outbox (op, schema_name, table_name, key_columns, new)
+  VALUES ('INSERT', TG_TABLE_SCHEMA, TG_TABLE_NAME, '{"id"}'::text[], row_to_json(NEW))
+  RETURNING id % 1024 < 8 INTO v_wake;
+  IF v_wake THEN
+    PERFORM pg_notify('sidekick', '');
+  END IF;
+  RETURN NULL;
+END
+$sidekick$;
+CREATE TRIGGER sidekick_capture_insert AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION sidekick."public.t:insert"();`;
+
+describe('outbox: upgrading a database from before sidekick.row_changes (real PostgreSQL)', () => {
+  let db: TestDatabase | undefined;
+  let bridge: Bridge | undefined;
+  let dir: string | undefined;
+  afterEach(async () => {
+    await bridge?.stop();
+    bridge = undefined;
+    await db?.drop();
+    db = undefined;
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  it('drains an older schema, keeps older triggers working after the upgrade, and delivers old and new rows in id order', async () => {
+    // The schema as the version before sql/005 left it: every migration but 005.
+    dir = mkdtempSync(join(tmpdir(), 'sk-sql-'));
+    const older = listMigrations().filter((m) => m.id !== 5);
+    expect(older.map((m) => m.id)).toEqual([1, 2, 3, 4, 20]);
+    for (const m of older) copyFileSync(join(SQL_DIR, `${m.name}.sql`), join(dir, `${m.name}.sql`));
+    db = await createTestDatabase();
+    const c = await db.client();
+    await migrate(c, { dir });
+    expect((await c.query(`SELECT to_regclass('sidekick.row_changes') IS NULL AS missing`)).rows[0].missing).toBe(true);
+    await c.query('CREATE TABLE t (id int PRIMARY KEY, v int)');
+    await c.query(LEGACY_TRIGGER);
+    await c.query('INSERT INTO t VALUES (1, 1)');
+
+    // A bridge that does not install (no capture: in its config) drains the older schema as it is.
+    const memory = createMemorySinks();
+    const config = { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] };
+    bridge = await startBridge(db.url, config, [memory.definition]);
+    const out = memory.get('out');
+    await waitFor(() => out.received.length >= 1, 'the event written before the upgrade');
+    await bridge.stop();
+    bridge = undefined;
+
+    // Upgrade while an event waits in the outbox; the older trigger keeps writing the outbox.
+    await c.query('INSERT INTO t VALUES (2, 2)');
+    expect((await migrate(c)).applied).toEqual(['005_row_changes']);
+    await c.query('INSERT INTO t VALUES (3, 3)');
+    // Regenerated, the trigger writes the narrow table.
+    await capture(c, [{ table: 't' }]);
+    await c.query('INSERT INTO t VALUES (4, 4)');
+    const tables = await c.query('SELECT (SELECT count(*) FROM sidekick.outbox)::int AS outbox, (SELECT count(*) FROM sidekick.row_changes)::int AS rows');
+    expect(tables.rows[0]).toEqual({ outbox: 2, rows: 1 });
+
+    bridge = await startBridge(db.url, config, [memory.definition]);
+    await waitFor(() => out.received.length >= 4, '4 row changes');
+    expect(out.received.map((e) => [e.op, e.schema, e.table, e.key, e.new])).toEqual([1, 2, 3, 4].map((id) => ['INSERT', 'public', 't', String(id), { id, v: id }]));
+    const ids = out.received.map((e) => Number(e.id));
+    expect([...ids].sort((a, b) => a - b)).toEqual(ids);
+    await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.events')).rows[0].n === 0, 'an empty queue');
+  });
+});
