@@ -163,8 +163,8 @@ function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelec
     const columns = `op, schema_name, table_name, key_columns, ${column}${img.keys ? ', keys' : ''}`;
     const one = rowChangeInsert(c, op, { [column]: img.image('t.x'), keys: img.keys?.('t.x') });
     // Most statements change one row. Its event is written as it is, with no test of the row count
-    // first: the first two rows are written one outbox row each (LIMIT 2), and only a statement
-    // that had a second row goes on to write the rest (OFFSET 2) in chunks. The row count of the
+    // first: the first two rows are written one row_changes row each (LIMIT 2), and only a
+    // statement that had a second row goes on to write the rest (OFFSET 2) in outbox chunks. The row count of the
     // first insert is all it takes to know which case this is. (Both scans read the transition
     // table in its stored order.) A test for "no second row" before the insert cost more than the
     // insert's LIMIT: see docs/outbox.md.

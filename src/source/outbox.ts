@@ -182,6 +182,8 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   let armable = true;
   /** The schema has sidekick.row_changes (an older one: the drain reads sidekick.outbox alone). */
   let rowChanges = true;
+  /** On an older schema: when the drain last looked whether it has been upgraded meanwhile. */
+  let upgradeCheckedAt = 0;
   let idleBackoff = 1;
   let lastProbe = 0;
   const unknownBacklogSinks = new Set<string>();
@@ -627,6 +629,13 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     if (Date.now() >= nextRebalance && !closing) await rebalance(c);
     await flush(c);
     if (!intake || closing) return closing ? 0 : 50;
+    if (!rowChanges && Date.now() - upgradeCheckedAt >= options.pollInterval) {
+      // Triggers regenerated after an upgrade write sidekick.row_changes, which this connection does
+      // not read: start over (state and scan bound too) on a fresh connection that does.
+      upgradeCheckedAt = Date.now();
+      const { rows } = await c.query<{ ok: boolean }>(`SELECT to_regclass('sidekick.row_changes') IS NOT NULL AS ok`);
+      if (rows[0]?.ok) throw new Error('the sidekick schema was upgraded meanwhile (sidekick.row_changes): reading it from now on');
+    }
     const fed = await feedBacklogs(c);
     const fetched = await fetchOutbox(c);
     if (fetched > 0 || fed) {
