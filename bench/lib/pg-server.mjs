@@ -22,7 +22,12 @@ function freePort() {
   });
 }
 
-/** Starts a server; `settings` are postgres -c options. Returns { url, host, port, settings, stop() }. */
+/**
+ * Starts a server; `settings` are postgres -c options. Returns { url, host, port, settings, stop() },
+ * and for benchmarks that run the server's binaries themselves: `data` (the data directory),
+ * `halt()` (stops the server, keeping the directory) and `shell(command)` (runs a shell command as
+ * the server's system user; resolves { stdout, stderr }).
+ */
 export async function startServer(settings = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'sk-bench-pg-'));
   const data = join(dir, 'data');
@@ -45,6 +50,13 @@ export async function startServer(settings = {}) {
     host: '127.0.0.1',
     port,
     settings: all,
+    data,
+    async halt() {
+      await exec([`${PG_BIN}/pg_ctl`, '-D', data, '-m', 'fast', '-w', 'stop']);
+    },
+    shell(command) {
+      return asRoot ? run('su', ['postgres', '-s', '/bin/sh', '-c', command], { maxBuffer: 64 << 20 }) : run('/bin/sh', ['-c', command], { maxBuffer: 64 << 20 });
+    },
     async stop() {
       await exec([`${PG_BIN}/pg_ctl`, '-D', data, '-m', 'fast', '-w', 'stop']).catch(() => {});
       rmSync(dir, { recursive: true, force: true });
