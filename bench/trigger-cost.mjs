@@ -23,7 +23,7 @@
 // (postgres --single: no client, no network, no other process) under valgrind, which counts the
 // instructions it executes. Run with 200 and with 1,200 one-row INSERT transactions, the difference
 // ÷ 1,000 is the instructions of one transaction, start-up and shutdown left out. The count is
-// exact and repeatable to a few instructions, however busy the machine: it ranks variants that
+// repeatable to about a hundred instructions, however busy the machine: it ranks variants that
 // timing cannot tell apart. It is not time (cache misses are not in it). Writes
 // bench/results/trigger-instructions.md.
 import { mkdirSync, writeFileSync } from 'node:fs';
