@@ -163,7 +163,7 @@ async function countInstructions(version) {
   const plain = per.get('plain');
   const lines = [
     '## Capture trigger: instructions per one-row INSERT transaction', '',
-    `PostgreSQL ${version} (\`${PG_BIN}\`), a single-user backend under valgrind: no client, no network, no other process; (instructions with 1,200 one-row INSERT transactions − with 200) ÷ 1,000. Exact and repeatable, whatever else runs on the machine; not time (cache misses are not counted).`, '',
+    `PostgreSQL ${version} (\`${PG_BIN}\`), a single-user backend under valgrind: no client, no network, no other process; (instructions with 1,200 one-row INSERT transactions − with 200) ÷ 1,000. Repeatable to about ±0.1k, whatever else runs on the machine; not time (cache misses are not counted).`, '',
     '| variant | instructions per transaction | over the plain INSERT |', '|---|---:|---:|',
   ];
   for (const v of VARIANTS) {
