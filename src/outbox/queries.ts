@@ -50,7 +50,7 @@ const EVENTS_EXPR = `coalesce(cardinality(o.event_ids), 1)`;
  * `rowChanges`: the schema has sidekick.row_changes (ROW_CHANGES_SINCE): read every waiting event
  * through sidekick.events (the planner merges the two tables' id indexes).
  */
-export const fetchOutboxQuery = (rowChanges: boolean) => `
+const fetchOutboxSql = (rowChanges: boolean) => `
 WITH info AS (
   SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS snap_xmin
 ), batch AS (
@@ -101,7 +101,7 @@ const RECORD = `event_id bigint, xid text, at timestamptz, source text, channel 
  *   `rowChanges`, sidekick.row_changes — ids are unique across the two).
  * Returns the seq given to each spilled (sink, event).
  */
-export const flushQuery = (rowChanges: boolean) => `
+const flushSql = (rowChanges: boolean) => `
 WITH spilled AS (
   INSERT INTO sidekick.deliveries (sink, part, event_id, xid, at, source, channel, op, schema_name, table_name, key, new, old, payload)
   SELECT s.sink, s.part, s.event_id, s.xid::xid8, s.at, s.source, s.channel, s.op, s.schema_name, s.table_name, s.key, s.new, s.old, s.payload
@@ -120,6 +120,12 @@ WITH spilled AS (
   DELETE FROM sidekick.row_changes WHERE id = ANY ($4::bigint[])
 )` : ''}
 SELECT seq, sink, event_id FROM spilled`;
+
+// Both forms built once: the drain sends one of each every round.
+const FETCH_OUTBOX = [fetchOutboxSql(false), fetchOutboxSql(true)] as const;
+const FLUSH = [flushSql(false), flushSql(true)] as const;
+export const fetchOutboxQuery = (rowChanges: boolean): string => FETCH_OUTBOX[rowChanges ? 1 : 0];
+export const flushQuery = (rowChanges: boolean): string => FLUSH[rowChanges ? 1 : 0];
 
 /** The columns of a backlog (and dead-letter) row that make up its event. */
 export interface EventRow {
