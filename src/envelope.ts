@@ -9,8 +9,17 @@ export type RowOp = 'INSERT' | 'UPDATE' | 'DELETE' | 'READ';
  * so that payload formats can reproduce the original bytes.
  */
 export interface Envelope {
-  /** Stable and unique: the outbox id for durable events, a UUID for ephemeral ones. Idempotency key. */
+  /**
+   * Stable and unique: unique across databases and reinstalls (`<installation>-<seq>` for durable
+   * events, a UUID for ephemeral ones), the same on every redelivery. Every sink's idempotency key.
+   */
   readonly id: string;
+  /**
+   * Durable events only: the outbox sequence number as decimal text. A row's (a key's) events carry
+   * growing numbers in commit order, so a consumer can skip what it already applied. Unique only
+   * within one installation: deduplicate on `id`, order on `seq`.
+   */
+  readonly seq?: string;
   readonly source: EnvelopeSource;
   readonly channel: string;
   /** Parsed JSON when the payload is valid JSON, else the string itself. None for row changes. */
@@ -51,7 +60,10 @@ export function notifyEnvelope(channel: string, raw: string, pid: number, at = n
 
 /** The public JSON shape of an envelope (without `raw`); fields in a fixed, readable order. */
 export function envelopeJson(e: Envelope): Record<string, unknown> {
-  const out: Record<string, unknown> = { id: e.id, source: e.source, channel: e.channel };
+  const out: Record<string, unknown> = { id: e.id };
+  if (e.seq !== undefined) out.seq = e.seq;
+  out.source = e.source;
+  out.channel = e.channel;
   if (e.op !== undefined) out.op = e.op;
   if (e.schema !== undefined) out.schema = e.schema;
   if (e.table !== undefined) out.table = e.table;
