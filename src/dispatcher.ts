@@ -44,11 +44,16 @@ export interface DeliveryReceiver { delivered(d: Delivery): void }
 interface Item {
   readonly envelope: Envelope;
   readonly receiver: DeliveryReceiver;
+  /** Arrival number at this dispatcher: the lower, the older the event (retries go oldest first). */
+  readonly order: number;
   next: Item | undefined;
 }
 
 /** A run of consecutive envelopes of one lane, sent together and never split across batches. */
 interface Waiting { readonly envelopes: readonly Envelope[]; done(o: readonly ItemOutcome[]): void }
+
+/** One envelope's retry, due now: it waits for a send() slot ahead of every first attempt. */
+interface Retry extends Waiting { readonly order: number }
 
 /**
  * The queued envelopes of one ordering key (the channel and the key), oldest first. It is its own
@@ -106,7 +111,9 @@ const FAILING_STREAK = 3;
  * events of its own key), a batcher that gathers the heads of all lanes into `send()` calls with at
  * most `concurrency` in flight, per-event retries through p-retry (exponential, randomised), and a
  * sink-wide pause while every attempt fails, so a dead endpoint is not hammered: one request probes
- * it after each pause, and the first success restores full concurrency. `Retry-After` holds the
+ * it after each pause, and the first success restores full concurrency. Due retries are sent before
+ * first attempts, oldest event first, so the probe moves the oldest retrying event on and a receiver
+ * that fails each event's first attempts still gets every event. `Retry-After` holds the
  * whole sink (capped by `retry.maxDelay`).
  */
 export function createDispatcher(params: {
@@ -136,8 +143,17 @@ export function createDispatcher(params: {
    */
   let waiting: Waiting[] = [];
   let waitingHead = 0;
-  /** Envelopes in `waiting`. */
+  /**
+   * Retries that are due, as a binary min-heap on the event's arrival `order`. flush() serves them
+   * before `waiting`: a retry that is due is sent before any first attempt, oldest event first, so
+   * the single probe of a paused sink moves the oldest retrying event on instead of starting yet
+   * another fresh one (which starved every retry while each event's first attempts failed).
+   */
+  const retries: Retry[] = [];
+  /** Envelopes in `waiting` and `retries`. */
   let waitingCount = 0;
+  /** Events handed to deliver() so far: the next one's arrival `order`. */
+  let arrivals = 0;
   let size = 0;
   let inFlight = 0;
   let flushScheduled = false;
@@ -175,15 +191,46 @@ export function createDispatcher(params: {
   const runLength = sink.ordered ? batch.size : 1;
 
   // ---- batcher: runs from the heads of lanes → send() calls -----------------------------------
-  /** Queues a run for a send() slot; `done` gets its outcomes (a callback: this is the hot path). */
-  function enqueue(envelopes: readonly Envelope[], done: (o: readonly ItemOutcome[]) => void): void {
-    waiting.push({ envelopes, done });
-    waitingCount += envelopes.length;
-    schedule();
+  /** Queues the retry of an event (arrival `order`) ahead of every first attempt; resolves with its outcome. */
+  function resubmit(order: number, envelope: Envelope): Promise<ItemOutcome> {
+    return new Promise((resolve) => {
+      pushRetry({ order, envelopes: [envelope], done: (o) => resolve(o[0] as ItemOutcome) });
+      waitingCount++;
+      schedule();
+    });
   }
 
-  function submit(envelopes: readonly Envelope[]): Promise<readonly ItemOutcome[]> {
-    return new Promise((resolve) => enqueue(envelopes, resolve));
+  function pushRetry(r: Retry): void {
+    let i = retries.push(r) - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      const p = retries[parent] as Retry;
+      if (p.order <= r.order) break;
+      retries[i] = p;
+      i = parent;
+    }
+    retries[i] = r;
+  }
+
+  /** Takes the due retry of the oldest event. */
+  function popRetry(): Retry {
+    const top = retries[0] as Retry;
+    const last = retries.pop() as Retry;
+    const n = retries.length;
+    if (n > 0) {
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= n) break;
+        const r = l + 1;
+        const c = r < n && (retries[r] as Retry).order < (retries[l] as Retry).order ? r : l;
+        if ((retries[c] as Retry).order >= last.order) break;
+        retries[i] = retries[c] as Retry;
+        i = c;
+      }
+      retries[i] = last;
+    }
+    return top;
   }
 
   /** Queues a lane's next run (the lane is its own Waiting entry). */
@@ -202,7 +249,16 @@ export function createDispatcher(params: {
   }
 
   function waitingRuns(): number {
-    return waiting.length - waitingHead;
+    return retries.length + waiting.length - waitingHead;
+  }
+
+  /** The run flush() takes next: a due retry (oldest event first), else the oldest waiting run. */
+  function nextRun(): Waiting {
+    return retries.length > 0 ? retries[0] as Retry : waiting[waitingHead] as Waiting;
+  }
+
+  function takeNext(): Waiting {
+    return retries.length > 0 ? popRetry() : takeRun();
   }
 
   /** Takes the oldest waiting run, compacting the array now and then (amortised O(1)). */
@@ -245,8 +301,8 @@ export function createDispatcher(params: {
     while (waitingRuns() > 0 && inFlight < limit() && Math.max(pausedUntil, askedUntil) <= now()) {
       const groups: Waiting[] = [];
       let n = 0;
-      while (waitingRuns() > 0 && (groups.length === 0 || n + (waiting[waitingHead] as Waiting).envelopes.length <= batch.size)) {
-        const g = takeRun();
+      while (waitingRuns() > 0 && (groups.length === 0 || n + nextRun().envelopes.length <= batch.size)) {
+        const g = takeNext();
         groups.push(g);
         n += g.envelopes.length;
       }
@@ -339,7 +395,8 @@ export function createDispatcher(params: {
 
   // ---- lanes: per-key order and per-event retries ----------------------------------------------
   /** Retries one envelope whose first attempt (`first`) failed retriably, until delivered or given up. */
-  async function attempt(envelope: Envelope, first: ItemOutcome): Promise<Delivery> {
+  async function attempt(item: Item, first: ItemOutcome): Promise<Delivery> {
+    const { envelope, order } = item;
     let attempts = 0;
     /** Failures that count against `retry.attempts` (an unreachable destination does not). */
     let counted = 0;
@@ -348,7 +405,7 @@ export function createDispatcher(params: {
     try {
       await pRetry(async () => {
         attempts++;
-        const outcome = attempts === 1 ? first : (await submit([envelope]))[0] as ItemOutcome;
+        const outcome = attempts === 1 ? first : await resubmit(order, envelope);
         if (outcome.ok) return;
         last = outcome.error;
         metrics?.failed.inc({ sink: sink.name, retriable: String(outcome.error.retriable) });
@@ -442,7 +499,7 @@ export function createDispatcher(params: {
       return;
     }
     const head = lane.head as Item;
-    void attempt(head.envelope, outcomes[i] as ItemOutcome).then((result) => {
+    void attempt(head, outcomes[i] as ItemOutcome).then((result) => {
       lane.shift();
       finish(head, result);
       runLane(lane);
@@ -527,7 +584,7 @@ export function createDispatcher(params: {
       if (fresh.length === 0) queueMicrotask(startFresh);
       fresh.push(lane);
     }
-    lane.push({ envelope, receiver, next: undefined });
+    lane.push({ envelope, receiver, order: arrivals++, next: undefined });
   }
 
   return {
@@ -556,7 +613,7 @@ export function createDispatcher(params: {
         // Lanes still waiting in the batcher will never be sent: release them as aborted.
         const stopped: ItemOutcome = { ok: false, error: new SidekickError('STOPPED', 'dispatcher stopped') };
         while (waitingRuns() > 0) {
-          const w = takeRun();
+          const w = takeNext();
           w.done(w.envelopes.map(() => stopped));
         }
         waitingCount = 0;
