@@ -140,6 +140,29 @@ describe('webhook sink against a real HTTP server', () => {
     await d.stop(1000);
   });
 
+  it('a receiver failing each event\'s first two attempts, one key per event: retries are not starved by the sink-wide pause', async () => {
+    // Issue 16 item 2, end to end. Every first attempt fails, so the sink pauses and probes with one
+    // request at a time; that probe used to be a fresh event's first attempt every time (0 delivered
+    // in 70 s with 120 events). Now it is the oldest event whose retry is due.
+    const seen = new Map<string, number>();
+    const r = await receiver((req) => {
+      const id = req.headers['webhook-id'] as string;
+      const n = (seen.get(id) ?? 0) + 1;
+      seen.set(id, n);
+      return n <= 2 ? { status: 500, body: 'not yet' } : { status: 204 };
+    });
+    const d = dispatch(sink({ url: r.url }), { retry: { attempts: 6, initialDelay: 100, maxDelay: 5_000 } });
+    const events = Array.from({ length: 40 }, (_, i) => testEnvelope({ key: `k${i}`, new: { n: i } }));
+    const started = Date.now();
+    const results = await Promise.all(events.map((e) => d.deliver(e)));
+    const took = Date.now() - started;
+    expect(results.map((x) => `${x.status}/${x.attempts}`)).toEqual(events.map(() => 'delivered/3'));
+    expect(r.requests).toHaveLength(120);
+    // Each event needs 100–600 ms of its own backoff; before the fix, 40 probes at up to 5 s each.
+    expect(took).toBeLessThan(15_000);
+    await d.stop(1000);
+  }, 30_000);
+
   it('400 → dead after one attempt, with the status and the start of the body in the error', async () => {
     const r = await receiver(() => ({ status: 400, body: `{"error":"missing field \\"name\\""}${' pad'.repeat(500)}` }));
     const d = dispatch(sink({ url: `${r.url}/in` }));
