@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
+import { settleBy } from './deadline.js';
 import { createDispatcher, sleep, type Dispatcher } from './dispatcher.js';
 import { errorMessage } from './errors.js';
 import { createHttpServer, type HttpServer, type Readiness } from './http.js';
 import { createMetrics, createSampledGauge, type Metrics } from './metrics.js';
 import { connectionConfig, describeConnection } from './pg/connection.js';
-import { reconnectDelay } from './pg/listener.js';
+import { RECONNECT_MAX_MS, reconnectDelay } from './pg/listener.js';
 import { createStatsClient, registerDatabaseGauges, type StatsClient } from './pg/stats.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { createHeartbeat, createReadinessChecks, type ReadinessCheck } from './readiness.js';
@@ -23,7 +24,10 @@ export interface Bridge {
   readonly metrics: Metrics;
   /** Starts sinks and sources. Resolves once started (sinks and the database keep retrying in the background). */
   start(): Promise<void>;
-  /** Stops taking events, finishes in-flight deliveries (up to `shutdown.timeout`), closes everything. Idempotent. */
+  /**
+   * Stops taking events, finishes in-flight deliveries (up to `shutdown.timeout`), closes everything
+   * (up to STOP_CLOSE_GRACE_MS more; what is still not closed then is left behind and logged). Idempotent.
+   */
   stop(): Promise<void>;
   readiness(): Readiness;
   /**
@@ -75,6 +79,12 @@ function startInBackground(sink: Sink, signal: AbortSignal, logger: Logger): { s
   };
   return { sink: gated, started: () => ok };
 }
+
+/**
+ * How long a stop may take past shutdown.timeout to close connections (outbox acknowledgements,
+ * sinks, the HTTP server). The CLI waits STOP_CLOSE_GRACE_MS + a little more before it gives up.
+ */
+export const STOP_CLOSE_GRACE_MS = 1_000;
 
 export function createBridge(params: {
   config: Config;
@@ -206,7 +216,7 @@ export function createBridge(params: {
               metrics.listenerConnected.set(1);
               return;
             } catch (error) {
-              const retryInMs = reconnectDelay(attempt, 30_000);
+              const retryInMs = reconnectDelay(attempt, RECONNECT_MAX_MS);
               logger.error({ err: errorMessage(error), attempt, retryInMs, database: describeConnection(connection) }, 'cannot connect to the database; retrying');
               await sleep(retryInMs, lifetime.signal);
             }
@@ -217,20 +227,40 @@ export function createBridge(params: {
     },
     stop() {
       stopping ??= (async () => {
-        await notify?.stop();
-        await outbox?.stopIntake();
+        // One deadline for the whole stop, whatever is down (issue 16: with the database gone, the
+        // steps below waited on reconnect sleeps and connect timeouts one after the other, 25–32 s
+        // for a 10 s timeout). In-flight work gets shutdown.timeout; closing connections gets
+        // STOP_CLOSE_GRACE_MS more. A step still running then is left behind: the process exits
+        // without it (outbox events it had not acknowledged are delivered again on the next start).
+        const timeoutMs = config.shutdown.timeout;
+        const deadline = Date.now() + timeoutMs;
+        const left = () => Math.max(0, deadline - Date.now());
+        const step = async (name: string, work: Promise<unknown> | undefined, by: number) => {
+          const outcome = await settleBy(work, by);
+          if (outcome.state === 'late') logger.warn({ step: name, timeoutMs }, 'shutdown: still not done at the deadline; going on without it');
+          else if (outcome.state === 'failed') logger.warn({ step: name, err: errorMessage(outcome.error) }, 'shutdown: step failed; going on');
+        };
+        await step('notify', notify?.stop(), deadline);
+        await step('outbox-intake', outbox?.stopIntake(), deadline);
         lifetime.abort();
-        await sourceLoop;
-        await scheduler?.stop(config.shutdown.timeout);
-        await Promise.all([...dispatchers.values()].map((d) => d.stop(config.shutdown.timeout)));
-        // After the dispatchers: the outcomes of the last deliveries are written before disconnecting.
-        await outbox?.close();
-        await Promise.all([...dispatchers.values()].map((d) => d.sink.stop().catch((error) => {
-          logger.warn({ sink: d.sink.name, err: errorMessage(error) }, 'sink did not stop cleanly');
-        })));
-        await stats.close();
-        // Last: /metrics and /readyz (503) stay up while the bridge drains.
-        await http?.stop();
+        await step('connect', sourceLoop, deadline);
+        // The scheduler's running actions and the sinks' in-flight deliveries finish side by side.
+        await step('deliveries', Promise.all([
+          scheduler?.stop(left()),
+          ...[...dispatchers.values()].map((d) => d.stop(left())),
+        ]), deadline);
+        const closeBy = Math.max(deadline, Date.now()) + STOP_CLOSE_GRACE_MS;
+        await Promise.all([
+          // After the dispatchers: the outcomes of the last deliveries are written before disconnecting.
+          step('outbox', outbox?.close(), closeBy),
+          step('sinks', Promise.all([...dispatchers.values()].map((d) => d.sink.stop().catch((error) => {
+            logger.warn({ sink: d.sink.name, err: errorMessage(error) }, 'sink did not stop cleanly');
+          }))), closeBy),
+          step('stats', stats.close(), closeBy),
+        ]);
+        // Last: /metrics and /readyz (503) stay up while the bridge drains. Closing it is local and
+        // quick, so it gets a moment even when the steps above used up the grace.
+        await step('http', http?.stop(), Math.max(closeBy, Date.now() + 200));
       })();
       return stopping;
     },

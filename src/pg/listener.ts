@@ -25,7 +25,7 @@ export interface ListenerOptions {
    */
   readonly onClient?: (client: pg.Client) => void;
   readonly logger?: Logger;
-  /** Reconnect backoff: 50ms·e^attempt, capped at this, ±15% jitter. Default 30s. */
+  /** Reconnect backoff: 50ms·e^attempt, ±15% jitter, capped at this. Default RECONNECT_MAX_MS (3s). */
   readonly maxBackoffMs?: number;
   /** Heartbeat query interval; a failed heartbeat drops the connection and reconnects. Default 30s. */
   readonly heartbeatMs?: number;
@@ -57,9 +57,23 @@ export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
-export function reconnectDelay(attempt: number, capMs: number): number {
-  const base = Math.min(capMs, 50 * Math.exp(Math.min(attempt, 20)));
-  return Math.round(base * (0.85 + Math.random() * 0.3));
+/**
+ * The longest wait between two attempts to reach the database, for every database connection of
+ * the bridge (LISTEN, outbox drain, scheduler). Short on purpose: the wait after the last failed
+ * attempt is what an outage costs on top of itself, and the bridge must be ready again within
+ * about 5 s of the database accepting connections (issue 16: a 30 s cap made it ~20 s). One
+ * attempt every 3 s per connection is no load on a database that is coming back.
+ */
+export const RECONNECT_MAX_MS = 3_000;
+
+/**
+ * The wait before reconnect attempt `attempt` (1, 2, …): 50 ms·e^attempt with ±15% jitter (so
+ * that many bridges do not knock in step), never above `capMs` — at the cap the jitter only
+ * shortens the wait. `random` returns [0, 1) (Math.random; injected by tests).
+ */
+export function reconnectDelay(attempt: number, capMs: number = RECONNECT_MAX_MS, random: () => number = Math.random): number {
+  const base = Math.min(capMs, 50 * Math.exp(Math.min(Math.max(attempt, 0), 20)));
+  return Math.min(capMs, Math.round(base * (0.85 + random() * 0.3)));
 }
 
 const NO_SSL = /does not support SSL/i;
@@ -93,7 +107,7 @@ export function clientSocket(c: pg.Client): NodeJS.ReadableStream & { destroy():
  */
 export function createListener(options: ListenerOptions): Listener {
   const { logger } = options;
-  const maxBackoff = options.maxBackoffMs ?? 30_000;
+  const maxBackoff = options.maxBackoffMs ?? RECONNECT_MAX_MS;
   const heartbeatMs = options.heartbeatMs ?? 30_000;
   const stopController = new AbortController();
   let client: pg.Client | undefined;

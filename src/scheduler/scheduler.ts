@@ -2,7 +2,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { sleep } from '../dispatcher.js';
 import { errorMessage, SidekickError } from '../errors.js';
-import { createListener, reconnectDelay, type Listener } from '../pg/listener.js';
+import { createListener, RECONNECT_MAX_MS, reconnectDelay, type Listener } from '../pg/listener.js';
 import { createHeartbeat } from '../readiness.js';
 import type { SchedulerConfig } from './config.js';
 import { runBatch } from './executor.js';
@@ -28,7 +28,7 @@ export interface SchedulerOptions {
   readonly config: Omit<SchedulerConfig, 'enabled'>;
   readonly logger: Logger;
   readonly metrics?: SchedulerMetrics;
-  /** Reconnect backoff cap of the wake-up listener and the loop. Default 30s. */
+  /** Reconnect backoff cap of the wake-up listener and the loop. Default RECONNECT_MAX_MS (3s). */
   readonly maxBackoffMs?: number;
 }
 
@@ -53,7 +53,7 @@ const PLAN_CHUNK = 100;
 export function createScheduler(options: SchedulerOptions): Scheduler {
   const { config, metrics } = options;
   const logger = options.logger.child({ component: 'scheduler' });
-  const maxBackoff = options.maxBackoffMs ?? 30_000;
+  const maxBackoff = options.maxBackoffMs ?? RECONNECT_MAX_MS;
   const lifetime = new AbortController();
   const nonTransactional = new Set<string>();
   // A loop that hangs (a query stuck on a lock, a lost promise) must make /readyz fail.

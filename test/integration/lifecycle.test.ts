@@ -1,11 +1,12 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { adminUrl, createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
+import { startPrivatePostgres, type PrivatePostgres } from '../support/private-postgres.js';
 import { REPO_ROOT } from '../support/services.js';
 
 // These tests run the built CLI as a user would: `node dist/src/cli.js …` in a child process, with
@@ -242,6 +243,135 @@ describe('sidekick run: signals and lost connections (built CLI, real PostgreSQL
     run.child.kill('SIGTERM');
     expect((await exitOf(run)).code).toBe(0);
   });
+});
+
+describe('sidekick run: SIGTERM with the database gone (built CLI, a private PostgreSQL stopped under it)', () => {
+  let server: PrivatePostgres | undefined;
+  let silent: Server | undefined;
+  const sockets: Socket[] = [];
+  afterEach(async () => {
+    for (const s of sockets.splice(0)) s.destroy();
+    silent?.close();
+    silent = undefined;
+    await server?.stop();
+    server = undefined;
+  });
+
+  // Issue 16 item 5: with the database stopped, the stop waited on the drain's reconnect sleep, the
+  // first LISTEN connect and its own 10 s bound one after the other (25–32 s for a 10 s timeout)
+  // and ended without its `stopped` line.
+  it('exits within shutdown.timeout plus 2 s, with deliveries hanging and every connection down, and logs `stopped`', async () => {
+    server = await startPrivatePostgres();
+    // A webhook receiver that accepts connections and never answers: deliveries stay in flight.
+    silent = createServer((socket) => { sockets.push(socket); });
+    await new Promise<void>((resolve) => silent!.listen(0, '127.0.0.1', resolve));
+    const hook = `http://127.0.0.1:${(silent.address() as { port: number }).port}/hook`;
+    const timeoutMs = 3_000;
+    const run = start(['run', '--config', configFile(`database: ${server.url}
+listen: [burst]
+outbox: { enabled: true, pollInterval: 200ms }
+scheduler: { enabled: true }
+sinks:
+  hook: { type: webhook, url: "${hook}", timeout: 60s }
+  console: { type: stdout, format: payload }
+routes:
+  - { from: burst, to: [console] }
+  - { from: "*", to: [hook] }
+http: { port: 0 }
+shutdown: { timeout: ${timeoutMs}ms }
+`)]);
+    const base = await httpBase(run);
+    await waitFor(async () => (await readyz(base)).status === 200, `the bridge to be ready; stderr:\n${run.stderr()}`);
+    const c = new pg.Client({ connectionString: server.url });
+    await c.connect();
+    try {
+      await c.query(`SELECT sidekick.publish('orders', jsonb_build_object('n', g)) FROM generate_series(1, 20) g`);
+    } finally {
+      await c.end();
+    }
+    await waitFor(() => sockets.length > 0, 'the webhook deliveries to be in flight');
+    await server.stop();
+    await waitFor(async () => (await readyz(base)).status === 503, '/readyz 503 with the database down');
+    // Long enough down that the drain backs off for seconds (5 s, or six failed attempts where
+    // its backoff is capped lower): the stop must not wait for the sleep in progress, nor for the
+    // connect after it.
+    const drainRetries = () => run.logs().filter((l) => l.msg === 'outbox drain cannot connect; retrying');
+    await waitFor(() => drainRetries().some((l) => Number(l.retryInMs) >= 5_000) || drainRetries().length >= 6,
+      'the outbox drain to back off for seconds', 40_000);
+
+    const signalled = Date.now();
+    run.child.kill('SIGTERM');
+    const { code } = await exitOf(run, timeoutMs + 20_000);
+    const took = Date.now() - signalled;
+    expect(took, run.stderr()).toBeLessThan(timeoutMs + 2_000);
+    expect(code).toBe(0);
+    const stopped = run.logs().find((l) => l.msg === 'stopped');
+    expect(stopped, run.stderr()).toBeDefined();
+    expect(run.stderr()).not.toMatch(/^\s+at /m);
+  });
+});
+
+describe('sidekick run: ready again soon after a database outage (built CLI, through a proxy that the test cuts)', () => {
+  let db: TestDatabase | undefined;
+  let proxy: Server | undefined;
+  const links = new Set<Socket>();
+  afterEach(async () => {
+    for (const s of links) s.destroy();
+    links.clear();
+    proxy?.close();
+    proxy = undefined;
+    await db?.drop();
+    db = undefined;
+  });
+
+  /** A TCP proxy to the test server on `port` (0: any); closing it refuses and cuts every connection. */
+  function openProxy(target: URL, port: number): Promise<number> {
+    proxy = createServer((client) => {
+      const upstream = connect(Number(target.port), target.hostname);
+      links.add(client).add(upstream);
+      client.pipe(upstream).pipe(client);
+      const drop = () => { client.destroy(); upstream.destroy(); links.delete(client); links.delete(upstream); };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+    });
+    return new Promise((resolve) => proxy!.listen(port, '127.0.0.1', () => resolve((proxy!.address() as { port: number }).port)));
+  }
+
+  // Issue 16 item 6: the reconnect backoff grew to ~23 s (cap 30 s), so after a 25 s outage /readyz
+  // came back ~20 s after the database. Every database connection (LISTEN, outbox drain, scheduler)
+  // now waits at most RECONNECT_MAX_MS between attempts.
+  it('/readyz is 200 within 5 s of the database accepting connections again after a 12 s outage', async () => {
+    db = await createTestDatabase();
+    const target = new URL(db.url);
+    const port = await openProxy(target, 0);
+    const via = new URL(db.url);
+    via.host = `127.0.0.1:${port}`;
+    const run = start(['run', '--config', configFile(`database: ${via.toString()}
+listen: [burst]
+outbox: { enabled: true }
+scheduler: { enabled: true }
+sinks:
+  console: { type: stdout, format: payload }
+routes:
+  - { from: "*", to: [console] }
+http: { port: 0 }
+`)]);
+    const base = await httpBase(run);
+    await waitFor(async () => (await readyz(base)).status === 200, `the bridge to be ready; stderr:\n${run.stderr()}`, 20_000);
+
+    // The outage: connections cut, new ones refused, for long enough that a backoff capped at
+    // 30 s would be waiting ~7 s (then ~20 s) by the end of it.
+    await new Promise<void>((resolve) => { proxy!.close(() => resolve()); for (const s of links) s.destroy(); });
+    await waitFor(async () => (await readyz(base)).status === 503, '/readyz 503 during the outage');
+    await new Promise((resolve) => setTimeout(resolve, 12_000)); // the outage's length is the point here
+    await openProxy(target, port);
+    const back = Date.now();
+    await waitFor(async () => (await readyz(base)).status === 200, '/readyz 200 after the outage', 30_000, 100);
+    const readyAfter = Date.now() - back;
+    expect(readyAfter, run.stderr()).toBeLessThan(5_000);
+    run.child.kill('SIGTERM');
+    expect((await exitOf(run)).code).toBe(0);
+  }, 90_000);
 });
 
 describe('sidekick check (built CLI)', () => {
