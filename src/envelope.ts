@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { FatalError } from './errors.js';
 
 export type EnvelopeSource = 'notify' | 'table' | 'publish' | 'schedule';
 export type RowOp = 'INSERT' | 'UPDATE' | 'DELETE' | 'READ';
@@ -84,13 +85,39 @@ export function payloadText(e: Envelope): string {
 }
 
 /**
- * Fills `{field}` placeholders (topic, routing key, URL …) from the envelope. Unknown fields are an
- * error when the template is compiled, not when an event arrives.
+ * Fills `{field}` placeholders (topic, routing key, stream, URL, CloudEvents source …) from the
+ * envelope. Unknown fields are an error when the template is compiled, not when an event arrives.
+ * `{op}` is the row operation, or for other events their source in capitals (NOTIFY, PUBLISH,
+ * SCHEDULE), so every event can fill it.
  */
 export const TEMPLATE_FIELDS = ['id', 'source', 'channel', 'op', 'schema', 'table', 'key'] as const;
 export type TemplateField = (typeof TEMPLATE_FIELDS)[number];
 
-export function compileTemplate(template: string, encode: (s: string) => string = (s) => s): (e: Envelope) => string {
+/** The stable code of an event that lacks a field its sink's template needs (dead-lettered, never retried). */
+export const TEMPLATE_FIELD_MISSING = 'TEMPLATE_FIELD_MISSING';
+
+export interface TemplateOptions {
+  /**
+   * `fail` (default): a field the event lacks (or has empty) throws a FatalError
+   * `TEMPLATE_FIELD_MISSING`, so the event is dead-lettered with the reason instead of going to a
+   * half-filled destination (`…/{schema}/{table}` → `…//` for a NOTIFY). `empty`: it renders as ""
+   * (for templates with a documented fallback, e.g. the Kafka key's channel).
+   */
+  readonly missing?: 'fail' | 'empty';
+  /** What the template is for, in the error message (e.g. `topic`, `url`). Default `template`. */
+  readonly name?: string;
+}
+
+function templateValue(e: Envelope, field: string): string | undefined {
+  const value = field === 'op' ? e.op ?? e.source.toUpperCase() : (e as unknown as Record<string, unknown>)[field];
+  return value === undefined || value === null || value === '' ? undefined : String(value);
+}
+
+export function compileTemplate(
+  template: string,
+  encode: (s: string) => string = (s) => s,
+  options: TemplateOptions = {},
+): (e: Envelope) => string {
   const parts = template.split(/(\{[^{}]*\})/);
   for (const p of parts) {
     if (p.startsWith('{') && p.endsWith('}') && !TEMPLATE_FIELDS.includes(p.slice(1, -1) as TemplateField)) {
@@ -100,11 +127,23 @@ export function compileTemplate(template: string, encode: (s: string) => string 
   if (parts.length === 1) return () => template;
   // Decided once: odd parts are fields, even parts literal text (split with a capture group).
   const fields = parts.map((p, i) => (i % 2 === 1 ? p.slice(1, -1) : undefined));
+  const fail = options.missing !== 'empty';
+  const name = options.name ?? 'template';
   return (e) => {
     let out = '';
     for (let i = 0; i < parts.length; i++) {
       const field = fields[i];
-      out += field === undefined ? parts[i] : encode(String((e as unknown as Record<string, unknown>)[field] ?? ''));
+      if (field === undefined) {
+        out += parts[i];
+        continue;
+      }
+      const value = templateValue(e, field);
+      if (value !== undefined) out += encode(value);
+      else if (fail) {
+        // The same event would fail the same way on every attempt: fatal, with what to change.
+        throw new FatalError(TEMPLATE_FIELD_MISSING, `${name} "${template}" needs {${field}}, which this ${e.source} event on channel `
+          + `"${e.channel}" does not have; use a ${name} every event routed to this sink can fill (e.g. {channel}), or route these events elsewhere`);
+      }
     }
     return out;
   };

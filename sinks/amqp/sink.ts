@@ -275,7 +275,9 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
       try {
         message = build(e);
       } catch (error) {
-        outcomes[i] = { ok: false, error: new FatalError('AMQP_MESSAGE', `amqp: cannot build the message for ${e.id}: ${errorMessage(error)}`, { cause: error }) };
+        // A template field the event lacks keeps its own code (TEMPLATE_FIELD_MISSING).
+        outcomes[i] = { ok: false, error: error instanceof SidekickError ? error
+          : new FatalError('AMQP_MESSAGE', `amqp: cannot build the message for ${e.id}: ${errorMessage(error)}`, { cause: error }) };
         continue;
       }
       let flowing: boolean;

@@ -1,6 +1,6 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { Envelope } from '../../src/envelope.js';
-import { ConfigError, errorMessage, RetriableError, type SidekickError } from '../../src/errors.js';
+import { ConfigError, errorMessage, FatalError, RetriableError, SidekickError } from '../../src/errors.js';
 import { redactUrl } from '../../src/logger.js';
 import { OK, type ItemOutcome, type SendResult, type Sink, type SinkContext } from '../../src/sink.js';
 import { classifyRedisError, createEntryBuilder, type XaddArgs } from './entry.js';
@@ -134,7 +134,21 @@ export function createRedisStreamSink(options: RedisStreamOptions, context: Sink
         else throw unavailable(`not connected (${client.status})`);
       }
       const outcomes = new Array<ItemOutcome | undefined>(batch.length);
-      const commands = batch.map(entry);
+      // One command per envelope that can be built; an envelope that cannot (a stream template field
+      // it lacks) fails alone, with its own outcome, and the others go out.
+      const commands: XaddArgs[] = [];
+      const at: number[] = [];
+      for (let i = 0; i < batch.length; i++) {
+        const e = batch[i] as Envelope;
+        try {
+          commands.push(entry(e));
+          at.push(i);
+        } catch (error) {
+          outcomes[i] = { ok: false, error: error instanceof SidekickError ? error
+            : new FatalError('REDIS_ENTRY', `redis ${where}: cannot build the entry for ${e.id}: ${errorMessage(error)}`, { cause: error }) };
+        }
+      }
+      if (commands.length === 0) return outcomes as ItemOutcome[];
       let onAbort: (() => void) | undefined;
       let timer: NodeJS.Timeout | undefined;
       // One timer per batch (ioredis's commandTimeout would arm one per command).
@@ -152,7 +166,7 @@ export function createRedisStreamSink(options: RedisStreamOptions, context: Sink
           throw new RetriableError('REDIS_TIMEOUT', `redis ${where}: no reply to ${commands.length} XADD within ${options.timeout} ms`, { unavailable: true });
         }
         results.forEach(([error], k) => {
-          outcomes[k] = error ? { ok: false, error: classifyRedisError(error, where) } : OK;
+          outcomes[at[k] as number] = error ? { ok: false, error: classifyRedisError(error, where) } : OK;
         });
       } catch (error) {
         throw error instanceof RetriableError ? error : classifyRedisError(error, where);

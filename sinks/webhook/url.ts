@@ -45,7 +45,8 @@ export function compileUrl(template: string): CompiledUrl {
   // The fragment is never sent to a server.
   let pathTemplate = rest.split('#')[0] as string;
   if (pathTemplate === '' || pathTemplate.startsWith('?')) pathTemplate = `/${pathTemplate}`;
-  const path = compileTemplate(pathTemplate, encodeURIComponent);
+  // A field the event lacks fails that event (TEMPLATE_FIELD_MISSING), never posts to `…//`.
+  const path = compileTemplate(pathTemplate, encodeURIComponent, { name: 'url' });
   try {
     new URL(`${origin}${pathTemplate.replace(/\{[^{}]*\}/g, 'x')}`);
   } catch {

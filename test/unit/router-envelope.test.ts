@@ -44,4 +44,19 @@ describe('envelope', () => {
     expect(t({ ...notifyEnvelope('x', '', 1), schema: 'public', table: 'a b' })).toBe('pg.public.a%20b');
     expect(() => compileTemplate('{nope}')).toThrow(/unknown template field \{nope\}/);
   });
+  it('a field the event lacks (or has empty) is a per-event FatalError TEMPLATE_FIELD_MISSING, not an empty string', () => {
+    const t = compileTemplate('/in/{schema}/{table}', encodeURIComponent, { name: 'url' });
+    const n = notifyEnvelope('jobs', '{}', 1);
+    expect(() => t(n)).toThrow(expect.objectContaining({ name: 'FatalError', code: 'TEMPLATE_FIELD_MISSING', retriable: false }));
+    expect(() => t(n)).toThrow('url "/in/{schema}/{table}" needs {schema}, which this notify event on channel "jobs" does not have');
+    expect(() => compileTemplate('k/{key}')({ ...n, key: '' })).toThrow(/needs \{key\}/);
+    // Opt-in for templates with their own fallback (the Kafka key: empty → the channel).
+    expect(compileTemplate('{key}', undefined, { missing: 'empty' })(n)).toBe('');
+  });
+  it('{op} is filled for every event: the row op, else the source in capitals', () => {
+    const op = compileTemplate('{channel}.{op}');
+    expect(op(notifyEnvelope('jobs', '', 1))).toBe('jobs.NOTIFY');
+    expect(op({ ...notifyEnvelope('jobs', '', 1), source: 'publish' })).toBe('jobs.PUBLISH');
+    expect(op({ id: '1', source: 'table', channel: 'public.t', op: 'DELETE', at: '' })).toBe('public.t.DELETE');
+  });
 });
