@@ -1,3 +1,4 @@
+import { CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, structuredCloudEvent, type CloudEventsOptions } from '../../src/cloudevents.js';
 import { envelopeJson, payloadText, type Envelope } from '../../src/envelope.js';
 
 /**
@@ -8,25 +9,19 @@ import { envelopeJson, payloadText, type Envelope } from '../../src/envelope.js'
  * - `payload`: what the application sent: the NOTIFY / publish payload verbatim; for a row change
  *   (which has no payload) the row image as JSON: `new` for INSERT/UPDATE, `old` for DELETE
  *   (skor's `data`).
- * - `cloudevents`: a CloudEvents 1.0 structured-mode JSON event whose `data` is the envelope; `type`
- *   is `pg-sidekick.row.insert|update|delete` for row changes, else `pg-sidekick.<source>` (the same
- *   attributes as the Kafka sink's).
+ * - `cloudevents`: the project's one CloudEvents 1.0 mapping (src/cloudevents.ts, docs/cloudevents.md),
+ *   structured-mode JSON, as the webhook and Kafka sinks send it.
  */
 export type BodyFormat = 'envelope' | 'payload' | 'cloudevents';
 export const BODY_FORMATS = ['envelope', 'payload', 'cloudevents'] as const;
 
 /**
  * The event's operation as one word: the row operation (INSERT, UPDATE, DELETE, READ) for row
- * changes, otherwise the source in capitals (NOTIFY, PUBLISH, SCHEDULE). Used for `{op}` in
- * templates and for the `op` header/field, so a NOTIFY never yields an empty routing-key word.
+ * changes, otherwise the source in capitals (NOTIFY, PUBLISH, SCHEDULE) — what `{op}` renders in
+ * every template (compileTemplate).
  */
 export function opOf(e: Envelope): string {
   return e.op ?? e.source.toUpperCase();
-}
-
-/** The envelope as templates see it: `{op}` filled for every source (see `opOf`). */
-export function templateView(e: Envelope): Envelope {
-  return e.op === undefined ? { ...e, op: opOf(e) as Envelope['op'] } : e;
 }
 
 /** Whether the `payload` body of this envelope is JSON (else it is plain text). */
@@ -43,33 +38,26 @@ export function payloadBody(e: Envelope): string {
   return payloadText(e);
 }
 
-export function cloudEvent(e: Envelope): Record<string, unknown> {
-  const event: Record<string, unknown> = {
-    specversion: '1.0',
-    id: e.id,
-    source: `/pg-sidekick/${e.channel}`,
-    type: e.op === undefined ? `pg-sidekick.${e.source}` : `pg-sidekick.row.${e.op.toLowerCase()}`,
-  };
-  if (e.key !== undefined) event.subject = e.key;
-  event.time = e.at;
-  event.datacontenttype = 'application/json';
-  event.data = envelopeJson(e);
-  return event;
-}
-
 export interface Body {
   readonly text: string;
   readonly contentType: string;
 }
 
-/** The body text and its MIME type for one envelope in the given format. */
-export function formatBody(e: Envelope, format: BodyFormat): Body {
+const envelopeBody = (e: Envelope): Body => ({ text: JSON.stringify(envelopeJson(e)), contentType: 'application/json' });
+const payloadOnly = (e: Envelope): Body => ({ text: payloadBody(e), contentType: payloadIsJson(e) ? 'application/json' : 'text/plain; charset=utf-8' });
+
+/**
+ * The body text and its MIME type for an envelope in the given format (templates compiled once).
+ * `cloudevents` may throw FatalError TEMPLATE_FIELD_MISSING (a `source`/`type` template the event
+ * cannot fill): one event's failure.
+ */
+export function createBodyFormatter(format: BodyFormat, options: { cloudEvents?: CloudEventsOptions | undefined } = {}): (e: Envelope) => Body {
   switch (format) {
-    case 'envelope':
-      return { text: JSON.stringify(envelopeJson(e)), contentType: 'application/json' };
-    case 'payload':
-      return { text: payloadBody(e), contentType: payloadIsJson(e) ? 'application/json' : 'text/plain; charset=utf-8' };
-    case 'cloudevents':
-      return { text: JSON.stringify(cloudEvent(e)), contentType: 'application/cloudevents+json; charset=UTF-8' };
+    case 'envelope': return envelopeBody;
+    case 'payload': return payloadOnly;
+    case 'cloudevents': {
+      const toCloudEvent = createCloudEvents(options.cloudEvents);
+      return (e) => ({ text: structuredCloudEvent(toCloudEvent(e)), contentType: CLOUDEVENTS_CONTENT_TYPE });
+    }
   }
 }

@@ -1,6 +1,7 @@
 import type { Options } from 'amqplib';
+import type { CloudEventsOptions } from '../../src/cloudevents.js';
 import { compileTemplate, type Envelope } from '../../src/envelope.js';
-import { formatBody, templateView, type BodyFormat } from './body.js';
+import { createBodyFormatter, type BodyFormat } from './body.js';
 
 /** One AMQP basic.publish: where it goes and what it carries. */
 export interface OutgoingMessage {
@@ -12,6 +13,8 @@ export interface OutgoingMessage {
 export interface MessageOptions {
   readonly routingKey: string;
   readonly format: BodyFormat;
+  /** `format: cloudevents`: the `source` and `type` templates. */
+  readonly cloudevents?: CloudEventsOptions | undefined;
   readonly persistent: boolean;
   readonly mandatory: boolean;
   /** Overrides the content type the format implies. */
@@ -22,19 +25,24 @@ export interface MessageOptions {
 
 /**
  * Builds the message for an envelope. What lands on the broker:
- * - routing key: the `routingKey` template (`{op}` is the row op, or NOTIFY/PUBLISH/SCHEDULE);
+ * - routing key: the `routingKey` template (`{op}` is the row op, or NOTIFY/PUBLISH/SCHEDULE); a
+ *   field the event lacks throws FatalError TEMPLATE_FIELD_MISSING (dead letter), never an empty word;
  * - body: the format (`envelope` JSON by default);
  * - properties: `messageId` = envelope id (the idempotency key), `timestamp` = event time in
  *   seconds, `deliveryMode` 2 when persistent, `contentType`, `appId: pg-sidekick`;
- * - headers: the static `headers`, then `source` and `channel`, and `op`, `schema`, `table`, `key`
- *   when the envelope has them (the names the Kafka headers and Redis fields use too).
+ * - headers: the static `headers`, then `source` and `channel`, and `seq` (durable events: the
+ *   outbox number, growing in commit order per key), `op`, `schema`, `table`, `key` when the
+ *   envelope has them (the names the Kafka headers and Redis fields use too).
  */
 export function createMessageBuilder(options: MessageOptions): (e: Envelope) => OutgoingMessage {
-  const routingKey = compileTemplate(options.routingKey);
+  const routingKey = compileTemplate(options.routingKey, undefined, { name: 'routingKey' });
+  const formatBody = createBodyFormatter(options.format, { cloudEvents: options.cloudevents });
   const staticHeaders = { ...options.headers };
   return (e) => {
-    const body = formatBody(e, options.format);
+    const key = routingKey(e);
+    const body = formatBody(e);
     const headers: Record<string, unknown> = { ...staticHeaders, source: e.source, channel: e.channel };
+    if (e.seq !== undefined) headers.seq = e.seq;
     if (e.op !== undefined) headers.op = e.op;
     if (e.schema !== undefined) headers.schema = e.schema;
     if (e.table !== undefined) headers.table = e.table;
@@ -49,6 +57,6 @@ export function createMessageBuilder(options: MessageOptions): (e: Envelope) => 
       headers,
     };
     if (Number.isFinite(at)) properties.timestamp = Math.floor(at / 1000);
-    return { routingKey: routingKey(templateView(e)), content: Buffer.from(body.text, 'utf8'), properties };
+    return { routingKey: key, content: Buffer.from(body.text, 'utf8'), properties };
   };
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { duration } from '../../src/duration.js';
+import { cloudEventsShape } from '../../src/cloudevents.js';
 import { compileTemplate } from '../../src/envelope.js';
 import { BODY_FORMATS } from './body.js';
 
@@ -49,6 +50,8 @@ export const amqpOptions = {
   routingKey: template('routingKey').default('{channel}.{op}'),
   /** Body: envelope (default, JSON) | payload (what was sent / the row image) | cloudevents (structured JSON). */
   format: z.enum(BODY_FORMATS).default('envelope'),
+  /** `format: cloudevents` only: the `source` and `type` templates (docs/cloudevents.md). */
+  cloudevents: z.strictObject(cloudEventsShape).prefault({}),
   /** deliveryMode 2: the broker writes the message to disk in durable queues. Default true. */
   persistent: z.boolean().default(true),
   /** Content type property. Default: what the format implies (application/json, …). */

@@ -1,3 +1,4 @@
+import { cloudEventData, CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, structuredCloudEvent } from '../../src/cloudevents.js';
 import { compileTemplate, envelopeJson, payloadText, type Envelope } from '../../src/envelope.js';
 import { FatalError } from '../../src/errors.js';
 
@@ -22,7 +23,7 @@ export interface MessageOptions {
 
 export const JSON_TYPE = 'application/json';
 export const TEXT_TYPE = 'text/plain; charset=utf-8';
-export const CLOUDEVENTS_TYPE = 'application/cloudevents+json; charset=UTF-8';
+export const CLOUDEVENTS_TYPE = CLOUDEVENTS_CONTENT_TYPE;
 
 /** Kafka's own rule for topic names. */
 const TOPIC_NAME = /^[A-Za-z0-9._-]{1,249}$/;
@@ -41,36 +42,20 @@ function rowImage(e: Envelope): unknown {
   return (e.op === 'DELETE' ? e.old : e.new) ?? e.new ?? e.old ?? null;
 }
 
-function defaultCloudEventType(e: Envelope): string {
-  if (e.source === 'table' && e.op !== undefined) return `pg-sidekick.row.${e.op.toLowerCase()}`;
-  return `pg-sidekick.${e.source}`;
-}
-
 /**
  * Compiles the sink's templates once and returns the function that turns an envelope into a
- * record. It throws FatalError for an envelope that cannot become a valid record (the topic
- * template needs a field the event lacks, or renders an illegal topic name): retrying would
- * produce the same record.
+ * record. It throws FatalError for an envelope that cannot become a valid record (a topic or
+ * CloudEvents template needs a field the event lacks: TEMPLATE_FIELD_MISSING; the topic renders an
+ * illegal name: KAFKA_TOPIC_INVALID): retrying would produce the same record.
  */
 export function createMessageBuilder(options: MessageOptions): (e: Envelope) => KafkaRecord {
-  const topicOf = compileTemplate(options.topic);
-  const topicNeeds = templateFields(options.topic);
-  const keyOf = options.key === null ? undefined : compileTemplate(options.key);
-  const ce = options.format === 'cloudevents'
-    ? {
-      mode: options.cloudevents?.mode ?? 'binary',
-      source: compileTemplate(options.cloudevents?.source ?? '/pg-sidekick/{channel}'),
-      type: options.cloudevents?.type === undefined ? defaultCloudEventType : compileTemplate(options.cloudevents.type),
-    }
-    : undefined;
+  const topicOf = compileTemplate(options.topic, undefined, { name: 'topic' });
+  // The key's documented fallback: a template that renders empty (a NOTIFY has no {key}) → the channel.
+  const keyOf = options.key === null ? undefined : compileTemplate(options.key, undefined, { missing: 'empty' });
+  const mode = options.cloudevents?.mode ?? 'binary';
+  const toCloudEvent = options.format === 'cloudevents' ? createCloudEvents(options.cloudevents) : undefined;
 
   return (e) => {
-    for (const field of topicNeeds) {
-      if ((e as unknown as Record<string, unknown>)[field] === undefined) {
-        throw new FatalError('KAFKA_TOPIC_TEMPLATE', `topic template "${options.topic}" needs {${field}}, which this ${e.source} event `
-          + `on channel "${e.channel}" does not have; set a topic template this event can fill (e.g. "pg.{channel}")`);
-      }
-    }
     const topic = topicOf(e);
     if (!isValidTopic(topic)) {
       throw new FatalError('KAFKA_TOPIC_INVALID', `"${topic}" (from topic template "${options.topic}") is not a valid Kafka topic name `
@@ -79,7 +64,11 @@ export function createMessageBuilder(options: MessageOptions): (e: Envelope) => 
     // No key → the channel: the bridge already delivers a channel's keyless events one after
     // another, and one partition keeps that order on the broker.
     const key = keyOf === undefined ? null : (keyOf(e) || e.channel);
-    const headers: Record<string, string> = { id: e.id, channel: e.channel, source: e.source };
+    const headers: Record<string, string> = { id: e.id };
+    // Durable events: the outbox number, growing in commit order per key (dedupe on id, order on seq).
+    if (e.seq !== undefined) headers.seq = e.seq;
+    headers.channel = e.channel;
+    headers.source = e.source;
     if (e.op !== undefined) headers.op = e.op;
     const at = Date.parse(e.at);
     const timestamp = Number.isFinite(at) ? String(at) : undefined;
@@ -97,25 +86,17 @@ export function createMessageBuilder(options: MessageOptions): (e: Envelope) => 
         headers['content-type'] = typeof e.payload === 'string' ? TEXT_TYPE : JSON_TYPE;
       }
     } else {
-      const c = ce as NonNullable<typeof ce>;
-      const attributes: Record<string, string> = {
-        specversion: '1.0',
-        id: e.id,
-        source: c.source(e),
-        type: c.type(e),
-        time: e.at,
-      };
-      if (e.key !== undefined) attributes.subject = e.key;
+      const ce = (toCloudEvent as NonNullable<typeof toCloudEvent>)(e);
       // CloudEvents Kafka binding: the `partitionkey` extension maps to the record key.
-      if (key !== null) attributes.partitionkey = key;
-      const data = envelopeJson(e);
-      if (c.mode === 'binary') {
-        for (const [name, v] of Object.entries(attributes)) headers[`ce_${name}`] = v;
-        headers['content-type'] = JSON_TYPE;
-        value = JSON.stringify(data);
+      const partition = key === null ? undefined : { partitionkey: key };
+      if (mode === 'binary') {
+        for (const [name, v] of Object.entries(ce.attributes)) headers[`ce_${name}`] = v;
+        if (partition) headers.ce_partitionkey = partition.partitionkey;
+        headers['content-type'] = ce.datacontenttype;
+        value = cloudEventData(ce);
       } else {
         headers['content-type'] = CLOUDEVENTS_TYPE;
-        value = JSON.stringify({ ...attributes, datacontenttype: JSON_TYPE, data });
+        value = structuredCloudEvent(ce, partition);
       }
     }
     return timestamp === undefined ? { topic, key, value, headers } : { topic, key, value, headers, timestamp };

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { cloudEventsShape } from '../../src/cloudevents.js';
 import { compileTemplate } from '../../src/envelope.js';
 import { duration } from '../../src/duration.js';
 
@@ -55,8 +56,9 @@ export const kafkaOptions = {
   clientId: z.string().min(1).default('pg-sidekick'),
   /**
    * Topic per event, a template of envelope fields: {id} {source} {channel} {op} {schema} {table} {key}.
-   * Default "pg.{schema}.{table}" for row changes… but NOTIFY events have no table, so set this
-   * explicitly when you route plain channels here (e.g. "pg.{channel}"). Topics must exist.
+   * Default "pg.{schema}.{table}" for row changes… but NOTIFY events have no table (they are
+   * dead-lettered, TEMPLATE_FIELD_MISSING), so set this explicitly when you route plain channels
+   * here (e.g. "pg.{channel}"). Topics must exist.
    */
   topic: template.default('pg.{schema}.{table}'),
   /**
@@ -73,20 +75,14 @@ export const kafkaOptions = {
    * - cloudevents: a CloudEvent (see `cloudevents`).
    */
   format: z.enum(['envelope', 'payload', 'cloudevents']).default('envelope'),
-  /** CloudEvents options (only with `format: cloudevents`). */
+  /** CloudEvents options (only with `format: cloudevents`; the mapping: docs/cloudevents.md). */
   cloudevents: z.strictObject({
     /**
      * binary (default): attributes in `ce_*` headers, the data as the value (Kafka protocol binding);
-     * structured: the whole event as JSON, content-type `application/cloudevents+json; charset=UTF-8`.
+     * structured: the whole event as JSON, content-type `application/cloudevents+json; charset=utf-8`.
      */
     mode: z.enum(['binary', 'structured']).default('binary'),
-    /** The `source` attribute, a template. Default "/pg-sidekick/{channel}". */
-    source: template.default('/pg-sidekick/{channel}'),
-    /**
-     * The `type` attribute, a template. Default: "pg-sidekick.row.insert|update|delete" for row
-     * changes, "pg-sidekick.notify" / "pg-sidekick.publish" / "pg-sidekick.schedule" otherwise.
-     */
-    type: template.optional(),
+    ...cloudEventsShape,
   }).optional(),
   /** Acknowledgement required from the brokers: all (= -1, default) | 1 | 0. */
   acks: acks.default(-1),

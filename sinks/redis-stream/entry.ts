@@ -1,6 +1,7 @@
 import { compileTemplate, type Envelope } from '../../src/envelope.js';
 import { FatalError, RetriableError, type SidekickError } from '../../src/errors.js';
-import { formatBody, templateView, type BodyFormat } from '../amqp/body.js';
+import type { CloudEventsOptions } from '../../src/cloudevents.js';
+import { createBodyFormatter, type BodyFormat } from '../amqp/body.js';
 
 /** The arguments of one XADD after the command name: key, [MAXLEN ~ N], *, field value … (the same names as the Kafka headers). */
 export type XaddArgs = (string | number)[];
@@ -11,20 +12,27 @@ export type XaddArgs = (string | number)[];
  * | field     | value                                                                   |
  * |-----------|-------------------------------------------------------------------------|
  * | `id`      | the envelope id (idempotency key: the same event re-sent has the same id) |
+ * | `seq`     | durable events: the outbox number, growing in commit order per key       |
  * | `channel` | the channel (`schema.table` for row changes)                             |
  * | `source`  | table, notify, publish or schedule                                      |
  * | `op`      | INSERT/UPDATE/DELETE, row changes only                                  |
  * | `key`     | the ordering key, only when the event has one                            |
  * | `data`    | the body in `format`: the envelope JSON by default                       |
  */
-export function createEntryBuilder(options: { stream: string; format: BodyFormat; maxLen?: number | undefined }): (e: Envelope) => XaddArgs {
-  const stream = compileTemplate(options.stream);
+export function createEntryBuilder(options: {
+  stream: string; format: BodyFormat; maxLen?: number | undefined; cloudevents?: CloudEventsOptions | undefined;
+}): (e: Envelope) => XaddArgs {
+  // A field the event lacks throws FatalError TEMPLATE_FIELD_MISSING: that event is dead-lettered.
+  const stream = compileTemplate(options.stream, undefined, { name: 'stream' });
+  const formatBody = createBodyFormatter(options.format, { cloudEvents: options.cloudevents });
   const trim: XaddArgs = options.maxLen === undefined ? [] : ['MAXLEN', '~', options.maxLen];
   return (e) => {
-    const args: XaddArgs = [stream(templateView(e)), ...trim, '*', 'id', e.id, 'channel', e.channel, 'source', e.source];
+    const args: XaddArgs = [stream(e), ...trim, '*', 'id', e.id];
+    if (e.seq !== undefined) args.push('seq', e.seq);
+    args.push('channel', e.channel, 'source', e.source);
     if (e.op !== undefined) args.push('op', e.op);
     if (e.key !== undefined) args.push('key', e.key);
-    args.push('data', formatBody(e, options.format).text);
+    args.push('data', formatBody(e).text);
     return args;
   };
 }

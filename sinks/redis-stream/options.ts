@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { duration } from '../../src/duration.js';
+import { cloudEventsShape } from '../../src/cloudevents.js';
 import { compileTemplate } from '../../src/envelope.js';
 import { BODY_FORMATS } from '../amqp/body.js';
 
@@ -49,6 +50,8 @@ export const redisStreamOptions = {
   }).default('pg:{channel}'),
   /** What the `data` field holds: envelope (default, JSON) | payload | cloudevents. */
   format: z.enum(BODY_FORMATS).default('envelope'),
+  /** `format: cloudevents` only: the `source` and `type` templates (docs/cloudevents.md). */
+  cloudevents: z.strictObject(cloudEventsShape).prefault({}),
   /** How long a batch may wait for Redis's replies before it counts as failed (retriable). Default 30s. */
   timeout: duration.default(30_000),
   /** Trim each stream to about this many entries (XADD MAXLEN ~ N; approximate = cheap). Default: no trimming. */

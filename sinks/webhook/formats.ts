@@ -1,4 +1,5 @@
-import { compileTemplate, envelopeJson, payloadText, type Envelope } from '../../src/envelope.js';
+import { CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, structuredCloudEvent, type CloudEventsOptions } from '../../src/cloudevents.js';
+import { envelopeJson, payloadText, type Envelope } from '../../src/envelope.js';
 
 /** What goes on the wire for one envelope. */
 export interface Rendered {
@@ -11,7 +12,6 @@ export type Format = (typeof FORMATS)[number];
 
 const JSON_TYPE = 'application/json';
 const TEXT_TYPE = 'text/plain; charset=utf-8';
-const CLOUDEVENTS_TYPE = 'application/cloudevents+json; charset=utf-8';
 
 /** Whether the event's original payload text is JSON (it is when it parsed into a non-string value). */
 export function payloadIsJson(e: Envelope): boolean {
@@ -61,59 +61,22 @@ function skor(e: Envelope): Rendered {
   return { body: payloadText(e), contentType: JSON_TYPE };
 }
 
-/** The CloudEvents `type`: `pg.<schema>.<table>.<op>` for row changes, `pg.<source>.<channel>` otherwise. */
-export function cloudEventType(e: Envelope): string {
-  if (isRowChange(e)) return `pg.${e.schema ?? 'public'}.${e.table}.${(e.op as string).toLowerCase()}`;
-  return `pg.${e.source}.${e.channel}`;
-}
-
-/**
- * `format: cloudevents` — CloudEvents 1.0, structured JSON mode. `data` is the row change
- * (`op`, `schema`, `table`, `key`, `new`, `old`, `txid`) or the notification's payload (parsed JSON,
- * or a string with `datacontenttype: text/plain`).
- */
-function cloudevents(sourceOf: (e: Envelope) => string): (e: Envelope) => Rendered {
-  return (e) => {
-    const event: Record<string, unknown> = {
-      specversion: '1.0',
-      id: e.id,
-      source: sourceOf(e),
-      type: cloudEventType(e),
-    };
-    if (e.key !== undefined) event.subject = e.key;
-    event.time = e.at;
-    if (isRowChange(e)) {
-      const data: Record<string, unknown> = { op: e.op, schema: e.schema, table: e.table };
-      if (e.key !== undefined) data.key = e.key;
-      if (e.new !== undefined) data.new = e.new;
-      if (e.old !== undefined) data.old = e.old;
-      if (e.txid !== undefined) data.txid = e.txid;
-      event.datacontenttype = JSON_TYPE;
-      event.data = data;
-    } else if (payloadIsJson(e)) {
-      event.datacontenttype = JSON_TYPE;
-      event.data = e.payload ?? null;
-    } else {
-      event.datacontenttype = 'text/plain';
-      event.data = payloadText(e);
-    }
-    return { body: JSON.stringify(event), contentType: CLOUDEVENTS_TYPE };
-  };
-}
-
 export interface FormatOptions {
-  /** CloudEvents `source` template; default `/pg-sidekick/{channel}`. */
-  readonly cloudEventsSource?: string;
+  /** `format: cloudevents`: the `source` and `type` templates (see src/cloudevents.ts). */
+  readonly cloudEvents?: CloudEventsOptions;
 }
 
-export const DEFAULT_CLOUDEVENTS_SOURCE = '/pg-sidekick/{channel}';
+/** `format: cloudevents` — the project's one CloudEvents mapping (src/cloudevents.ts), structured JSON mode. */
+function cloudevents(options: CloudEventsOptions | undefined): (e: Envelope) => Rendered {
+  const toCloudEvent = createCloudEvents(options);
+  return (e) => ({ body: structuredCloudEvent(toCloudEvent(e)), contentType: CLOUDEVENTS_CONTENT_TYPE });
+}
 
 export function createFormatter(format: Format, options: FormatOptions = {}): (e: Envelope) => Rendered {
   switch (format) {
     case 'envelope': return envelope;
     case 'payload': return payload;
     case 'skor': return skor;
-    case 'cloudevents':
-      return cloudevents(compileTemplate(options.cloudEventsSource ?? DEFAULT_CLOUDEVENTS_SOURCE, encodeURIComponent));
+    case 'cloudevents': return cloudevents(options.cloudEvents);
   }
 }

@@ -1,6 +1,6 @@
 import type { Dispatcher } from 'undici';
 import type { Envelope } from '../../src/envelope.js';
-import { ConfigError, FatalError } from '../../src/errors.js';
+import { ConfigError, FatalError, SidekickError } from '../../src/errors.js';
 import { defineSink, OK, type ItemOutcome, type SendResult } from '../../src/sink.js';
 import { VERSION } from '../../src/version.js';
 import { createAgent } from './agent.js';
@@ -39,7 +39,7 @@ const CLOSE_GRACE_MS = 5_000;
  * 408, 425, 429, 5xx and network failures are retried by the dispatcher (honouring Retry-After);
  * any other status is fatal (dead letter, with the status and the start of the body). Every request
  * carries `webhook-id` (the event id, the same on every retry) and `webhook-timestamp`, and
- * `webhook-signature` when a secret is set.
+ * `webhook-signature` when a secret is set; durable events also `webhook-seq` (their order per key).
  */
 export const webhookSink = defineSink({
   type: 'webhook',
@@ -58,7 +58,7 @@ export const webhookSink = defineSink({
       throw new ConfigError(`${where}: ${(error as Error).message}`, { cause: error });
     }
     const { method } = options;
-    const render = createFormatter(options.format, { cloudEventsSource: options.cloudevents.source });
+    const render = createFormatter(options.format, { cloudEvents: options.cloudevents });
     const sign = options.secret ? createSigner(options.secret) : undefined;
     const maxRedirects = options.followRedirects === true ? DEFAULT_MAX_REDIRECTS : options.followRedirects || 0;
     const { headers: headersTimeout, body: bodyTimeout } = options.timeout;
@@ -81,7 +81,9 @@ export const webhookSink = defineSink({
         rendered = render(e);
         path = url.path(e);
       } catch (error) {
-        // Another attempt would fail the same way (e.g. a lone surrogate that cannot be URL-encoded).
+        // Another attempt would fail the same way (a template field the event lacks keeps its own
+        // code, TEMPLATE_FIELD_MISSING; e.g. a lone surrogate that cannot be URL-encoded).
+        if (error instanceof SidekickError) return { ok: false, error };
         return { ok: false, error: new FatalError('WEBHOOK_FORMAT', `event ${e.id} cannot be turned into a ${options.format} request: ${(error as Error).message}`, { cause: error }) };
       }
       // A fresh timestamp per attempt (receivers reject stale ones); the id stays the event's.
@@ -92,6 +94,8 @@ export const webhookSink = defineSink({
       };
       for (const name of configuredNames) headers[name] = configured[name] as string;
       headers['webhook-id'] = e.id;
+      // Durable events: the outbox number, growing in commit order per key (dedupe on the id, order on this).
+      if (e.seq !== undefined) headers['webhook-seq'] = e.seq;
       headers['webhook-timestamp'] = String(timestamp);
       if (sign) headers['webhook-signature'] = sign(e.id, timestamp, rendered.body);
 

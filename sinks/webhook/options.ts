@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { duration } from '../../src/duration.js';
-import { compileTemplate } from '../../src/envelope.js';
-import { FORMATS, DEFAULT_CLOUDEVENTS_SOURCE } from './formats.js';
+import { cloudEventsShape } from '../../src/cloudevents.js';
+import { FORMATS } from './formats.js';
 import { secretKey } from './signing.js';
 import { compileUrl } from './url.js';
 
@@ -9,7 +9,7 @@ const DEFAULT_TIMEOUT = 10_000;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** Headers the sink owns: letting config override them would break signing, framing or routing. */
 const RESERVED_HEADERS = new Set([
-  'webhook-id', 'webhook-timestamp', 'webhook-signature', 'content-length', 'host', 'transfer-encoding', 'connection',
+  'webhook-id', 'webhook-timestamp', 'webhook-signature', 'webhook-seq', 'content-length', 'host', 'transfer-encoding', 'connection',
 ]);
 
 /** Runs a validator that throws, turning its message into a schema issue. */
@@ -98,11 +98,8 @@ export const webhookOptions = {
     if (!/^https?:\/\/[^/]+/i.test(p)) throw new Error('must be env, none, or an http(s):// proxy URL');
     new URL(p);
   })),
-  /** `format: cloudevents` only. */
-  cloudevents: z.strictObject({
-    /** The CloudEvents `source` template. Default `/pg-sidekick/{channel}`. */
-    source: z.string().min(1).superRefine(check((s: string) => compileTemplate(s))).default(DEFAULT_CLOUDEVENTS_SOURCE),
-  }).prefault({}),
+  /** `format: cloudevents` only: the `source` and `type` templates (docs/cloudevents.md). */
+  cloudevents: z.strictObject(cloudEventsShape).prefault({}),
 };
 
 export type WebhookOptions = z.infer<z.ZodObject<typeof webhookOptions>>;

@@ -349,11 +349,13 @@ describe('kafka sink (librdkafka mock cluster, Kafka wire protocol)', () => {
       ce_specversion: '1.0', ce_id: row.id, ce_source: '/pg-sidekick/public.orders', ce_type: 'pg-sidekick.row.update',
       ce_time: row.at, ce_subject: row.key, 'content-type': 'application/json', id: row.id,
     });
-    expect(JSON.parse(binRow!.value)).toEqual(envelopeJson(row));
+    // The one CloudEvents mapping (docs/cloudevents.md): data is the row change, not the envelope.
+    const data = { op: 'UPDATE', schema: 'public', table: 'orders', key: row.key, new: row.new, old: row.old, txid: row.txid };
+    expect(JSON.parse(binRow!.value)).toEqual(data);
 
     const [stRow] = of('structured');
-    expect(stRow!.headers['content-type']).toBe('application/cloudevents+json; charset=UTF-8');
-    expect(JSON.parse(stRow!.value)).toMatchObject({ specversion: '1.0', id: row.id, type: 'pg-sidekick.row.update', data: envelopeJson(row) });
+    expect(stRow!.headers['content-type']).toBe('application/cloudevents+json; charset=utf-8');
+    expect(JSON.parse(stRow!.value)).toMatchObject({ specversion: '1.0', id: row.id, type: 'pg-sidekick.row.update', data });
 
     const gz = of('gzip');
     expect(gz.map((r) => r.headers.id)).toEqual([row.id, 'n-1']);

@@ -78,16 +78,16 @@ const signal = () => new AbortController().signal;
 }
 
 describe('redis-stream sink against real Redis', () => {
-  it('writes id, channel, source, op, key and data fields; data is the envelope JSON', async () => {
+  it('writes id, seq, channel, source, op, key and data fields; data is the envelope JSON', async () => {
     const p = prefix();
     const sink = makeSink({ stream: `${p}:{schema}.{table}` });
     await sink.start(signal());
-    const e = testEnvelope({ table: 'orders', key: '42' });
+    const e = testEnvelope({ table: 'orders', key: '42', seq: '42' });
     expect(await sink.send([e], signal())).toEqual([{ ok: true }]);
     const [entry] = await entries(`${p}:public.orders`);
     expect(entry!.streamId).toMatch(/^\d+-\d+$/);
-    expect(Object.keys(entry!.fields)).toEqual(['id', 'channel', 'source', 'op', 'key', 'data']);
-    expect(entry!.fields).toMatchObject({ id: e.id, channel: 'public.contract', source: 'table', op: 'INSERT', key: '42' });
+    expect(Object.keys(entry!.fields)).toEqual(['id', 'seq', 'channel', 'source', 'op', 'key', 'data']);
+    expect(entry!.fields).toMatchObject({ id: e.id, seq: '42', channel: 'public.contract', source: 'table', op: 'INSERT', key: '42' });
     expect(JSON.parse(entry!.fields.data!)).toEqual(envelopeJson(e));
   });
 
@@ -99,6 +99,16 @@ describe('redis-stream sink against real Redis', () => {
     expect(await sink.send([n], signal())).toEqual([{ ok: true }]);
     const [entry] = await entries(`pg:${channel}`);
     expect(entry!.fields).toEqual({ id: n.id, channel, source: 'notify', data: 'plain ✓ text' });
+  });
+
+  it('a stream template an event cannot fill fails that event alone (TEMPLATE_FIELD_MISSING); the rest of the batch lands', async () => {
+    const p = prefix();
+    const sink = makeSink({ stream: `${p}:{schema}.{table}` });
+    await sink.start(signal());
+    const [a, b] = [testEnvelope({ key: 'a' }), testEnvelope({ key: 'b' })];
+    const result = await sink.send([a, notifyEnvelope('jobs', 'x', 1), b], signal());
+    expect(result).toMatchObject([{ ok: true }, { ok: false, error: { code: 'TEMPLATE_FIELD_MISSING', retriable: false } }, { ok: true }]);
+    expect((await entries(`${p}:public.contract`)).map((e) => e.fields.id)).toEqual([a.id, b.id]);
   });
 
   it('payload format for a row change is the row image (new; old for DELETE)', async () => {

@@ -92,6 +92,7 @@ describe('webhook sink against a real HTTP server', () => {
     expect(first.headers['webhook-id']).toBe(batch[0]!.id);
     expect(Math.abs(Number(first.headers['webhook-timestamp']) - Date.now() / 1000)).toBeLessThan(5);
     expect(first.headers['webhook-signature']).toBeUndefined();
+    expect(first.headers['webhook-seq']).toBeUndefined(); // not a durable event: no outbox number
     expect(first.headers.authorization).toBe('Bearer abc');
     expect(first.headers['x-extra']).toBe('1');
     expect(first.headers['user-agent']).toMatch(/^pg-sidekick\//);
@@ -99,6 +100,31 @@ describe('webhook sink against a real HTTP server', () => {
     // Keep-alive: a connection or two carried all twenty sequential requests (undici may open a
     // second one while the first is still being released).
     expect(r.connections).toBeLessThanOrEqual(2);
+  });
+
+  it('a durable event carries its outbox number in webhook-seq beside webhook-id; the envelope body has it too', async () => {
+    const r = await receiver();
+    const s = sink({ url: r.url, secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' });
+    const e = testEnvelope({ id: '3f9c2a1b7d4e6f80-42', seq: '42' });
+    expect(await sendOne(s, e)).toEqual({ ok: true });
+    const [q] = r.requests;
+    expect([q!.headers['webhook-id'], q!.headers['webhook-seq']]).toEqual(['3f9c2a1b7d4e6f80-42', '42']);
+    expect(JSON.parse(q!.body)).toMatchObject({ id: '3f9c2a1b7d4e6f80-42', seq: '42' });
+    expect(verifyStandardWebhook('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', q!.headers, q!.body)).toBe(true);
+    expect(() => schema.parse({ url: r.url, headers: { 'Webhook-Seq': '1' } })).toThrow(/set by the sink/);
+  });
+
+  it('a URL template a NOTIFY cannot fill: dead-lettered with the reason, never posted to …//', async () => {
+    const r = await receiver();
+    const d = dispatch(sink({ url: `${r.url}/in/{schema}/{table}` }));
+    const result = await d.deliver(notifyEnvelope('jobs', '{"run":1}', 1));
+    expect(result).toMatchObject({ status: 'dead', attempts: 1, error: { code: 'TEMPLATE_FIELD_MISSING' } });
+    expect((result as { error: SidekickError }).error.message).toMatch(/url "\/in\/\{schema\}\/\{table\}" needs \{schema\}/);
+    expect(r.requests).toHaveLength(0);
+    // The row changes routed there still go through.
+    expect(await d.deliver(testEnvelope())).toEqual({ status: 'delivered', attempts: 1 });
+    expect(r.requests.map((q) => q.path)).toEqual(['/in/public/contract']);
+    await d.stop(1000);
   });
 
   it('reads and discards response bodies (2xx and errors), so connections stay reusable', async () => {
@@ -255,14 +281,14 @@ describe('webhook sink against a real HTTP server', () => {
     expect(r.requests[3]!.body).toBe(skorRaw);
   });
 
-  it('format cloudevents: structured CloudEvents 1.0 with its content type', async () => {
+  it('format cloudevents: structured CloudEvents 1.0 (the one mapping, docs/cloudevents.md) with its content type', async () => {
     const r = await receiver();
     const s = sink({ url: r.url, format: 'cloudevents' });
-    const e = testEnvelope({ op: 'DELETE', new: null, old: { id: 7 }, key: '7' });
+    const e = testEnvelope({ op: 'DELETE', new: null, old: { id: 7 }, key: '7', seq: '7' });
     await sendOne(s, e);
     expect(r.requests[0]!.headers['content-type']).toBe('application/cloudevents+json; charset=utf-8');
     expect(JSON.parse(r.requests[0]!.body)).toEqual({
-      specversion: '1.0', id: e.id, source: '/pg-sidekick/public.contract', type: 'pg.public.contract.delete', subject: '7', time: e.at,
+      specversion: '1.0', id: e.id, source: '/pg-sidekick/public.contract', type: 'pg-sidekick.row.delete', subject: '7', time: e.at, seq: '7',
       datacontenttype: 'application/json', data: { op: 'DELETE', schema: 'public', table: 'contract', key: '7', new: null, old: { id: 7 }, txid: '1' },
     });
   });

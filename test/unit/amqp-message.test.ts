@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { cloudEvent, formatBody, opOf } from '../../sinks/amqp/body.js';
+import { createBodyFormatter, opOf } from '../../sinks/amqp/body.js';
 import { createMessageBuilder } from '../../sinks/amqp/message.js';
 import { amqpOptions } from '../../sinks/amqp/options.js';
 import { envelopeJson, notifyEnvelope, type Envelope } from '../../src/envelope.js';
@@ -15,8 +15,8 @@ describe('amqp options', () => {
   it('fills the documented defaults', () => {
     expect(schema.parse({ url: 'amqp://localhost' })).toEqual({
       url: 'amqp://localhost', exchange: 'pg-sidekick', exchangeType: 'topic', declare: true, routingKey: '{channel}.{op}',
-      format: 'envelope', persistent: true, headers: {}, mandatory: true, unroutable: 'retry', heartbeat: 30_000,
-      connectTimeout: 10_000, confirmTimeout: 30_000,
+      format: 'envelope', cloudevents: { source: '/pg-sidekick/{channel}' }, persistent: true, headers: {}, mandatory: true,
+      unroutable: 'retry', heartbeat: 30_000, connectTimeout: 10_000, confirmTimeout: 30_000,
     });
   });
   it('rejects a non-AMQP URL, an unknown template field and unknown keys, naming them', () => {
@@ -44,12 +44,20 @@ describe('amqp message', () => {
     expect(m.properties.contentType).toBe('application/vnd.x+json');
     expect(m.properties.deliveryMode).toBe(1);
   });
-  it('NOTIFY envelopes: {op} is NOTIFY and {schema}/{table} are empty; no op/schema/table/key headers', () => {
+  it('durable events carry seq (order per key) in the headers beside messageId = id (dedupe)', () => {
+    const m = createMessageBuilder(base)({ ...row, id: '3f9c2a1b7d4e6f80-17', seq: '17' });
+    expect(m.properties.messageId).toBe('3f9c2a1b7d4e6f80-17');
+    expect(m.properties.headers).toMatchObject({ seq: '17' });
+  });
+  it('NOTIFY envelopes: {op} is NOTIFY; no seq/op/schema/table/key headers', () => {
     const n = notifyEnvelope('jobs', 'hello', 3);
     const m = createMessageBuilder({ ...base, routingKey: '{channel}.{op}' })(n);
     expect(m.routingKey).toBe('jobs.NOTIFY');
-    expect(createMessageBuilder(base)(n).routingKey).toBe('..NOTIFY');
     expect(m.properties.headers).toEqual({ source: 'notify', channel: 'jobs' });
+  });
+  it('a routing key template the event cannot fill is a per-event FatalError, not the routing key "..NOTIFY"', () => {
+    expect(() => createMessageBuilder(base)(notifyEnvelope('jobs', 'hello', 3)))
+      .toThrow(expect.objectContaining({ code: 'TEMPLATE_FIELD_MISSING', retriable: false, message: expect.stringMatching(/^routingKey "\{schema\}\.\{table\}\.\{op\}" needs \{schema\}/) }));
   });
 });
 
@@ -60,18 +68,22 @@ describe('broker body formats', () => {
     expect(opOf({ ...row, op: undefined, source: 'publish' })).toBe('PUBLISH');
   });
   it('payload: NOTIFY text verbatim (text/plain unless JSON); row changes give the row image', () => {
+    const formatBody = (e: Envelope, f: 'payload') => createBodyFormatter(f)(e);
     expect(formatBody(notifyEnvelope('c', ' {"a":1} ', 1), 'payload')).toEqual({ text: ' {"a":1} ', contentType: 'application/json' });
     expect(formatBody(notifyEnvelope('c', 'plain', 1), 'payload')).toEqual({ text: 'plain', contentType: 'text/plain; charset=utf-8' });
     expect(formatBody(notifyEnvelope('c', '"quoted"', 1), 'payload').contentType).toBe('application/json');
     expect(formatBody(row, 'payload').text).toBe('{"id":5,"total":10}');
     expect(formatBody({ ...row, op: 'DELETE', new: null }, 'payload').text).toBe('{"id":5,"total":9}');
   });
-  it('cloudevents: structured CloudEvents 1.0 with the envelope as data', () => {
-    expect(cloudEvent(row)).toEqual({
+  it('cloudevents: the one CloudEvents mapping of every sink (test/contract/cloudevents.test.ts), structured', () => {
+    const body = createBodyFormatter('cloudevents')(row);
+    expect(JSON.parse(body.text)).toEqual({
       specversion: '1.0', id: '17', source: '/pg-sidekick/public.orders', type: 'pg-sidekick.row.update', subject: '5',
-      time: row.at, datacontenttype: 'application/json', data: envelopeJson(row),
+      time: row.at, datacontenttype: 'application/json',
+      data: { op: 'UPDATE', schema: 'public', table: 'orders', key: '5', new: row.new, old: row.old, txid: '99' },
     });
-    expect(formatBody(row, 'cloudevents').contentType).toBe('application/cloudevents+json; charset=UTF-8');
-    expect(cloudEvent(notifyEnvelope('jobs', 'x', 1)).type).toBe('pg-sidekick.notify');
+    expect(body.contentType).toBe('application/cloudevents+json; charset=utf-8');
+    const custom = createBodyFormatter('cloudevents', { cloudEvents: { source: 'urn:{channel}', type: 'com.example.{op}' } });
+    expect(JSON.parse(custom(notifyEnvelope('jobs', 'x', 1)).text)).toMatchObject({ source: 'urn:jobs', type: 'com.example.NOTIFY' });
   });
 });

@@ -62,6 +62,11 @@ describe('kafka sink config', () => {
 describe('kafka records (topic, key, headers, value per format)', () => {
   const build = (over: Partial<MessageOptions> = {}) => createMessageBuilder({ topic: 'pg.{schema}.{table}', key: '{key}', format: 'envelope', ...over });
 
+  it('durable events: a seq header (order per key) beside the id header (dedupe)', () => {
+    const r = build()({ ...row, id: '3f9c2a1b7d4e6f80-42', seq: '42' });
+    expect(r.headers).toEqual({ id: '3f9c2a1b7d4e6f80-42', seq: '42', channel: 'public.orders', source: 'table', op: 'UPDATE' });
+  });
+
   it('envelope: the envelope JSON, keyed by the row key, with id/channel/source/op headers and the event time', () => {
     const r = build()(row);
     expect(r.topic).toBe('pg.public.orders');
@@ -90,13 +95,16 @@ describe('kafka records (topic, key, headers, value per format)', () => {
     expect(JSON.parse(b({ ...row, op: 'DELETE', new: null }).value)).toEqual({ id: 7, status: 'new' });
   });
 
-  it('cloudevents binary: ce_ headers per the Kafka protocol binding, the envelope as data', () => {
+  // The mapping itself is the project's one CloudEvents definition (test/contract/cloudevents.test.ts).
+  const data = { op: 'UPDATE', schema: 'public', table: 'orders', key: '7', new: row.new, old: row.old, txid: '991' };
+
+  it('cloudevents binary: ce_ headers per the Kafka protocol binding, the row change as data', () => {
     const r = build({ format: 'cloudevents', cloudevents: { mode: 'binary', source: '/pg-sidekick/{channel}' } })(row);
     expect(r.headers).toMatchObject({
       ce_specversion: '1.0', ce_id: '42', ce_source: '/pg-sidekick/public.orders', ce_type: 'pg-sidekick.row.update',
       ce_time: row.at, ce_subject: '7', ce_partitionkey: '7', 'content-type': JSON_TYPE, id: '42',
     });
-    expect(JSON.parse(r.value)).toEqual(envelopeJson(row));
+    expect(JSON.parse(r.value)).toEqual(data);
   });
 
   it('cloudevents structured: the whole event as JSON with content-type application/cloudevents+json', () => {
@@ -105,8 +113,9 @@ describe('kafka records (topic, key, headers, value per format)', () => {
     expect(Object.keys(r.headers).some((h) => h.startsWith('ce_'))).toBe(false);
     expect(JSON.parse(r.value)).toEqual({
       specversion: '1.0', id: '42', source: '/db/public', type: 'com.example.orders.UPDATE', time: row.at, subject: '7',
-      partitionkey: '7', datacontenttype: JSON_TYPE, data: envelopeJson(row),
+      partitionkey: '7', datacontenttype: JSON_TYPE, data,
     });
+    expect(CLOUDEVENTS_TYPE).toBe('application/cloudevents+json; charset=utf-8');
     const n = build({ topic: 't', format: 'cloudevents' })(notifyEnvelope('c', 'x', 1));
     expect(n.headers.ce_type).toBe('pg-sidekick.notify');
   });
@@ -114,7 +123,10 @@ describe('kafka records (topic, key, headers, value per format)', () => {
   it('an event that cannot fill the topic template, or renders an illegal topic, is a fatal error naming both', () => {
     const b = build();
     expect(() => b(notifyEnvelope('jobs', 'x', 1))).toThrow(FatalError);
-    expect(() => b(notifyEnvelope('jobs', 'x', 1))).toThrow(/topic template "pg\.\{schema\}\.\{table\}" needs \{schema\}.*channel "jobs"/);
+    expect(() => b(notifyEnvelope('jobs', 'x', 1))).toThrow(expect.objectContaining({ code: 'TEMPLATE_FIELD_MISSING' }));
+    expect(() => b(notifyEnvelope('jobs', 'x', 1))).toThrow(/topic "pg\.\{schema\}\.\{table\}" needs \{schema\}.*channel "jobs"/);
+    // The key template keeps its documented fallback: rendering empty → the channel.
+    expect(build({ topic: 'pg.{channel}', key: '{key}' })(notifyEnvelope('jobs', 'x', 1)).key).toBe('jobs');
     expect(() => b({ ...row, table: 'Order Items' })).toThrow(/"pg\.public\.Order Items" .* is not a valid Kafka topic name/);
   });
 });

@@ -19,7 +19,9 @@ function replyError(message: string): Error {
 describe('redis-stream options', () => {
   const schema = z.strictObject(redisStreamOptions);
   it('fills the documented defaults', () => {
-    expect(schema.parse({ url: 'redis://h:6379' })).toEqual({ url: 'redis://h:6379', options: {}, stream: 'pg:{channel}', format: 'envelope', timeout: 30_000 });
+    expect(schema.parse({ url: 'redis://h:6379' })).toEqual({
+      url: 'redis://h:6379', options: {}, stream: 'pg:{channel}', format: 'envelope', cloudevents: { source: '/pg-sidekick/{channel}' }, timeout: 30_000,
+    });
   });
   it('refuses the ioredis options pg-sidekick relies on, naming the key', () => {
     for (const key of ['enableOfflineQueue', 'maxRetriesPerRequest', 'autoResendUnfulfilledCommands', 'lazyConnect']) {
@@ -49,6 +51,14 @@ describe('redis-stream entry', () => {
     expect(build(notifyEnvelope('jobs', 'run it', 1)).slice(0, 2)).toEqual(['pg:jobs', '*']);
     expect(build(notifyEnvelope('jobs', 'run it', 1)).slice(2)).toEqual(['id', expect.any(String), 'channel', 'jobs', 'source', 'notify', 'data', 'run it']);
     expect(createEntryBuilder({ stream: 'pg:{channel}:{op}', format: 'payload' })(notifyEnvelope('jobs', '', 1))[0]).toBe('pg:jobs:NOTIFY');
+  });
+  it('durable events: a seq field (order per key) right after the id (dedupe)', () => {
+    const args = createEntryBuilder({ stream: 'pg:{channel}', format: 'payload' })({ ...row, id: '3f9c2a1b7d4e6f80-17', seq: '17' });
+    expect(args.slice(1, 6)).toEqual(['*', 'id', '3f9c2a1b7d4e6f80-17', 'seq', '17']);
+  });
+  it('a stream template the event cannot fill is a per-event FatalError, not the stream "pg:."', () => {
+    const build = createEntryBuilder({ stream: 'pg:{schema}.{table}', format: 'envelope' });
+    expect(() => build(notifyEnvelope('jobs', 'x', 1))).toThrow(expect.objectContaining({ code: 'TEMPLATE_FIELD_MISSING', retriable: false }));
   });
 });
 

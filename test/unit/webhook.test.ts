@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { sinkDefinitions } from '../../sinks/index.js';
-import { cloudEventType, createFormatter, payloadIsJson } from '../../sinks/webhook/formats.js';
+import { createFormatter, payloadIsJson } from '../../sinks/webhook/formats.js';
 import { webhookOptions } from '../../sinks/webhook/options.js';
 import { networkError, statusOutcome } from '../../sinks/webhook/outcome.js';
 import { parseRetryAfter } from '../../sinks/webhook/retry-after.js';
@@ -62,6 +62,13 @@ describe('webhook: URL templates', () => {
     expect(u.basicAuth).toBe(`Basic ${Buffer.from('user:p@ss').toString('base64')}`);
     expect(u.display).toBe('https://example.com/x');
   });
+  it('a field the event lacks fails that event (TEMPLATE_FIELD_MISSING) instead of posting to …//', () => {
+    const u = compileUrl('https://example.com/hooks/{schema}/{table}');
+    expect(() => u.path(notifyEnvelope('jobs', '{}', 1))).toThrow(expect.objectContaining({ code: 'TEMPLATE_FIELD_MISSING', retriable: false }));
+    expect(() => u.path(notifyEnvelope('jobs', '{}', 1))).toThrow(/url "\/hooks\/\{schema\}\/\{table\}" needs \{schema\}, which this notify event on channel "jobs" does not have/);
+    // {op} is filled for every event: the row op, else the source in capitals.
+    expect(compileUrl('https://example.com/{channel}/{op}').path(notifyEnvelope('jobs', '{}', 1))).toBe('/jobs/NOTIFY');
+  });
   it('refuses placeholders in the host, unknown fields and non-http URLs', () => {
     expect(() => compileUrl('https://{table}.example.com/')).toThrow(/host/);
     expect(() => compileUrl('https://example.com/{nope}')).toThrow(/unknown template field \{nope\}/);
@@ -90,20 +97,21 @@ describe('webhook: formats', () => {
     expect(payloadIsJson(notifyEnvelope('c', '', 1))).toBe(false);
     expect(JSON.parse(payload(row()).body)).toEqual({ id: 1, name: 'abc1' });
   });
-  it('cloudevents: structured CloudEvents 1.0', () => {
+  it('cloudevents: the one CloudEvents mapping of every sink (test/contract/cloudevents.test.ts), structured', () => {
     const ce = createFormatter('cloudevents');
-    const out = ce(row({ op: 'UPDATE', old: { id: 1, name: 'abc1' }, new: { id: 1, name: 'pqr1' } }));
+    const out = ce(row({ op: 'UPDATE', seq: '42', old: { id: 1, name: 'abc1' }, new: { id: 1, name: 'pqr1' } }));
     expect(out.contentType).toBe('application/cloudevents+json; charset=utf-8');
     expect(JSON.parse(out.body)).toEqual({
-      specversion: '1.0', id: '42', source: '/pg-sidekick/public.test_table', type: 'pg.public.test_table.update', subject: '1',
-      time: '2024-05-01T10:00:00.000Z', datacontenttype: 'application/json',
+      specversion: '1.0', id: '42', source: '/pg-sidekick/public.test_table', type: 'pg-sidekick.row.update', subject: '1',
+      time: '2024-05-01T10:00:00.000Z', seq: '42', datacontenttype: 'application/json',
       data: { op: 'UPDATE', schema: 'public', table: 'test_table', key: '1', new: { id: 1, name: 'pqr1' }, old: { id: 1, name: 'abc1' }, txid: '777' },
     });
     const text = JSON.parse(ce(notifyEnvelope('jobs q', 'plain', 1)).body);
-    expect(text).toMatchObject({ type: 'pg.notify.jobs q', source: '/pg-sidekick/jobs%20q', datacontenttype: 'text/plain', data: 'plain' });
+    expect(text).toMatchObject({ type: 'pg-sidekick.notify', source: '/pg-sidekick/jobs%20q', datacontenttype: 'text/plain', data: 'plain' });
     expect(text.subject).toBeUndefined();
-    expect(cloudEventType(notifyEnvelope('orders', '{}', 1))).toBe('pg.notify.orders');
-    expect(JSON.parse(createFormatter('cloudevents', { cloudEventsSource: 'urn:db:{channel}' })(notifyEnvelope('x', '{}', 1)).body).source).toBe('urn:db:x');
+    expect(text.seq).toBeUndefined();
+    const custom = createFormatter('cloudevents', { cloudEvents: { source: 'urn:db:{channel}', type: 'com.example.{channel}' } });
+    expect(JSON.parse(custom(notifyEnvelope('x', '{}', 1)).body)).toMatchObject({ source: 'urn:db:x', type: 'com.example.x' });
   });
 });
 
@@ -175,6 +183,16 @@ describe('webhook: config', () => {
 });
 
 describe('webhook: an event that cannot become a request', () => {
+  it('a URL template the event cannot fill: dead-lettered with the reason, nothing sent', async () => {
+    const { webhookSink } = await import('../../sinks/webhook/index.js');
+    const { contractContext } = await import('../contract/sink-contract.js');
+    // Port 9 (discard) is never contacted: the request is refused before it is made.
+    const sink = webhookSink.create(z.strictObject(webhookOptions).parse({ url: 'http://127.0.0.1:9/in/{schema}/{table}', proxy: 'none' }), contractContext('h'));
+    const [bad] = await sink.send([notifyEnvelope('jobs', '{}', 1)], new AbortController().signal);
+    expect(bad).toMatchObject({ ok: false, error: { code: 'TEMPLATE_FIELD_MISSING', retriable: false } });
+    expect(bad!.ok === false && bad!.error.message).toMatch(/needs \{schema\}/);
+    await sink.stop();
+  });
   it('is fatal for that event only (a key that cannot be URL-encoded)', async () => {
     const { webhookSink } = await import('../../sinks/webhook/index.js');
     const { contractContext } = await import('../contract/sink-contract.js');
