@@ -32,7 +32,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     retried: new Counter({ name: 'sidekick_events_retried_total', help: 'Failed delivery attempts that will be retried.', labelNames: ['sink'], registers }),
     failed: new Counter({ name: 'sidekick_delivery_failures_total', help: 'Failed delivery attempts, by whether they were retriable.', labelNames: ['sink', 'retriable'], registers }),
     dead: new Counter({ name: 'sidekick_events_dead_lettered_total', help: 'Events given up on after the retry policy (dead-lettered).', labelNames: ['sink'], registers }),
-    dropped: new Counter({ name: 'sidekick_events_dropped_total', help: 'Ephemeral events refused because the sink queue was full.', labelNames: ['sink'], registers }),
+    dropped: new Counter({
+      name: 'sidekick_events_dropped_total',
+      help: 'Events given up with neither a delivery nor a dead letter (each logged): NOTIFY events refused because the sink queue was full, NOTIFY dead letters with no sidekick schema to hold them, events no store would take.',
+      labelNames: ['sink'], registers,
+    }),
     latency: new Histogram({
       name: 'sidekick_delivery_latency_seconds', help: 'From the event (commit or arrival) to the sink acknowledging it.', labelNames: ['sink'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers,
@@ -50,6 +54,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     outboxConnected: new Gauge({ name: 'sidekick_outbox_connected', help: '1 while the outbox drain is connected to the database.', registers }),
     outboxPartitions: new Gauge({ name: 'sidekick_outbox_partitions', help: 'Key partitions of the outbox this instance drains (of 16, shared by all instances).', registers }),
     outboxSpilled: new Counter({ name: 'sidekick_outbox_spilled_total', help: 'Events moved to a sink\'s durable backlog because the sink was slow, failing or holding them long.', labelNames: ['sink'], registers }),
+    storeRefused: new Counter({ name: 'sidekick_events_store_refused_total', help: 'Events a sink\'s backlog or the dead letters refused to store as they were; set apart (dead-lettered with the reason, or stored as JSON text) so the others go on.', labelNames: ['sink'], registers }),
     outboxBacklogMode: new Gauge({ name: 'sidekick_outbox_sink_backlogged', help: '1 while a sink is fed from its durable backlog instead of live.', labelNames: ['sink'], registers }),
     sampleErrors: new Counter({ name: 'sidekick_metric_read_errors_total', help: 'Scrape-time reads that failed (database unreachable or too slow); that sample is left out or NaN.', labelNames: ['metric'], registers }),
   };

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { ConfigError } from '../errors.js';
-import { rowEnvelope, type EventRow } from '../outbox/queries.js';
-import { envelopeJson } from '../envelope.js';
+import { INSTALLATION, rowEnvelope, type EventRow } from '../outbox/queries.js';
+import { envelopeJson, type Envelope } from '../envelope.js';
 import { databaseFor, type DatabaseOptions } from './database.js';
 import type { CommandIO } from './io.js';
 import { createProgress } from './progress.js';
@@ -25,7 +25,6 @@ export interface DlqSelectOptions extends DlqOptions {
 interface DeadRow extends EventRow {
   id: string;
   sink: string;
-  event_id: string;
   failed_at: Date;
   attempts: number;
   error_code: string;
@@ -39,6 +38,8 @@ async function withClient<T>(options: DatabaseOptions, io: CommandIO, fn: (c: pg
   try {
     const installed = await client.query<{ ok: boolean }>(`SELECT to_regclass('sidekick.dead_letters') IS NOT NULL AS ok`);
     if (!installed.rows[0]?.ok) throw new ConfigError('pg-sidekick is not installed in this database (no sidekick.dead_letters): run `sidekick install`');
+    const current = await client.query<{ ok: boolean }>(`SELECT to_regclass('sidekick.installation') IS NOT NULL AS ok`);
+    if (!current.rows[0]?.ok) throw new ConfigError('the sidekick schema in this database is older than this pg-sidekick: run `sidekick install` to update it');
     return await fn(client);
   } finally {
     await client.end().catch(() => {});
@@ -68,15 +69,17 @@ export async function dlqListCommand(options: DlqListOptions, io: CommandIO): Pr
   if (!Number.isInteger(limit) || limit < 1) throw new ConfigError(`--limit must be a positive whole number, got ${options.limit}`);
   return withClient(options, io, async (c) => {
     const { rows } = await c.query<DeadRow>(`
-      SELECT id, sink, event_id, failed_at, attempts, error_code, error,
+      SELECT id, sink, event_id, event_uid, failed_at, attempts, error_code, error,
              xid::text AS xid, at, source, channel, op, schema_name, table_name, key, new, old, payload
       FROM sidekick.dead_letters WHERE ($1::text IS NULL OR sink = $1)
       ORDER BY id DESC LIMIT $2`, [options.sink ?? null, limit]);
+    const installation = (await c.query<{ id: string }>(INSTALLATION)).rows[0]?.id ?? '';
+    const events = rows.map((r) => rowEnvelope(r, installation));
     const total = (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM sidekick.dead_letters WHERE ($1::text IS NULL OR sink = $1)', [options.sink ?? null])).rows[0]?.n ?? 0;
     if (options.json) {
-      io.stdout.write(`${JSON.stringify(rows.map((r) => ({
+      io.stdout.write(`${JSON.stringify(rows.map((r, i) => ({
         id: Number(r.id), sink: r.sink, failedAt: r.failed_at.toISOString(), attempts: r.attempts,
-        error: { code: r.error_code, message: r.error }, event: envelopeJson(rowEnvelope(r.event_id, r)),
+        error: { code: r.error_code, message: r.error }, event: envelopeJson(events[i] as Envelope),
       })), null, 2)}\n`);
       return 0;
     }
@@ -86,7 +89,7 @@ export async function dlqListCommand(options: DlqListOptions, io: CommandIO): Pr
     }
     io.stdout.write(`${table(
       ['ID', 'SINK', 'EVENT', 'CHANNEL', 'OP', 'KEY', 'TRIES', 'FAILED AT', 'ERROR'],
-      rows.map((r) => [r.id, r.sink, r.event_id, r.channel, r.op ?? '-', oneLine(r.key ?? '-', 24), String(r.attempts),
+      rows.map((r, i) => [r.id, r.sink, (events[i] as Envelope).id, r.channel, r.op ?? '-', oneLine(r.key ?? '-', 24), String(r.attempts),
         r.failed_at.toISOString().replace(/\.\d+Z$/, 'Z'), `${r.error_code}: ${oneLine(r.error, 80)}`]),
     )}\n`);
     if (total > rows.length) io.stdout.write(`(${rows.length} of ${total}; --limit to see more)\n`);

@@ -21,13 +21,13 @@ export const WAKE_MODULUS = 1024;
 export const WAKE_WINDOW = 8;
 /** Sets the mark; false while a writer of the outbox is mid-transaction (nothing changed). */
 export const ARM_WAKEUP = 'SELECT sidekick.arm_wakeup() AS armed';
-/** The first migration with sidekick.arm_wakeup(). */
-export const ARM_WAKEUP_SINCE = 4;
 /**
- * The first migration with sidekick.row_changes (capture triggers' one-row events) and the view
- * sidekick.events over it and sidekick.outbox. Before it, the drain reads sidekick.outbox alone.
+ * The migration the drain needs at least (sql/006_event_identity.sql: installation ids, lossless
+ * backlogs and dead letters). An older schema is not drained until `sidekick install` brings it up.
  */
-export const ROW_CHANGES_SINCE = 5;
+export const SCHEMA_NEEDED = 6;
+/** This installation's name: the first part of every durable event id. */
+export const INSTALLATION = `SELECT id FROM sidekick.installation`;
 
 /** An outbox row's channel: capture triggers leave it NULL for "<schema>.<table>" (sql/004). */
 const CHANNEL_EXPR = `coalesce(o.channel, o.schema_name || '.' || o.table_name)`;
@@ -47,19 +47,18 @@ const EVENTS_EXPR = `coalesce(cardinality(o.event_ids), 1)`;
  * holds at most $4 events and about $5 bytes of row images (stored size); the first row always
  * comes, however big.
  * $1 floor, $2 ids to skip, $3 partitions (NULL = all), $4 events, $5 byte budget.
- * `rowChanges`: the schema has sidekick.row_changes (ROW_CHANGES_SINCE): read every waiting event
- * through sidekick.events (the planner merges the two tables' id indexes).
+ * Every waiting event is read through sidekick.events (the planner merges the two tables' id indexes).
  */
-const fetchOutboxSql = (rowChanges: boolean) => `
+export const FETCH_OUTBOX = `
 WITH info AS (
   SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS snap_xmin
 ), batch AS (
   SELECT * FROM (
-    SELECT o.id, o.origin_id, o.target, ${PART_EXPR} AS part, o.xid::text AS xid, o.at, o.source, ${CHANNEL_EXPR} AS channel,
+    SELECT o.id, o.origin_id, o.origin_uid, o.target, ${PART_EXPR} AS part, o.xid::text AS xid, o.at, o.source, ${CHANNEL_EXPR} AS channel,
            o.op, o.schema_name, o.table_name, o.key_columns, o.event_ids, o.new, o.old, o.keys, o.key, o.payload,
            sum(${SIZE_EXPR}) OVER w AS running_bytes, ${SIZE_EXPR} AS bytes,
            sum(${EVENTS_EXPR}) OVER w AS running_events, ${EVENTS_EXPR} AS events
-    FROM sidekick.${rowChanges ? 'events' : 'outbox'} o
+    FROM sidekick.events o
     WHERE o.id > $1 AND NOT (o.id = ANY ($2::bigint[]))
       AND ($3::int[] IS NULL OR ${PART_EXPR} = ANY ($3::int[]))
     WINDOW w AS (ORDER BY o.id ROWS UNBOUNDED PRECEDING)
@@ -81,7 +80,7 @@ export const FRESH_XID = `SELECT pg_current_xact_id()::text AS xid`;
 
 /** A sink's durable backlog, in queue order. $1 sink, $2 after seq, $3 partitions (NULL = all), $4 limit. */
 export const FETCH_BACKLOG = `
-SELECT o.seq, o.event_id, o.part, ${EVENT_COLUMNS}
+SELECT o.seq, o.event_id, o.event_uid, o.part, ${EVENT_COLUMNS}
 FROM sidekick.deliveries o
 WHERE o.sink = $1 AND o.seq > $2 AND ($3::int[] IS NULL OR o.part = ANY ($3::int[]))
 ORDER BY o.seq
@@ -90,48 +89,54 @@ LIMIT $4`;
 /** Which sinks have a durable backlog in these partitions. $1 partitions. */
 export const BACKLOG_SINKS = `SELECT DISTINCT sink FROM sidekick.deliveries WHERE part = ANY ($1::int[])`;
 
-const RECORD = `event_id bigint, xid text, at timestamptz, source text, channel text, op text, schema_name text,
-    table_name text, key text, new jsonb, old jsonb, payload jsonb`;
+/**
+ * An event as FLUSH reads it from its JSON parameter. The images and the payload travel as JSON
+ * *text* inside it and are cast to json one by one: parsing them as part of the parameter would
+ * decode their strings, and a row image may hold what only the json type keeps (\u0000, an
+ * unpaired surrogate — sql/006_event_identity.sql).
+ */
+const RECORD = `event_id bigint, event_uid text, xid text, at timestamptz, source text, channel text, op text, schema_name text,
+    table_name text, key text, new text, old text, payload text`;
 
 /**
  * All of the drain's bookkeeping in one statement (atomic, one round trip):
  * - $1 spills: events copied into sinks' backlogs, in queue order (JSON records, with sink and part);
  * - $2 dead letters (JSON records, with sink, attempts, error_code, error);
- * - $3 backlog rows done (seq) and $4 outbox rows done (id: of sidekick.outbox or, with
- *   `rowChanges`, sidekick.row_changes — ids are unique across the two).
+ * - $3 backlog rows done (seq) and $4 outbox rows done (ids of sidekick.outbox or
+ *   sidekick.row_changes — ids are unique across the two).
  * Returns the seq given to each spilled (sink, event).
  */
-const flushSql = (rowChanges: boolean) => `
+export const FLUSH = `
 WITH spilled AS (
-  INSERT INTO sidekick.deliveries (sink, part, event_id, xid, at, source, channel, op, schema_name, table_name, key, new, old, payload)
-  SELECT s.sink, s.part, s.event_id, s.xid::xid8, s.at, s.source, s.channel, s.op, s.schema_name, s.table_name, s.key, s.new, s.old, s.payload
-  FROM jsonb_to_recordset($1::jsonb) AS s(sink text, part int, ord int, ${RECORD})
+  INSERT INTO sidekick.deliveries (sink, part, event_id, event_uid, xid, at, source, channel, op, schema_name, table_name, key, new, old, payload)
+  SELECT s.sink, s.part, s.event_id, s.event_uid, s.xid::xid8, s.at, s.source, s.channel, s.op, s.schema_name, s.table_name, s.key,
+         s.new::json, s.old::json, s.payload::json
+  FROM json_to_recordset($1::json) AS s(sink text, part int, ord int, ${RECORD})
   ORDER BY s.ord
-  RETURNING seq, sink, event_id
+  RETURNING seq, sink, event_id, event_uid
 ), dead AS (
-  INSERT INTO sidekick.dead_letters (sink, event_id, attempts, error_code, error, xid, at, source, channel, op, schema_name, table_name, key, new, old, payload)
-  SELECT d.sink, d.event_id, d.attempts, d.error_code, d.error, d.xid::xid8, d.at, d.source, d.channel, d.op, d.schema_name, d.table_name, d.key, d.new, d.old, d.payload
-  FROM jsonb_to_recordset($2::jsonb) AS d(sink text, attempts int, error_code text, error text, ${RECORD})
+  INSERT INTO sidekick.dead_letters (sink, event_id, event_uid, attempts, error_code, error, xid, at, source, channel, op, schema_name, table_name, key, new, old, payload)
+  SELECT d.sink, d.event_id, d.event_uid, d.attempts, d.error_code, d.error, d.xid::xid8, d.at, d.source, d.channel, d.op, d.schema_name, d.table_name, d.key,
+         d.new::json, d.old::json, d.payload::json
+  FROM json_to_recordset($2::json) AS d(sink text, attempts int, error_code text, error text, ${RECORD})
 ), done_backlog AS (
   DELETE FROM sidekick.deliveries WHERE seq = ANY ($3::bigint[])
 ), done_outbox AS (
   DELETE FROM sidekick.outbox WHERE id = ANY ($4::bigint[])
-)${rowChanges ? `, done_rows AS (
+), done_rows AS (
   DELETE FROM sidekick.row_changes WHERE id = ANY ($4::bigint[])
-)` : ''}
-SELECT seq, sink, event_id FROM spilled`;
-
-// Both forms built once: the drain sends one of each every round.
-const FETCH_OUTBOX = [fetchOutboxSql(false), fetchOutboxSql(true)] as const;
-const FLUSH = [flushSql(false), flushSql(true)] as const;
-export const fetchOutboxQuery = (rowChanges: boolean): string => FETCH_OUTBOX[rowChanges ? 1 : 0];
-export const flushQuery = (rowChanges: boolean): string => FLUSH[rowChanges ? 1 : 0];
+)
+SELECT seq, sink, event_uid FROM spilled`;
 
 /** The columns of a backlog (and dead-letter) row that make up its event. */
 export interface EventRow {
-  xid: string;
+  /** The outbox number (`seq`); NULL for a NOTIFY event's dead letter. */
+  event_id: string | null;
+  /** The id it was delivered with; NULL in rows from before sql/006 (then derived from event_id). */
+  event_uid: string | null;
+  xid: string | null;
   at: Date;
-  source: 'table' | 'publish';
+  source: EventSource;
   channel: string;
   op: RowOp | null;
   schema_name: string | null;
@@ -142,14 +147,18 @@ export interface EventRow {
   payload: unknown;
 }
 
+/** What the outbox and the stores hold: row changes, published events, NOTIFY events sent back from the dead letters. */
+type EventSource = 'table' | 'publish' | 'notify';
+
 export interface OutboxRow {
   id: string;
   origin_id: string | null;
+  origin_uid: string | null;
   target: string | null;
   part: number;
   xid: string;
   at: Date;
-  source: 'table' | 'publish';
+  source: EventSource;
   channel: string;
   op: RowOp | null;
   schema_name: string | null;
@@ -168,8 +177,15 @@ export interface OutboxRow {
 
 export interface BacklogRow extends EventRow {
   seq: string;
-  event_id: string;
   part: number;
+}
+
+/**
+ * A durable event's id: the installation's name and the outbox number. Unique across databases and
+ * reinstalls (each installation draws its name once), the same on every redelivery.
+ */
+export function eventId(installation: string, seq: string): string {
+  return `${installation}-${seq}`;
 }
 
 function iso(at: Date | string): string {
@@ -198,25 +214,32 @@ function keyText(v: unknown): string | undefined {
   return typeof v === 'string' ? v : JSON.stringify(v);
 }
 
-/** The events of one outbox row (a statement's changed rows, or one published event), in order. */
-export function outboxEvents(row: OutboxRow): Envelope[] {
+/**
+ * The events of one outbox row (a statement's changed rows, or one published event), in order.
+ * `installation`: this database's name, the first part of each id (eventId).
+ */
+export function outboxEvents(row: OutboxRow, installation: string): Envelope[] {
   const at = iso(row.at);
-  if (row.source === 'publish') {
+  if (row.source !== 'table') {
+    // A published event, or a NOTIFY event sent back from the dead letters (no number, no transaction).
+    const seq = row.origin_uid !== null && row.origin_id === null ? undefined : (row.origin_id ?? row.id);
     return [{
-      id: row.origin_id ?? row.id,
-      source: 'publish',
+      id: row.origin_uid ?? eventId(installation, seq as string),
+      ...(seq !== undefined ? { seq } : {}),
+      source: row.source,
       channel: row.channel,
       ...(row.key !== null ? { key: row.key } : {}),
       payload: row.payload,
       at,
-      txid: row.xid,
+      ...(row.source === 'publish' ? { txid: row.xid } : {}),
     }];
   }
   type Image = Record<string, unknown> | null;
   // (One loop, one object per event: a backlog drains hundreds of thousands of these.)
-  const envelope = (id: string, image: Image, old: Image, keySlot: unknown): Envelope => {
+  const envelope = (seq: string, image: Image, old: Image, keySlot: unknown): Envelope => {
     const e = {
-      id,
+      id: eventId(installation, seq),
+      seq,
       source: 'table',
       channel: row.channel,
       op: row.op ?? undefined,
@@ -243,48 +266,58 @@ export function outboxEvents(row: OutboxRow): Envelope[] {
 }
 
 /** A backlog or dead-letter row (one event) as its envelope. */
-export function rowEnvelope(id: string, row: EventRow): Envelope {
+export function rowEnvelope(row: EventRow, installation: string): Envelope {
   const at = iso(row.at);
+  const seq = row.event_id ?? undefined;
+  const common = {
+    id: row.event_uid ?? eventId(installation, seq as string),
+    ...(seq !== undefined ? { seq } : {}),
+    channel: row.channel,
+    ...(row.key !== null ? { key: row.key } : {}),
+    at,
+    ...(row.xid !== null && row.source !== 'notify' ? { txid: row.xid } : {}),
+  };
   if (row.source === 'table') {
     return {
-      id,
+      ...common,
       source: 'table',
-      channel: row.channel,
       op: row.op ?? undefined,
       schema: row.schema_name ?? undefined,
       table: row.table_name ?? undefined,
-      ...(row.key !== null ? { key: row.key } : {}),
       new: row.new,
       old: row.old,
-      at,
-      txid: row.xid,
     };
   }
-  return {
-    id,
-    source: 'publish',
-    channel: row.channel,
-    ...(row.key !== null ? { key: row.key } : {}),
-    payload: row.payload,
-    at,
-    txid: row.xid,
-  };
+  return { ...common, source: row.source, payload: row.payload };
+}
+
+/** Text that can go into a `text` column: no NUL, no unpaired surrogate (error messages quote receivers). */
+export function storableText(text: string): string {
+  // (String.prototype.toWellFormed: Node 20 has it, TypeScript's ES2022 lib does not know it.)
+  return (text.replace(/\u0000/g, '\uFFFD') as unknown as { toWellFormed(): string }).toWellFormed();
+}
+
+/** JSON text of a row image or payload, for FLUSH (see RECORD); null stays SQL NULL. */
+function jsonText(value: unknown): string | null {
+  return value === undefined || value === null ? null : JSON.stringify(value);
 }
 
 /** An event as the JSON record FLUSH writes into the backlog or the dead letters. */
 export function eventRecord(e: Envelope): Record<string, unknown> {
   return {
-    event_id: e.id,
-    xid: e.txid,
+    event_id: e.seq ?? null,
+    event_uid: e.id,
+    xid: e.txid ?? null,
     at: e.at,
     source: e.source,
     channel: e.channel,
     op: e.op ?? null,
     schema_name: e.schema ?? null,
     table_name: e.table ?? null,
-    key: e.key ?? null,
-    new: e.new ?? null,
-    old: e.old ?? null,
-    payload: e.source === 'publish' ? e.payload ?? null : null,
+    key: e.key === undefined ? null : storableText(e.key),
+    new: jsonText(e.new),
+    old: jsonText(e.old),
+    // (A NOTIFY payload that is not JSON is a string: kept as a JSON string.)
+    payload: e.source === 'table' ? null : jsonText(e.payload),
   };
 }

@@ -5,10 +5,10 @@ import { sleep, type Delivery, type Dispatcher } from '../dispatcher.js';
 import type { Envelope } from '../envelope.js';
 import { errorMessage } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import { createListener, reconnectDelay, type Listener } from '../pg/listener.js';
+import { createListener, reconnectDelay, RECONNECT_MAX_MS, type Listener } from '../pg/listener.js';
 import {
-  ARM_WAKEUP, ARM_WAKEUP_SINCE, ROW_CHANGES_SINCE, BACKLOG_SINKS, FETCH_BACKLOG, fetchOutboxQuery, flushQuery, FRESH_XID, LAST_VALUE, LOCK_CLASS, MEMBER_BASE, MEMBER_SLOTS, PARTITIONS, WAKE_CHANNEL,
-  eventRecord, outboxEvents, rowEnvelope, type BacklogRow, type OutboxRow,
+  ARM_WAKEUP, BACKLOG_SINKS, FETCH_BACKLOG, FETCH_OUTBOX, FLUSH, FRESH_XID, INSTALLATION, LAST_VALUE, LOCK_CLASS, MEMBER_BASE, MEMBER_SLOTS, PARTITIONS,
+  SCHEMA_NEEDED, WAKE_CHANNEL, eventRecord, outboxEvents, rowEnvelope, storableText, type BacklogRow, type OutboxRow,
 } from '../outbox/queries.js';
 import { createScanBound } from '../outbox/scan-bound.js';
 import type { Heartbeat } from '../readiness.js';
@@ -106,8 +106,8 @@ interface Job {
   readonly entry?: Entry;
   /** Its row in the sink's backlog: fed from there, or checkpointed. */
   seq?: number;
-  /** Checkpoint copy queued (not written yet) or being written. */
-  ckpt?: 'queued' | 'flushing';
+  /** Checkpoint copy queued (not written yet) or being written; refused: the backlog would not take it (it stays live). */
+  ckpt?: 'queued' | 'flushing' | 'refused';
   /** The delivery outcome that arrived while the checkpoint copy was being written. */
   outcome?: Delivery;
   done: boolean;
@@ -124,6 +124,32 @@ interface Pending {
   /** Backlog jobs whose row can go (delivered, or dead-lettered). */
   doneBacklog: Job[];
   doneOutbox: Entry[];
+}
+
+/** The schema is older than the drain needs (SCHEMA_NEEDED) and this bridge does not install. */
+class OutdatedSchema extends Error {
+  constructor(readonly missing: readonly string[]) {
+    super('the sidekick schema here is older than this pg-sidekick needs: run `sidekick install` to update it; the outbox is not drained until then');
+  }
+}
+
+/** A backlog row FLUSH wrote: which (sink, event) got which seq. */
+interface StoredSpill { readonly seq: string; readonly sink: string; readonly event_uid: string }
+
+/**
+ * A statement that failed on what it was given (SQLSTATE classes 22 data exception, 23 integrity,
+ * 54 program limit), not on the connection or the server: the client is still usable.
+ */
+function isDataError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && /^(22|23|54)/.test(code);
+}
+
+/** An event whose images and payload are replaced by their JSON text (a JSON string): storable anywhere JSON is. */
+function asText(e: Envelope): Envelope {
+  const text = (v: unknown) => (v === undefined || v === null ? v : JSON.stringify(v));
+  return { ...e, ...(e.new != null ? { new: text(e.new) as never } : {}), ...(e.old != null ? { old: text(e.old) as never } : {}),
+    ...(e.payload !== undefined ? { payload: text(e.payload) } : {}) };
 }
 
 const emptyPending = (): Pending => ({ spills: [], dead: [], doneBacklog: [], doneOutbox: [] });
@@ -178,12 +204,8 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   /** This instance's row in sidekick.drain_idle says it sleeps (renewed every pollInterval). */
   let flagged = false;
   let flaggedAt = 0;
-  /** The schema has sidekick.arm_wakeup() (an older one: the drain polls every 100 ms instead of sleeping). */
-  let armable = true;
-  /** The schema has sidekick.row_changes (an older one: the drain reads sidekick.outbox alone). */
-  let rowChanges = true;
-  /** On an older schema: when the drain last looked whether it has been upgraded meanwhile. */
-  let upgradeCheckedAt = 0;
+  /** This database's installation name (sidekick.installation), the first part of every event id. */
+  let installation = '';
   let idleBackoff = 1;
   let lastProbe = 0;
   const unknownBacklogSinks = new Set<string>();
@@ -358,17 +380,20 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     pending = emptyPending();
     const spills = batch.spills.filter((s) => !s.cancelled);
     for (const s of spills) if (s.job) s.job.ckpt = 'flushing';
-    const result = await c.query<{ seq: string; sink: string; event_id: string }>(flushQuery(rowChanges), [
-      JSON.stringify(spills.map((s, ord) => ({ sink: s.sink, part: s.part, ord, ...eventRecord(s.envelope) }))),
-      JSON.stringify(batch.dead.map((d) => ({ sink: d.sink, attempts: d.attempts, error_code: d.code, error: d.error, ...eventRecord(d.envelope) }))),
-      batch.doneBacklog.map((j) => j.seq as number),
-      batch.doneOutbox.map((e) => e.qid),
-    ]);
+    let stored: readonly StoredSpill[];
+    try {
+      stored = await write(c, spills, batch.dead, batch.doneBacklog, batch.doneOutbox);
+    } catch (error) {
+      // One event the stores refuse must not hold up everything else: when the statement failed on
+      // the data (not the connection), write the events one by one and set the refused ones apart.
+      if (!isDataError(error)) throw error;
+      stored = await writeOneByOne(c, spills, batch, error);
+    }
     // Written: now the in-memory state may follow.
-    const seqOf = new Map(result.rows.map((r) => [`${r.sink}\u0000${r.event_id}`, Number(r.seq)]));
+    const seqOf = new Map(stored.map((r) => [`${r.sink}\u0000${r.event_uid}`, Number(r.seq)]));
     for (const s of spills) {
       const job = s.job;
-      if (!job || job.gen !== gen) continue;
+      if (!job || job.gen !== gen || job.ckpt === 'refused') continue;
       job.ckpt = undefined;
       const seq = seqOf.get(`${s.sink}\u0000${job.envelope.id}`);
       if (seq === undefined) {
@@ -392,6 +417,88 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     if (batch.dead.length > 0) logger.info({ count: batch.dead.length }, 'events written to sidekick.dead_letters');
   }
 
+  /** The bookkeeping statement (FLUSH) for these spills, dead letters and done rows. */
+  async function write(c: pg.Client, spills: readonly Spill[], dead: readonly Dead[], doneBacklog: readonly Job[], doneOutbox: readonly Entry[]): Promise<readonly StoredSpill[]> {
+    const result = await c.query<StoredSpill>(FLUSH, [
+      JSON.stringify(spills.map((s, ord) => ({ sink: s.sink, part: s.part, ord, ...eventRecord(s.envelope) }))),
+      JSON.stringify(dead.map((d) => ({ sink: d.sink, attempts: d.attempts, error_code: d.code, error: storableText(d.error), ...eventRecord(d.envelope) }))),
+      doneBacklog.map((j) => j.seq as number),
+      doneOutbox.map((e) => e.qid),
+    ]);
+    return result.rows;
+  }
+
+  /**
+   * The slow path of flush(), after the one statement failed on its data: each spill and each dead
+   * letter alone, then the done rows. A checkpoint copy the backlog refuses is not needed: its event
+   * stays live and keeps its outbox row. Any other spill the backlog refuses (its event is nowhere
+   * else) becomes a dead letter saying why; a dead letter refused as it is is stored with its images
+   * as JSON text instead (lossless); only if that fails too is the event logged whole and counted as
+   * dropped. Never throws for data.
+   */
+  async function writeOneByOne(c: pg.Client, spills: readonly Spill[], batch: Pending, cause: unknown): Promise<StoredSpill[]> {
+    logger.warn({ err: errorMessage(cause) }, 'the drain\'s bookkeeping refused some event; writing them one by one to set it apart');
+    const stored: StoredSpill[] = [];
+    const dead = [...batch.dead];
+    for (const s of spills) {
+      try {
+        stored.push(...await write(c, [s], [], [], []));
+      } catch (error) {
+        if (!isDataError(error)) throw error;
+        refused(s.sink, s.envelope, 'the sink\'s backlog (sidekick.deliveries)', error);
+        if (s.job) {
+          keepLive(s.job, batch);
+          continue;
+        }
+        dead.push({ sink: s.sink, envelope: s.envelope, attempts: 0, code: 'STORE_REFUSED',
+          error: `could not be stored in the sink's backlog: ${errorMessage(error)}`.slice(0, MAX_ERROR_TEXT) });
+      }
+    }
+    for (const d of dead) {
+      try {
+        await write(c, [], [d], [], []);
+      } catch (error) {
+        if (!isDataError(error)) throw error;
+        refused(d.sink, d.envelope, 'sidekick.dead_letters', error);
+        try {
+          await write(c, [], [{ ...d, envelope: asText(d.envelope), code: 'STORE_REFUSED',
+            error: `${d.error} — stored with its images as JSON text: ${errorMessage(error)}`.slice(0, MAX_ERROR_TEXT) }], [], []);
+        } catch (again) {
+          if (!isDataError(again)) throw again;
+          metrics?.dropped.inc({ sink: d.sink });
+          logger.error({ sink: d.sink, id: d.envelope.id, event: d.envelope, err: errorMessage(again) },
+            'event could not be stored as a dead letter at all; it is dropped (logged here whole)');
+        }
+      }
+    }
+    await write(c, [], [], batch.doneBacklog, batch.doneOutbox);
+    return stored;
+  }
+
+  /** A job whose checkpoint copy was refused: live again, its outbox row kept until it is delivered. */
+  function keepLive(job: Job, batch: Pending): void {
+    job.ckpt = 'refused';
+    partLoad[job.part]!--;
+    const entry = job.entry!;
+    entry.open++;
+    if (entry.deleteQueued) {
+      entry.deleteQueued = false;
+      batch.doneOutbox = batch.doneOutbox.filter((e) => e !== entry);
+    }
+    if (job.outcome) {
+      // Its delivery ended while the copy was being written.
+      const d = job.outcome;
+      job.outcome = undefined;
+      settle(job, d);
+    }
+  }
+
+  /** Counted and logged once per event and store. */
+  function refused(sink: string, envelope: Envelope, store: string, error: unknown): void {
+    metrics?.storeRefused.inc({ sink });
+    logger.error({ sink, id: envelope.id, channel: envelope.channel, err: errorMessage(error) }, `event refused by ${store}; set apart`);
+  }
+
   async function fetchOutbox(c: pg.Client): Promise<number> {
     if (entryEvents >= maxEvents) return 0;
     const floor = bound.floor;
@@ -405,8 +512,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
       const x = await c.query<{ xid: string }>(FRESH_XID);
       bound.probe({ lastValue: Number(m.rows[0]?.last_value ?? 0), xid: BigInt(x.rows[0]?.xid ?? 0) });
     }
-    const { rows } = await c.query<OutboxRow & { snap_xmin: string }>(
-      fetchOutboxQuery(rowChanges), [floor, skip, activeParts(), limit, FETCH_BYTES]);
+    const { rows } = await c.query<OutboxRow & { snap_xmin: string }>(FETCH_OUTBOX, [floor, skip, activeParts(), limit, FETCH_BYTES]);
     const head = rows[0];
     if (!head) throw new Error('outbox fetch returned no snapshot row');
     const fetched = head.id === null ? [] : rows;
@@ -419,7 +525,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     const now = Date.now();
     let count = 0;
     for (const row of fetched) {
-      const events = outboxEvents(row);
+      const events = outboxEvents(row, installation);
       const entry: Entry = { qid: Number(row.id), part: row.part, events: events.length, fetchedAt: now, open: 0, jobs: [], deleteQueued: false };
       entries.set(entry.qid, entry);
       entryEvents += entry.events;
@@ -447,7 +553,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         const seq = Number(row.seq);
         if (seq > sink.cursor) sink.cursor = seq;
         if (sink.memSeqs.has(seq)) continue;
-        const job: Job = { sink, envelope: rowEnvelope(row.event_id, row), part: row.part, gen, seq, done: false, delivered };
+        const job: Job = { sink, envelope: rowEnvelope(row, installation), part: row.part, gen, seq, done: false, delivered };
         sink.memSeqs.add(seq);
         partLoad[job.part]!++;
         deliver(job);
@@ -546,21 +652,18 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
       if (params.install && (!found.installed || missing.length > 0)) {
         const result = await migrate(c);
         if (result.applied.length > 0) logger.info({ applied: result.applied }, 'installed the sidekick schema');
-        armable = true;
-        rowChanges = true;
       } else if (!found.installed) {
         enabled = false;
         logger.info('the sidekick schema is not installed here: the durable outbox is off (run `sidekick install`, or configure capture:)');
         await c.end().catch(() => {});
         return undefined;
-      } else {
-        armable = applied.has(ARM_WAKEUP_SINCE);
-        rowChanges = applied.has(ROW_CHANGES_SINCE);
-        if (missing.length > 0) {
-          logger.warn({ missing: missing.map((m) => m.name) },
-            'the sidekick schema here is older than this pg-sidekick: run `sidekick install` to update it (meanwhile the drain polls every 100 ms instead of sleeping)');
-        }
+      } else if (missing.some((m) => m.id <= SCHEMA_NEEDED)) {
+        // Events of an older schema would get ids that are not unique, and its stores refuse some
+        // row images: wait for the upgrade rather than drain it half right.
+        throw new OutdatedSchema(missing.map((m) => m.name));
       }
+      installation = (await c.query<{ id: string }>(INSTALLATION)).rows[0]?.id ?? '';
+      if (installation === '') throw new Error('sidekick.installation is empty: run `sidekick install` again');
       const slot = await c.query<{ s: number }>(
         `SELECT s FROM generate_series(0, ${MEMBER_SLOTS - 1}) AS s WHERE pg_try_advisory_lock($1, ${MEMBER_BASE} + s) LIMIT 1`, [LOCK_CLASS]);
       if (!slot.rows[0]) throw new Error(`more than ${MEMBER_SLOTS} drain instances on this database`);
@@ -629,13 +732,6 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     if (Date.now() >= nextRebalance && !closing) await rebalance(c);
     await flush(c);
     if (!intake || closing) return closing ? 0 : 50;
-    if (!rowChanges && Date.now() - upgradeCheckedAt >= options.pollInterval) {
-      // Triggers regenerated after an upgrade write sidekick.row_changes, which this connection does
-      // not read: start over (state and scan bound too) on a fresh connection that does.
-      upgradeCheckedAt = Date.now();
-      const { rows } = await c.query<{ ok: boolean }>(`SELECT to_regclass('sidekick.row_changes') IS NOT NULL AS ok`);
-      if (rows[0]?.ok) throw new Error('the sidekick schema was upgraded meanwhile (sidekick.row_changes): reading it from now on');
-    }
     const fed = await feedBacklogs(c);
     const fetched = await fetchOutbox(c);
     if (fetched > 0 || fed) {
@@ -663,7 +759,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         flagged = true;
         flaggedAt = Date.now();
       }
-      const armed = armable && (await c.query<{ armed: boolean }>(ARM_WAKEUP)).rows[0]?.armed === true;
+      const armed = (await c.query<{ armed: boolean }>(ARM_WAKEUP)).rows[0]?.armed === true;
       idle = armed ? 'armed' : 'awake';
       if (armed) return 0;
       idleBackoff = Math.min(idleBackoff * 2, 100);
@@ -674,6 +770,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     return Math.min(options.pollInterval, checkpointIn);
   }
 
+  let outdatedSaid = false;
   async function run(): Promise<void> {
     let attempt = 0;
     while (!stopController.signal.aborted) {
@@ -688,7 +785,16 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
           firstConnect();
         } catch (error) {
           attempt++;
-          const retryInMs = reconnectDelay(attempt, 30_000);
+          if (error instanceof OutdatedSchema) {
+            // Not a fault of the connection: say so once, look again every pollInterval.
+            if (!outdatedSaid) logger.error({ missing: error.missing }, error.message);
+            outdatedSaid = true;
+            // Started as far as it can be: the bridge runs (not ready) and the drain looks again.
+            firstConnect();
+            await sleep(options.pollInterval, stopController.signal);
+            continue;
+          }
+          const retryInMs = reconnectDelay(attempt, RECONNECT_MAX_MS);
           logger.error({ err: errorMessage(error), attempt, retryInMs }, 'outbox drain cannot connect; retrying');
           await sleep(retryInMs, stopController.signal);
           continue;
@@ -711,7 +817,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         resetState();
         await c.end().catch(() => {});
         attempt++;
-        await sleep(reconnectDelay(attempt, 30_000), stopController.signal);
+        await sleep(reconnectDelay(attempt, RECONNECT_MAX_MS), stopController.signal);
       }
     }
   }

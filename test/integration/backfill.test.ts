@@ -19,7 +19,7 @@ function io(signal = new AbortController().signal): CommandIO & { out: () => str
   return { stdout, stderr, env: {}, signal, out: () => out, err: () => err };
 }
 
-interface Line { id: string; op: string; key?: string; channel: string; new: Record<string, unknown> | null; old: unknown }
+interface Line { id: string; seq: string; op: string; key?: string; channel: string; new: Record<string, unknown> | null; old: unknown }
 
 /** A bridge with a stdout sink writing into memory; `lines()` are the envelopes it printed. */
 async function stdoutBridge(url: string): Promise<{ bridge: Bridge; lines: () => Line[] }> {
@@ -63,7 +63,7 @@ describe('sidekick backfill (real PostgreSQL)', () => {
     expect(lines).toHaveLength(5000);
     expect(lines.map((l) => l.new?.id)).toEqual(Array.from({ length: 5000 }, (_, i) => i + 1));
     expect(lines[0]).toMatchObject({ op: 'READ', channel: 'public.items', key: '1', new: { id: 1, label: 'item 1' }, old: null });
-    const ids = lines.map((l) => Number(l.id));
+    const ids = lines.map((l) => Number(l.seq));
     expect(ids).toEqual([...ids].sort((a, b) => a - b));
     const state = (await c.query(`SELECT rows_done, done_at IS NOT NULL AS done FROM sidekick.backfills WHERE table_name = 'items'`)).rows[0];
     expect(state).toEqual({ rows_done: '5000', done: true });

@@ -169,7 +169,7 @@ describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
     const lines = list.out().trim().split('\n');
     expect(lines[0]).toMatch(/^ID\s+SINK\s+EVENT\s+CHANNEL\s+OP\s+KEY\s+TRIES\s+FAILED AT\s+ERROR$/);
     expect(lines).toHaveLength(4);
-    expect(lines[1]).toMatch(/^\d+\s+out\s+\d+\s+public\.t\s+INSERT\s+3\s+1\s+\S+Z\s+HTTP_410: gone away$/);
+    expect(lines[1]).toMatch(/^\d+\s+out\s+[0-9a-f]{16}-\d+\s+public\.t\s+INSERT\s+3\s+1\s+\S+Z\s+HTTP_410: gone away$/);
     const json = io();
     expect(await dlqListCommand({ database: db.url, json: true, limit: 2 }, json)).toBe(0);
     const parsed = JSON.parse(json.out()) as { id: number; sink: string; error: { code: string }; event: { channel: string; new: { id: number } } }[];

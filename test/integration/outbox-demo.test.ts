@@ -18,7 +18,7 @@ function demo(dir: string) {
   });
 }
 
-interface Line { id: string; source: string; op?: string; channel: string; new?: { item: string } | null }
+interface Line { id: string; seq: string; source: string; op?: string; channel: string; new?: { item: string } | null }
 
 describe('sidekick demo: the durable path (embedded PostgreSQL)', () => {
   it('shows captured row changes, and delivers a row written while it was stopped on the next run', async () => {
@@ -29,7 +29,7 @@ describe('sidekick demo: the durable path (embedded PostgreSQL)', () => {
     expect(first.code, first.stderr).toBe(0);
     const events = first.stdout.trim().split('\n').map((l) => JSON.parse(l) as Line);
     // In order per row (key); rows of one statement may interleave: compare in id order.
-    const rowChanges = events.filter((e) => e.source === 'table').sort((a, b) => Number(a.id) - Number(b.id));
+    const rowChanges = events.filter((e) => e.source === 'table').sort((a, b) => Number(a.seq) - Number(b.seq));
     expect(rowChanges.map((e) => e.op)).toEqual(['INSERT', 'INSERT', 'UPDATE', 'DELETE']);
     expect(first.stderr).toContain('run the demo again');
     const second = await demo(dir);

@@ -97,7 +97,7 @@ describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
     await waitFor(async () => await count(c, 'SELECT count(*)::int AS n FROM sidekick.dead_letters') === 2, 'two dead letters');
     expect(other.received).toHaveLength(3);
     expect(picky.received.map((e) => (e.new as { id: number }).id)).toEqual([2]);
-    const { rows } = await c.query('SELECT sink, event_id::text AS event_id, attempts, error_code, error, channel, key FROM sidekick.dead_letters ORDER BY key');
+    const { rows } = await c.query('SELECT sink, event_uid AS event_id, attempts, error_code, error, channel, key FROM sidekick.dead_letters ORDER BY key');
     const idOf = (id: number) => other.received.find((e) => (e.new as { id: number }).id === id)?.id;
     expect(rows).toEqual([
       { sink: 'picky', event_id: idOf(1), attempts: 1, error_code: 'HTTP_400', error: 'bad request: poison', channel: 'public.t', key: '1' },

@@ -14,7 +14,7 @@ function expectPerKeyOrder(events: readonly Envelope[]): void {
   const last = new Map<string, number>();
   for (const e of events) {
     const key = `${e.channel}/${e.key}`;
-    const id = Number(e.id);
+    const id = Number(e.seq);
     const before = last.get(key);
     if (before !== undefined) expect(id, `key ${key}: event ${id} after ${before}`).toBeGreaterThan(before);
     last.set(key, id);

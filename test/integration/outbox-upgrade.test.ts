@@ -30,7 +30,7 @@ END
 $sidekick$;
 CREATE TRIGGER sidekick_capture_insert AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION sidekick."public.t:insert"();`;
 
-describe('outbox: upgrading a database from before sidekick.row_changes (real PostgreSQL)', () => {
+describe('outbox: upgrading a database from before sidekick.row_changes and event identities (real PostgreSQL)', () => {
   let db: TestDatabase | undefined;
   let bridge: Bridge | undefined;
   let dir: string | undefined;
@@ -43,10 +43,10 @@ describe('outbox: upgrading a database from before sidekick.row_changes (real Po
     dir = undefined;
   });
 
-  it('drains an older schema, keeps older triggers working through an upgrade while it runs, then reads the new table too, in id order', async () => {
-    // The schema as the version before sql/005 left it: every migration but 005.
+  it('waits for `install` on an older schema (says so once), then delivers what older and regenerated triggers wrote, in id order', async () => {
+    // The schema as the version before sql/005 left it.
     dir = mkdtempSync(join(tmpdir(), 'sk-sql-'));
-    const older = listMigrations().filter((m) => m.id !== 5);
+    const older = listMigrations().filter((m) => m.id < 5 || m.id === 20);
     expect(older.map((m) => m.id)).toEqual([1, 2, 3, 4, 20]);
     for (const m of older) copyFileSync(join(SQL_DIR, `${m.name}.sql`), join(dir, `${m.name}.sql`));
     db = await createTestDatabase();
@@ -57,28 +57,32 @@ describe('outbox: upgrading a database from before sidekick.row_changes (real Po
     await c.query(LEGACY_TRIGGER);
     await c.query('INSERT INTO t VALUES (1, 1)');
 
-    // A bridge that does not install (no capture: in its config) drains the older schema as it is.
+    // A bridge that does not install (no capture: in its config) does not drain an older schema:
+    // its events would get ids that are not unique. It says why and waits.
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    const lines: string[] = [];
+    bridge = await startBridge(db.url, {
+      outbox: { pollInterval: 200 },
+      sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }],
+    }, [memory.definition], { write: (line: string) => lines.push(line) });
     const out = memory.get('out');
-    await waitFor(() => out.received.length >= 1, 'the event written before the upgrade');
+    await waitFor(() => lines.some((l) => l.includes('older than this pg-sidekick needs')), 'the error that says so');
+    expect(bridge.readiness().ready).toBe(false);
+    expect(out.received).toEqual([]);
 
-    // Upgraded while it runs, with an event waiting in the outbox: the older trigger keeps writing
-    // the outbox; regenerated, the trigger writes the narrow table, which the drain then reads too.
+    // Upgraded while it runs: the older trigger keeps writing the outbox; regenerated, the trigger
+    // writes the narrow table. The drain takes up all of it.
     await c.query('INSERT INTO t VALUES (2, 2)');
-    expect((await migrate(c)).applied).toEqual(['005_row_changes']);
+    expect((await migrate(c)).applied).toEqual(['005_row_changes', '006_event_identity']);
     await c.query('INSERT INTO t VALUES (3, 3)');
     await capture(c, [{ table: 't' }]);
     expect((await c.query(`SELECT prosrc FROM pg_proc WHERE proname = 'public.t:insert'`)).rows[0].prosrc).toContain('INSERT INTO sidekick.row_changes');
     await c.query('INSERT INTO t VALUES (4, 4)');
-    await waitFor(() => new Set(out.received.map((e) => e.key)).size >= 4, 'the events written before, during and after the upgrade');
-    // At least once: switching over starts the drain afresh, so an event may come twice; in id order.
-    const first = new Map<string, (typeof out.received)[number]>();
-    for (const e of out.received) if (!first.has(e.id)) first.set(e.id, e);
-    const events = [...first.values()];
-    expect(events.map((e) => [e.op, e.schema, e.table, e.key, e.new])).toEqual([1, 2, 3, 4].map((id) => ['INSERT', 'public', 't', String(id), { id, v: id }]));
-    const ids = events.map((e) => Number(e.id));
-    expect([...ids].sort((x, y) => x - y)).toEqual(ids);
+    await waitFor(() => out.received.length >= 4, 'the events written before, during and after the upgrade', 10_000);
+    expect(out.received.map((e) => [e.op, e.schema, e.table, e.key, e.new])).toEqual([1, 2, 3, 4].map((id) => ['INSERT', 'public', 't', String(id), { id, v: id }]));
+    const seqs = out.received.map((e) => Number(e.seq));
+    expect([...seqs].sort((x, y) => x - y)).toEqual(seqs);
+    expect(lines.filter((l) => l.includes('older than this pg-sidekick needs'))).toHaveLength(1);
     await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.events')).rows[0].n === 0, 'an empty queue');
   });
 });

@@ -29,8 +29,10 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
     expect(upd).toMatchObject({ op: 'UPDATE', key: '1', new: { id: 1, status: 'paid' }, old: { id: 1, status: 'new' } });
     expect(upd?.new).not.toHaveProperty('secret');
     expect(del).toMatchObject({ op: 'DELETE', key: '1', new: null, old: { id: 1 } });
-    expect(Number(ins?.id)).toBeLessThan(Number(upd?.id));
-    expect(Number(upd?.id)).toBeLessThan(Number(del?.id));
+    // Unique ids (installation-number), and the number as seq, growing in commit order.
+    expect(ins?.id).toBe(`${ins?.id.split('-')[0]}-${ins?.seq}`);
+    expect(Number(ins?.seq)).toBeLessThan(Number(upd?.seq));
+    expect(Number(upd?.seq)).toBeLessThan(Number(del?.seq));
     expect(ins?.txid).toMatch(/^\d+$/);
     expect(Number.isFinite(Date.parse(ins?.at ?? ''))).toBe(true);
     // Delivered everywhere: the outbox is empty again.
@@ -71,7 +73,7 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
     const { rows } = await c.query(`SELECT sidekick.publish('jobs', '{"n": 2}', 'k2') AS id`);
     const out = memory.get('out');
     await waitFor(() => out.received.length >= 1, 'the published event');
-    expect(out.received[0]).toMatchObject({ id: String(rows[0].id), source: 'publish', channel: 'jobs', key: 'k2', payload: { n: 2 } });
+    expect(out.received[0]).toMatchObject({ seq: String(rows[0].id), source: 'publish', channel: 'jobs', key: 'k2', payload: { n: 2 } });
     // Only the committed one, ever.
     await new Promise((r) => setTimeout(r, 200));
     expect(out.received).toHaveLength(1);

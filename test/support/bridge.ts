@@ -8,9 +8,11 @@ import { migrate } from '../../src/sql/migrate.js';
 import type { TestDatabase } from './db.js';
 
 /** A bridge in this process on `url`, from a config document (sinks may use the test-only types). */
-export async function startBridge(url: string, document: Record<string, unknown>, extraSinks: readonly SinkDefinition[] = []): Promise<Bridge> {
+export async function startBridge(url: string, document: Record<string, unknown>, extraSinks: readonly SinkDefinition[] = [],
+  /** Where its log lines go (at info level), for tests that read them. */
+  logTo?: { write(line: string): unknown }): Promise<Bridge> {
   const config = parseConfig({ database: url, ...document }, { file: 'test', env: {}, sinks: [...sinkDefinitions, ...extraSinks] });
-  const logger = createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const logger = logTo ? createLogger({ level: 'info', destination: logTo }) : createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const bridge = createBridge({ config, logger });
   await bridge.start();
   return bridge;
