@@ -12,7 +12,7 @@ export async function startBridge(url: string, document: Record<string, unknown>
   /** Where its log lines go (at info level), for tests that read them. */
   logTo?: { write(line: string): unknown }): Promise<Bridge> {
   const config = parseConfig({ database: url, ...document }, { file: 'test', env: {}, sinks: [...sinkDefinitions, ...extraSinks] });
-  const logger = logTo ? createLogger({ level: 'info', destination: logTo }) : createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const logger = logTo ? createLogger({ level: 'info', destination: logTo as NodeJS.WritableStream }) : createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const bridge = createBridge({ config, logger });
   await bridge.start();
   return bridge;
