@@ -88,7 +88,8 @@ export async function readTruthWhenUp(url, timeoutMs = 60_000) {
 /** Dead letters per sink: [{ sink, key, v, error_code }] (v from the stored row image). */
 export async function readDeadLetters(url) {
   const { rows } = await query(url,
-    `SELECT sink, key, (new->>'v')::int AS v, error_code FROM sidekick.dead_letters WHERE channel = $1`, [CHANNEL]);
+    // The version is read from the image's text: a poison image (\u0000 in a json value) cannot go through ->>.
+    `SELECT sink, key, substring(new::text from '"v"\\s*:\\s*(\\d+)')::int AS v, error_code FROM sidekick.dead_letters WHERE channel = $1`, [CHANNEL]);
   return rows;
 }
 

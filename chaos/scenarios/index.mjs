@@ -5,7 +5,7 @@ import { notifyFlood, outOfOrder, twoInstances } from './drain.mjs';
 import kill9 from './kill9.mjs';
 import { pgRestartFast, pgRestartImmediate } from './pg-restart.mjs';
 import { poisonBacklog, poisonDeadLetter } from './poison.mjs';
-import { retryFirstTwo, sigtermOutage } from './retries.mjs';
+import { retryFirstTwo, sigtermOutage, sigtermThenOutage } from './retries.mjs';
 import { webhook500, webhookHang, webhookKilled, webhookPoisonKeys } from './webhook-faults.mjs';
 
 export const scenarios = [
@@ -26,4 +26,5 @@ export const scenarios = [
   notifyFlood,
   retryFirstTwo,
   sigtermOutage,
+  sigtermThenOutage,
 ];

@@ -39,7 +39,7 @@ export const poisonDeadLetter = {
     const redisResult = await settle(db.url, [redis.reader], { timeoutMs: 10_000 });
     let dead = [];
     await waitFor(async () => { dead = (await readDeadLetters(db.url)).filter((d) => d.sink === 'hook'); return dead.length >= poisonCount; },
-      'dead letters', 15_000, 200).catch(() => {});
+      'dead letters', 15_000, 200).catch((err) => ctx.note(err.message));
     const distinct = new Set(dead.map((d) => `${d.key}:${d.v}`)).size;
     ctx.note(`${poisonCount} poison row(s) written; ${distinct} in sidekick.dead_letters after ${((now() - t0) / 1000).toFixed(1)} s; ` +
       `receiver answered ${hook.requests()} request(s); bridge logged ${b.state.errors} error line(s)`);

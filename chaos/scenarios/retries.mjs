@@ -28,33 +28,56 @@ export const retryFirstTwo = {
   },
 };
 
-/** SIGTERM a few hundred ms after the database stopped: the bridge must exit within shutdown.timeout + 2 s and say `stopped`. */
-export const sigtermOutage = {
-  name: 'sigterm-during-outage',
-  description: 'SIGTERM 1 s after the (private) database stopped; exit time against shutdown.timeout 5 s; nothing lost after',
-  quick: true,
-  async run(ctx) {
-    const { server, db } = await privateDatabase(ctx, { keys: 50 });
-    const hook = await webhookReceiver(ctx);
-    const timeoutMs = 5_000;
-    const config = bridgeConfig(db, { hook: webhookSinkConfig(hook.url, { retry: FAST_RETRY }) }, { shutdown: { timeout: '5s' } });
-    const b = await bridge(ctx, config, { name: 'bridge-0' });
-    const w = writers(ctx, db.url, { writers: 4, rate: 200, keys: keyRange(1, 50) });
-    await sleep(ctx.ms(2_000, 1_500));
-    await server.stop('fast');
-    await sleep(1_000);
-    const exit = await b.sigterm(60_000);
-    const limit = timeoutMs + 2_000;
-    ctx.note(`SIGTERM → exit in ${(exit.ms / 1000).toFixed(1)} s (shutdown.timeout 5 s), code ${exit.code ?? exit.signal}, ${exit.stopped ? '"stopped" logged' : 'no "stopped" line'}`);
-    if (exit.ms > limit) ctx.fail(`exit took ${(exit.ms / 1000).toFixed(1)} s, more than shutdown.timeout + 2 s`);
-    if (!exit.stopped) ctx.fail('no "stopped" summary line at exit');
-    if (exit.signal === 'SIGKILL') ctx.fail('had to be killed after 60 s');
-    await server.start();
-    const since = now();
-    await bridge(ctx, config, { name: 'bridge-1' });
-    await sleep(1_000);
-    await w.stop();
-    const result = await settle(db.url, [hook], { timeoutMs: 30_000 });
-    return { ...result, recoveryMs: result.complete ? Math.round(now() - since) : undefined };
-  },
-};
+/**
+ * SIGTERM and a database outage together, with a slow receiver (100–300 ms per request) so deliveries
+ * are in flight: the bridge must exit within shutdown.timeout + 2 s, say `stopped`, and lose nothing
+ * (what it could not acknowledge is delivered again by the next bridge).
+ *   outage-then-sigterm: the database stops, SIGTERM 1 s later
+ *   sigterm-then-outage: SIGTERM, the database stops 300 ms later (in the middle of the shutdown)
+ */
+function sigtermScenario(name, order, quick) {
+  return {
+    name,
+    description: order === 'outage-first'
+      ? 'SIGTERM 1 s after the (private) database stopped, slow receiver; exit time against shutdown.timeout 5 s'
+      : 'the (private) database stops 300 ms after SIGTERM, slow receiver; exit time against shutdown.timeout 5 s',
+    quick,
+    async run(ctx) {
+      const { server, db } = await privateDatabase(ctx, { keys: 50 });
+      const hook = await webhookReceiver(ctx);
+      hook.setLatency(() => 100 + Math.random() * 200);
+      const timeoutMs = 5_000;
+      const config = bridgeConfig(db, { hook: webhookSinkConfig(hook.url, { retry: FAST_RETRY }) }, { shutdown: { timeout: '5s' } });
+      const b = await bridge(ctx, config, { name: 'bridge-0' });
+      const w = writers(ctx, db.url, { writers: 4, rate: 200, keys: keyRange(1, 50) });
+      await sleep(ctx.ms(2_000, 1_500));
+      let exit;
+      if (order === 'outage-first') {
+        await server.stop('fast');
+        await sleep(1_000);
+        exit = await b.sigterm(60_000);
+      } else {
+        const exiting = b.sigterm(60_000);
+        await sleep(300);
+        await server.stop('fast');
+        exit = await exiting;
+      }
+      const limit = timeoutMs + 2_000;
+      ctx.note(`SIGTERM → exit in ${(exit.ms / 1000).toFixed(1)} s (shutdown.timeout 5 s), code ${exit.code ?? exit.signal}, ${exit.stopped ? '"stopped" logged' : 'no "stopped" line'}`);
+      if (exit.ms > limit) ctx.fail(`exit took ${(exit.ms / 1000).toFixed(1)} s, more than shutdown.timeout + 2 s`);
+      if (!exit.stopped) ctx.fail('no "stopped" summary line at exit');
+      if (exit.signal === 'SIGKILL') ctx.fail('had to be killed after 60 s');
+      hook.setLatency(() => 0);
+      await server.start();
+      const since = now();
+      await bridge(ctx, config, { name: 'bridge-1' });
+      await sleep(1_000);
+      await w.stop();
+      const result = await settle(db.url, [hook], { timeoutMs: 30_000 });
+      return { ...result, recoveryMs: result.complete ? Math.round(now() - since) : undefined };
+    },
+  };
+}
+
+export const sigtermOutage = sigtermScenario('sigterm-during-outage', 'outage-first', true);
+export const sigtermThenOutage = sigtermScenario('sigterm-then-outage', 'sigterm-first', false);

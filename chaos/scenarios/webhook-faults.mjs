@@ -66,7 +66,7 @@ export const webhookPoisonKeys = {
     const expected = [...result.truth].filter(([k]) => k === '1' || k === '2').reduce((n, [, v]) => n + v, 0);
     let dead = [];
     await waitFor(async () => { dead = (await readDeadLetters(db.url)).filter((d) => d.sink === 'hook'); return dead.length >= expected; },
-      'dead letters', 30_000, 200).catch(() => {});
+      'dead letters', 30_000, 200).catch((err) => ctx.note(err.message));
     const distinct = new Set(dead.map((d) => `${d.key}:${d.v}`)).size;
     ctx.note(`dead-lettered ${distinct} of ${expected} poison event(s) (${dead.length} dead-letter rows) within ${((now() - t0) / 1000).toFixed(1)} s`);
     if (distinct < expected) ctx.fail(`only ${distinct} of ${expected} poison events are in sidekick.dead_letters`);
