@@ -66,15 +66,12 @@ async function exitWith(run: () => Promise<number>): Promise<never> {
   try {
     code = await run();
   } catch (error) {
-    // Our own errors (a broken config, a port in use …) carry a message meant for the user;
-    // anything else is unexpected and gets its stack.
-    if (error instanceof SidekickError) {
-      process.stderr.write(`sidekick: ${error.message}\n`);
-      code = 1;
-    } else {
-      process.stderr.write(`sidekick: ${(error as Error)?.stack ?? String(error)}\n`);
-      code = 1;
-    }
+    // Our own errors (a broken config, a port in use …) and the database's answers (a missing
+    // privilege, a refused connection) carry a message meant for the user: one line. Anything else
+    // is a bug and gets its stack.
+    const line = error instanceof SidekickError ? error.message : (await import('./commands/failure.js')).expectedFailure(error);
+    process.stderr.write(`sidekick: ${line ?? (error as Error)?.stack ?? String(error)}\n`);
+    code = 1;
   }
   // Flush stdout before exiting (a pipe may still hold data).
   await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));

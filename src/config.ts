@@ -4,7 +4,7 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { captureSpecsFromConfig, OPERATIONS, type CaptureConfigEntry } from './capture/spec.js';
 import { duration } from './duration.js';
-import { ConfigError } from './errors.js';
+import { ConfigError, errorMessage } from './errors.js';
 import { expandPglater, resolveScheduler, schedulerSchema, type SchedulerConfig } from './scheduler/config.js';
 import type { SinkDefinition } from './sink.js';
 
@@ -78,8 +78,12 @@ export const outboxSchema = z.strictObject({
    * (sidekick.deliveries) instead, so a slow or failing sink never holds up the others. Default 10000.
    */
   sinkBuffer: z.number().int().min(1).max(1_000_000).default(10_000),
-  /** An event a sink still has not acknowledged after this long moves to that sink's durable backlog. Default 5s. */
-  checkpointAfter: duration.default(5000),
+  /**
+   * An event a sink still has not acknowledged after this long is copied to that sink's durable
+   * backlog, so its outbox row can go. It bounds what a crash makes the *other* sinks receive again
+   * (an outbox row stays until every sink has its event): about this long of traffic. Default 1s.
+   */
+  checkpointAfter: duration.default(1000),
 });
 
 export type OutboxOptions = z.infer<typeof outboxSchema>;
@@ -195,22 +199,33 @@ function fail(file: string | undefined, lines: string[]): never {
 
 const VAR = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 
-/** Replaces ${VAR} and ${VAR:-default} in every string of the parsed document; `$${` is a literal `${`. */
-export function interpolate(value: unknown, env: ParseOptions['env'], file: string | undefined, path: PropertyKey[] = []): unknown {
+/**
+ * Replaces ${VAR} and ${VAR:-default} in every string of the parsed document; `$${` is a literal `${`.
+ * A variable that is not set is a problem: pushed to `problems` when given (so that it is reported
+ * with every other problem of the file), else thrown as a ConfigError.
+ */
+export function interpolate(value: unknown, env: ParseOptions['env'], file: string | undefined, path: PropertyKey[] = [], problems?: string[]): unknown {
   if (typeof value === 'string') {
     return value.replace(VAR, (whole, name: string | undefined, fallback: string | undefined) => {
       if (name === undefined) return '${';
       const found = env?.[name];
       if (found !== undefined && found !== '') return found;
       if (fallback !== undefined) return fallback;
-      fail(file, [`${formatPath(path)}: environment variable ${name} is not set (write \${${name}:-default} to give a default)`]);
+      const problem = `${formatPath(path)}: environment variable ${name} is not set (write \${${name}:-default} to give a default)`;
+      if (!problems) fail(file, [problem]);
+      problems.push(problem);
+      return whole;
     });
   }
-  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, env, file, [...path, i]));
+  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, env, file, [...path, i], problems));
   if (value !== null && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, interpolate(v, env, file, [...path, k])]));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, interpolate(v, env, file, [...path, k], problems)]));
   }
   return value;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
 function deepFreeze<T>(value: T): T {
@@ -221,28 +236,36 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
-/** Validates a parsed document (YAML or JSON) against the schema; throws ConfigError naming every problem. */
+/**
+ * Validates a parsed document (YAML or JSON) against the schema; throws one ConfigError naming every
+ * problem, each with its path. Every part is checked even when another part is broken (the sinks
+ * and routes from the document itself), so one run reports all there is to fix.
+ */
 export function parseConfig(document: unknown, options: ParseOptions): Config {
   const { file } = options;
-  const interpolated = interpolate(document ?? {}, options.env ?? {}, file);
-  // `scheduler.pglater` is shorthand for a channel, a `later` sink and a route: expanded first.
-  const expanded = interpolated !== null && typeof interpolated === 'object' && !Array.isArray(interpolated)
-    ? expandPglater(interpolated as Record<string, unknown>) : { doc: interpolated, problems: [] };
-  if (expanded.problems.length > 0) fail(file, expanded.problems);
-  const doc = expanded.doc;
-  const base = baseSchema.safeParse(doc);
-  if (!base.success) fail(file, issueLines(base.error));
   const problems: string[] = [];
+  const interpolated = interpolate(document ?? {}, options.env ?? {}, file, [], problems);
+  // `scheduler.pglater` is shorthand for a channel, a `later` sink and a route: expanded first.
+  const expanded = isRecord(interpolated) ? expandPglater(interpolated) : { doc: interpolated, problems: [] };
+  problems.push(...expanded.problems);
+  const doc = expanded.doc;
+  const raw = isRecord(doc) ? doc : {};
+  const base = baseSchema.safeParse(doc);
+  if (!base.success) problems.push(...issueLines(base.error));
   const byType = new Map(options.sinks.map((d) => [d.type, d]));
   const sinks: SinkEntry[] = [];
-  for (const [name, raw] of Object.entries(base.data.sinks)) {
-    const definition = byType.get(raw.type);
+  // Each sink against its type's schema, from the document (the base schema only knows `type`).
+  const sinkDocs = isRecord(raw.sinks) ? raw.sinks : {};
+  for (const [name, sinkDoc] of Object.entries(sinkDocs)) {
+    // Not an object or no string `type`: the base schema reported it.
+    if (!isRecord(sinkDoc) || typeof sinkDoc.type !== 'string') continue;
+    const definition = byType.get(sinkDoc.type);
     if (!definition) {
-      problems.push(`sinks.${name}.type: unknown sink type "${raw.type}" (known: ${[...byType.keys()].join(', ')})`);
+      problems.push(`${formatPath(['sinks', name, 'type'])}: unknown sink type "${sinkDoc.type}" (known: ${[...byType.keys()].join(', ')})`);
       continue;
     }
     const schema = z.strictObject({ type: z.literal(definition.type), ...dispatchShape(definition.defaults), ...definition.options });
-    const parsed = schema.safeParse(raw);
+    const parsed = schema.safeParse(sinkDoc);
     if (!parsed.success) {
       problems.push(...issueLines(parsed.error, ['sinks', name]));
       continue;
@@ -250,20 +273,28 @@ export function parseConfig(document: unknown, options: ParseOptions): Config {
     const { type, retry, concurrency, batch, maxQueued, ...rest } = parsed.data as Record<string, unknown> & DispatchOptions & { type: string };
     sinks.push({ name, type, definition, options: rest, dispatch: { retry, concurrency, batch, maxQueued } });
   }
-  const names = new Set(Object.keys(base.data.sinks));
-  base.data.routes.forEach((route, i) => {
-    route.to.forEach((to, j) => {
-      if (!names.has(to)) {
-        problems.push(`routes[${i}].to[${j}]: no sink named "${to}" (sinks: ${[...names].join(', ') || 'none'})`);
+  // Every `to` names a sink (`to: name` or `to: [names]`; other shapes are the base schema's).
+  const names = new Set(Object.keys(sinkDocs));
+  const routeDocs = Array.isArray(raw.routes) ? raw.routes : [];
+  routeDocs.forEach((route: unknown, i) => {
+    if (!isRecord(route)) return;
+    const targets: [unknown, Path][] = typeof route.to === 'string' ? [[route.to, ['routes', i, 'to']]]
+      : Array.isArray(route.to) ? route.to.map((to: unknown, j): [unknown, Path] => [to, ['routes', i, 'to', j]]) : [];
+    for (const [to, path] of targets) {
+      if (typeof to === 'string' && to !== '' && !names.has(to)) {
+        problems.push(`${formatPath(path)}: no sink named "${to}" (sinks: ${[...names].join(', ') || 'none'})`);
       }
-    });
+    }
   });
-  try {
-    captureSpecsFromConfig(base.data.capture, file);
-  } catch (error) {
-    problems.push((error as Error).message);
+  const capture = base.success ? { success: true as const, data: base.data.capture } : z.array(captureSchema).default([]).safeParse(raw.capture);
+  if (capture.success) {
+    try {
+      captureSpecsFromConfig(capture.data, file);
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
   }
-  if (problems.length > 0) fail(file, problems);
+  if (!base.success || problems.length > 0) fail(file, problems);
   return deepFreeze({
     file,
     database: base.data.database,
@@ -302,7 +333,9 @@ export function readConfigDocument(file: string): unknown {
       const at = pos ? ` at line ${pos.line}, column ${pos.col}` : '';
       throw new ConfigError(`invalid YAML in ${file}${at}: ${error.message.split('\n')[0]}`, { cause: error });
     }
-    throw error;
+    // Whatever else the parser throws is about the file too: e.g. the ReferenceError "Excessive
+    // alias count indicates a resource exhaustion attack" of an alias bomb (a "billion laughs").
+    throw new ConfigError(`invalid YAML in ${file}: ${errorMessage(error).split('\n')[0]}`, { cause: error });
   }
 }
 

@@ -3,7 +3,7 @@ import pg from 'pg';
 import { sinkDefinitions } from '../../sinks/index.js';
 import { createBridge } from '../bridge.js';
 import { parseConfig } from '../config.js';
-import { errorMessage } from '../errors.js';
+import { ConfigError, errorMessage } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import { connectionConfig, describeConnection } from '../pg/connection.js';
 import { laterUsage, LATER_PROGRAM, parseLaterArgs, type LaterOptions } from '../scheduler/later-args.js';
@@ -119,7 +119,7 @@ export function laterConnection(options: Pick<LaterOptions, 'dbname' | 'host' | 
       ...(sslmode && { ssl: sslmode === 'disable' ? false : sslmode === 'verify-full' || sslmode === 'verify-ca' ? true : { rejectUnauthorized: false } }),
     };
   }
-  if (options.port !== undefined && !/^\d{1,5}$/.test(options.port)) throw new Error(`invalid port "${options.port}"`);
+  if (options.port !== undefined && !/^\d{1,5}$/.test(options.port)) throw new ConfigError(`invalid port "${options.port}"`);
   return {
     ...out,
     ...(options.host !== undefined && { host: options.host }),

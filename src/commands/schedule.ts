@@ -1,18 +1,16 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { ConfigError } from '../errors.js';
 import {
   addSchedule, listSchedules, removeSchedule, runNow, scheduleHistory, setEnabled, toInterval, type NewSchedule,
   type ScheduleRow,
 } from '../scheduler/schedules.js';
-import { databaseFor, type DatabaseOptions } from './database.js';
+import { connectDatabase, databaseFor, type DatabaseOptions } from './database.js';
 import type { CommandIO } from './io.js';
 
 /** `sidekick schedule …`: add, list, remove, enable, disable, run-now and history of sidekick.schedules. */
 
 async function withClient<T>(options: DatabaseOptions, io: CommandIO, run: (c: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ ...databaseFor(options, io), application_name: 'sidekick schedule' });
-  client.on('error', () => {});
-  await client.connect();
+  const client = await connectDatabase(databaseFor(options, io), io, { application_name: 'sidekick schedule' });
   try {
     return await run(client);
   } catch (error) {

@@ -1,12 +1,11 @@
 import { readFileSync } from 'node:fs';
-import pg from 'pg';
 import { resolveCaptures, type ResolvedCapture } from '../capture/catalog.js';
 import { captureSpecsFromConfig, parseSkorTriggers, type CaptureSpec } from '../capture/spec.js';
 import { captureStatements, dropStatements, script } from '../capture/sql.js';
 import { ConfigError } from '../errors.js';
 import { describeConnection } from '../pg/connection.js';
 import { migrate } from '../sql/migrate.js';
-import { databaseFor } from './database.js';
+import { connectDatabase, databaseFor } from './database.js';
 import type { CommandIO } from './io.js';
 import { loadConfigFor } from './run.js';
 
@@ -49,9 +48,7 @@ function summary(c: ResolvedCapture): string {
 export async function triggersCommand(options: TriggersOptions, io: CommandIO): Promise<number> {
   const { specs, from, database } = readSpecs(options, io);
   const connection = databaseFor({ database: options.database ?? database }, io);
-  const client = new pg.Client(connection);
-  client.on('error', () => {});
-  await client.connect();
+  const client = await connectDatabase(connection, io);
   try {
     let statements: string;
     let title: string;

@@ -1,8 +1,7 @@
-import pg from 'pg';
 import { quoteIdent } from '../capture/sql.js';
 import { describeConnection } from '../pg/connection.js';
 import { LOCK_CLASS, MEMBER_BASE, MEMBER_SLOTS } from '../outbox/queries.js';
-import { databaseFor, type DatabaseOptions } from './database.js';
+import { connectDatabase, databaseFor, type DatabaseOptions } from './database.js';
 import type { CommandIO } from './io.js';
 
 export interface UninstallOptions extends DatabaseOptions {
@@ -24,9 +23,7 @@ export async function uninstallCommand(options: UninstallOptions, io: CommandIO)
   const connection = databaseFor(options, io);
   const where = describeConnection(connection, io.env);
   const out = (line = '') => io.stdout.write(`${line}\n`);
-  const client = new pg.Client(connection);
-  client.on('error', () => {});
-  await client.connect();
+  const client = await connectDatabase(connection, io);
   try {
     const installed = (await client.query<{ ok: boolean }>(`SELECT to_regnamespace('sidekick') IS NOT NULL AS ok`)).rows[0]?.ok;
     if (!installed) {

@@ -1,8 +1,13 @@
+import { randomBytes } from 'node:crypto';
+import { PassThrough } from 'node:stream';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ROW_CHANGE_COLUMNS } from '../../src/capture/sql.js';
+import { installCommand } from '../../src/commands/install.js';
+import type { CommandIO } from '../../src/commands/io.js';
+import { SidekickError } from '../../src/errors.js';
 import { listMigrations, migrate } from '../../src/sql/migrate.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { adminUrl, createTestDatabase, type TestDatabase } from '../support/db.js';
 
 describe('sidekick install (real PostgreSQL)', () => {
   let db: TestDatabase | undefined;
@@ -60,5 +65,53 @@ describe('sidekick install (real PostgreSQL)', () => {
     const rec = await c.query('SELECT name FROM sidekick.migrations');
     expect(rec.rows.map((r) => r.name)).toEqual(['001_ok']);
     void pg;
+  });
+});
+
+describe('sidekick install by a role without CREATE on the database (real PostgreSQL)', () => {
+  let db: TestDatabase | undefined;
+  let role: string | undefined;
+  afterEach(async () => {
+    await db?.drop();
+    db = undefined;
+    if (role) {
+      const admin = new pg.Client({ connectionString: adminUrl() });
+      await admin.connect();
+      await admin.query(`DROP ROLE IF EXISTS "${role}"`).finally(() => admin.end());
+      role = undefined;
+    }
+  });
+
+  function io(): CommandIO & { out: () => string } {
+    const stdout = new PassThrough();
+    let out = '';
+    stdout.on('data', (c: Buffer) => { out += c.toString(); });
+    return { stdout, stderr: new PassThrough(), env: {}, signal: new AbortController().signal, out: () => out };
+  }
+
+  // Issue 16 item 7: `permission denied for database` came out with a stack trace, and no word of
+  // what to grant.
+  it('names the missing privilege and both fixes, as one line; a schema created for the role is enough', async () => {
+    db = await createTestDatabase();
+    role = `sk_role_${randomBytes(4).toString('hex')}`;
+    const owner = await db.client();
+    await owner.query(`CREATE ROLE "${role}" LOGIN`);
+    const url = new URL(db.url);
+    url.username = role;
+
+    const error = await installCommand({ database: url.toString() }, io()).then(() => undefined, (e: unknown) => e);
+    expect(error).toBeInstanceOf(SidekickError);
+    const message = (error as SidekickError).message;
+    expect((error as SidekickError).code).toBe('INSTALL_PRIVILEGE');
+    expect(message).not.toContain('\n');
+    expect(message).toContain('permission denied for database');
+    expect(message).toContain(`GRANT CREATE ON DATABASE "${db.name}" TO "${role}"`);
+    expect(message).toContain(`CREATE SCHEMA sidekick AUTHORIZATION "${role}"`);
+
+    // The second fix works: with the schema made for it, the role installs without CREATE on the database.
+    await owner.query(`CREATE SCHEMA sidekick AUTHORIZATION "${role}"`);
+    const second = io();
+    await expect(installCommand({ database: url.toString() }, second)).resolves.toBe(0);
+    expect(second.out()).toMatch(/installed \d+ migration\(s\)/);
   });
 });

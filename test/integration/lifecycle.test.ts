@@ -130,6 +130,52 @@ describe('sidekick run: a broken config exits 1 naming the file and the key (bui
   });
 });
 
+// Issue 16 item 7: no command prints a stack trace for an expected failure. Every command that
+// takes a database or a config, with a database that refuses connections and with a broken config.
+describe('every command: an unreachable database or a broken config is one line, never a stack (built CLI)', () => {
+  const down = 'postgres://nobody@127.0.0.1:1/none';
+  const commands: string[][] = [
+    ['install'], ['uninstall', '--yes'], ['status'], ['dlq', 'list'], ['dlq', 'retry', '--all'], ['dlq', 'purge', '--all'],
+    ['schedule', 'list'], ['schedule', 'add', 'nightly', '--cron', '0 3 * * *', '--sql', 'select 1'], ['schedule', 'remove', 'nightly'],
+    ['schedule', 'history'], ['backfill', 'public.orders'], ['triggers', '--apply'],
+  ];
+  const capture = () => configFile(`database: ${down}\nsinks: {}\ncapture:\n  - { table: public.orders }\n`);
+  // A wrong type, an unknown sink type, an unknown key and a route to a missing sink: all reported.
+  const broken = () => configFile('lisen: [x]\nsinks:\n  hook: { type: webhook, url: 42 }\n  k: { type: kafak }\nroutes:\n  - { from: "*", to: [nope] }\n');
+
+  it.each(commands)('%s … with the database down', async (...args) => {
+    const run = start([...args, ...(args[0] === 'triggers' ? ['--config', capture()] : ['--database', down])]);
+    const { code } = await exitOf(run);
+    expect(code).not.toBe(0);
+    expect(run.stderr()).toMatch(/ECONNREFUSED|Connection refused/);
+    expect(run.stderr(), run.stderr()).not.toMatch(/^\s+at /m);
+    expect(run.stderr().trim().split('\n')).toHaveLength(1);
+  });
+
+  it.each([...commands, ['check'], ['run']])('%s … with a broken config', async (...args) => {
+    const file = broken();
+    const run = start([...args, '--config', file]);
+    const { code } = await exitOf(run);
+    expect(code).toBe(1);
+    expect(run.stderr()).toContain(file);
+    expect(run.stderr()).toContain('lisen: unknown key');
+    expect(run.stderr()).toMatch(/sinks\.hook\.url: .*string/);
+    expect(run.stderr()).toContain('sinks.k.type: unknown sink type "kafak"');
+    expect(run.stderr()).toContain('routes[0].to[0]: no sink named "nope"');
+    expect(run.stderr(), run.stderr()).not.toMatch(/^\s+at /m);
+  });
+
+  it('a YAML alias bomb is one line naming the file', async () => {
+    const levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]'];
+    for (let i = 1; i < 8; i++) levels.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);
+    const file = configFile(`${levels.join('\n')}\nsinks: {}\n`);
+    const run = start(['check', '--config', file]);
+    expect((await exitOf(run)).code).toBe(1);
+    expect(run.stderr()).toMatch(new RegExp(`^sidekick: invalid YAML in ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: .*alias`, 'm'));
+    expect(run.stderr()).not.toMatch(/^\s+at /m);
+  });
+});
+
 describe('sidekick run: signals and lost connections (built CLI, real PostgreSQL)', () => {
   let db: TestDatabase | undefined;
   let silent: Server | undefined;

@@ -72,4 +72,54 @@ describe('config', () => {
     expect(errorOf(() => loadConfig(json, { env: {}, sinks: sinkDefinitions })).message).toContain(`invalid JSON in ${json}`);
     expect(errorOf(() => loadConfig(join(dir, 'missing.yaml'), { env: {}, sinks: sinkDefinitions })).message).toContain('cannot read config file');
   });
+
+  // Issue 16 item 7: the first problem used to hide the others (one fix, one run, the next problem).
+  it('reports every problem of a config in one error, each with its path', () => {
+    const message = errorOf(() => parse({
+      sinks: {
+        hook: { type: 'webhook', url: 42 },
+        k: { type: 'kafak' },
+        console: { type: 'stdout', colour: 'red' },
+      },
+      routes: [{ from: 'a', to: ['console'] }, { from: 'b', to: 'nope' }, { from: 'c', to: ['hook', 'gone'] }],
+    })).message;
+    expect(message).toContain('in test.yaml');
+    expect(message).toMatch(/sinks\.hook\.url: .*string/i);
+    expect(message).toContain('sinks.k.type: unknown sink type "kafak"');
+    expect(message).toContain('sinks.console.colour: unknown key');
+    expect(message).toContain('routes[1].to: no sink named "nope"');
+    expect(message).toContain('routes[2].to[1]: no sink named "gone"');
+    expect(message.split('\n  - ')).toHaveLength(1 + 5);
+  });
+
+  it('reports sink and route problems along with top-level ones (wrong type, unknown key, missing variable)', () => {
+    const message = errorOf(() => parse({
+      listen: 'jobs',
+      lisen: ['x'],
+      shutdown: { timeout: '${NO_SUCH_TIMEOUT}' },
+      sinks: { k: { type: 'kafak' }, console: { type: 'stdout', concurrency: 'many' } },
+      routes: [{ from: '*', to: ['console', 'nope'] }],
+    })).message;
+    expect(message).toMatch(/listen: .*array/i);
+    expect(message).toContain('lisen: unknown key');
+    expect(message).toContain('shutdown.timeout: environment variable NO_SUCH_TIMEOUT is not set');
+    expect(message).toContain('sinks.k.type: unknown sink type "kafak"');
+    expect(message).toMatch(/sinks\.console\.concurrency: .*number/);
+    expect(message).toContain('routes[0].to[1]: no sink named "nope"');
+  });
+
+  it('a YAML alias bomb is a ConfigError naming the file, not a ReferenceError', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    const file = join(dir, 'bomb.yaml');
+    const levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]'];
+    for (let i = 1; i < 8; i++) {
+      const prev = String.fromCharCode(96 + i);
+      const name = String.fromCharCode(97 + i);
+      levels.push(`${name}: &${name} [${Array(9).fill(`*${prev}`).join(',')}]`);
+    }
+    writeFileSync(file, `${levels.join('\n')}\nsinks: {}\n`);
+    const e = errorOf(() => loadConfig(file, { env: {}, sinks: sinkDefinitions }));
+    expect(e.message).toContain(`invalid YAML in ${file}`);
+    expect(e.message).toMatch(/alias/i);
+  });
 });
