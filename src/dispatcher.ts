@@ -546,7 +546,7 @@ export function createDispatcher(params: {
     } else if (result.status === 'dead') {
       metrics?.dead.inc({ sink: sink.name });
       logger.error({ id: envelope.id, channel: envelope.channel, attempts: result.attempts, code: result.error.code, err: errorMessage(result.error) },
-        'delivery failed for good; event dead-lettered');
+        'delivery failed for good; the event goes to the dead letters (its source says where it is kept)');
     }
   }
 
