@@ -70,7 +70,9 @@ async function exitWith(run: () => Promise<number>): Promise<never> {
     // privilege, a refused connection) carry a message meant for the user: one line. Anything else
     // is a bug and gets its stack.
     const line = error instanceof SidekickError ? error.message : (await import('./commands/failure.js')).expectedFailure(error);
-    process.stderr.write(`sidekick: ${line ?? (error as Error)?.stack ?? String(error)}\n`);
+    // Messages may embed a URL (a broker's, a database's): no password or query string, as in logs.
+    const { redactLine } = await import('./logger.js');
+    process.stderr.write(`sidekick: ${redactLine(line ?? (error as Error)?.stack ?? String(error))}\n`);
     code = 1;
   }
   // Flush stdout before exiting (a pipe may still hold data).

@@ -11,22 +11,40 @@ const SECRET_KEY = String.raw`[^"\\]*(?:passw(?:or)?d|passphrase|secret|token|au
 // "key": "string" | ["strings"] (a secret list, for key rotation) | number | true/false/null.
 // Objects are walked into, key by key.
 const SECRET_ENTRY = new RegExp(String.raw`"(${SECRET_KEY})":(\[(?:"(?:[^"\\]|\\.)*",?)*\]|"(?:[^"\\]|\\.)*"|[-\w.+]+)`, 'gi');
-// scheme://user:password@host — the password part.
+// scheme://user:password@host — the password part (the user name stays: it says which role).
 const URL_PASSWORD = /([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s"]*):([^@/?#\s"]*)@/gi;
+// scheme://token@host — userinfo without a colon is often a token (https://ghp_…@host): all of it.
+const URL_USERINFO = /([a-z][a-z0-9+.-]*:\/\/)(?!\[redacted\])([^:/?#@\s"\\]+)@/gi;
+// scheme://host/path?query — the query (webhook ?token=…, libpq ?password=…, ?sslpassword=…): all
+// of it, up to the end of the URL (a fragment goes with it). In a JSON line a string ends at `"`;
+// a backslash starts an escape, which no URL needs.
+const URL_QUERY = /([a-z][a-z0-9+.-]*:\/\/[^?#\s"\\]*)[?#][^\s"\\]*/gi;
 // libpq conninfo: password=secret or password='se cret'.
 const CONNINFO_PASSWORD = /\bpassword\s*=\s*(?:'(?:[^'\\]|\\.)*'|[^\s'"\\]+)/gi;
 
-/** Removes secrets from one serialized log line (or any text). */
+/**
+ * Removes secrets from one serialized log line (or any text): secret-named fields, and of every
+ * URL its password (or a userinfo without one) and its query string, whatever option or error
+ * message it came from (issue 16: a webhook's ?token=… was in the debug "effective config" line).
+ */
 export function redactLine(line: string): string {
   return line
     .replace(SECRET_ENTRY, '"$1":"[redacted]"')
     .replace(URL_PASSWORD, '$1:[redacted]@')
+    .replace(URL_USERINFO, '$1[redacted]@')
+    .replace(URL_QUERY, '$1?[redacted]')
     .replace(CONNINFO_PASSWORD, 'password=[redacted]');
 }
 
-/** Replaces the password in a connection URL, for messages that name a database or broker. */
+/**
+ * A URL fit for a message that names a database or broker: the password (or a userinfo without
+ * one) and the query string replaced by [redacted]; user, host, port and path stay.
+ */
 export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:/?#@]*):([^@/?#]*)@/, '//$1:[redacted]@');
+  return url
+    .replace(/\/\/([^:/?#@]*):([^@/?#]*)@/, '//$1:[redacted]@')
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/)(?!\[redacted\])([^:/?#@]+)@/i, '$1[redacted]@')
+    .replace(/^([^?#]*)[?#].*$/s, '$1?[redacted]');
 }
 
 export type LogFormat = 'json' | 'pretty';

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { errorMessage } from '../errors.js';
+import { redactLine } from '../logger.js';
 import { connectionConfig, describeConnection } from '../pg/connection.js';
 import type { CommandIO } from './io.js';
 import { loadConfigFor, loggerFor } from './run.js';
@@ -21,7 +22,8 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 export async function checkCommand(options: { config: string }, io: CommandIO): Promise<number> {
   const config = loadConfigFor(options.config, io);
   const logger = loggerFor(config, io).child({ command: 'check' });
-  const out = (line: string) => io.stdout.write(`${line}\n`);
+  // A sink's detail or error may name its URL: printed like a log line, without secrets.
+  const out = (line: string) => io.stdout.write(`${redactLine(line)}\n`);
   out(`ok    config ${config.file}: ${config.sinks.length} sink(s), ${config.routes.length} route(s), ${config.listen.length} channel(s)`);
   let failures = 0;
 

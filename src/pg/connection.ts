@@ -202,8 +202,9 @@ function parseUri(text: string): ConnectionParams {
   return out;
 }
 
+/** The URI for an error message: no password, no query string (libpq takes ?password=… too). */
 function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:/?#@]*):([^@/?#]*)@/, '//$1:[redacted]@');
+  return url.replace(/\/\/([^:/?#@]*):([^@/?#]*)@/, '//$1:[redacted]@').replace(/^([^?#]*)[?#].*$/s, '$1?[redacted]');
 }
 
 /** What the listener needs to connect, resolved once from flags, connection strings and environment. */

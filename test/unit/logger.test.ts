@@ -5,7 +5,7 @@ import { sinkDefinitions } from '../../sinks/index.js';
 import { loggerFor, configSummary } from '../../src/commands/run.js';
 import { parseConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
-import { chooseLogFormat, createLogger, redactLine } from '../../src/logger.js';
+import { chooseLogFormat, createLogger, redactLine, redactUrl } from '../../src/logger.js';
 import { defineSink, type SinkDefinition } from '../../src/sink.js';
 
 function capture() {
@@ -77,6 +77,57 @@ describe('logger: secrets never reach a line', () => {
   it('redactLine leaves ordinary lines alone', () => {
     const line = '{"level":30,"msg":"delivered","sink":"kafka","id":"42","channel":"public.orders","url":"https://example.com/a@b"}';
     expect(redactLine(line)).toBe(line);
+  });
+});
+
+// Issue 16 item 8: the webhook URL's ?token=… was in the debug "effective config" line. No URL's
+// userinfo or query string reaches a log line, at any level, from any option or error message.
+describe('logger: URL userinfo and query strings never reach a line', () => {
+  it('the effective config at debug: webhook, database, AMQP, Redis and Kafka URLs', () => {
+    const config = parseConfig({
+      database: 'postgres://app:hunter2-dbpw@db.internal:5432/app?sslmode=require&sslpassword=hunter2-sslpw',
+      sinks: {
+        hook: { type: 'webhook', url: 'https://hooks.example.com/in/{channel}?token=hunter2-token&v=1' },
+        bare: { type: 'webhook', url: 'https://hunter2-usertoken@hooks.example.com/in' },
+        rabbit: { type: 'amqp', url: 'amqp://svc:hunter2-amqp@rabbit:5672/vhost?heartbeat=30&auth=hunter2-amqpq' },
+        redis: { type: 'redis-stream', url: 'redis://:hunter2-redis@redis:6379/0?password=hunter2-redisq' },
+        kafka: { type: 'kafka', brokers: ['kafka-1:9092', 'kafka-2:9092'] },
+      },
+    }, { file: 'x.yaml', env: {}, sinks: sinkDefinitions });
+    const out = capture();
+    const logger = createLogger({ level: 'debug', destination: out.stream });
+    logger.debug({ effective: configSummary(config) }, 'effective config');
+    const line = out.text();
+    expect(line).toContain('effective config');
+    expect(line).not.toMatch(/hunter2/);
+    const parsed = JSON.parse(line) as { effective: { database: string; sinks: Record<string, { url?: string; brokers?: string[] }> } };
+    // What is not secret stays readable: scheme, user, host, port, path.
+    expect(parsed.effective.database).toBe('postgres://app:[redacted]@db.internal:5432/app?[redacted]');
+    expect(parsed.effective.sinks.hook?.url).toBe('https://hooks.example.com/in/{channel}?[redacted]');
+    expect(parsed.effective.sinks.bare?.url).toBe('https://[redacted]@hooks.example.com/in');
+    expect(parsed.effective.sinks.rabbit?.url).toBe('amqp://svc:[redacted]@rabbit:5672/vhost?[redacted]');
+    expect(parsed.effective.sinks.redis?.url).toBe('redis://:[redacted]@redis:6379/0?[redacted]');
+    expect(parsed.effective.sinks.kafka?.brokers).toEqual(['kafka-1:9092', 'kafka-2:9092']);
+  });
+
+  it('in messages and error messages, at every level, pretty or JSON', () => {
+    for (const format of ['json', 'pretty'] as const) {
+      const out = capture();
+      const logger = createLogger({ level: 'trace', format, destination: out.stream });
+      logger.trace('GET https://h.example.com/x?token=hunter2-trace');
+      logger.error({ err: new Error('request to https://h.example.com/x?api_key=hunter2-err failed, reason: "reset"') }, 'delivery failed');
+      logger.fatal({ target: 'https://hunter2-tok@h.example.com/x#hunter2-frag' }, 'target');
+      const text = out.text();
+      expect(text).not.toMatch(/hunter2/);
+      expect(text).toContain('https://h.example.com/x?[redacted]');
+      if (format === 'json') for (const l of text.trim().split('\n')) JSON.parse(l);
+    }
+  });
+
+  it('redactUrl, for messages that name a broker: user, host and path stay', () => {
+    expect(redactUrl('amqp://guest:guest@127.0.0.1:5672/?heartbeat=30')).toBe('amqp://guest:[redacted]@127.0.0.1:5672/?[redacted]');
+    expect(redactUrl('redis://tok3n@redis:6379')).toBe('redis://[redacted]@redis:6379');
+    expect(redactUrl('redis://redis:6379/0')).toBe('redis://redis:6379/0');
   });
 });
 
