@@ -467,11 +467,16 @@ prepare_state() {
 
 # ---------------------------------------------------------------------------------------------
 # Tools the tests use that are not services: docker-compose (v1, Debian) validates
-# docker-compose.yml offline — no engine needed for `docker-compose config -q`.
+# docker-compose.yml offline — no engine needed for `docker-compose config -q`; promtool (Debian's
+# prometheus package, which starts no daemon without systemd) checks the real /metrics output with
+# `promtool check metrics`.
 
 tools_up() {
-  if command -v docker-compose >/dev/null 2>&1; then say "tools: docker-compose present"; return 0; fi
-  ensure_packages tools docker-compose
+  local missing=()
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  if ((${#missing[@]} == 0)); then say "tools: docker-compose, promtool present"; return 0; fi
+  ensure_packages tools "${missing[@]}"
 }
 
 # The fixed ports lie inside Linux's ephemeral range (32768-60999), so any client connection may

@@ -9,7 +9,13 @@ import { VERSION } from './version.js';
  */
 export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
-  if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
+  if (options.defaultMetrics) {
+    collectDefaultMetrics({ register: registry });
+    // prom-client's nodejs_active_{handles,requests,resources}_total are gauges with a counter's
+    // suffix: `promtool check metrics` rejects the endpoint for them, and a rate() over them is
+    // meaningless. The same numbers stay, per type, in nodejs_active_handles / _requests / _resources.
+    for (const name of NON_COUNTER_TOTALS) registry.removeSingleMetric(name);
+  }
   const registers = [registry];
   // Numbers each dispatcher keeps itself and that are read at scrape time: setting a labelled
   // prom-client series costs about as much as handing an event to a fast sink, per event.
@@ -59,14 +65,35 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     sampleErrors: new Counter({ name: 'sidekick_metric_read_errors_total', help: 'Scrape-time reads that failed (database unreachable or too slow); that sample is left out or NaN.', labelNames: ['metric'], registers }),
   };
   metrics.buildInfo.set({ version: VERSION, node: process.versions.node }, 1);
+  /**
+   * Creates every per-sink series at 0. A labelled series exists only from its first increment, so
+   * without this `increase(sidekick_events_dead_lettered_total[15m]) > 0` never sees a sink's first
+   * dead letter (the series appears at 1, no increase) and absent series look like a broken scrape.
+   */
+  const initSink = (sink: string): void => {
+    for (const counter of [metrics.delivered, metrics.retried, metrics.dead, metrics.dropped, metrics.outboxSpilled, metrics.storeRefused]) {
+      counter.inc({ sink }, 0);
+    }
+    for (const retriable of ['true', 'false']) metrics.failed.inc({ sink, retriable }, 0);
+    metrics.latency.zero({ sink });
+    metrics.outboxBacklogMode.set({ sink }, 0);
+  };
   return {
     ...metrics,
-    /** A dispatcher's own counts for `sink`, read at each scrape (sidekick_sink_queued, sidekick_events_delivered_total). */
+    initSink,
+    /**
+     * A dispatcher's own counts for `sink`, read at each scrape (sidekick_sink_queued,
+     * sidekick_events_delivered_total); every per-sink series of the sink starts at 0 here.
+     */
     watchSink(sink: string, counts: { queued: () => number; delivered: () => number }): void {
+      initSink(sink);
       sinkCounts.add({ sink, ...counts, reported: 0 });
     },
   };
 }
+
+/** Default metrics whose names end in _total but are gauges (see createMetrics). */
+const NON_COUNTER_TOTALS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
 interface SinkCounts {
   readonly sink: string;

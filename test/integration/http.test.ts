@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { PassThrough, Writable } from 'node:stream';
 import pg from 'pg';
@@ -104,6 +105,40 @@ describe('HTTP endpoint: /metrics, /healthz, /readyz (real bridge, real PostgreS
     expect((await get(base, '/metrics', { method: 'POST' })).status).toBe(405);
     const head = await fetch(`${base}/readyz`, { method: 'HEAD' });
     expect(head.status).toBe(200);
+  });
+
+  // Issue 16 item 10: per-sink series appeared only at their first increment (an alert on
+  // increase(…dead_lettered_total[15m]) missed each sink's first dead letter), and `promtool check
+  // metrics` failed on prom-client's nodejs_active_*_total gauges.
+  it('the real /metrics passes `promtool check metrics`, with every per-sink series at 0 before any event', async () => {
+    db = await createTestDatabase();
+    const started = startBridge(db.url, {
+      sinks: { console: { type: 'stdout', format: 'json' }, audit: { type: 'stdout', format: 'payload' } },
+      routes: [{ from: 'jobs', to: ['console', 'audit'] }],
+      outbox: { enabled: true },
+    });
+    bridge = started.bridge;
+    await bridge.start();
+    const res = await get(`http://127.0.0.1:${bridge.http?.address()?.port}`, '/metrics');
+    expect(res.status).toBe(200);
+    const m = parseMetrics(res.text);
+    for (const sink of ['console', 'audit']) {
+      for (const name of ['sidekick_events_delivered_total', 'sidekick_events_retried_total', 'sidekick_events_dead_lettered_total',
+        'sidekick_events_dropped_total', 'sidekick_outbox_spilled_total']) {
+        expect(m.get(`${name}{sink="${sink}"}`), `${name}{sink="${sink}"}`).toBe(0);
+      }
+      expect(m.get(`sidekick_delivery_failures_total{sink="${sink}",retriable="true"}`)).toBe(0);
+      expect(m.get(`sidekick_delivery_failures_total{sink="${sink}",retriable="false"}`)).toBe(0);
+    }
+    // Debian's promtool (prometheus package), installed by `scripts/services.sh up tools`.
+    const promtool = spawnSync('promtool', ['check', 'metrics'], { input: res.text, encoding: 'utf8' });
+    expect(promtool.error, 'promtool is missing: run scripts/services.sh up tools').toBeUndefined();
+    expect(`${promtool.stdout}${promtool.stderr}`).toBe('');
+    expect(promtool.status).toBe(0);
+    // The checker is real: a gauge named like a counter fails it.
+    const bad = spawnSync('promtool', ['check', 'metrics'], { input: '# HELP x_total a gauge\n# TYPE x_total gauge\nx_total 1\n', encoding: 'utf8' });
+    expect(bad.status).not.toBe(0);
+    expect(`${bad.stdout}${bad.stderr}`).toMatch(/non-counter metrics should not have "_total" suffix/);
   });
 
   it('/readyz is 200 while connected, 503 naming the listener once the database is unreachable, 200 again after', async () => {
