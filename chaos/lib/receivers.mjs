@@ -70,6 +70,8 @@ export async function startWebhookReceiver(name = 'webhook') {
       if (answer === 'hang') { hung.add(res); res.on('close', () => hung.delete(res)); return; }
       if (answer === 'destroy') { req.socket.destroy(); return; }
       const respond = () => {
+        // A request the bridge gave up on (timeout, shutdown) while we were "working" was not delivered.
+        if (res.destroyed || req.socket.destroyed) return;
         if (answer >= 200 && answer < 300 && parsed) log.add(parsed);
         res.writeHead(answer, { 'content-type': 'text/plain' }).end(answer >= 300 ? 'chaos says no' : '');
       };

@@ -11,6 +11,14 @@ import { now, sleep, waitFor } from '../lib/util.mjs';
 const POISON = { 1: '{"a":"\\u0000"}', 2: '{"a":"\\ud800"}' };
 const isPoison = (body) => body.includes('\\u0000') || /\\ud[89ab][0-9a-f]{2}/i.test(body);
 
+/**
+ * Nothing crashed in these scenarios, so nothing should arrive twice: duplicates mean the poison row
+ * broke the drain's bookkeeping and everything in flight was sent again (issue 16 item 1: 5× and more).
+ */
+function noDuplicates(ctx, results) {
+  for (const r of results) if (r.duplicates > 0) ctx.fail(`${r.sink} got ${r.duplicates} duplicate(s) without any crash: the poison rows disturbed the other events`);
+}
+
 function poisonWriters(ctx, db) {
   const w = writers(ctx, db.url, { writers: 4, rate: 200, keys: keyRange(3, 50) });
   const p = writers(ctx, db.url, { writers: 1, rate: 4, keys: [1, 2], payload: (key) => POISON[key] });
@@ -44,6 +52,7 @@ export const poisonDeadLetter = {
     ctx.note(`${poisonCount} poison row(s) written; ${distinct} in sidekick.dead_letters after ${((now() - t0) / 1000).toFixed(1)} s; ` +
       `receiver answered ${hook.requests()} request(s); bridge logged ${b.state.errors} error line(s)`);
     if (distinct < poisonCount) ctx.fail(`only ${distinct} of ${poisonCount} poison events are in sidekick.dead_letters`);
+    noDuplicates(ctx, [...result.results, ...redisResult.results]);
     return { ...result, results: [...result.results, ...redisResult.results], complete: result.complete && redisResult.complete };
   },
 };
@@ -69,6 +78,7 @@ export const poisonBacklog = {
     await w.stop();
     const result = await settle(db.url, [hook, redis.reader], { timeoutMs: 30_000 });
     ctx.note(`bridge logged ${b.state.errors} error line(s)`);
+    noDuplicates(ctx, result.results);
     return { ...result, recoveryMs };
   },
 };

@@ -29,23 +29,25 @@ export const retryFirstTwo = {
 };
 
 /**
- * SIGTERM and a database outage together, with a slow receiver (100–300 ms per request) so deliveries
- * are in flight: the bridge must exit within shutdown.timeout + 2 s, say `stopped`, and lose nothing
- * (what it could not acknowledge is delivered again by the next bridge).
- *   outage-then-sigterm: the database stops, SIGTERM 1 s later
- *   sigterm-then-outage: SIGTERM, the database stops 300 ms later (in the middle of the shutdown)
+ * SIGTERM and a database outage together, with a slow receiver (1.5–2.5 s per request) so deliveries
+ * are in flight and the shutdown has to wait for them: the bridge must exit within shutdown.timeout
+ * + 2 s, say `stopped`, and lose nothing (what it could not acknowledge is delivered again by the
+ * next bridge). With a receiver answering in 100–300 ms the bridge of 109173e exited in time; with
+ * this one it took 9.6 s for a 5 s timeout.
+ *   sigterm-during-outage: the database stops, SIGTERM 1 s later
+ *   sigterm-then-outage: SIGTERM, the database stops 1 s later (in the middle of the shutdown)
  */
-function sigtermScenario(name, order, quick) {
+function sigtermScenario(name, order, quick, { latency = [1_500, 2_500], gapMs = 1_000 } = {}) {
   return {
     name,
     description: order === 'outage-first'
-      ? 'SIGTERM 1 s after the (private) database stopped, slow receiver; exit time against shutdown.timeout 5 s'
-      : 'the (private) database stops 300 ms after SIGTERM, slow receiver; exit time against shutdown.timeout 5 s',
+      ? 'SIGTERM 1 s after the (private) database stopped, receiver taking ~2 s per request; exit time against shutdown.timeout 5 s'
+      : 'the (private) database stops 1 s after SIGTERM, receiver taking ~2 s per request; exit time against shutdown.timeout 5 s',
     quick,
     async run(ctx) {
       const { server, db } = await privateDatabase(ctx, { keys: 50 });
       const hook = await webhookReceiver(ctx);
-      hook.setLatency(() => 100 + Math.random() * 200);
+      hook.setLatency(() => latency[0] + Math.random() * (latency[1] - latency[0]));
       const timeoutMs = 5_000;
       const config = bridgeConfig(db, { hook: webhookSinkConfig(hook.url, { retry: FAST_RETRY }) }, { shutdown: { timeout: '5s' } });
       const b = await bridge(ctx, config, { name: 'bridge-0' });
@@ -58,7 +60,7 @@ function sigtermScenario(name, order, quick) {
         exit = await b.sigterm(60_000);
       } else {
         const exiting = b.sigterm(60_000);
-        await sleep(300);
+        await sleep(gapMs);
         await server.stop('fast');
         exit = await exiting;
       }
