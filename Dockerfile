@@ -33,9 +33,13 @@ COPY sql ./sql
 # Files stay owned by root (read-only for the service); the process runs as the image's `node` user.
 USER node
 EXPOSE 9187
-# Slim images have no curl: Node 20's fetch asks /readyz (listener connected, sinks started).
+# Liveness, not readiness: an orchestrator that restarts unhealthy containers must not restart the
+# bridge during a database or broker outage (it reconnects by itself, and a restart loses NOTIFY
+# events in flight); /healthz answers while the event loop runs, /readyz fails during an outage.
+# Use /readyz where something waits for the bridge (Compose depends_on, a Kubernetes readinessProbe).
+# Slim images have no curl: Node 20's fetch asks.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["node", "-e", "fetch(process.env.SIDEKICK_HEALTH_URL||'http://127.0.0.1:9187/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+  CMD ["node", "-e", "fetch(process.env.SIDEKICK_HEALTH_URL||'http://127.0.0.1:9187/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # SIGTERM from `docker stop` reaches node directly (exec form, PID 1): in-flight deliveries finish
 # within shutdown.timeout; give `docker stop -t` / stop_grace_period more than that.
 ENTRYPOINT ["node", "/app/dist/src/cli.js"]

@@ -80,6 +80,26 @@ describe('docker-compose.yml (validated offline)', () => {
     it.todo('docker-compose config -q: skipped because the `docker-compose` binary is missing (Debian: apt-get install docker-compose)');
   }
 
+  // dclint (devDependency, pinned): its errors — e.g. no-build-and-image, a service with both `build`
+  // and `image` but no pull_policy — fail the test; its style warnings do not.
+  it('passes dclint without errors, and dclint catches a service with both build and image', () => {
+    const dclint = (file: string) => spawnSync(process.execPath, [path('node_modules', 'dclint', 'bin', 'dclint.cjs'), file, '--formatter', 'json'], { cwd: REPO_ROOT, encoding: 'utf8' });
+    const errorsOf = (r: ReturnType<typeof dclint>) => (JSON.parse(r.stdout) as { messages: { type: string; rule: string; message: string }[] }[])
+      .flatMap((f) => f.messages).filter((m) => m.type === 'error');
+    const ok = dclint('docker-compose.yml');
+    expect(errorsOf(ok), ok.stdout).toEqual([]);
+    expect(ok.status).toBe(0);
+    const dir = mkdtempSync(join(tmpdir(), 'sidekick-dclint-'));
+    try {
+      writeFileSync(join(dir, 'docker-compose.yml'), read('docker-compose.yml').replaceAll('    pull_policy: build\n', ''));
+      const bad = dclint(join(dir, 'docker-compose.yml'));
+      expect(bad.status).not.toBe(0);
+      expect(errorsOf(bad).map((m) => m.rule)).toEqual(['no-build-and-image', 'no-build-and-image']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('has PostgreSQL 15, Kafka (KRaft), RabbitMQ with management, Redis 7, a webhook receiver and pg-sidekick, each with a healthcheck', () => {
     expect(services.postgres?.image).toBe('postgres:15');
     expect(services.kafka?.image).toMatch(/^apache\/kafka:3\./);
@@ -141,11 +161,15 @@ describe('docker-compose.yml (validated offline)', () => {
 
 describe('Dockerfile', () => {
   const text = read('Dockerfile');
-  it('is multi-stage on node:20-slim, installs production dependencies only, runs as a non-root user, and checks /readyz', () => {
+  // Issue 16 item 13: a HEALTHCHECK on /readyz made an orchestrator that restarts unhealthy
+  // containers restart the bridge during a database outage. The image's check is liveness.
+  it('is multi-stage on node:20-slim, installs production dependencies only, runs as a non-root user, and checks liveness (/healthz)', () => {
     expect(text.match(/^FROM node:20-slim AS \w+$/gm)).toHaveLength(2);
     expect(text).toMatch(/npm ci --omit=dev/);
     expect(text).toMatch(/^USER node$/m);
-    expect(text).toMatch(/^HEALTHCHECK .*\n.*\/readyz/m);
+    const healthcheck = /^HEALTHCHECK (?:.*\\\n)*.*$/m.exec(text)?.[0] ?? '';
+    expect(healthcheck).toContain('/healthz');
+    expect(healthcheck).not.toContain('/readyz');
     expect(text).toMatch(/^ENTRYPOINT \["node", "\/app\/dist\/src\/cli\.js"\]$/m);
     expect(read('.dockerignore')).toMatch(/^node_modules$/m);
   });
