@@ -46,6 +46,6 @@ describe('metrics: every per-sink series exists from the start (issue 16 item 10
     const text = await createMetrics({ defaultMetrics: true }).registry.metrics();
     const types = new Map([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((t) => [t[1], t[2]]));
     expect(types.get('nodejs_active_handles')).toBe('gauge');
-    for (const [name, type] of types) if (name.endsWith('_total')) expect(type, name).toBe('counter');
+    for (const [name = '', type] of types) if (name.endsWith('_total')) expect(type, name).toBe('counter');
   });
 });
