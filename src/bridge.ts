@@ -57,7 +57,9 @@ function startInBackground(sink: Sink, signal: AbortSignal, logger: Logger): { s
         if (attempt > 1) logger.info({ sink: sink.name }, 'sink started');
         return;
       } catch (error) {
-        const retryInMs = reconnectDelay(attempt, 30_000);
+        // The same cap as the database's: the `later` sink's start is a database connection, and a
+        // broker that is back should be used within seconds too (/readyz waits for every sink).
+        const retryInMs = reconnectDelay(attempt, RECONNECT_MAX_MS);
         logger.error({ sink: sink.name, err: errorMessage(error), attempt, retryInMs }, 'sink failed to start; retrying');
         await sleep(retryInMs, signal);
       }
