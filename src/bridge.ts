@@ -254,7 +254,7 @@ export function createBridge(params: {
         const closeBy = Math.max(deadline, Date.now()) + STOP_CLOSE_GRACE_MS;
         await Promise.all([
           // After the dispatchers: the outcomes of the last deliveries are written before disconnecting.
-          step('outbox', outbox?.close(), closeBy),
+          step('outbox', outbox?.close(closeBy), closeBy),
           step('notify-dead-letters', notify?.close(), closeBy),
           step('sinks', Promise.all([...dispatchers.values()].map((d) => d.sink.stop().catch((error) => {
             logger.warn({ sink: d.sink.name, err: errorMessage(error) }, 'sink did not stop cleanly');

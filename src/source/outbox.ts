@@ -5,7 +5,8 @@ import { sleep, type Delivery, type Dispatcher } from '../dispatcher.js';
 import type { Envelope } from '../envelope.js';
 import { errorMessage } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import { createListener, reconnectDelay, RECONNECT_MAX_MS, type Listener } from '../pg/listener.js';
+import { settleBy } from '../deadline.js';
+import { clientSocket, createListener, reconnectDelay, RECONNECT_MAX_MS, type Listener } from '../pg/listener.js';
 import {
   ARM_WAKEUP, BACKLOG_SINKS, FETCH_BACKLOG, FETCH_OUTBOX, FLUSH, FRESH_XID, INSTALLATION, LAST_VALUE, LOCK_CLASS, MEMBER_BASE, MEMBER_SLOTS, PARTITIONS,
   SCHEMA_NEEDED, WAKE_CHANNEL, eventRecord, outboxEvents, rowEnvelope, storableText, type BacklogRow, type OutboxRow,
@@ -44,8 +45,12 @@ export interface OutboxSource {
   start(): Promise<void>;
   /** Stops reading events; deliveries in flight go on and are acknowledged by close(). */
   stopIntake(): Promise<void>;
-  /** Writes the last acknowledgements, releases the partitions, disconnects. Idempotent. */
-  close(): Promise<void>;
+  /**
+   * Writes the last acknowledgements, releases the partitions, disconnects; gives up at `deadline`
+   * (ms since the epoch, default in 10 s): what was not acknowledged is delivered again next time.
+   * Idempotent.
+   */
+  close(deadline?: number): Promise<void>;
   readonly status: OutboxStatus;
 }
 
@@ -837,30 +842,30 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
       intake = false;
       wake();
     },
-    close() {
+    close(deadline = Date.now() + 10_000) {
       closed ??= (async () => {
         intake = false;
         closing = true;
+        // Not connected: nothing to write, and a reconnect wait must not hold up the stop.
+        if (!client) stopController.abort();
         wake();
-        if (loop) {
-          // The loop writes the last acknowledgements and returns; don't wait forever on a dead database.
-          let timer: NodeJS.Timeout | undefined;
-          await Promise.race([loop, new Promise<void>((resolve) => { timer = setTimeout(resolve, 10_000); })]);
-          clearTimeout(timer);
-        }
+        // The loop writes the last acknowledgements and returns; a dead database must not hold the
+        // stop past its deadline (a moment is kept for disconnecting).
+        const finished = (await settleBy(loop, deadline - 200)).state !== 'late';
         stopController.abort();
         wakeUp?.();
         if (resultTimer) clearTimeout(resultTimer);
-        await listener?.stop();
+        await settleBy(listener?.stop(), deadline);
         const c = client;
         client = undefined;
         if (c) {
-          await c.query('DELETE FROM sidekick.drain_idle WHERE member = $1', [member]).catch(() => {});
-          await c.end().catch(() => {});
+          const tidy = finished && (await settleBy(c.query('DELETE FROM sidekick.drain_idle WHERE member = $1', [member]), deadline)).state === 'done';
+          // A query stuck on a dead server is ended by closing its socket: the loop's await fails and it returns.
+          if (!tidy || (await settleBy(c.end(), deadline)).state !== 'done') clientSocket(c)?.destroy();
         }
         metrics?.outboxConnected.set(0);
         metrics?.outboxPartitions.set(0);
-        await loop;
+        await settleBy(loop, deadline);
       })();
       return closed;
     },
