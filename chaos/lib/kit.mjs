@@ -2,7 +2,7 @@
 // the scenario's context whatever happens.
 import { Redis } from 'ioredis';
 import { startBridge, webhookSinkConfig } from './bridge.mjs';
-import { CHANNEL, createChaosDatabase } from './db.mjs';
+import { CHANNEL, createChaosDatabase, TABLE } from './db.mjs';
 import { redisStreamReader, startWebhookReceiver } from './receivers.mjs';
 import { shared, startPrivatePostgres, startPrivateRedis } from './services.mjs';
 import { randomName } from './util.mjs';
@@ -59,10 +59,15 @@ function redisStream(ctx, url, name) {
   return { reader, sink: { type: 'redis-stream', url, stream, timeout: '2s', retry: FAST_RETRY } };
 }
 
-/** The bridge config routing the captured table to every sink in `sinks`. */
+/**
+ * The bridge config routing the captured table to every sink in `sinks`. `capture:` names the table
+ * (as a user's config would), which also makes the drain part of /readyz from the start: with
+ * `outbox.enabled: auto` and no `capture:`, /readyz says ready before the drain has found the schema.
+ */
 export function bridgeConfig(db, sinks, { outbox = {}, ...extra } = {}) {
   return {
     database: db.url,
+    capture: [{ table: TABLE }],
     outbox: { pollInterval: '200ms', ...outbox },
     sinks,
     routes: [{ from: CHANNEL, to: Object.keys(sinks) }],

@@ -24,10 +24,10 @@ async function brokerFault(ctx, { sinkName, sink, reader, down, up, downMs = 3_0
   await up();
   const since = now();
   ctx.note(`${sinkName} down ${((since - t0) / 1000).toFixed(1)} s in all (start took ${Math.round(since - t1)} ms)`);
-  const recoveryMs = await timeToRecover(db.url, logs, { since, timeoutMs: 60_000 });
+  const recoveryMs = await timeToRecover(db.url, logs, { since, timeoutMs: ctx.ms(60_000, 15_000) });
   await sleep(ctx.ms(1_500, 1_000));
   await w.stop();
-  return { ...(await settle(db.url, logs, { timeoutMs: 45_000 })), recoveryMs };
+  return { ...(await settle(db.url, logs, { timeoutMs: ctx.ms(45_000, 15_000) })), recoveryMs };
 }
 
 export const redisRestart = {

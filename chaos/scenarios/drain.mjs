@@ -19,7 +19,7 @@ export const outOfOrder = {
     const late = await lateCommits(db.url, { keys: keyRange(41, 50), holdMs: 1_500, times: ctx.ms(4, 3), concurrent: 3 });
     ctx.note(`${late} late commit(s), each held 1.5 s while ~300 later ids committed`);
     await w.stop();
-    return settle(db.url, [hook, redis.reader], { timeoutMs: 30_000 });
+    return settle(db.url, [hook, redis.reader], { timeoutMs: ctx.ms(30_000, 15_000) });
   },
 };
 
@@ -40,10 +40,10 @@ export const twoInstances = {
     await sleep(ctx.ms(3_000, 2_500));
     await a.kill9();
     const since = now();
-    const recoveryMs = await timeToRecover(db.url, [hook, redis.reader], { since, timeoutMs: 30_000 });
+    const recoveryMs = await timeToRecover(db.url, [hook, redis.reader], { since, timeoutMs: ctx.ms(30_000, 15_000) });
     await sleep(ctx.ms(2_000, 1_000));
     await w.stop();
-    return { ...(await settle(db.url, [hook, redis.reader], { timeoutMs: 30_000 })), recoveryMs };
+    return { ...(await settle(db.url, [hook, redis.reader], { timeoutMs: ctx.ms(30_000, 15_000) })), recoveryMs };
   },
 };
 
@@ -89,7 +89,7 @@ export const notifyFlood = {
     await sleep(1_000);
     await w.stop();
     const settleStart = now();
-    const result = await settle(db.url, [hook, redis.reader], { timeoutMs: 60_000, extraTruth });
+    const result = await settle(db.url, [hook, redis.reader], { timeoutMs: ctx.ms(60_000, 15_000), extraTruth });
     const flood = hook.arrivals.filter((a) => a.key.startsWith('f'));
     ctx.note(`webhook got ${new Set(flood.map((a) => `${a.key}:${a.v}`)).size} of ${total} NOTIFYs (written = ${total} NOTIFYs + ${result.written} row changes; redis gets the row changes only)`);
     return { ...result, written: result.written + total, recoveryMs: result.complete ? Math.round(settleStart - since + result.settledMs) : undefined };

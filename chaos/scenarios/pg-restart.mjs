@@ -25,11 +25,11 @@ function pgRestart(mode, quick) {
       const readyMs = await waitFor(async () => (await b.readyz()) && now() - since, '/readyz after the restart', 60_000, 50)
         .catch(() => undefined);
       ctx.note(readyMs === undefined ? '/readyz not back within 60 s' : `/readyz back ${(readyMs / 1000).toFixed(1)} s after the database`);
-      const recoveryMs = await timeToRecover(db.url, [hook, redis.reader], { since, timeoutMs: 45_000 });
+      const recoveryMs = await timeToRecover(db.url, [hook, redis.reader], { since, timeoutMs: ctx.ms(45_000, 15_000) });
       await sleep(ctx.ms(2_000, 1_000));
       const written = await w.stop();
       ctx.note(`writers ${written.rate.toFixed(0)} ev/s, ${written.failed} failed write attempt(s) during the outage`);
-      return { ...(await settle(db.url, [hook, redis.reader], { timeoutMs: 30_000 })), recoveryMs };
+      return { ...(await settle(db.url, [hook, redis.reader], { timeoutMs: ctx.ms(30_000, 15_000) })), recoveryMs };
     },
   };
 }

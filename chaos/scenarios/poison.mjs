@@ -43,7 +43,7 @@ export const poisonDeadLetter = {
     const poisonCount = (truth.get('1') ?? 0) + (truth.get('2') ?? 0);
     const t0 = now();
     // The webhook must not get the poison events (excluded); Redis takes everything, poison included.
-    const result = await settle(db.url, [hook], { timeoutMs: 30_000, excluded });
+    const result = await settle(db.url, [hook], { timeoutMs: ctx.ms(30_000, 15_000), excluded });
     const redisResult = await settle(db.url, [redis.reader], { timeoutMs: 10_000 });
     let dead = [];
     await waitFor(async () => { dead = (await readDeadLetters(db.url)).filter((d) => d.sink === 'hook'); return dead.length >= poisonCount; },
@@ -73,10 +73,10 @@ export const poisonBacklog = {
     await sleep(4_000);
     await hook.revive();
     const since = now();
-    const recoveryMs = await timeToRecover(db.url, [hook, redis.reader], { since, timeoutMs: 30_000 });
+    const recoveryMs = await timeToRecover(db.url, [hook, redis.reader], { since, timeoutMs: ctx.ms(30_000, 15_000) });
     await sleep(1_000);
     await w.stop();
-    const result = await settle(db.url, [hook, redis.reader], { timeoutMs: 30_000 });
+    const result = await settle(db.url, [hook, redis.reader], { timeoutMs: ctx.ms(30_000, 15_000) });
     ctx.note(`bridge logged ${b.state.errors} error line(s)`);
     noDuplicates(ctx, result.results);
     return { ...result, recoveryMs };

@@ -75,7 +75,7 @@ function sigtermScenario(name, order, quick, { latency = [1_500, 2_500], gapMs =
       await bridge(ctx, config, { name: 'bridge-1' });
       await sleep(1_000);
       await w.stop();
-      const result = await settle(db.url, [hook], { timeoutMs: 30_000 });
+      const result = await settle(db.url, [hook], { timeoutMs: ctx.ms(30_000, 15_000) });
       return { ...result, recoveryMs: result.complete ? Math.round(now() - since) : undefined };
     },
   };

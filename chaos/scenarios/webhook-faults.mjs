@@ -25,11 +25,11 @@ function receiverFault(name, description, quick, begin, end) {
       ctx.note(redisDuring === undefined ? 'redis stalled with the webhook down' : `redis kept up during the fault (${redisDuring} ms behind)`);
       await sleep(Math.max(0, ctx.ms(4_000, 3_000) - (now() - faultStart)));
       await end(hook);
-      const recoveryMs = await timeToRecover(db.url, [hook, redis.reader], { since: now(), timeoutMs: 45_000 });
+      const recoveryMs = await timeToRecover(db.url, [hook, redis.reader], { since: now(), timeoutMs: ctx.ms(45_000, 15_000) });
       await sleep(ctx.ms(1_500, 1_000));
       await w.stop();
       ctx.note(`receiver answered ${hook.requests()} request(s)`);
-      return { ...(await settle(db.url, [hook, redis.reader], { timeoutMs: 30_000 })), recoveryMs };
+      return { ...(await settle(db.url, [hook, redis.reader], { timeoutMs: ctx.ms(30_000, 15_000) })), recoveryMs };
     },
   };
 }
@@ -61,7 +61,7 @@ export const webhookPoisonKeys = {
     await w.stop();
     await p.stop();
     const t0 = now();
-    const result = await settle(db.url, [hook], { timeoutMs: 30_000, excluded: await poisonVersions(db.url, ['1', '2']) });
+    const result = await settle(db.url, [hook], { timeoutMs: ctx.ms(30_000, 15_000), excluded: await poisonVersions(db.url, ['1', '2']) });
     // Every poison event must end in sidekick.dead_letters for this sink.
     const expected = [...result.truth].filter(([k]) => k === '1' || k === '2').reduce((n, [, v]) => n + v, 0);
     let dead = [];
