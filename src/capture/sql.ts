@@ -100,7 +100,7 @@ const DECLARE = `DECLARE
 
 /**
  * Wake a sleeping drain: NOTIFY when an id this statement took is one of those that follow the
- * drain's wake-up mark (sql/004_lean_outbox.sql) — the first writers after it fell asleep (no
+ * drain's wake-up mark (sidekick.arm_wakeup in sql/002_outbox.sql) — the first writers after it fell asleep (no
  * statement straddles a mark: it is set while none writes the outbox). The test needs nothing but
  * an id just taken: a NOTIFY in every transaction would serialise commits, and a look at a shared
  * flag in every transaction costs each writer more than the arithmetic.
@@ -124,7 +124,7 @@ const WAKE = `IF v_wake THEN
 const CHUNK = (size: string, id: string) => `GROUP BY ${id} / 1000, CASE WHEN ${size} > 262144 THEN ${id} ELSE 0 END`;
 
 /**
- * Every column of sidekick.row_changes (sql/005_row_changes.sql), in table order: where a capture
+ * Every column of sidekick.row_changes (sql/002_outbox.sql), in table order: where a capture
  * writes a row change that travels alone. The table is narrow because its width is what a one-row
  * insert costs the application's write. The insert names every column, in order: an INSERT …
  * SELECT … LIMIT keeps its SELECT as a subquery, and only when the SELECT gives every column as it

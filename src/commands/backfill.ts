@@ -214,7 +214,8 @@ export async function backfillCommand(options: BackfillOptions, io: CommandIO): 
         const { rows } = await client.query<{ n: number; rows_done: string; done: boolean; last_key: string[] | null }>(sql, [cursor, batch]);
         const r = rows[0];
         if (!r) throw new Error('the backfill row vanished (another backfill of this table with --restart?)');
-        await client.query(`SELECT pg_notify('sidekick', '') FROM sidekick.drain_idle WHERE idle_until > now() LIMIT 1`);
+        // Wakes a sleeping drain (one NOTIFY per batch: cheap, a backfill is no busy writer).
+        await client.query(`SELECT pg_notify('sidekick', '')`);
         await client.query('COMMIT');
         done = Number(r.rows_done);
         finished = r.done;

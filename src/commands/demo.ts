@@ -11,7 +11,7 @@ import { resolveCaptures } from '../capture/catalog.js';
 import { captureSpecsFromConfig } from '../capture/spec.js';
 import { captureStatements } from '../capture/sql.js';
 import { createLogger } from '../logger.js';
-import { migrate } from '../sql/migrate.js';
+import { migrate, PreFoldSchema } from '../sql/migrate.js';
 import { waitForAbort, type CommandIO } from './io.js';
 
 function freePort(): Promise<number> {
@@ -113,7 +113,13 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
   await setup.connect();
   let waiting = 0;
   try {
-    await migrate(setup);
+    await migrate(setup).catch(async (error: unknown) => {
+      if (!(error instanceof PreFoldSchema)) throw error;
+      // The demo's own database, kept from a development version: start its schema afresh.
+      say('pg-sidekick demo: the demo database has a sidekick schema from a development version; installing it afresh');
+      await setup.query('DROP SCHEMA sidekick CASCADE');
+      await migrate(setup);
+    });
     await setup.query('CREATE TABLE IF NOT EXISTS demo_orders (id serial PRIMARY KEY, item text NOT NULL, status text NOT NULL DEFAULT \'new\')');
     const capture = [{ table: 'public.demo_orders', columns: '*' as const, mode: 'statement' as const }];
     await setup.query(captureStatements(await resolveCaptures(setup, captureSpecsFromConfig(capture, '(demo)'))));

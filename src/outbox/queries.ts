@@ -13,7 +13,7 @@ export const MEMBER_SLOTS = 256;
 /** The wake-up channel; its payload is ignored (any role can NOTIFY it). */
 export const WAKE_CHANNEL = 'sidekick';
 /**
- * The wake-up mark (sql/004_lean_outbox.sql): a drain about to sleep moves the id sequence to a
+ * The wake-up mark (sidekick.arm_wakeup in sql/002_outbox.sql): a drain about to sleep moves the id sequence to a
  * multiple of WAKE_MODULUS; writers NOTIFY when their id is one of the WAKE_WINDOW that follow one.
  * Keep in step with sidekick.arm_wakeup() and sidekick.publish().
  */
@@ -21,15 +21,10 @@ export const WAKE_MODULUS = 1024;
 export const WAKE_WINDOW = 8;
 /** Sets the mark; false while a writer of the outbox is mid-transaction (nothing changed). */
 export const ARM_WAKEUP = 'SELECT sidekick.arm_wakeup() AS armed';
-/**
- * The migration the drain needs at least (sql/006_event_identity.sql: installation ids, lossless
- * backlogs and dead letters). An older schema is not drained until `sidekick install` brings it up.
- */
-export const SCHEMA_NEEDED = 6;
 /** This installation's name: the first part of every durable event id. */
 export const INSTALLATION = `SELECT id FROM sidekick.installation`;
 
-/** An outbox row's channel: capture triggers leave it NULL for "<schema>.<table>" (sql/004). */
+/** An outbox row's channel: capture triggers leave it NULL for "<schema>.<table>". */
 const CHANNEL_EXPR = `coalesce(o.channel, o.schema_name || '.' || o.table_name)`;
 
 /**
@@ -93,7 +88,7 @@ export const BACKLOG_SINKS = `SELECT DISTINCT sink FROM sidekick.deliveries WHER
  * An event as FLUSH reads it from its JSON parameter. The images and the payload travel as JSON
  * *text* inside it and are cast to json one by one: parsing them as part of the parameter would
  * decode their strings, and a row image may hold what only the json type keeps (\u0000, an
- * unpaired surrogate — sql/006_event_identity.sql).
+ * unpaired surrogate — see sql/002_outbox.sql).
  */
 const RECORD = `event_id bigint, event_uid text, xid text, at timestamptz, source text, channel text, op text, schema_name text,
     table_name text, key text, new text, old text, payload text`;
@@ -132,8 +127,8 @@ SELECT seq, sink, event_uid FROM spilled`;
 export interface EventRow {
   /** The outbox number (`seq`); NULL for a NOTIFY event's dead letter. */
   event_id: string | null;
-  /** The id it was delivered with; NULL in rows from before sql/006 (then derived from event_id). */
-  event_uid: string | null;
+  /** The id it was delivered with. */
+  event_uid: string;
   xid: string | null;
   at: Date;
   source: EventSource;
@@ -270,7 +265,7 @@ export function rowEnvelope(row: EventRow, installation: string): Envelope {
   const at = iso(row.at);
   const seq = row.event_id ?? undefined;
   const common = {
-    id: row.event_uid ?? eventId(installation, seq as string),
+    id: row.event_uid,
     ...(seq !== undefined ? { seq } : {}),
     channel: row.channel,
     ...(row.key !== null ? { key: row.key } : {}),

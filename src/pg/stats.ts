@@ -115,7 +115,7 @@ export async function readDatabaseStats(query: QueryFn): Promise<DatabaseStats> 
             to_regclass('sidekick.events') IS NOT NULL AS events,
             to_regclass('sidekick.schedules') IS NOT NULL AS schedules`);
   if (!exists?.outbox) return { installed: false, outbox: EMPTY_OUTBOX, sinks: [], schedules: undefined };
-  // Every waiting event: sidekick.outbox and sidekick.row_changes (sql/005), or the outbox alone.
+  // Every waiting event: sidekick.outbox and sidekick.row_changes.
   const queue = exists.events ? 'sidekick.events' : 'sidekick.outbox';
   // The oldest event: the lowest ids are the oldest (ids follow time closely); the primary key
   // index finds them without a scan. Counting walks at most OUTBOX_COUNT_CAP rows.

@@ -9,7 +9,7 @@ import { eventRecord, storableText } from '../outbox/queries.js';
  * Dead letters of the ephemeral (NOTIFY) path, stored in sidekick.dead_letters when the schema is
  * installed, so `sidekick dlq list / retry` work for them as for durable events. A NOTIFY event
  * exists only in this process: when there is nowhere to store it (no schema, a schema older than
- * sql/006, a store that refuses it, too many waiting while the database is down), it is said
+ * this version, a store that refuses it, too many waiting while the database is down), it is said
  * truthfully that it is dropped — logged whole and counted in sidekick_events_dropped_total.
  */
 export interface DeadLetterStore {

@@ -9,12 +9,12 @@ import { settleBy } from '../deadline.js';
 import { clientSocket, createListener, reconnectDelay, RECONNECT_MAX_MS, type Listener } from '../pg/listener.js';
 import {
   ARM_WAKEUP, BACKLOG_SINKS, FETCH_BACKLOG, FETCH_OUTBOX, FLUSH, FRESH_XID, INSTALLATION, LAST_VALUE, LOCK_CLASS, MEMBER_BASE, MEMBER_SLOTS, PARTITIONS,
-  SCHEMA_NEEDED, WAKE_CHANNEL, eventRecord, outboxEvents, rowEnvelope, storableText, type BacklogRow, type OutboxRow,
+  WAKE_CHANNEL, eventRecord, outboxEvents, rowEnvelope, storableText, type BacklogRow, type OutboxRow,
 } from '../outbox/queries.js';
 import { createScanBound } from '../outbox/scan-bound.js';
 import type { Heartbeat } from '../readiness.js';
 import type { Router } from '../router.js';
-import { listMigrations, migrate } from '../sql/migrate.js';
+import { isFolded, listMigrations, migrate, PreFoldSchema } from '../sql/migrate.js';
 
 /**
  * The durable source: drains sidekick.outbox into the sinks' dispatchers.
@@ -34,7 +34,7 @@ import { listMigrations, migrate } from '../sql/migrate.js';
  *   neither memory nor the other sinks anything, and a crash then repeats only that sink's events.
  * - Bookkeeping (deletes, backlog copies, dead letters) is one statement per cycle, with
  *   synchronous_commit off: a lost acknowledgement only means a redelivery.
- * - Wake-up: a drain with nothing to do sets the wake-up mark (sql/004_lean_outbox.sql) — possible
+ * - Wake-up: a drain with nothing to do sets the wake-up mark (sidekick.arm_wakeup in sql/002_outbox.sql) — possible
  *   only while no writer is mid-transaction, else it looks again within 100 ms — fetches once more,
  *   and sleeps; the first writers after the mark NOTIFY (a NOTIFY in every transaction would
  *   serialise their commits). The NOTIFY is a hint: the drain also polls every `pollInterval` and
@@ -63,6 +63,8 @@ export interface OutboxStatus {
   /** Outbox rows held in memory, and the scan bound (for diagnostics). */
   readonly inFlight: readonly number[];
   readonly floor: number;
+  /** The drain found nothing to do, set the wake-up mark and sleeps until a NOTIFY or its next poll. */
+  readonly asleep: boolean;
 }
 
 export interface OutboxSourceParams {
@@ -206,9 +208,6 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   let nextRebalance = 0;
   /** armed: the wake-up mark is set, one more fetch to go; asleep: until a NOTIFY or the next poll. */
   let idle: 'awake' | 'armed' | 'asleep' = 'awake';
-  /** This instance's row in sidekick.drain_idle says it sleeps (renewed every pollInterval). */
-  let flagged = false;
-  let flaggedAt = 0;
   /** This database's installation name (sidekick.installation), the first part of every event id. */
   let installation = '';
   let idleBackoff = 1;
@@ -604,7 +603,6 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     nextRebalance = Date.now() + REBALANCE_MS;
     const live = await liveMembers(c);
     if (!live.includes(member as number)) throw new Error('lost the member lock');
-    await c.query('DELETE FROM sidekick.drain_idle WHERE member <> ALL ($1::int[])', [live]);
     const share = Math.ceil(PARTITIONS / live.length);
     // Give back what is beyond a fair share, once nothing of those partitions is in flight here.
     const keep = [...owned].filter((p) => !releasing.has(p)).sort((a, b) => a - b);
@@ -633,13 +631,6 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     metrics?.outboxPartitions.set(owned.size);
   }
 
-  async function setIdle(c: pg.Client, asleep: boolean): Promise<void> {
-    const ttl = Math.round(options.pollInterval * 2 + 2000);
-    await c.query(
-      `UPDATE sidekick.drain_idle SET idle_until = CASE WHEN $2 THEN now() + make_interval(secs => $3::double precision / 1000) END WHERE member = $1`,
-      [member, asleep, ttl]);
-  }
-
   // ---- connecting ------------------------------------------------------------------------------
   async function connect(): Promise<pg.Client | undefined> {
     const c = new pg.Client({ ...params.connection, keepAlive: true, application_name: 'pg-sidekick drain' });
@@ -651,8 +642,9 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         `SELECT to_regclass('sidekick.outbox') IS NOT NULL AS installed, to_regclass('sidekick.migrations') IS NOT NULL AS migrations`);
       const found = rows[0] ?? { installed: false, migrations: false };
       // (A separate query: a reference to a missing table fails even in a branch that is not taken.)
-      const applied = new Set(found.migrations
-        ? (await c.query<{ id: number }>('SELECT id FROM sidekick.migrations')).rows.map((r) => r.id) : []);
+      const recorded = found.migrations ? (await c.query<{ id: number; name: string }>('SELECT id, name FROM sidekick.migrations')).rows : [];
+      if (recorded.some((r) => isFolded(r.name))) throw new PreFoldSchema();
+      const applied = new Set(recorded.map((r) => r.id));
       const missing = listMigrations().filter((m) => !applied.has(m.id));
       if (params.install && (!found.installed || missing.length > 0)) {
         const result = await migrate(c);
@@ -662,9 +654,8 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         logger.info('the sidekick schema is not installed here: the durable outbox is off (run `sidekick install`, or configure capture:)');
         await c.end().catch(() => {});
         return undefined;
-      } else if (missing.some((m) => m.id <= SCHEMA_NEEDED)) {
-        // Events of an older schema would get ids that are not unique, and its stores refuse some
-        // row images: wait for the upgrade rather than drain it half right.
+      } else if (missing.length > 0) {
+        // The drain reads and writes the current shape only: wait for the upgrade rather than fail on it.
         throw new OutdatedSchema(missing.map((m) => m.name));
       }
       installation = (await c.query<{ id: string }>(INSTALLATION)).rows[0]?.id ?? '';
@@ -673,7 +664,6 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         `SELECT s FROM generate_series(0, ${MEMBER_SLOTS - 1}) AS s WHERE pg_try_advisory_lock($1, ${MEMBER_BASE} + s) LIMIT 1`, [LOCK_CLASS]);
       if (!slot.rows[0]) throw new Error(`more than ${MEMBER_SLOTS} drain instances on this database`);
       member = slot.rows[0].s;
-      await c.query('INSERT INTO sidekick.drain_idle (member) VALUES ($1) ON CONFLICT (member) DO UPDATE SET idle_until = NULL', [member]);
       return c;
     } catch (error) {
       await c.end().catch(() => {});
@@ -697,7 +687,6 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
       metrics?.outboxBacklogMode.set({ sink: sink.name }, 0);
     }
     idle = 'awake';
-    flagged = false;
     lastProbe = 0;
     member = undefined;
     nextRebalance = 0;
@@ -741,10 +730,6 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     const fetched = await fetchOutbox(c);
     if (fetched > 0 || fed) {
       idle = 'awake';
-      if (flagged) {
-        flagged = false;
-        await setIdle(c, false);
-      }
       idleBackoff = 1;
       return fetched >= Math.min(batchSize, maxEvents) ? 0 : BUSY_DELAY_MS;
     }
@@ -755,15 +740,9 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     if (idle === 'armed') {
       idle = 'asleep';
     } else {
-      // Say so in sidekick.drain_idle (for the writers that look there — dlq retry, backfill — and
-      // for `status`), renewing its lease at every safety-net poll; then set the wake-up mark (see
-      // sql/004_lean_outbox.sql) and fetch once more: everything below the mark is visible by then.
-      // Setting the mark waits for no one: while a writer is mid-transaction, look again soon.
-      if (!flagged || Date.now() - flaggedAt >= options.pollInterval) {
-        await setIdle(c, true);
-        flagged = true;
-        flaggedAt = Date.now();
-      }
+      // Set the wake-up mark (sidekick.arm_wakeup in sql/002_outbox.sql) and fetch once more:
+      // everything below the mark is visible by then. Setting the mark waits for no one: while a
+      // writer is mid-transaction, look again soon.
       const armed = (await c.query<{ armed: boolean }>(ARM_WAKEUP)).rows[0]?.armed === true;
       idle = armed ? 'armed' : 'awake';
       if (armed) return 0;
@@ -790,9 +769,9 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
           firstConnect();
         } catch (error) {
           attempt++;
-          if (error instanceof OutdatedSchema) {
+          if (error instanceof OutdatedSchema || error instanceof PreFoldSchema) {
             // Not a fault of the connection: say so once, look again every pollInterval.
-            if (!outdatedSaid) logger.error({ missing: error.missing }, error.message);
+            if (!outdatedSaid) logger.error(error instanceof OutdatedSchema ? { missing: error.missing } : {}, error.message);
             outdatedSaid = true;
             // Started as far as it can be: the bridge runs (not ready) and the drain looks again.
             firstConnect();
@@ -831,7 +810,7 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     get status() {
       return {
         enabled, connected: client !== undefined, listening: listener?.connected ?? false, partitions: [...owned].sort((a, b) => a - b),
-        inFlight: [...entries.keys()], floor: bound.floor,
+        inFlight: [...entries.keys()], floor: bound.floor, asleep: idle === 'asleep',
       };
     },
     start() {
@@ -859,9 +838,8 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         const c = client;
         client = undefined;
         if (c) {
-          const tidy = finished && (await settleBy(c.query('DELETE FROM sidekick.drain_idle WHERE member = $1', [member]), deadline)).state === 'done';
           // A query stuck on a dead server is ended by closing its socket: the loop's await fails and it returns.
-          if (!tidy || (await settleBy(c.end(), deadline)).state !== 'done') clientSocket(c)?.destroy();
+          if (!finished || (await settleBy(c.end(), deadline)).state !== 'done') clientSocket(c)?.destroy();
         }
         metrics?.outboxConnected.set(0);
         metrics?.outboxPartitions.set(0);

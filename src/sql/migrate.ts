@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type pg from 'pg';
+import { ConfigError } from '../errors.js';
 import { SQL_DIR } from '../paths.js';
 
 export interface Migration {
@@ -19,6 +20,24 @@ export function listMigrations(dir = SQL_DIR): Migration[] {
     seen.add(id);
     return { id, name: file.replace(/\.sql$/, ''), sql: readFileSync(join(dir, file), 'utf8') };
   });
+}
+
+/**
+ * Migrations of development versions, folded into 002_outbox before the first release. A database
+ * that still records them was installed by such a version: it cannot be upgraded in place.
+ */
+const FOLDED = new Set(['003_backfill', '004_lean_outbox', '005_row_changes', '006_event_identity']);
+
+/** True for a recorded migration of a development version that was folded into 002_outbox. */
+export function isFolded(name: string): boolean {
+  return FOLDED.has(name);
+}
+
+/** The schema predates the fold of the migrations (see FOLDED): uninstall and install again. */
+export class PreFoldSchema extends ConfigError {
+  constructor() {
+    super('the sidekick schema in this database was installed by a development version of pg-sidekick from before its migrations were folded into one (0.1.0 is unreleased): run `sidekick uninstall --yes` (it drops the undelivered events, backlogs and dead letters) and then `sidekick install`');
+  }
 }
 
 // One lock for every installer: two `sidekick install` at once run one after the other.
@@ -51,6 +70,7 @@ export async function migrate(client: pg.Client, options: { dir?: string; onAppl
     const done = new Map(rows.map((r) => [r.id, r.name]));
     const known = new Set(migrations.map((m) => m.id));
     const newer = rows.filter((r) => !known.has(r.id));
+    if (newer.some((r) => FOLDED.has(r.name))) throw new PreFoldSchema();
     if (newer.length > 0) {
       throw new Error(`the database has pg-sidekick migrations this version does not know (${newer.map((r) => r.name).join(', ')}): it was installed by a newer pg-sidekick`);
     }

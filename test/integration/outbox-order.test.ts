@@ -52,7 +52,7 @@ describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
     await a.connect();
     await b.connect();
     try {
-      await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.drain_idle WHERE idle_until > now()')).rows[0].n === 1, 'the drain asleep');
+      await waitFor(() => bridge?.outbox?.asleep === true, 'the drain asleep');
       await a.query('BEGIN');
       await a.query('INSERT INTO t VALUES (1)');
       await new Promise((r) => setTimeout(r, 400)); // the drain polls, A is the newest transaction

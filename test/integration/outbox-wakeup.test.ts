@@ -38,7 +38,7 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
     const memory = createMemorySinks();
     await startDrain(memory, { pollInterval: '60s' });
     for (let i = 1; i <= 3; i++) {
-      await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.drain_idle WHERE idle_until > now()')).rows[0].n === 1, 'the drain asleep');
+      await waitFor(() => bridge?.outbox?.asleep === true, 'the drain asleep');
       await c.query('INSERT INTO t VALUES ($1)', [i]);
       await waitFor(() => memory.get('out').received.length >= i, `event ${i} within 5 s`, 5_000);
     }
@@ -56,7 +56,7 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
     ];
     let expected = 0;
     for (const [sql, events] of statements) {
-      await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.drain_idle WHERE idle_until > now()')).rows[0].n === 1, 'the drain asleep');
+      await waitFor(() => bridge?.outbox?.asleep === true, 'the drain asleep');
       await c.query(sql);
       expected += events;
       await waitFor(() => memory.get('out').received.length >= expected, `${sql}: ${events} events within 5 s`, 5_000);
@@ -139,9 +139,10 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
     await writer.query('INSERT INTO t VALUES (1)');
     const memory = createMemorySinks();
     await startDrain(memory, { pollInterval: '60s' });
-    // The drain has nothing visible to do and says so, but cannot set its mark while the writer runs.
-    await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.drain_idle WHERE idle_until > now()')).rows[0].n === 1, 'the drain idle');
+    // The drain has nothing visible to do, but cannot set its mark (and sleep) while the writer runs.
+    await waitFor(() => bridge?.outbox?.partitions.length === 16, 'the drain running');
     expect((await c.query('SELECT last_value % 1024 = 0 AS armed FROM sidekick.outbox_id_seq')).rows[0].armed).toBe(false);
+    expect(bridge?.outbox?.asleep).toBe(false);
     await writer.query('COMMIT');
     await waitFor(() => memory.get('out').received.length === 1, 'the event within 5 s', 5_000);
   });

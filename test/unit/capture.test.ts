@@ -76,7 +76,7 @@ describe('capture: config entries', () => {
     const parse = (doc: Record<string, unknown>) => parseConfig({ sinks: {}, ...doc }, { file: 'c.yaml', sinks: sinkDefinitions });
     const config = parse({ capture: [{ table: 'orders', key: 'id', operations: ['INSERT'] }] });
     expect(config.capture[0]).toEqual({ table: 'orders', key: ['id'], operations: ['insert'], columns: '*', mode: 'statement' });
-    expect(config.outbox).toEqual({ enabled: 'auto', batchSize: 1000, pollInterval: 1000, sinkBuffer: 10_000, checkpointAfter: 5000 });
+    expect(config.outbox).toEqual({ enabled: 'auto', batchSize: 1000, pollInterval: 1000, sinkBuffer: 10_000, checkpointAfter: 1000 });
     expect(() => parse({ capture: [{ table: 'orders', colums: '*' }] })).toThrow(/capture\[0\]\.colums: unknown key/);
     expect(() => parse({ capture: [{ table: 'orders', operations: ['upsert'] }] })).toThrow(/capture\[0\]\.operations\[0\]/);
     expect(() => parse({ outbox: { pollInterval: 'soon' } })).toThrow(/outbox\.pollInterval: not a duration/);
@@ -188,7 +188,7 @@ describe('the wake-up mark', () => {
   it('uses the same modulus and window in the migration as in the generated triggers', async () => {
     const { readFileSync } = await import('node:fs');
     const { WAKE_MODULUS, WAKE_WINDOW } = await import('../../src/outbox/queries.js');
-    const sql = readFileSync(new URL('../../sql/004_lean_outbox.sql', import.meta.url), 'utf8');
+    const sql = readFileSync(new URL('../../sql/002_outbox.sql', import.meta.url), 'utf8');
     expect(sql).toContain(`(s.last_value / ${WAKE_MODULUS} + 1) * ${WAKE_MODULUS}`);
     expect(sql).toContain(`s.last_value % ${WAKE_MODULUS} <> 0`);
     expect(sql).toContain(`IF v_id % ${WAKE_MODULUS} < ${WAKE_WINDOW} THEN`);
