@@ -1,12 +1,10 @@
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
-import { settleBy } from './deadline.js';
-import { createDispatcher, sleep, type Dispatcher } from './dispatcher.js';
+import { createDispatcher, type Dispatcher } from './dispatcher.js';
 import { errorMessage } from './errors.js';
 import { createHttpServer, type HttpServer, type Readiness } from './http.js';
 import { createMetrics, createSampledGauge, type Metrics } from './metrics.js';
 import { connectionConfig, describeConnection } from './pg/connection.js';
-import { RECONNECT_MAX_MS, reconnectDelay } from './pg/listener.js';
 import { createStatsClient, registerDatabaseGauges, type StatsClient } from './pg/stats.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { createHeartbeat, createReadinessChecks, type ReadinessCheck } from './readiness.js';
@@ -16,6 +14,7 @@ import { createScheduler, type Scheduler } from './scheduler/scheduler.js';
 import type { Sink } from './sink.js';
 import { createNotifySource } from './source/notify.js';
 import { createOutboxSource, type OutboxStatus } from './source/outbox.js';
+import { retryForever, settleBy } from './wait.js';
 
 export type { Readiness } from './http.js';
 
@@ -49,22 +48,13 @@ export interface Bridge {
  */
 function startInBackground(sink: Sink, signal: AbortSignal, logger: Logger): { sink: Sink; started: () => boolean } {
   let ok = false;
-  const ready = (async () => {
-    for (let attempt = 1; !signal.aborted; attempt++) {
-      try {
-        await sink.start(signal);
-        ok = true;
-        if (attempt > 1) logger.info({ sink: sink.name }, 'sink started');
-        return;
-      } catch (error) {
-        // The same cap as the database's: the `later` sink's start is a database connection, and a
-        // broker that is back should be used within seconds too (/readyz waits for every sink).
-        const retryInMs = reconnectDelay(attempt, RECONNECT_MAX_MS);
-        logger.error({ sink: sink.name, err: errorMessage(error), attempt, retryInMs }, 'sink failed to start; retrying');
-        await sleep(retryInMs, signal);
-      }
-    }
-  })();
+  // The same cap as the database's: the `later` sink's start is a database connection, and a
+  // broker that is back should be used within seconds too (/readyz waits for every sink).
+  const ready = retryForever({ signal, logger, what: 'sink failed to start', fields: { sink: sink.name } }, async (attempt) => {
+    await sink.start(signal);
+    ok = true;
+    if (attempt > 1) logger.info({ sink: sink.name }, 'sink started');
+  });
   const gated: Sink = {
     name: sink.name,
     type: sink.type,
@@ -122,7 +112,7 @@ export function createBridge(params: {
   // schema is not installed and nothing is captured.
   const drainHeartbeat = createHeartbeat(3 * config.outbox.pollInterval + 30_000);
   const outbox = config.outbox.enabled === false ? undefined : createOutboxSource({
-    connection, options: config.outbox, router, dispatchers, logger, metrics, heartbeat: drainHeartbeat,
+    connection, options: config.outbox, pipeline, logger, metrics, heartbeat: drainHeartbeat,
     install: config.outbox.enabled === true || config.capture.length > 0,
   });
   // /readyz: the drain is connected and its loop turns (a query stuck on a lock would stop it), and
@@ -211,19 +201,12 @@ export function createBridge(params: {
       if (notify) {
         logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
         // The first connection is retried too: a database that is not up yet must not end the bridge.
-        sourceLoop = (async () => {
-          for (let attempt = 1; !lifetime.signal.aborted; attempt++) {
-            try {
-              await notify.start();
-              metrics.listenerConnected.set(1);
-              return;
-            } catch (error) {
-              const retryInMs = reconnectDelay(attempt, RECONNECT_MAX_MS);
-              logger.error({ err: errorMessage(error), attempt, retryInMs, database: describeConnection(connection) }, 'cannot connect to the database; retrying');
-              await sleep(retryInMs, lifetime.signal);
-            }
-          }
-        })();
+        sourceLoop = retryForever({
+          signal: lifetime.signal, logger, what: 'cannot connect to the database', fields: { database: describeConnection(connection) },
+        }, async () => {
+          await notify.start();
+          metrics.listenerConnected.set(1);
+        });
       }
       await Promise.all([sourceLoop, outboxStarted]);
     },

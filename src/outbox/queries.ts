@@ -81,6 +81,19 @@ WHERE o.sink = $1 AND o.seq > $2 AND ($3::int[] IS NULL OR o.part = ANY ($3::int
 ORDER BY o.seq
 LIMIT $4`;
 
+/** The member slots held by live drain instances of this database (session advisory locks). */
+export const LIVE_MEMBERS = `
+SELECT (objid::bigint - ${MEMBER_BASE})::int AS slot FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = ${LOCK_CLASS}::oid
+  AND objid::bigint >= ${MEMBER_BASE} AND objid::bigint < ${MEMBER_BASE + MEMBER_SLOTS}
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`;
+/** Takes a free member slot (a session advisory lock), or none. $1 LOCK_CLASS. */
+export const TAKE_MEMBER_SLOT = `SELECT s FROM generate_series(0, ${MEMBER_SLOTS - 1}) AS s WHERE pg_try_advisory_lock($1, ${MEMBER_BASE} + s) LIMIT 1`;
+/** Takes up to $3 of the candidate partitions $2, in the order given, without waiting. $1 LOCK_CLASS. */
+export const TAKE_PARTITIONS = 'SELECT p FROM unnest($2::int[]) WITH ORDINALITY AS t(p, o) WHERE pg_try_advisory_lock($1, p) ORDER BY o LIMIT $3';
+/** Hands a partition back. $1 LOCK_CLASS, $2 partition. */
+export const RELEASE_PARTITION = 'SELECT pg_advisory_unlock($1, $2)';
+
 /** Which sinks have a durable backlog in these partitions. $1 partitions. */
 export const BACKLOG_SINKS = `SELECT DISTINCT sink FROM sidekick.deliveries WHERE part = ANY ($1::int[])`;
 
