@@ -2,17 +2,12 @@ import { createHash } from 'node:crypto';
 import type { ResolvedCapture } from './catalog.js';
 import { WAKE_MODULUS, WAKE_WINDOW } from '../outbox/queries.js';
 import { OPERATIONS, type ColumnSelection, type Operation } from './spec.js';
+import { quoteIdent, quoteLiteral } from '../pg/quote.js';
+
+export { quoteIdent, quoteLiteral };
 
 /** PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes. */
 export const MAX_IDENTIFIER_BYTES = 63;
-
-export function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
-
-export function quoteLiteral(text: string): string {
-  return `'${text.replace(/'/g, "''")}'`;
-}
 
 function byteLength(text: string): number {
   return Buffer.byteLength(text, 'utf8');

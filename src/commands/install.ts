@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { SidekickError } from '../errors.js';
 import { migrate } from '../sql/migrate.js';
 import { describeConnection } from '../pg/connection.js';
+import { quoteIdent } from '../pg/quote.js';
 import { installPgcron } from '../scheduler/compat.js';
 import { connectDatabase, databaseFor, type DatabaseOptions } from './database.js';
 import { expectedFailure, serverError } from './failure.js';
@@ -29,10 +30,6 @@ export async function installCommand(options: DatabaseOptions & { pgcron?: boole
   }
 }
 
-function quoteName(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
-
 /**
  * What a failed install says: for a missing privilege, which one and the two ways to grant it
  * (CREATE on the database, or a schema an administrator made for the role — install then needs
@@ -43,8 +40,8 @@ async function installFailure(client: pg.Client, error: unknown): Promise<unknow
   if (server?.code === '42501') {
     const who = await client.query<{ role: string; db: string }>('SELECT current_user AS role, current_database() AS db')
       .then((r) => r.rows[0], () => undefined);
-    const role = quoteName(who?.role ?? '<role>');
-    const db = quoteName(who?.db ?? '<database>');
+    const role = quoteIdent(who?.role ?? '<role>');
+    const db = quoteIdent(who?.db ?? '<database>');
     if (/permission denied for database/.test(server.message)) {
       return new SidekickError('INSTALL_PRIVILEGE', `install: role ${role} may not create the schema sidekick in database ${db} (${server.message}). `
         + `Fix: GRANT CREATE ON DATABASE ${db} TO ${role}; or have an administrator create the schema for it: CREATE SCHEMA sidekick AUTHORIZATION ${role};`, { cause: error });

@@ -1,4 +1,4 @@
-import { quoteIdent } from '../capture/sql.js';
+import { quoteIdent } from '../pg/quote.js';
 import { describeConnection } from '../pg/connection.js';
 import { LOCK_CLASS, MEMBER_BASE, MEMBER_SLOTS } from '../outbox/queries.js';
 import { connectDatabase, databaseFor, type DatabaseOptions } from './database.js';

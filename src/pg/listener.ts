@@ -1,6 +1,7 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.js';
+import { quoteIdent } from './quote.js';
 
 export interface Notification {
   readonly channel: string;
@@ -51,10 +52,6 @@ export interface Listener {
   /** Reads again after pause(). */
   resume(): void;
   readonly connected: boolean;
-}
-
-export function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
 }
 
 /**
