@@ -6,6 +6,7 @@ import type { Envelope } from './envelope.js';
 import { classifyError, errorMessage, SidekickError, RetriableError } from './errors.js';
 import type { Metrics } from './metrics.js';
 import type { ItemOutcome, SendResult, Sink } from './sink.js';
+import { sleep } from './wait.js';
 
 /** What finally happened to one envelope at one sink. */
 export type Delivery =
@@ -625,16 +626,5 @@ export function createDispatcher(params: {
   };
 }
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    function done() {
-      signal?.removeEventListener('abort', done);
-      clearTimeout(timer);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}
+// sleep lives in src/wait.ts now; re-exported until src/source/outbox.ts imports it from there.
+export { sleep } from './wait.js';

@@ -2,18 +2,11 @@ import pg from 'pg';
 import { errorMessage } from '../errors.js';
 import { redactLine } from '../logger.js';
 import { connectionConfig, describeConnection } from '../pg/connection.js';
+import { bounded } from '../wait.js';
 import type { CommandIO } from './io.js';
 import { loadConfigFor, loggerFor } from './run.js';
 
 const TIMEOUT_MS = 10_000;
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms / 1000}s`)), ms); }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 /**
  * `sidekick check`: validates the config (a broken one throws ConfigError → exit 1 with the
@@ -45,11 +38,11 @@ export async function checkCommand(options: { config: string }, io: CommandIO): 
     const sink = entry.definition.create(entry.options as never, { name: entry.name, logger, database: connection });
     const controller = new AbortController();
     try {
-      const detail = await withTimeout((async () => {
+      const detail = await bounded((async () => {
         if (sink.check) return sink.check(controller.signal);
         await sink.start(controller.signal);
         return undefined;
-      })(), TIMEOUT_MS, `sink ${entry.name}`);
+      })(), { ms: TIMEOUT_MS, keepAlive: true, timedOut: () => new Error(`sink ${entry.name}: no answer within ${TIMEOUT_MS / 1000}s`) });
       out(`ok    sink ${entry.name} (${entry.type})${detail ? `: ${detail}` : ''}`);
     } catch (error) {
       failures++;

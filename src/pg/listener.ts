@@ -1,7 +1,11 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.js';
+import { reconnectDelay, RECONNECT_MAX_MS, retryForever, sleep } from '../wait.js';
 import { quoteIdent } from './quote.js';
+
+// Until src/source/outbox.ts imports them from src/wait.ts, where they are now.
+export { reconnectDelay, RECONNECT_MAX_MS };
 
 export interface Notification {
   readonly channel: string;
@@ -54,43 +58,7 @@ export interface Listener {
   readonly connected: boolean;
 }
 
-/**
- * The longest wait between two attempts to reach the database, for every database connection of
- * the bridge (LISTEN, outbox drain, scheduler). Short on purpose: the wait after the last failed
- * attempt is what an outage costs on top of itself, and the bridge must be ready again within
- * about 5 s of the database accepting connections (issue 16: a 30 s cap made it ~20 s). One
- * attempt every 3 s per connection is no load on a database that is coming back.
- */
-export const RECONNECT_MAX_MS = 3_000;
-
-/**
- * The wait before reconnect attempt `attempt` (1, 2, …): 50 ms·e^attempt with ±15% jitter (so
- * that many bridges do not knock in step), never above `capMs` — at the cap the jitter only
- * shortens the wait. `random` returns [0, 1) (Math.random; injected by tests).
- */
-export function reconnectDelay(attempt: number, capMs: number = RECONNECT_MAX_MS, random: () => number = Math.random): number {
-  const base = Math.min(capMs, 50 * Math.exp(Math.min(Math.max(attempt, 0), 20)));
-  return Math.min(capMs, Math.round(base * (0.85 + random() * 0.3)));
-}
-
 const NO_SSL = /does not support SSL/i;
-
-/**
- * Waits before the next reconnect attempt; ends early when `signal` aborts. Unlike the dispatcher's
- * sleep, this timer keeps the process alive: between two connections it may be all there is.
- */
-function backoff(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
 /** The socket node-postgres reads from (no public API exposes it; guarded where used). */
 export function clientSocket(c: pg.Client): NodeJS.ReadableStream & { destroy(): void } | undefined {
@@ -202,37 +170,34 @@ export function createListener(options: ListenerOptions): Listener {
 
   async function supervise(first: pg.Client): Promise<void> {
     let current: pg.Client | undefined = first;
-    let attempt = 0;
-    while (!stopController.signal.aborted) {
-      if (current) {
-        adopt(current);
-        const error = await watch(current);
-        clearInterval(heartbeat);
-        connected = false;
-        client = undefined;
-        current = undefined;
-        if (stopController.signal.aborted) return;
-        attempt = 0;
-        const retryInMs = reconnectDelay(attempt, maxBackoff);
-        logger?.warn({ err: errorMessage(error), retryInMs }, 'LISTEN connection lost; reconnecting');
-        options.onEvent?.({ type: 'disconnected', error, retryInMs });
-        await backoff(retryInMs, stopController.signal);
-      }
+    while (current && !stopController.signal.aborted) {
+      adopt(current);
+      const error = await watch(current);
+      clearInterval(heartbeat);
+      connected = false;
+      client = undefined;
       if (stopController.signal.aborted) return;
-      try {
-        current = await connectOnce();
-        if (stopController.signal.aborted) { await current.end().catch(() => {}); return; }
-        logger?.info({ channels: options.channels.length }, 'LISTEN connection re-established');
-        options.onEvent?.({ type: 'connected', reconnect: true });
-      } catch (error) {
-        if (stopController.signal.aborted) return;
-        attempt++;
-        const retryInMs = reconnectDelay(attempt, maxBackoff);
-        logger?.warn({ err: errorMessage(error), attempt, retryInMs }, 'reconnect failed; retrying');
-        options.onEvent?.({ type: 'disconnected', error: error as Error, retryInMs });
-        await backoff(retryInMs, stopController.signal);
-      }
+      const retryInMs = reconnectDelay(0, maxBackoff);
+      logger?.warn({ err: errorMessage(error), retryInMs }, 'LISTEN connection lost; reconnecting');
+      options.onEvent?.({ type: 'disconnected', error, retryInMs });
+      // keepAlive: unlike the other waits, between two connections this timer may be all there is.
+      await sleep(retryInMs, stopController.signal, { keepAlive: true });
+      current = await retryForever({
+        signal: stopController.signal, logger, what: 'reconnect failed', level: 'warn', maxDelayMs: maxBackoff, keepAlive: true,
+        onFailure: (e, _attempt, wait) => options.onEvent?.({ type: 'disconnected', error: e as Error, retryInMs: wait }),
+      }, reconnect);
     }
+  }
+
+  async function reconnect(): Promise<pg.Client | undefined> {
+    const c = await connectOnce();
+    if (stopController.signal.aborted) {
+      await c.end().catch(() => {});
+      return undefined;
+    }
+    logger?.info({ channels: options.channels.length }, 'LISTEN connection re-established');
+    options.onEvent?.({ type: 'connected', reconnect: true });
+    return c;
   }
 
   return {

@@ -1,9 +1,9 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { sleep } from '../dispatcher.js';
 import { errorMessage, SidekickError } from '../errors.js';
-import { createListener, RECONNECT_MAX_MS, reconnectDelay, type Listener } from '../pg/listener.js';
+import { createListener, type Listener } from '../pg/listener.js';
 import { createHeartbeat } from '../readiness.js';
+import { RECONNECT_MAX_MS, reconnectDelay, sleep } from '../wait.js';
 import type { SchedulerConfig } from './config.js';
 import { runBatch } from './executor.js';
 import type { SchedulerMetrics } from './metrics.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RECONNECT_MAX_MS, reconnectDelay } from '../../src/pg/listener.js';
+import { RECONNECT_MAX_MS, reconnectDelay } from '../../src/wait.js';
 
 // Issue 16 item 6: after a 25 s outage the backoff had grown to ~23 s (cap 30 s, +15% jitter above
 // it), so /readyz came back ~20 s after the database. The cap is what an outage costs on top of
