@@ -109,9 +109,11 @@ describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
     expect(Number(retried.rows[0].n)).toBe(2);
     await waitFor(() => picky.received.length >= 3, 'the retried events');
     expect(picky.received.slice(1).map((e) => e.id).sort()).toEqual([idOf(1), idOf(3)].sort());
-    // Only the sink that had dead-lettered them gets them again.
-    await new Promise((r) => setTimeout(r, 200));
-    expect(other.received).toHaveLength(3);
+    // Only the sink that had dead-lettered them gets them again: a sentinel row reaches both, and
+    // the other sink got nothing before it.
+    await c.query(`INSERT INTO t VALUES (4, 'sentinel')`);
+    await waitFor(() => other.received.length >= 4 && picky.received.length >= 4, 'the sentinel at both sinks');
+    expect(other.received.map((e) => (e.new as { id: number }).id)).toEqual([1, 2, 3, 4]);
     expect(await count(c, 'SELECT count(*)::int AS n FROM sidekick.dead_letters')).toBe(0);
   });
 

@@ -115,8 +115,10 @@ describe('outbox: least privilege (real PostgreSQL, non-superuser roles)', () =>
       .rejects.toThrow(/permission denied/);
     // A forged NOTIFY on the wake-up channel only wakes the drain: nothing is delivered.
     await a.query(`NOTIFY sidekick, '{"id": 1, "channel": "public.orders", "op": "DELETE"}'`);
-    await new Promise((r) => setTimeout(r, 300));
-    expect(out.received).toHaveLength(2);
+    // (A sentinel change after it: the forged one would have come first.)
+    await a.query(`UPDATE orders SET status = 'sentinel'`);
+    await waitFor(() => out.received.length >= 3, 'the sentinel change');
+    expect(out.received.map((e) => e.op)).toEqual(['INSERT', 'UPDATE', 'UPDATE']);
   });
 
   it('installs into a schema an administrator made for a role that may not create schemas', async () => {

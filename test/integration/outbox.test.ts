@@ -74,9 +74,10 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
     const out = memory.get('out');
     await waitFor(() => out.received.length >= 1, 'the published event');
     expect(out.received[0]).toMatchObject({ seq: String(rows[0].id), source: 'publish', channel: 'jobs', key: 'k2', payload: { n: 2 } });
-    // Only the committed one, ever.
-    await new Promise((r) => setTimeout(r, 200));
-    expect(out.received).toHaveLength(1);
+    // Only the committed one, ever: a sentinel published after it arrives, and nothing else did.
+    await c.query(`SELECT sidekick.publish('jobs', '{"sentinel": true}', 'k2')`);
+    await waitFor(() => out.received.some((e) => (e.payload as { sentinel?: boolean }).sentinel), 'the sentinel');
+    expect(out.received.map((e) => e.payload)).toEqual([{ n: 2 }, { sentinel: true }]);
   });
 
   it('writes each of a statement\'s first two rows alone and the rest in chunks; every row of 0-, 1-, 2- and 3-row statements arrives once, in order', async () => {
