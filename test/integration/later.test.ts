@@ -119,8 +119,10 @@ describe('later sink: pglater notifications through the bridge (real PostgreSQL)
     await Promise.all([ready(a), ready(b)]);
     for (let i = 0; i < 20; i++) await notify(`0 insert into t values (${i})`);
     await waitFor(async () => (await count(c, 'SELECT 1 FROM t')) >= 20, 'twenty jobs');
-    await new Promise((r) => setTimeout(r, 500));
-    expect(await count(c, 'SELECT 1 FROM t')).toBe(20);
+    // Each once: a sentinel job scheduled after them runs, and no twin of an earlier one ran before it.
+    await notify('0 insert into t values (999)');
+    await waitFor(async () => (await count(c, 'SELECT 1 FROM t WHERE n = 999')) === 1, 'the sentinel job');
+    expect(await count(c, 'SELECT 1 FROM t')).toBe(21);
     // The standby takes over when the leader goes.
     await a.stop();
     await notify('0 insert into t values (100)');
