@@ -1,5 +1,5 @@
 import { PassThrough } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { sinkDefinitions } from '../../sinks/index.js';
 import { createBridge, type Bridge } from '../../src/bridge.js';
 import { backfillCommand } from '../../src/commands/backfill.js';
@@ -7,7 +7,8 @@ import type { CommandIO } from '../../src/commands/io.js';
 import { parseConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { capture, install } from '../support/bridge.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
+import { waitFor, type TestDatabase } from '../support/db.js';
+import { useTestBed } from '../support/bed.js';
 
 function io(signal = new AbortController().signal): CommandIO & { out: () => string; err: () => string } {
   const stdout = new PassThrough();
@@ -34,17 +35,12 @@ async function stdoutBridge(url: string): Promise<{ bridge: Bridge; lines: () =>
 }
 
 describe('sidekick backfill (real PostgreSQL)', () => {
+  const bed = useTestBed();
   let db: TestDatabase | undefined;
   let bridge: Bridge | undefined;
-  afterEach(async () => {
-    await bridge?.stop();
-    bridge = undefined;
-    await db?.drop();
-    db = undefined;
-  });
 
   it('enqueues 5000 rows as READ events that a stdout sink prints in key order', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await db.client();
     await install(c);
     // Inserted in shuffled order: key order must come from the walk, not the heap.
@@ -58,6 +54,7 @@ describe('sidekick backfill (real PostgreSQL)', () => {
 
     const run = await stdoutBridge(db.url);
     bridge = run.bridge;
+    bed.defer(() => run.bridge.stop());
     await waitFor(() => run.lines().length >= 5000, '5000 events on stdout', 30_000);
     const lines = run.lines();
     expect(lines).toHaveLength(5000);
@@ -70,7 +67,7 @@ describe('sidekick backfill (real PostgreSQL)', () => {
   });
 
   it('resumes an interrupted backfill after its last finished batch, without duplicates', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await db.client();
     await install(c);
     await c.query('CREATE TABLE items (a int, b text, PRIMARY KEY (a, b))');
@@ -100,7 +97,7 @@ describe('sidekick backfill (real PostgreSQL)', () => {
   });
 
   it('--where filters, and the capture config\'s key and column selection apply', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await db.client();
     await install(c);
     await c.query('CREATE TABLE accounts (id int PRIMARY KEY, region text, email text, secret text)');
@@ -116,6 +113,7 @@ describe('sidekick backfill (real PostgreSQL)', () => {
     expect(term.out()).toMatch(/enqueued 50 rows/);
     const run = await stdoutBridge(db.url);
     bridge = run.bridge;
+    bed.defer(() => run.bridge.stop());
     await waitFor(() => run.lines().length >= 50, '50 events');
     const lines = run.lines();
     expect(lines).toHaveLength(50);

@@ -1,12 +1,13 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { sinkDefinitions } from '../../sinks/index.js';
 import { createBridge, type Bridge } from '../../src/bridge.js';
 import { parseConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { RetriableError } from '../../src/errors.js';
 import { OK } from '../../src/sink.js';
-import { capturedClient, install, startBridge } from '../support/bridge.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
+import { capturedClient, install } from '../support/bridge.js';
+import { waitFor, type TestDatabase } from '../support/db.js';
+import { useTestBed } from '../support/bed.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
 /** One sample of a metric in Prometheus text format (NaN when missing). */
@@ -16,23 +17,18 @@ function sample(text: string, name: string, labels = ''): number {
 }
 
 describe('/metrics: outbox backlog, oldest age, sink backlog and due schedules (real PostgreSQL)', () => {
+  const bed = useTestBed();
   let db: TestDatabase | undefined;
   let bridge: Bridge | undefined;
-  afterEach(async () => {
-    await bridge?.stop();
-    bridge = undefined;
-    await db?.drop();
-    db = undefined;
-  });
 
   it('shows events waiting and their age while the sink fails, and 0 after it recovers', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE orders (id int PRIMARY KEY, status text)', [{ table: 'public.orders' }]);
     const memory = createMemorySinks();
     const out = memory.get('out');
     let failing = true;
     out.behaviour = () => (failing ? { ok: false, error: new RetriableError('DOWN', 'test: sink down', { unavailable: true }) } : OK);
-    bridge = await startBridge(db.url, {
+    bridge = await bed.bridge(db.url, {
       http: { port: 0 },
       sinks: { out: { type: 'memory', retry: { attempts: 1000, initialDelay: 20, maxDelay: 50 } } },
       routes: [{ from: 'public.*', to: 'out' }],
@@ -64,14 +60,14 @@ describe('/metrics: outbox backlog, oldest age, sink backlog and due schedules (
   });
 
   it('reports due schedules and their lag when the scheduler table exists', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await db.client();
     await install(c);
     // Real one-shot schedules (sql/020_scheduler.sql); this bridge runs no scheduler, so they stay due.
     await c.query(`INSERT INTO sidekick.schedules (run_at, sql) VALUES
       (now() - interval '90 seconds', 'select 1'), (now() - interval '5 seconds', 'select 1'), (now() + interval '1 hour', 'select 1')`);
     await c.query(`INSERT INTO sidekick.schedules (enabled, run_at, sql) VALUES (false, now() - interval '1 day', 'select 1')`);
-    bridge = await startBridge(db.url, { http: { port: 0 }, sinks: { out: { type: 'stdout' } }, routes: [{ from: '*', to: 'out' }] });
+    bridge = await bed.bridge(db.url, { http: { port: 0 }, sinks: { out: { type: 'stdout' } }, routes: [{ from: '*', to: 'out' }] });
     const text = await (await fetch(`http://127.0.0.1:${bridge.http?.address()?.port}/metrics`)).text();
     expect(sample(text, 'sidekick_schedules_due')).toBe(2);
     expect(sample(text, 'sidekick_schedules_oldest_due_seconds')).toBeGreaterThanOrEqual(90);
@@ -85,6 +81,8 @@ describe('/metrics: outbox backlog, oldest age, sink backlog and due schedules (
       http: { port: 0 }, outbox: { enabled: true }, sinks: { out: { type: 'stdout' } }, routes: [{ from: '*', to: 'out' }],
     }, { file: 'test', env: {}, sinks: sinkDefinitions });
     bridge = createBridge({ config, logger: createLogger({ level: 'silent' }) });
+    const started = bridge;
+    bed.defer(() => started.stop());
     void bridge.start();
     await waitFor(() => bridge?.http?.address() !== undefined, 'the HTTP endpoint');
     const response = await fetch(`http://127.0.0.1:${bridge.http?.address()?.port}/metrics`);

@@ -1,10 +1,11 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Bridge } from '../../src/bridge.js';
 import { dlqListCommand } from '../../src/commands/dlq.js';
 import { FatalError } from '../../src/errors.js';
 import { OK } from '../../src/sink.js';
-import { install, startBridge } from '../support/bridge.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
+import { install } from '../support/bridge.js';
+import { waitFor, type TestDatabase } from '../support/db.js';
+import { useTestBed } from '../support/bed.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
 /** Issue 16, item 4: NOTIFY events were logged as "dead-lettered" but stored nowhere. */
@@ -21,24 +22,19 @@ function io() {
 }
 
 describe('NOTIFY dead letters (real PostgreSQL)', () => {
+  const bed = useTestBed();
   let db: TestDatabase | undefined;
   let bridge: Bridge | undefined;
-  afterEach(async () => {
-    await bridge?.stop();
-    bridge = undefined;
-    await db?.drop();
-    db = undefined;
-  });
 
   it('are stored in sidekick.dead_letters when the schema is installed; dlq list shows them and a retry delivers them under the same id', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await db.client();
     await install(c);
     const memory = createMemorySinks();
     const out = memory.get('out');
     let refuse = true;
     out.behaviour = () => (refuse ? { ok: false, error: new FatalError('HTTP_422', 'unprocessable') } : OK);
-    bridge = await startBridge(db.url, { listen: ['jobs'], sinks: { out: { type: 'memory' } }, routes: [{ from: 'jobs', to: 'out' }] }, [memory.definition]);
+    bridge = await bed.bridge(db.url, { listen: ['jobs'], sinks: { out: { type: 'memory' } }, routes: [{ from: 'jobs', to: 'out' }] }, [memory.definition]);
     await c.query(`SELECT pg_notify('jobs', 'plain text')`);
     await c.query(`SELECT pg_notify('jobs', $1)`, [String.raw`{"a":"\u0000"}`]);
     await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.dead_letters')).rows[0].n === 2, 'two dead letters');
@@ -65,12 +61,12 @@ describe('NOTIFY dead letters (real PostgreSQL)', () => {
   });
 
   it('without the schema they are said to be dropped (logged whole) and counted as dropped', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await db.client();
     const memory = createMemorySinks();
     memory.get('out').behaviour = () => ({ ok: false, error: new FatalError('HTTP_422', 'unprocessable') });
     const lines: string[] = [];
-    bridge = await startBridge(db.url, { listen: ['jobs'], sinks: { out: { type: 'memory' } }, routes: [{ from: 'jobs', to: 'out' }] },
+    bridge = await bed.bridge(db.url, { listen: ['jobs'], sinks: { out: { type: 'memory' } }, routes: [{ from: 'jobs', to: 'out' }] },
       [memory.definition], { write: (line: string) => lines.push(line) });
     await c.query(`SELECT pg_notify('jobs', 'lost')`);
     await waitFor(() => lines.find((l) => l.includes('is dropped, not dead-lettered')), 'the line that says so');

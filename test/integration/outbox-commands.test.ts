@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Bridge } from '../../src/bridge.js';
 import { dlqListCommand, dlqPurgeCommand, dlqRetryCommand } from '../../src/commands/dlq.js';
 import type { CommandIO } from '../../src/commands/io.js';
@@ -10,8 +10,9 @@ import { triggersCommand } from '../../src/commands/triggers.js';
 import { uninstallCommand } from '../../src/commands/uninstall.js';
 import { FatalError } from '../../src/errors.js';
 import { OK } from '../../src/sink.js';
-import { capture, capturedClient, install, startBridge } from '../support/bridge.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
+import { capture, capturedClient, install } from '../support/bridge.js';
+import { waitFor, type TestDatabase } from '../support/db.js';
+import { useTestBed } from '../support/bed.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
 function io(): CommandIO & { out: () => string; err: () => string } {
@@ -44,17 +45,12 @@ const SKOR_TRIGGERS = `[
 ]`;
 
 describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
+  const bed = useTestBed();
   let db: TestDatabase | undefined;
   let bridge: Bridge | undefined;
-  afterEach(async () => {
-    await bridge?.stop();
-    bridge = undefined;
-    await db?.drop();
-    db = undefined;
-  });
 
   it("runs skor's own test scenario through `sidekick triggers triggers.json --apply`", async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await db.client();
     await c.query(SKOR_SCHEMA);
     const cmd = io();
@@ -62,7 +58,7 @@ describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
     expect(await triggersCommand({ file: file('triggers.json', SKOR_TRIGGERS), config: 'none.yaml', database: db.url, apply: true }, cmd)).toBe(0);
     expect(cmd.out()).toContain('installed the pg-sidekick schema');
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { sinks: { hook: { type: 'memory' } }, routes: [{ from: 'public.*', to: 'hook' }] }, [memory.definition]);
+    bridge = await bed.bridge(db.url, { sinks: { hook: { type: 'memory' } }, routes: [{ from: 'public.*', to: 'hook' }] }, [memory.definition]);
     const hook = memory.get('hook');
     const steps: [string, Record<string, unknown>][] = [
       [`INSERT INTO skor_test_t1 (c1, c2) VALUES (1, 'hello')`, { table: 'skor_test_t1', op: 'INSERT', data: { c1: 1, c2: 'hello' } }],
@@ -85,7 +81,7 @@ describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
   });
 
   it('prints reviewable SQL, names the entry of an unknown column, handles long and mixed-case names, and drops', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await db.client();
     await install(c);
     const long = 'a_table_with_a_rather_long_name_that_goes_on_and_on_for_ever_x'; // 62 bytes
@@ -124,11 +120,11 @@ describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
   });
 
   it('uninstall lists what it drops, refuses without --yes and while a bridge runs, then removes everything', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY)', [{ table: 't' }]);
     await c.query('INSERT INTO t VALUES (1)');
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { outbox: { enabled: true }, sinks: { out: { type: 'memory' } }, routes: [] }, [memory.definition]);
+    bridge = await bed.bridge(db.url, { outbox: { enabled: true }, sinks: { out: { type: 'memory' } }, routes: [] }, [memory.definition]);
     const running = io();
     expect(await uninstallCommand({ database: db.url, yes: true }, running)).toBe(1);
     expect(running.out()).toMatch(/1 pg-sidekick bridge\(s\) are connected/);
@@ -155,13 +151,13 @@ describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
   });
 
   it('dlq list shows a table (or JSON), retry requeues by id, purge deletes', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY)', [{ table: 't' }]);
     const memory = createMemorySinks();
     const out = memory.get('out');
     let refuse = true;
     out.behaviour = () => (refuse ? { ok: false, error: new FatalError('HTTP_410', 'gone away') } : OK);
-    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    bridge = await bed.bridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
     await c.query('INSERT INTO t SELECT generate_series(1, 3)');
     await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.dead_letters')).rows[0].n === 3, '3 dead letters');
     const list = io();

@@ -1,32 +1,28 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Bridge } from '../../src/bridge.js';
 import { FatalError, RetriableError } from '../../src/errors.js';
 import { OK } from '../../src/sink.js';
-import { capturedClient, startBridge } from '../support/bridge.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
+import { capturedClient } from '../support/bridge.js';
+import { waitFor, type TestDatabase } from '../support/db.js';
+import { useTestBed } from '../support/bed.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
 const count = async (c: { query: (q: string) => Promise<{ rows: { n: number }[] }> }, sql: string) => (await c.query(sql)).rows[0]?.n;
 
 describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
+  const bed = useTestBed();
   let db: TestDatabase | undefined;
   let bridge: Bridge | undefined;
-  afterEach(async () => {
-    await bridge?.stop();
-    bridge = undefined;
-    await db?.drop();
-    db = undefined;
-  });
 
   it('a failing sink does not hold up another; its events wait in its durable backlog and arrive in order later', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, v int)', [{ table: 't' }]);
     const memory = createMemorySinks();
     const good = memory.get('good');
     const dead = memory.get('dead');
     let down = true;
     dead.behaviour = () => (down ? { ok: false, error: new RetriableError('ECONNREFUSED', 'connection refused', { unavailable: true }) } : OK);
-    bridge = await startBridge(db.url, {
+    bridge = await bed.bridge(db.url, {
       outbox: { sinkBuffer: 10, checkpointAfter: 200, batchSize: 10 },
       sinks: {
         good: { type: 'memory' },
@@ -57,13 +53,13 @@ describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
   });
 
   it('a busy but healthy sink is never moved to its durable backlog, also with a sinkBuffer below batchSize × 4 + one statement chunk', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, v int)', [{ table: 't' }]);
     const memory = createMemorySinks();
     const busy = memory.get('busy');
     // Keeps up, but each delivery takes a moment: the events the drain fetches wait in memory.
     busy.behaviour = () => new Promise((resolve) => { setTimeout(() => resolve(OK), 20); });
-    bridge = await startBridge(db.url, {
+    bridge = await bed.bridge(db.url, {
       outbox: { sinkBuffer: 3000, batchSize: 1000 },
       sinks: { busy: { type: 'memory', concurrency: 100, batch: { size: 1 } } },
       routes: [{ from: '*', to: 'busy' }],
@@ -77,7 +73,7 @@ describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
   });
 
   it('dead-letters an event for one sink only, with the error and attempts; dlq retry sends it again under the same id', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, v text)', [{ table: 't' }]);
     const memory = createMemorySinks();
     const picky = memory.get('picky');
@@ -89,7 +85,7 @@ describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
       if (refuse && v === 'flaky') return { ok: false, error: new RetriableError('HTTP_503', 'unavailable') };
       return OK;
     };
-    bridge = await startBridge(db.url, {
+    bridge = await bed.bridge(db.url, {
       sinks: { picky: { type: 'memory', retry: { attempts: 3, initialDelay: 10, maxDelay: 20 } }, other: { type: 'memory' } },
       routes: [{ from: '*', to: ['picky', 'other'] }],
     }, [memory.definition]);
@@ -118,10 +114,10 @@ describe('outbox: fan-out, dead letters, big rows (real PostgreSQL)', () => {
   });
 
   it('captures and delivers a 200 kB row whole, and a 1 MB published payload; the writes never fail', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE docs (id int PRIMARY KEY, body text)', [{ table: 'docs' }]);
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    bridge = await bed.bridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
     const big = 'x'.repeat(100) + Array.from({ length: 200_000 }, (_, i) => String.fromCharCode(97 + (i * 7919) % 26)).join('');
     await c.query('INSERT INTO docs VALUES (1, $1)', [big]);
     const payload = { blob: 'y'.repeat(1_000_000) };

@@ -1,10 +1,11 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Bridge } from '../../src/bridge.js';
 import type { Envelope } from '../../src/envelope.js';
 import { FatalError, RetriableError } from '../../src/errors.js';
 import { OK } from '../../src/sink.js';
-import { capturedClient, startBridge } from '../support/bridge.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
+import { capturedClient } from '../support/bridge.js';
+import { waitFor, type TestDatabase } from '../support/db.js';
+import { useTestBed } from '../support/bed.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
 /**
@@ -18,23 +19,18 @@ const isPoison = (e: Envelope) => typeof docOf(e)?.a === 'string' && /\u0000|[\u
 const count = async (c: { query: (q: string) => Promise<{ rows: { n: number }[] }> }, sql: string) => (await c.query(sql)).rows[0]?.n;
 
 describe('outbox: events that jsonb refuses (real PostgreSQL)', () => {
+  const bed = useTestBed();
   let db: TestDatabase | undefined;
   let bridge: Bridge | undefined;
-  afterEach(async () => {
-    await bridge?.stop();
-    bridge = undefined;
-    await db?.drop();
-    db = undefined;
-  });
 
   it('are delivered where the sink takes them and dead-lettered exactly as they are where it refuses them; nothing else is held up or repeated', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, doc json)', [{ table: 't' }]);
     const memory = createMemorySinks();
     const all = memory.get('all');
     const picky = memory.get('picky');
     picky.behaviour = (e) => (isPoison(e) ? { ok: false, error: new FatalError('HTTP_400', 'bad request') } : OK);
-    bridge = await startBridge(db.url, {
+    bridge = await bed.bridge(db.url, {
       sinks: { all: { type: 'memory' }, picky: { type: 'memory' } },
       routes: [{ from: '*', to: ['all', 'picky'] }],
     }, [memory.definition]);
@@ -60,14 +56,14 @@ describe('outbox: events that jsonb refuses (real PostgreSQL)', () => {
   });
 
   it('wait in a failing sink\'s durable backlog exactly as they are, and arrive intact once it is back', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, doc json)', [{ table: 't' }]);
     const memory = createMemorySinks();
     const all = memory.get('all');
     const down = memory.get('down');
     let failing = true;
     down.behaviour = () => (failing ? { ok: false, error: new RetriableError('ECONNREFUSED', 'connection refused', { unavailable: true }) } : OK);
-    bridge = await startBridge(db.url, {
+    bridge = await bed.bridge(db.url, {
       outbox: { checkpointAfter: 100 },
       sinks: { all: { type: 'memory' }, down: { type: 'memory', retry: { initialDelay: 20, maxDelay: 50 } } },
       routes: [{ from: '*', to: ['all', 'down'] }],
@@ -87,7 +83,7 @@ describe('outbox: events that jsonb refuses (real PostgreSQL)', () => {
   });
 
   it('one event a store refuses for any reason (here a CHECK constraint added by the test) is set apart; the rest of the round is written', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, doc json)', [{ table: 't' }]);
     // The backlog refuses keys 1 and 7, the dead letters key 13. With sinkBuffer 2 the slow sink holds
     // 1 and 2 in memory (their checkpoint copies come later) and the rest go straight to its backlog.
@@ -104,7 +100,7 @@ describe('outbox: events that jsonb refuses (real PostgreSQL)', () => {
       if ((e.new as { id: number }).id === 13) return { ok: false, error: new FatalError('HTTP_400', 'bad request') };
       return failing ? { ok: false, error: new RetriableError('ECONNREFUSED', 'connection refused', { unavailable: true }) } : OK;
     };
-    bridge = await startBridge(db.url, {
+    bridge = await bed.bridge(db.url, {
       outbox: { checkpointAfter: 100, sinkBuffer: 2, batchSize: 2 },
       sinks: { all: { type: 'memory' }, slow: { type: 'memory', retry: { initialDelay: 20, maxDelay: 50 } } },
       routes: [{ from: '*', to: ['all', 'slow'] }],

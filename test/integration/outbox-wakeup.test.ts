@@ -1,28 +1,24 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Bridge } from '../../src/bridge.js';
-import { capturedClient, startBridge } from '../support/bridge.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
+import { capturedClient } from '../support/bridge.js';
+import { waitFor, type TestDatabase } from '../support/db.js';
+import { useTestBed } from '../support/bed.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
 describe('outbox: waking the drain (real PostgreSQL)', () => {
+  const bed = useTestBed();
   let db: TestDatabase | undefined;
   let bridge: Bridge | undefined;
-  afterEach(async () => {
-    await bridge?.stop();
-    bridge = undefined;
-    await db?.drop();
-    db = undefined;
-  });
 
   /** A fresh database with pg-sidekick installed and table `t` captured; returns a client on it. */
   async function capturedTable(columns = 'id int PRIMARY KEY') {
-    db = await createTestDatabase();
+    db = await bed.database();
     return capturedClient(db, `CREATE TABLE t (${columns})`, [{ table: 't' }]);
   }
 
   /** A bridge delivering everything to the memory sink `out`. */
   async function startDrain(memory: ReturnType<typeof createMemorySinks>, outbox?: { pollInterval: string }) {
-    bridge = await startBridge(db!.url, { ...(outbox ? { outbox } : {}), sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    bridge = await bed.bridge(db!.url, { ...(outbox ? { outbox } : {}), sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
   }
 
   it('catches up on start with what was written while no bridge ran', async () => {

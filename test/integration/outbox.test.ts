@@ -1,24 +1,20 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Bridge } from '../../src/bridge.js';
-import { capture, capturedClient, install, startBridge } from '../support/bridge.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
+import { capture, capturedClient, install } from '../support/bridge.js';
+import { waitFor, type TestDatabase } from '../support/db.js';
+import { useTestBed } from '../support/bed.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
 describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', () => {
+  const bed = useTestBed();
   let db: TestDatabase | undefined;
   let bridge: Bridge | undefined;
-  afterEach(async () => {
-    await bridge?.stop();
-    bridge = undefined;
-    await db?.drop();
-    db = undefined;
-  });
 
   it('delivers INSERT, UPDATE and DELETE envelopes with every field, in commit order', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE orders (id int PRIMARY KEY, status text, secret text)', [{ table: 'public.orders', columns: { insert: '*', update: ['id', 'status'], delete: ['id'] } }]);
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: 'public.*', to: 'out' }] }, [memory.definition]);
+    bridge = await bed.bridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: 'public.*', to: 'out' }] }, [memory.definition]);
     await c.query(`INSERT INTO orders VALUES (1, 'new', 's1')`);
     await c.query(`UPDATE orders SET status = 'paid' WHERE id = 1`);
     await c.query(`DELETE FROM orders WHERE id = 1`);
@@ -40,14 +36,14 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
   });
 
   it('encodes composite keys as a JSON array and pairs multi-row UPDATEs (also when the key changes)', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await db.client();
     await install(c);
     await c.query('CREATE TABLE "MixedCase" (a int, b text, v int, PRIMARY KEY (a, b))');
     await c.query(`INSERT INTO "MixedCase" SELECT g, 'k' || g, 0 FROM generate_series(1, 50) g`);
     await capture(c, [{ table: 'public.MixedCase' }]);
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    bridge = await bed.bridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
     await c.query('UPDATE "MixedCase" SET v = a * 10, a = a + 1000');
     const out = memory.get('out');
     await waitFor(() => out.received.length >= 50, '50 updates');
@@ -62,11 +58,11 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
   });
 
   it('delivers sidekick.publish() events only when the transaction commits', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await db.client();
     await install(c);
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: 'jobs', to: 'out' }] }, [memory.definition]);
+    bridge = await bed.bridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: 'jobs', to: 'out' }] }, [memory.definition]);
     await c.query('BEGIN');
     await c.query(`SELECT sidekick.publish('jobs', '{"n": 1}')`);
     await c.query('ROLLBACK');
@@ -81,7 +77,7 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
   });
 
   it('writes each of a statement\'s first two rows alone and the rest in chunks; every row of 0-, 1-, 2- and 3-row statements arrives once, in order', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     // A column list that leaves the key out: the keys travel beside the images, also in chunks.
     const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, v int, note text)', [{ table: 't', columns: { insert: ['v'], delete: '*' } }]);
     await c.query('INSERT INTO t SELECT g, g FROM generate_series(1, 0) g'); // no row: nothing written
@@ -101,7 +97,7 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
     const tables = await c.query('SELECT (SELECT count(*) FROM sidekick.row_changes)::int AS alone, (SELECT count(*) FROM sidekick.outbox)::int AS chunks');
     expect(tables.rows[0]).toEqual({ alone: 7, chunks: 2 });
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    bridge = await bed.bridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
     const out = memory.get('out');
     await waitFor(() => out.received.length >= 9, '9 row changes');
     expect(out.received.map((e) => [e.op, e.key, e.new ?? e.old])).toEqual([
@@ -114,7 +110,7 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
   });
 
   it('splits big statements into chunks (1000 rows; big rows alone) and delivers every row of them, in order per key', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, v int, doc text)', [{ table: 't' }]);
     await c.query('INSERT INTO t SELECT g, 0 FROM generate_series(1, 2500) g');
     // The first two rows alone, the rest in chunks of ranges of 1000 event ids: five or six outbox
@@ -124,7 +120,7 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
     expect(rows[0].n).toBeGreaterThanOrEqual(5);
     expect(rows[0].n).toBeLessThanOrEqual(6);
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    bridge = await bed.bridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
     await c.query('UPDATE t SET v = 1');
     await c.query(`UPDATE t SET doc = repeat('x', 300000) WHERE id <= 3`);
     await c.query('DELETE FROM t WHERE id > 2000');

@@ -1,11 +1,12 @@
 import { PassThrough } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Bridge } from '../../src/bridge.js';
 import type { CommandIO } from '../../src/commands/io.js';
 import { statusCommand, type Status } from '../../src/commands/status.js';
 import { FatalError, RetriableError } from '../../src/errors.js';
-import { capturedClient, install, startBridge } from '../support/bridge.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
+import { capturedClient, install } from '../support/bridge.js';
+import { waitFor, type TestDatabase } from '../support/db.js';
+import { useTestBed } from '../support/bed.js';
 import { createMemorySinks } from '../support/memory-sink.js';
 
 function io(): CommandIO & { out: () => string; err: () => string } {
@@ -25,17 +26,12 @@ async function status(url: string): Promise<Status> {
 }
 
 describe('sidekick status (real PostgreSQL)', () => {
+  const bed = useTestBed();
   let db: TestDatabase | undefined;
   let bridge: Bridge | undefined;
-  afterEach(async () => {
-    await bridge?.stop();
-    bridge = undefined;
-    await db?.drop();
-    db = undefined;
-  });
 
   it('reports the backlog, its age, dead letters per sink, the drain and its connections; --json and tables', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE orders (id int PRIMARY KEY, status text)', [{ table: 'public.orders' }]);
 
     // Nothing running yet: the events wait in the outbox, and no drain holds a partition.
@@ -52,7 +48,7 @@ describe('sidekick status (real PostgreSQL)', () => {
     const memory = createMemorySinks();
     memory.get('down').behaviour = () => ({ ok: false, error: new RetriableError('DOWN', 'test: down', { unavailable: true }) });
     memory.get('broken').behaviour = () => ({ ok: false, error: new FatalError('BAD', 'test: rejected') });
-    bridge = await startBridge(db.url, {
+    bridge = await bed.bridge(db.url, {
       outbox: { checkpointAfter: 100 },
       sinks: { down: { type: 'memory' }, broken: { type: 'memory' } },
       routes: [{ from: 'public.*', to: ['down', 'broken'] }],
@@ -78,7 +74,7 @@ describe('sidekick status (real PostgreSQL)', () => {
   });
 
   it('exits 1 with the reason when the schema is not installed or the database is unreachable', async () => {
-    db = await createTestDatabase();
+    db = await bed.database();
     const term = io();
     expect(await statusCommand({ database: db.url }, term)).toBe(1);
     expect(term.err()).toMatch(/pg-sidekick is not installed in .*: run `sidekick install`/);
