@@ -1,15 +1,17 @@
 import { Writable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { DispatchOptions } from '../../src/config.js';
-import { createDispatcher } from '../../src/dispatcher.js';
+import { createDispatcher } from '../../src/dispatcher/index.js';
 import type { Envelope } from '../../src/envelope.js';
 import { RetriableError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
 import { OK, type ItemOutcome, type Sink } from '../../src/sink.js';
 
 // The dispatcher is pure logic: these tests drive it with an in-memory sink (a test double of the
-// sink contract) and real timers. They pin down the sink-wide backoff and Retry-After rules that the
-// webhook sink relies on; the webhook tests exercise the same rules against a real HTTP server.
+// sink contract) on fake timers — p-retry's delays, the sink-wide pause, Retry-After and the sink's
+// own latency all run on the fake clock, so every gap below is measured exactly, not slept through.
+// They pin down the sink-wide backoff and Retry-After rules that the webhook sink relies on; the
+// webhook tests exercise the same rules against a real HTTP server.
 
 const quiet = createLogger({ level: 'silent', destination: new Writable({ write: (_c, _e, cb) => cb() }) });
 
@@ -46,11 +48,23 @@ function recordingSink(decide: (e: Envelope, attempt: number) => ItemOutcome, de
   return { sink, attempts };
 }
 
+/** Runs the fake clock 1 ms at a time until `p` settles (at most `limitMs`), then returns it. */
+async function settle<T>(p: Promise<T>, limitMs = 60_000): Promise<T> {
+  let done = false;
+  void p.then(() => { done = true; }, () => { done = true; });
+  const started = Date.now();
+  while (!done && Date.now() - started < limitMs) await vi.advanceTimersByTimeAsync(1);
+  return p;
+}
+
+beforeEach(() => { vi.useFakeTimers(); });
+afterEach(() => { vi.useRealTimers(); });
+
 describe('dispatcher: Retry-After and sink-wide backoff', () => {
   it('waits at least Retry-After before retrying that event', async () => {
     const rec = recordingSink((_e, n) => (n === 1 ? { ok: false, error: new RetriableError('HTTP_429', 'slow down', { retryAfterMs: 400 }) } : OK));
     const d = createDispatcher({ sink: rec.sink, options: options(), logger: quiet });
-    expect(await d.deliver(env(1, 'A'))).toEqual({ status: 'delivered', attempts: 2 });
+    expect(await settle(d.deliver(env(1, 'A')))).toEqual({ status: 'delivered', attempts: 2 });
     const gap = (rec.attempts[1]?.at ?? 0) - (rec.attempts[0]?.at ?? 0);
     expect(gap).toBeGreaterThanOrEqual(395);
     expect(gap).toBeLessThan(400 + 150);
@@ -60,7 +74,7 @@ describe('dispatcher: Retry-After and sink-wide backoff', () => {
     const rec = recordingSink((_e, n) => (n === 1 ? { ok: false, error: new RetriableError('HTTP_503', 'later', { retryAfterMs: 3_600_000 }) } : OK));
     const d = createDispatcher({ sink: rec.sink, options: options({ retry: { attempts: 5, initialDelay: 10, maxDelay: 150 } }), logger: quiet });
     const started = Date.now();
-    expect(await d.deliver(env(1, 'A'))).toEqual({ status: 'delivered', attempts: 2 });
+    expect(await settle(d.deliver(env(1, 'A')))).toEqual({ status: 'delivered', attempts: 2 });
     expect(Date.now() - started).toBeLessThan(1_000);
     expect((rec.attempts[1]?.at ?? 0) - (rec.attempts[0]?.at ?? 0)).toBeGreaterThanOrEqual(140);
   });
@@ -71,7 +85,7 @@ describe('dispatcher: Retry-After and sink-wide backoff', () => {
     const rec = recordingSink((_e, n) => (n === 1 ? { ok: false, error: new RetriableError('HTTP_503', 'blip') } : OK), 20);
     const d = createDispatcher({ sink: rec.sink, options: options({ retry: { attempts: 5, initialDelay: 20, maxDelay: 5_000 } }), logger: quiet });
     const started = Date.now();
-    const results = await Promise.all(Array.from({ length: 32 }, (_, i) => d.deliver(env(i, `k${i}`))));
+    const results = await settle(Promise.all(Array.from({ length: 32 }, (_, i) => d.deliver(env(i, `k${i}`)))));
     expect(results.every((r) => r.status === 'delivered')).toBe(true);
     expect(Date.now() - started).toBeLessThan(2_000);
   });
@@ -81,14 +95,14 @@ describe('dispatcher: Retry-After and sink-wide backoff', () => {
     const rec = recordingSink(() => (down ? { ok: false, error: new RetriableError('ECONNREFUSED', 'refused', { unavailable: true }) } : OK), 5);
     const d = createDispatcher({ sink: rec.sink, options: options({ retry: { attempts: 3, initialDelay: 10, maxDelay: 40 } }), logger: quiet });
     const all = Array.from({ length: 40 }, (_, i) => d.deliver(env(i, `k${i}`)));
-    await new Promise((r) => setTimeout(r, 300));
+    await vi.advanceTimersByTimeAsync(300);
     // The first flush sends 32 (the concurrency) at once; everything after is probing.
     const whileDown = rec.attempts.slice(32);
     expect(whileDown.length).toBeGreaterThan(2); // it kept probing
     expect(Math.max(...whileDown.map((a) => a.inFlight))).toBe(1);
     const before = rec.attempts.length;
     down = false;
-    const results = await Promise.all(all);
+    const results = await settle(Promise.all(all));
     expect(results.every((r) => r.status === 'delivered')).toBe(true);
     expect(Math.max(...rec.attempts.slice(before).map((a) => a.inFlight))).toBeGreaterThan(1);
   });
@@ -97,12 +111,12 @@ describe('dispatcher: Retry-After and sink-wide backoff', () => {
     const rec = recordingSink((e, n) => (e.id === '0' && n === 1 ? { ok: false, error: new RetriableError('HTTP_429', 'rate', { retryAfterMs: 300 }) } : OK), 2);
     const d = createDispatcher({ sink: rec.sink, options: options({ concurrency: 1, batch: { size: 2, linger: 0 } }), logger: quiet });
     const first = [d.deliver(env(0, 'a')), d.deliver(env(1, 'b'))];
-    await (first[1] as Promise<unknown>);
+    await settle(first[1] as Promise<unknown>);
     const refusedAt = rec.attempts[0]?.at ?? 0;
-    await d.deliver(env(2, 'c'));
+    await settle(d.deliver(env(2, 'c')));
     const third = rec.attempts.find((a) => a.id === '2');
     expect((third?.at ?? 0) - refusedAt).toBeGreaterThanOrEqual(295);
-    expect((await first[0])?.status).toBe('delivered');
+    expect((await settle(first[0] as Promise<{ status: string }>))?.status).toBe('delivered');
   });
 });
 
@@ -111,10 +125,10 @@ describe('dispatcher: an isolated failure is not an outage', () => {
     const rec = recordingSink((e, n) => (e.id === '1' && n === 1 ? { ok: false, error: new RetriableError('HTTP_502', 'blip') } : OK), 2);
     const d = createDispatcher({ sink: rec.sink, options: options({ retry: { attempts: 5, initialDelay: 1000, maxDelay: 2000 } }), logger: quiet });
     const a = d.deliver(env(1, 'A'));
-    await new Promise((r) => setTimeout(r, 30)); // A's first attempt has failed by now
+    await vi.advanceTimersByTimeAsync(30); // A's first attempt has failed by now
     const t = Date.now();
-    expect((await d.deliver(env(2, 'B'))).status).toBe('delivered');
+    expect((await settle(d.deliver(env(2, 'B')))).status).toBe('delivered');
     expect(Date.now() - t).toBeLessThan(500); // not held for A's backoff (≥ 850 ms with jitter)
-    expect(await a).toEqual({ status: 'delivered', attempts: 2 });
+    expect(await settle(a)).toEqual({ status: 'delivered', attempts: 2 });
   });
 });

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { DispatchOptions } from '../../src/config.js';
-import { createDispatcher, type Delivery } from '../../src/dispatcher.js';
+import { createDispatcher, type Delivery } from '../../src/dispatcher/index.js';
 import type { Envelope } from '../../src/envelope.js';
 import { RetriableError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';

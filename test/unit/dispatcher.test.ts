@@ -1,6 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../../src/logger.js';
-import { createDispatcher, type Delivery } from '../../src/dispatcher.js';
+import { createDispatcher, type Delivery } from '../../src/dispatcher/index.js';
 import type { Envelope } from '../../src/envelope.js';
 import { FatalError, RetriableError, type SidekickError } from '../../src/errors.js';
 import { createMetrics } from '../../src/metrics.js';
@@ -205,25 +205,34 @@ describe('dispatcher (in-memory sink)', () => {
   });
 
   it('backs the whole sink off while every attempt fails, and recovers', async () => {
-    let down = true;
-    const times: number[] = [];
-    const sink: Sink = {
-      name: 'flaky', type: 'memory', async start() {}, async stop() {},
-      async send(b) {
-        times.push(Date.now());
-        return b.map(() => (down ? { ok: false, error: new RetriableError('ECONNREFUSED', 'refused', { unavailable: true }) } : OK));
-      },
-    };
-    const d = createDispatcher({ sink, options: options({ retry: { attempts: 3, initialDelay: 10, maxDelay: 80 } }), logger: quiet });
-    const many = Array.from({ length: 20 }, (_, i) => d.deliver(env(i, `k${i}`)));
-    await new Promise((r) => setTimeout(r, 300));
-    const callsWhileDown = times.length;
-    down = false;
-    const results = await Promise.all(many);
-    expect(results.every((r) => r.status === 'delivered')).toBe(true);
-    // 20 keys retrying independently every ~10 ms would make hundreds of calls in 300 ms;
-    // the sink-wide backoff (10, 20, 40, 80, 80 … ms) keeps it to a handful.
-    expect(callsWhileDown).toBeLessThan(15);
+    // On fake timers: the retry delays and the sink-wide pause run on the fake clock.
+    vi.useFakeTimers();
+    try {
+      let down = true;
+      const times: number[] = [];
+      const sink: Sink = {
+        name: 'flaky', type: 'memory', async start() {}, async stop() {},
+        async send(b) {
+          times.push(Date.now());
+          return b.map(() => (down ? { ok: false, error: new RetriableError('ECONNREFUSED', 'refused', { unavailable: true }) } : OK));
+        },
+      };
+      const d = createDispatcher({ sink, options: options({ retry: { attempts: 3, initialDelay: 10, maxDelay: 80 } }), logger: quiet });
+      const many = Array.from({ length: 20 }, (_, i) => d.deliver(env(i, `k${i}`)));
+      await vi.advanceTimersByTimeAsync(300);
+      const callsWhileDown = times.length;
+      down = false;
+      let settled = false;
+      const all = Promise.all(many).finally(() => { settled = true; });
+      while (!settled) await vi.advanceTimersByTimeAsync(1);
+      const results = await all;
+      expect(results.every((r) => r.status === 'delivered')).toBe(true);
+      // 20 keys retrying independently every ~10 ms would make hundreds of calls in 300 ms;
+      // the sink-wide backoff (10, 20, 40, 80, 80 … ms) keeps it to a handful.
+      expect(callsWhileDown).toBeLessThan(15);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('an ordered batch of several runs gives each run its own outcomes, even when a run\'s lane has more waiting', async () => {
