@@ -50,15 +50,65 @@ export class FatalError extends SidekickError {
   }
 }
 
-const NETWORK_CODES = new Set([
-  'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH',
-  'EAI_AGAIN', 'ENOTFOUND', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT',
-  'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CLOSED',
-]);
+/**
+ * What a network failure says about the destination, by error code: the one table every sink and
+ * classifyError read (the webhook's outcome mapping puts its own words and codes on top).
+ *
+ * - `unreachable`: no connection could be made (refused, no such host, no route, connect timeout).
+ *   Nothing was sent; the destination is not there: `unavailable`, the sink backs off as a whole
+ *   without using up the events' attempts.
+ * - `timeout`: connected, but the answer did not come in time. The peer may have the request.
+ * - `lost`: the connection broke during the exchange (reset, broken pipe, aborted, closed). The peer
+ *   may have the request. ETIMEDOUT is here: Node reports it for a socket whose peer stopped
+ *   answering (keep-alive or retransmission timeout) as well as for a connect, so it cannot say which.
+ *
+ * `timeout` and `lost` are retriable and use up an attempt: another attempt may succeed, and the
+ * destination did answer before.
+ */
+export type NetworkFailure = 'unreachable' | 'timeout' | 'lost';
+
+export const NETWORK_ERRORS: Readonly<Record<string, NetworkFailure>> = Object.freeze({
+  ECONNREFUSED: 'unreachable',
+  ENOTFOUND: 'unreachable',
+  EAI_AGAIN: 'unreachable',
+  EHOSTUNREACH: 'unreachable',
+  ENETUNREACH: 'unreachable',
+  EHOSTDOWN: 'unreachable',
+  ENETDOWN: 'unreachable',
+  UND_ERR_CONNECT_TIMEOUT: 'unreachable',
+  UND_ERR_HEADERS_TIMEOUT: 'timeout',
+  UND_ERR_BODY_TIMEOUT: 'timeout',
+  ECONNRESET: 'lost',
+  ECONNABORTED: 'lost',
+  EPIPE: 'lost',
+  ETIMEDOUT: 'lost',
+  UND_ERR_SOCKET: 'lost',
+  UND_ERR_CLOSED: 'lost',
+});
+
+/** The table's verdict on a code (undefined: not a network failure the table knows). */
+export function networkFailure(code: string | undefined): NetworkFailure | undefined {
+  return code !== undefined && Object.hasOwn(NETWORK_ERRORS, code) ? NETWORK_ERRORS[code] : undefined;
+}
+
+/**
+ * The first string `code` of an error, looking through what wraps it: `cause` (undici, kafkajs) and
+ * an AggregateError's first error (Node's happy-eyeballs connect tries several addresses).
+ */
+export function errorCode(error: unknown): string | undefined {
+  for (let e: unknown = error, depth = 0; e && depth < 4; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+    const inner = (e as { errors?: unknown[] }).errors;
+    e = Array.isArray(inner) && inner.length > 0 ? inner[0] : (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
 
 /**
  * Turns anything thrown by a sink into a SidekickError. Unknown errors are retriable (a transient
- * fault is the common case), except programmer errors, which are fatal.
+ * fault is the common case), except programmer errors, which are fatal. A network failure keeps its
+ * code and is `unavailable` when the table says the destination could not be reached at all.
  */
 export function classifyError(error: unknown): SidekickError {
   if (error instanceof SidekickError) return error;
@@ -66,10 +116,11 @@ export function classifyError(error: unknown): SidekickError {
     || error instanceof ReferenceError) {
     return new FatalError('SINK_BUG', `${error.name}: ${error.message}`, { cause: error });
   }
-  const code = (error as { code?: unknown } | null)?.code;
+  const code = errorCode(error);
+  const failure = networkFailure(code);
   const message = error instanceof Error ? error.message : String(error);
-  if (typeof code === 'string' && NETWORK_CODES.has(code)) {
-    return new RetriableError(code, message, { cause: error, unavailable: code === 'ECONNREFUSED' });
+  if (code !== undefined && failure !== undefined) {
+    return new RetriableError(code, message, { cause: error, unavailable: failure === 'unreachable' });
   }
   return new RetriableError('SINK_ERROR', message, { cause: error });
 }

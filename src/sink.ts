@@ -49,18 +49,51 @@ export interface SinkContext {
   readonly stdout?: NodeJS.WritableStream;
 }
 
-export interface SinkDefinition<Shape extends z.ZodRawShape = z.ZodRawShape> {
+/** Defaults for the common dispatcher options that suit a sink (e.g. its batch size). */
+export interface SinkDefaults {
+  readonly concurrency?: number;
+  readonly batchSize?: number;
+}
+
+/** What a sink's `create` gets: the output of its option shape (defaults filled in, durations in ms). */
+export type SinkOptions<Shape extends z.ZodRawShape> = z.output<z.ZodObject<Shape>>;
+
+/**
+ * A sink type as the registry (sinks/index.ts, the config parser) holds it: its option shape erased.
+ *
+ * Why `create(options: never, …)`: the registry holds sinks of different option types in one list,
+ * so it cannot know the type of what `create` takes — only that it is what parsing the config with
+ * this definition's own `options` produced (src/config.ts does exactly that). A parameter of type
+ * `never` says so soundly: every TypedSinkDefinition is assignable to this type without a cast (a
+ * function taking anything is a function taking `never`: parameters are contravariant), and a
+ * caller must state, once, at the call site, that the options came from this definition's schema
+ * (`create(entry.options as never, …)` in the bridge and in `sidekick check`). The alternatives were
+ * worse: `SinkDefinition<any>` turns the checks off for everyone, and a `create(options: unknown)`
+ * that parses again would run every option's transforms twice (a duration already in ms, a broker
+ * list already split) and could reject what the config accepted.
+ */
+export interface SinkDefinition {
   /** The `type:` value in config. */
   readonly type: string;
   /** One line for `--help` and error messages. */
   readonly description: string;
   /** The sink's own options (the common `retry`, `concurrency`, `batch` keys are added by the core). */
-  readonly options: Shape;
+  readonly options: z.ZodRawShape;
   /** Defaults for the common dispatcher options that suit this sink (e.g. batch size). */
-  readonly defaults?: { concurrency?: number; batchSize?: number };
-  create(options: z.infer<z.ZodObject<Shape>>, context: SinkContext): Sink;
+  readonly defaults?: SinkDefaults;
+  readonly create: (options: never, context: SinkContext) => Sink;
 }
 
-export function defineSink<Shape extends z.ZodRawShape>(definition: SinkDefinition<Shape>): SinkDefinition<Shape> {
+/** A sink type as its module writes it (`defineSink({...})`): `create` takes its own options, typed. */
+export interface TypedSinkDefinition<Shape extends z.ZodRawShape> extends SinkDefinition {
+  readonly options: Shape;
+  readonly create: (options: SinkOptions<Shape>, context: SinkContext) => Sink;
+}
+
+/**
+ * Defines a sink type. The option types of `create` are inferred from `options`; the result goes into
+ * the registry's `SinkDefinition[]` as it is (no cast), and tests call its `create` with typed options.
+ */
+export function defineSink<Shape extends z.ZodRawShape>(definition: TypedSinkDefinition<Shape>): TypedSinkDefinition<Shape> {
   return Object.freeze(definition);
 }

@@ -1,5 +1,4 @@
-import { CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, structuredCloudEvent, type CloudEventsOptions } from '../../src/cloudevents.js';
-import { envelopeJson, payloadText, type Envelope } from '../../src/envelope.js';
+import { CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, envelopeJson, payloadText, structuredCloudEvent, type CloudEventsOptions, type Envelope } from '../../src/sink-kit.js';
 
 /**
  * Message bodies shared by the broker sinks (AMQP and Redis Streams), so that one event looks the

@@ -1,4 +1,4 @@
-import { defineSink } from '../../src/sink.js';
+import { defineSink } from '../../src/sink-kit.js';
 import { amqpOptions } from './options.js';
 import { createAmqpSink } from './sink.js';
 

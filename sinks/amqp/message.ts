@@ -1,6 +1,5 @@
 import type { Options } from 'amqplib';
-import type { CloudEventsOptions } from '../../src/cloudevents.js';
-import { compileTemplate, type Envelope } from '../../src/envelope.js';
+import { compileTemplate, type CloudEventsOptions, type Envelope } from '../../src/sink-kit.js';
 import { createBodyFormatter, type BodyFormat } from './body.js';
 
 /** One AMQP basic.publish: where it goes and what it carries. */

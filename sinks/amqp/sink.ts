@@ -1,16 +1,16 @@
 import { readFileSync } from 'node:fs';
 import amqp, { type ChannelModel, type ConfirmChannel, type SocketOptions } from 'amqplib';
-import type { Envelope } from '../../src/envelope.js';
-import { ConfigError, errorMessage, FatalError, RetriableError, SidekickError } from '../../src/errors.js';
-import { redactUrl } from '../../src/logger.js';
-import { OK, type ItemOutcome, type SendResult, type Sink, type SinkContext } from '../../src/sink.js';
+import {
+  bounded as boundedBy, ConfigError, createLink, errorMessage, FatalError, OK, redactUrl, RetriableError, SidekickError,
+  type Envelope, type ItemOutcome, type SendResult, type Sink, type SinkContext,
+} from '../../src/sink-kit.js';
 import { createMessageBuilder } from './message.js';
 import type { AmqpOptions } from './options.js';
 
 /** What one publish came back with, by messageId: basic.return arrives before the basic.ack. */
 interface Returned { readonly replyCode: number; readonly replyText: string; readonly routingKey: string }
 
-/** One connection and its confirm channel. A lost link is never reused: the next send opens a new one. */
+/** One connection and its confirm channel (the sink's createLink link). A lost link is never reused: the next send opens a new one. */
 interface Link {
   readonly connection: ChannelModel;
   readonly channel: ConfirmChannel;
@@ -56,27 +56,20 @@ function connectUrl(options: AmqpOptions): string {
 
 /** Rejects when `signal` aborts or `ms` pass, whichever first; otherwise settles like `promise`. */
 function bounded<T>(promise: Promise<T>, signal: AbortSignal | undefined, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => finish(() => reject(new RetriableError('ABORTED', `${what}: aborted`)));
-    const timer = setTimeout(() => finish(() => reject(new RetriableError('AMQP_TIMEOUT', `${what}: no answer within ${ms} ms`, { unavailable: true }))), ms);
-    timer.unref();
-    function finish(settle: () => void) {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      settle();
-    }
-    if (signal?.aborted) return onAbort();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    promise.then((v) => finish(() => resolve(v)), (e) => finish(() => reject(e)));
+  return boundedBy(promise, {
+    ms,
+    signal,
+    aborted: () => new RetriableError('ABORTED', `${what}: aborted`),
+    timedOut: () => new RetriableError('AMQP_TIMEOUT', `${what}: no answer within ${ms} ms`, { unavailable: true }),
   });
 }
 
 /**
  * The AMQP sink. One connection with one confirm channel, opened lazily and replaced after any loss
- * (broker restart, network, channel error): in-flight publishes then fail as retriable
- * (`unavailable`), and the dispatcher's sink-wide backoff paces the reconnect attempts — the next
- * send opens a new link. amqplib's own 'error'/'close' events are always handled, so a broker going
- * away never crashes the process.
+ * (broker restart, network, channel error) by the kit's reconnect helper: in-flight publishes then
+ * fail as retriable (`unavailable`), and the dispatcher's sink-wide backoff paces the reconnect
+ * attempts — the next send opens a new link. amqplib's own 'error'/'close' events are always
+ * handled, so a broker going away never crashes the process.
  */
 export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink {
   const { logger } = context;
@@ -85,10 +78,7 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
   const sockets = socketOptions(options, context.name);
   const build = createMessageBuilder(options);
   const exchange = options.exchange;
-  let link: Link | undefined;
-  let opening: Promise<Link> | undefined;
   let stopped: Promise<void> | undefined;
-  let openFailures = 0;
 
   /** Why a failed open happened, as the dispatcher should see it: the destination is not usable. */
   function openError(error: unknown): SidekickError {
@@ -98,12 +88,12 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
     return new RetriableError(name, `amqp ${where}: ${errorMessage(error)}`, { cause: error, unavailable: true });
   }
 
+  /** The link's publishes fail with `error` from now on; the next send opens a new link. */
   function markLost(l: Link, error: SidekickError): void {
     if (l.lost) return;
     l.lost = error;
-    if (link !== l) return; // failed while opening: ensureLink reports it
-    link = undefined;
-    if (!stopped) logger.warn({ broker: where, code: error.code, err: error.message }, 'amqp connection lost; will reconnect on the next send');
+    // A link that failed while opening was never handed out: retire() ignores it, connect reports it.
+    links.retire(l, error);
   }
 
   async function open(): Promise<Link> {
@@ -184,40 +174,47 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
     }
   }
 
-  async function ensureLink(signal: AbortSignal | undefined): Promise<Link> {
-    if (link && !link.lost) return link;
-    if (stopped) throw new RetriableError('AMQP_STOPPED', `amqp sink ${context.name} is stopped`, { unavailable: true });
-    opening ??= (async () => {
-      try {
-        const attempt = open();
-        let l: Link;
-        try {
-          l = await bounded(attempt, undefined, options.connectTimeout + 1_000, `amqp ${where}: connect`);
-        } catch (error) {
-          // A handshake that answers after the timeout must not leave a connection behind.
-          attempt.then((late) => closeConnection(late.connection), () => {}).catch(() => {});
-          throw error;
-        }
-        if (stopped) {
-          await void closeConnection(l.connection);
-          throw new RetriableError('AMQP_STOPPED', `amqp sink ${context.name} is stopped`, { unavailable: true });
-        }
-        link = l;
-        logger.info({ broker: where, exchange, reconnect: openFailures > 0 || undefined }, 'amqp connected');
-        openFailures = 0;
-        return l;
-      } catch (error) {
-        openFailures++;
-        const classified = openError(error);
-        // The dispatcher logs the sink-wide backoff; here only the first failure of a series.
-        if (openFailures === 1) logger.warn({ broker: where, code: classified.code, err: classified.message }, 'amqp connect failed');
-        throw classified;
-      } finally {
-        opening = undefined;
-      }
-    })();
-    return bounded(opening, signal, options.connectTimeout + 2_000, `amqp ${where}: connect`);
+  /** Opens a link, bounded: a handshake that answers after the timeout must not leave a connection behind. */
+  async function connect(): Promise<Link> {
+    const attempt = open();
+    try {
+      return await bounded(attempt, undefined, options.connectTimeout + 1_000, `amqp ${where}: connect`);
+    } catch (error) {
+      attempt.then((late) => closeConnection(late.connection), () => {}).catch(() => {});
+      throw openError(error);
+    }
   }
+
+  /**
+   * Closes a link. One still healthy is being stopped: let its outstanding confirms arrive first, so
+   * nothing in flight is reported lost; a lost one is closed at once. The broker's CloseOk is not
+   * waited for (closeConnection bounds it to 5 s and destroys the socket after that).
+   */
+  async function closeLink(l: Link): Promise<void> {
+    if (!l.lost) {
+      l.lost = new RetriableError('AMQP_STOPPED', `amqp sink ${context.name} is stopped`, { unavailable: true });
+      await bounded(l.channel.waitForConfirms(), undefined, 5_000, 'amqp stop').catch(() => {});
+    }
+    void closeConnection(l.connection);
+  }
+
+  const links = createLink<Link>({
+    connect,
+    close: closeLink,
+    isBroken: (l) => l.lost !== undefined,
+    onRetire: (l) => {
+      const e = lostError(l);
+      if (!stopped) logger.warn({ broker: where, code: e.code, err: e.message }, 'amqp connection lost; will reconnect on the next send');
+    },
+    onConnected: (_l, failedBefore) => logger.info({ broker: where, exchange, reconnect: failedBefore > 0 || undefined }, 'amqp connected'),
+    onConnectFailed: (error, failures) => {
+      // The dispatcher logs the sink-wide backoff; here only the first failure of a series.
+      const e = openError(error);
+      if (failures === 1) logger.warn({ broker: where, code: e.code, err: e.message }, 'amqp connect failed');
+    },
+    closedError: () => new RetriableError('AMQP_STOPPED', `amqp sink ${context.name} is stopped`, { unavailable: true }),
+    abortedError: () => new RetriableError('ABORTED', `amqp ${where}: connect: aborted`),
+  });
 
   function lostError(l: Link): SidekickError {
     return l.lost ?? new RetriableError('AMQP_CHANNEL_CLOSED', `amqp ${where}: channel closed`, { unavailable: true });
@@ -322,23 +319,15 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
     // One channel: the broker receives a batch in publish order, so a batch may carry a run of one key.
     ordered: true,
     async start(signal) {
-      await ensureLink(signal);
+      await links.get(signal);
     },
     async send(batch, signal) {
       if (signal.aborted) throw new RetriableError('ABORTED', `amqp ${where}: aborted`);
-      const l = await ensureLink(signal);
-      return publishBatch(l, batch, signal);
+      const l = await links.get(signal);
+      return links.use(l, () => publishBatch(l, batch, signal));
     },
     stop() {
-      stopped ??= (async () => {
-        const l = link ?? await opening?.catch(() => undefined);
-        link = undefined;
-        if (!l || l.lost) return;
-        l.lost = new RetriableError('AMQP_STOPPED', `amqp sink ${context.name} is stopped`, { unavailable: true });
-        // Let outstanding confirms arrive before closing, so nothing in flight is reported lost.
-        await bounded(l.channel.waitForConfirms(), undefined, 5_000, 'amqp stop').catch(() => {});
-        await void closeConnection(l.connection);
-      })();
+      stopped ??= links.close();
       return stopped;
     },
     async check(signal) {

@@ -1,4 +1,4 @@
-import { FatalError, RetriableError, SidekickError } from '../../src/errors.js';
+import { FatalError, networkFailure, RetriableError, SidekickError } from '../../src/sink-kit.js';
 
 /** What kafkajs errors carry that we look at. */
 interface KafkaJsLike {
@@ -72,7 +72,8 @@ export function classifyKafkaError(error: unknown, topic?: string): SidekickErro
   }
   const unavailable = (root.name !== undefined && UNAVAILABLE_NAMES.has(root.name))
     || (root.type !== undefined && UNAVAILABLE_TYPES.has(root.type))
-    || root.code === 'ECONNREFUSED';
+    // A socket error kafkajs passes through: the one network table says whether nothing answered.
+    || (typeof root.code === 'string' && networkFailure(root.code) === 'unreachable');
   if (unavailable) return new RetriableError(codeOf(root), `${message}${where}`, { cause: error, unavailable: true });
   // kafkajs' own verdict; errors it does not mark either way (plain Errors) are treated as transient.
   if (root.retriable !== false) return new RetriableError(codeOf(root), `${message}${where}`, { cause: error });

@@ -1,4 +1,4 @@
-import { defineSink } from '../../src/sink.js';
+import { defineSink } from '../../src/sink-kit.js';
 import { kafkaOptions } from './options.js';
 import { createKafkaSink } from './sink.js';
 

@@ -1,6 +1,4 @@
-import { cloudEventData, CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, structuredCloudEvent } from '../../src/cloudevents.js';
-import { compileTemplate, envelopeJson, payloadText, type Envelope } from '../../src/envelope.js';
-import { FatalError } from '../../src/errors.js';
+import { cloudEventData, CLOUDEVENTS_CONTENT_TYPE, compileTemplate, createCloudEvents, envelopeJson, FatalError, payloadText, structuredCloudEvent, type Envelope } from '../../src/sink-kit.js';
 
 /** One Kafka record, ready for kafkajs (`value` and header values as strings). */
 export interface KafkaRecord {

@@ -1,7 +1,5 @@
 import { z } from 'zod';
-import { cloudEventsShape } from '../../src/cloudevents.js';
-import { compileTemplate } from '../../src/envelope.js';
-import { duration } from '../../src/duration.js';
+import { cloudEventsShape, compileTemplate, duration } from '../../src/sink-kit.js';
 
 /** A `{field}` template, compiled once here so a typo is a config error with its path, not a runtime one. */
 const template = z.string().superRefine((value, ctx) => {

@@ -1,9 +1,9 @@
 import { CompressionTypes, Kafka, logLevel, Partitioners, type Admin, type LogEntry, type Producer, type SASLOptions } from 'kafkajs';
-import type { Logger } from 'pino';
 import type { ConnectionOptions } from 'node:tls';
-import type { Envelope } from '../../src/envelope.js';
-import { errorMessage, FatalError, RetriableError, SidekickError } from '../../src/errors.js';
-import { OK, type ItemOutcome, type SendResult, type Sink } from '../../src/sink.js';
+import {
+  bounded, createLink, errorMessage, FatalError, OK, RetriableError, SidekickError,
+  type Envelope, type ItemOutcome, type Logger, type SendResult, type Sink,
+} from '../../src/sink-kit.js';
 import { classifyKafkaError, rootKafkaError, TOO_LARGE_TYPES } from './errors.js';
 import { createMessageBuilder, templateFields, type KafkaFormat, type KafkaRecord } from './message.js';
 
@@ -45,15 +45,7 @@ function abortError(signal: AbortSignal): SidekickError {
 
 /** Rejects as soon as `signal` aborts; kafkajs requests cannot be cancelled, so the request itself runs on. */
 function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(abortError(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => { signal.removeEventListener('abort', onAbort); resolve(v); },
-      (e: unknown) => { signal.removeEventListener('abort', onAbort); reject(e); },
-    );
-  });
+  return bounded(promise, { signal, aborted: () => abortError(signal) });
 }
 
 /** Approximate encoded size (string lengths, not UTF-8 bytes): the too-large split below is the backstop. */
@@ -89,12 +81,10 @@ export function groupRecords(records: readonly (KafkaRecord | undefined)[], maxB
   return [...byTopic.values()];
 }
 
-/** A connected producer (and the admin client that checks topics), with the sends using it. */
+/** A connected producer and the admin client that checks topics: the sink's link (createLink). */
 interface Connection {
   readonly producer: Producer;
   readonly admin: Admin;
-  inFlight: number;
-  retired: boolean;
 }
 
 /**
@@ -127,8 +117,6 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
   const missing = (topic: string) => new FatalError('KAFKA_TOPIC_MISSING',
     `topic "${topic}" does not exist; create it first (pg-sidekick never relies on topic auto-creation)`);
 
-  let current: Connection | undefined;
-  let connecting: Promise<Connection> | undefined;
   let stopping: Promise<void> | undefined;
   const inFlight = new Set<Promise<unknown>>();
   /** Topics the brokers confirmed; a topic is checked once (concurrent checks share one request). */
@@ -141,46 +129,39 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
     });
   }
 
-  /** Connects once; concurrent callers share the attempt, a failed attempt is forgotten. */
-  function connect(): Promise<Connection> {
-    if (current) return Promise.resolve(current);
-    connecting ??= (async () => {
-      const producer = kafka.producer({
-        // Never create topics by accident (on real Kafka; the test mock ignores this flag).
-        allowAutoTopicCreation: false,
-        // The Java client's partitioner: a key lands on the same partition as with any other producer.
-        createPartitioner: Partitioners.DefaultPartitioner,
-        retry: { retries: 0 },
-        idempotent: false,
-      });
-      const admin = kafka.admin({ retry: { retries: 0 } });
-      const c: Connection = { producer, admin, inFlight: 0, retired: false };
-      try {
-        await Promise.all([producer.connect(), admin.connect()]);
-      } catch (error) {
-        await close(c);
-        // Whatever stops us connecting (brokers down, bad credentials, TLS, a protocol the brokers
-        // refuse) makes the destination unusable, not the events bad: back off, keep the attempts.
-        const classified = classifyKafkaError(error);
-        throw classified instanceof RetriableError && classified.unavailable ? classified
-          : new RetriableError(classified.code, `cannot connect to the Kafka brokers (${options.brokers.join(', ')}): ${classified.message}`, { cause: error, unavailable: true });
-      } finally {
-        connecting = undefined;
-      }
-      current = c;
-      return c;
-    })();
-    return connecting;
+  async function connect(): Promise<Connection> {
+    const producer = kafka.producer({
+      // Never create topics by accident (on real Kafka; the test mock ignores this flag).
+      allowAutoTopicCreation: false,
+      // The Java client's partitioner: a key lands on the same partition as with any other producer.
+      createPartitioner: Partitioners.DefaultPartitioner,
+      retry: { retries: 0 },
+      idempotent: false,
+    });
+    const admin = kafka.admin({ retry: { retries: 0 } });
+    const c: Connection = { producer, admin };
+    try {
+      await Promise.all([producer.connect(), admin.connect()]);
+    } catch (error) {
+      await close(c);
+      // Whatever stops us connecting (brokers down, bad credentials, TLS, a protocol the brokers
+      // refuse) makes the destination unusable, not the events bad: back off, keep the attempts.
+      const classified = classifyKafkaError(error);
+      throw classified instanceof RetriableError && classified.unavailable ? classified
+        : new RetriableError(classified.code, `cannot connect to the Kafka brokers (${options.brokers.join(', ')}): ${classified.message}`, { cause: error, unavailable: true });
+    }
+    return c;
   }
 
-  /** Stops using a connection kafkajs can no longer recover; the next send connects a fresh one. */
-  function retire(c: Connection, why: string): void {
-    if (c.retired) return;
-    c.retired = true;
-    if (current === c) current = undefined;
-    logger.warn({ err: why }, 'kafka producer reset; reconnecting on the next send');
-    if (c.inFlight === 0) void close(c);
-  }
+  // Connected lazily (start, or the first send after a reset), one attempt at a time; a producer
+  // kafkajs can no longer recover is retired, and closed once the requests still on it are done.
+  const link = createLink<Connection>({
+    connect,
+    close,
+    onRetire: (_c, why) => logger.warn({ err: why }, 'kafka producer reset; reconnecting on the next send'),
+    closedError: () => new SidekickError('STOPPED', `kafka sink ${context.name} is stopped`),
+    abortedError: abortError,
+  });
 
   function checkTopic(c: Connection, topic: string): Promise<void> {
     if (knownTopics.has(topic)) return Promise.resolve();
@@ -231,10 +212,10 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
         // A topic that existed is gone (deleted?), and kafkajs keeps asking for it with every other
         // topic: start over with a fresh producer and check the topic again before blaming it.
         knownTopics.delete(group.topic);
-        retire(c, `topic "${group.topic}" disappeared`);
+        link.retire(c, `topic "${group.topic}" disappeared`);
         failure = new RetriableError('KAFKA_TOPIC_VANISHED', `topic "${group.topic}" is no longer known to the brokers; checking it again`, { cause: error });
       } else {
-        if (root.name === 'KafkaJSError' && /producer is disconnected/i.test(root.message ?? '')) retire(c, root.message ?? '');
+        if (root.name === 'KafkaJSError' && /producer is disconnected/i.test(root.message ?? '')) link.retire(c, root.message ?? '');
         failure = classifyKafkaError(error, group.topic);
       }
       return group.records.map(() => ({ ok: false, error: failure }));
@@ -257,30 +238,26 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
     // record fails with the connection error (retriable, `unavailable`).
     let c: Connection;
     try {
-      c = await abortable(connect(), signal);
+      c = await link.get(signal);
     } catch (error) {
       if (signal.aborted) throw error;
       const failure: ItemOutcome = { ok: false, error: classifyKafkaError(error) };
       for (const g of topics.flat()) for (const index of g.indexes) outcomes[index] = failure;
       return outcomes;
     }
-    c.inFlight++;
-    try {
-      await abortable(Promise.all(topics.map(async (chunks) => {
-        // A topic's requests go one after another (a key's run may span two of them), and after a
-        // retriable failure the rest of that topic is not sent: nothing may overtake what failed.
-        let failed: ItemOutcome | undefined;
-        for (const g of chunks) {
-          const results = failed ? g.records.map(() => failed as ItemOutcome) : await produce(c, g);
-          g.indexes.forEach((index, j) => { outcomes[index] = results[j] as ItemOutcome; });
-          failed ??= results.find((o) => !o.ok && o.error.retriable);
-        }
-      })), signal);
-      return outcomes;
-    } finally {
-      c.inFlight--;
-      if (c.retired && c.inFlight === 0) void close(c);
-    }
+    // use(): a producer retired meanwhile is closed only once these requests are done, even when
+    // this send stops waiting for them (abort).
+    await abortable(link.use(c, () => Promise.all(topics.map(async (chunks) => {
+      // A topic's requests go one after another (a key's run may span two of them), and after a
+      // retriable failure the rest of that topic is not sent: nothing may overtake what failed.
+      let failed: ItemOutcome | undefined;
+      for (const g of chunks) {
+        const results = failed ? g.records.map(() => failed as ItemOutcome) : await produce(c, g);
+        g.indexes.forEach((index, j) => { outcomes[index] = results[j] as ItemOutcome; });
+        failed ??= results.find((o) => !o.ok && o.error.retriable);
+      }
+    }))), signal);
+    return outcomes;
   }
 
   return {
@@ -291,7 +268,7 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
     ordered: true,
     async start(signal) {
       if (stopping) throw new SidekickError('STOPPED', `kafka sink ${context.name} is stopped`);
-      await abortable(connect(), signal);
+      await link.get(signal);
     },
     send(batch, signal) {
       if (stopping) return Promise.reject(new SidekickError('STOPPED', `kafka sink ${context.name} is stopped`));
@@ -304,10 +281,7 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
       stopping ??= (async () => {
         // Let produce requests already on the wire finish (each is bounded by `timeout`).
         await Promise.allSettled([...inFlight]);
-        await connecting?.catch(() => undefined);
-        const c = current;
-        current = undefined;
-        if (c) await close(c);
+        await link.close();
       })();
       return stopping;
     },

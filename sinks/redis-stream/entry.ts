@@ -1,6 +1,4 @@
-import { compileTemplate, type Envelope } from '../../src/envelope.js';
-import { FatalError, RetriableError, type SidekickError } from '../../src/errors.js';
-import type { CloudEventsOptions } from '../../src/cloudevents.js';
+import { compileTemplate, FatalError, RetriableError, type CloudEventsOptions, type Envelope, type SidekickError } from '../../src/sink-kit.js';
 import { createBodyFormatter, type BodyFormat } from '../amqp/body.js';
 
 /** The arguments of one XADD after the command name: key, [MAXLEN ~ N], *, field value … (the same names as the Kafka headers). */

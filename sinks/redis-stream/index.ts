@@ -1,4 +1,4 @@
-import { defineSink } from '../../src/sink.js';
+import { defineSink } from '../../src/sink-kit.js';
 import { redisStreamOptions } from './options.js';
 import { createRedisStreamSink } from './sink.js';
 

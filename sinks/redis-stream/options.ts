@@ -1,7 +1,5 @@
 import { z } from 'zod';
-import { duration } from '../../src/duration.js';
-import { cloudEventsShape } from '../../src/cloudevents.js';
-import { compileTemplate } from '../../src/envelope.js';
+import { cloudEventsShape, compileTemplate, duration } from '../../src/sink-kit.js';
 import { BODY_FORMATS } from '../amqp/body.js';
 
 /**

@@ -1,7 +1,5 @@
 import { z } from 'zod';
-import { envelopeJson, payloadText, type Envelope } from '../../src/envelope.js';
-import { FatalError } from '../../src/errors.js';
-import { defineSink, OK, type SendResult } from '../../src/sink.js';
+import { defineSink, envelopeJson, FatalError, OK, payloadText, type Envelope, type SendResult } from '../../src/sink-kit.js';
 
 /**
  * `type: stdout` — writes events to standard output.

@@ -1,5 +1,4 @@
-import { CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, structuredCloudEvent, type CloudEventsOptions } from '../../src/cloudevents.js';
-import { envelopeJson, payloadText, type Envelope } from '../../src/envelope.js';
+import { CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, envelopeJson, payloadText, structuredCloudEvent, type CloudEventsOptions, type Envelope } from '../../src/sink-kit.js';
 
 /** What goes on the wire for one envelope. */
 export interface Rendered {

@@ -1,8 +1,5 @@
 import type { Dispatcher } from 'undici';
-import type { Envelope } from '../../src/envelope.js';
-import { ConfigError, FatalError, SidekickError } from '../../src/errors.js';
-import { defineSink, OK, type ItemOutcome, type SendResult } from '../../src/sink.js';
-import { VERSION } from '../../src/version.js';
+import { ConfigError, defineSink, FatalError, OK, SidekickError, VERSION, type Envelope, type ItemOutcome, type SendResult } from '../../src/sink-kit.js';
 import { createAgent } from './agent.js';
 import { createFormatter, type Rendered } from './formats.js';
 import { webhookOptions } from './options.js';

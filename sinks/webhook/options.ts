@@ -1,6 +1,5 @@
 import { z } from 'zod';
-import { duration } from '../../src/duration.js';
-import { cloudEventsShape } from '../../src/cloudevents.js';
+import { cloudEventsShape, duration } from '../../src/sink-kit.js';
 import { FORMATS } from './formats.js';
 import { secretKey } from './signing.js';
 import { compileUrl } from './url.js';

@@ -1,5 +1,4 @@
-import { FatalError, RetriableError, type SidekickError } from '../../src/errors.js';
-import { OK, type ItemOutcome } from '../../src/sink.js';
+import { errorCode, FatalError, networkFailure, OK, RetriableError, type ItemOutcome, type SidekickError } from '../../src/sink-kit.js';
 import { parseRetryAfter } from './retry-after.js';
 
 /** How much of an error response's body goes into the error message (and the dead letter). */
@@ -34,11 +33,7 @@ export function statusOutcome(status: number, headers: Headers, snippet: string,
   return { ok: false, error: new FatalError(`HTTP_${status}`, message) };
 }
 
-/** Connection-level codes meaning "the receiver cannot be reached at all": the sink backs off as a whole. */
-const UNREACHABLE = new Set([
-  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN',
-  'UND_ERR_CONNECT_TIMEOUT',
-]);
+/** What the two timeouts of `timeout` (src/errors.ts NETWORK_ERRORS: `timeout`) mean, in words. */
 const TIMEOUTS: Record<string, string> = {
   UND_ERR_HEADERS_TIMEOUT: 'no response within the headers timeout',
   UND_ERR_BODY_TIMEOUT: 'the response body stalled past the body timeout',
@@ -47,16 +42,6 @@ const TIMEOUTS: Record<string, string> = {
 const TLS_FAILURE = /CERT|CRL|SSL|TLS|ISSUER|SIGNATURE|^INVALID_CA$|^HOSTNAME_MISMATCH$|^PATH_LENGTH_EXCEEDED$|^INVALID_PURPOSE$/;
 const INVALID_REQUEST = /^(UND_ERR_INVALID_ARG|UND_ERR_NOT_SUPPORTED|ERR_INVALID_ARG_|ERR_INVALID_CHAR|ERR_INVALID_HTTP_TOKEN|ERR_HTTP_INVALID_HEADER_VALUE)/;
 
-function codeOf(error: unknown): string | undefined {
-  for (let e: unknown = error, depth = 0; e && depth < 4; depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string') return code;
-    const inner = (e as { errors?: unknown[] }).errors;
-    e = Array.isArray(inner) && inner.length > 0 ? inner[0] : (e as { cause?: unknown }).cause;
-  }
-  return undefined;
-}
-
 function messageOf(error: unknown): string {
   if (error instanceof AggregateError && error.errors.length > 0) return messageOf(error.errors[0]);
   return error instanceof Error ? error.message || error.name : String(error);
@@ -64,12 +49,14 @@ function messageOf(error: unknown): string {
 
 /** Maps a failure to get any HTTP answer (refused, reset, timed out, TLS…) to an error. */
 export function networkError(error: unknown, what: string): SidekickError {
-  const code = codeOf(error);
+  const code = errorCode(error);
   const message = messageOf(error);
-  if (code !== undefined && code in TIMEOUTS) {
-    return new RetriableError('HTTP_TIMEOUT', `${what}: ${TIMEOUTS[code]} (${message})`, { cause: error });
+  // The network codes are classified by the one table in src/errors.ts; only the words are HTTP's.
+  const failure = networkFailure(code);
+  if (failure === 'timeout') {
+    return new RetriableError('HTTP_TIMEOUT', `${what}: ${(code && TIMEOUTS[code]) ?? 'no response in time'} (${message})`, { cause: error });
   }
-  if (code !== undefined && UNREACHABLE.has(code)) {
+  if (code !== undefined && failure === 'unreachable') {
     return new RetriableError(code, `${what}: cannot connect: ${message}`, { cause: error, unavailable: true });
   }
   if (code !== undefined && TLS_FAILURE.test(code)) {

@@ -1,4 +1,4 @@
-import { compileTemplate, type Envelope } from '../../src/envelope.js';
+import { compileTemplate, type Envelope } from '../../src/sink-kit.js';
 
 export interface CompiledUrl {
   /** scheme://host[:port] — fixed for the sink, so one connection pool serves every event. */

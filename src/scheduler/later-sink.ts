@@ -1,10 +1,16 @@
 import pg from 'pg';
 import { z } from 'zod';
-import { duration } from '../../src/duration.js';
-import { payloadText, type Envelope } from '../../src/envelope.js';
-import { errorMessage, FatalError, RetriableError } from '../../src/errors.js';
-import { createAllowList, compileAllowEntry, parseLaterPayload } from '../../src/scheduler/payload.js';
-import { defineSink, OK, type ItemOutcome, type SendResult } from '../../src/sink.js';
+import {
+  createLink, defineSink, duration, errorMessage, FatalError, OK, payloadText, RetriableError,
+  type Envelope, type ItemOutcome, type SendResult,
+} from '../sink-kit.js';
+import { compileAllowEntry, createAllowList, parseLaterPayload } from './payload.js';
+
+// The later sink lives beside the scheduler, not in sinks/: it is the scheduler's intake, not a
+// destination. It writes the scheduler's own table (sidekick.schedules, with the columns the
+// executor reads), parses with the scheduler's payload rules and allow-list (shared with `sidekick
+// later`), and takes a lock in the scheduler's namespace. Through the kit like every sink, it adds
+// the scheduler's own modules, which sinks/ must not import. Registered in sinks/index.ts.
 
 /**
  * `type: later` — pglater as a sink: a notification `"<seconds> <sql>"` schedules that SQL to run
@@ -62,36 +68,36 @@ export const laterSink = defineSink({
   create(options, context) {
     const { logger } = context;
     const allowed = createAllowList(options.allow);
-    let client: pg.Client | undefined;
-    let connecting: Promise<pg.Client> | undefined;
     const leaderOf = new Set<string>();
     const standbyLogged = new Set<string>();
 
-    async function connection(): Promise<pg.Client> {
-      if (client) return client;
-      connecting ??= (async () => {
-        const c = new pg.Client({ ...context.database, application_name: 'pg-sidekick later', keepAlive: true });
-        c.on('error', () => {});
-        c.once('end', () => {
-          // Session advisory locks went with the connection: leadership must be won again.
-          if (client === c) client = undefined;
-          leaderOf.clear();
-        });
-        try {
-          await c.connect();
-          const { rows } = await c.query<{ t: string | null }>(`SELECT to_regclass('sidekick.schedules')::text AS t`);
-          if (!rows[0]?.t) {
-            throw new FatalError('SCHEMA_MISSING', 'the table sidekick.schedules does not exist in this database: run `sidekick install`');
-          }
-        } catch (error) {
-          await c.end().catch(() => {});
-          throw error;
+    async function connect(): Promise<pg.Client> {
+      const c = new pg.Client({ ...context.database, application_name: 'pg-sidekick later', keepAlive: true });
+      c.on('error', () => {});
+      try {
+        await c.connect();
+        const { rows } = await c.query<{ t: string | null }>(`SELECT to_regclass('sidekick.schedules')::text AS t`);
+        if (!rows[0]?.t) {
+          throw new FatalError('SCHEMA_MISSING', 'the table sidekick.schedules does not exist in this database: run `sidekick install`');
         }
-        client = c;
-        return c;
-      })().finally(() => { connecting = undefined; });
-      return connecting;
+      } catch (error) {
+        await c.end().catch(() => {});
+        throw error;
+      }
+      c.once('end', () => {
+        // Session advisory locks went with the connection: leadership must be won again.
+        links.retire(c, 'connection ended');
+        leaderOf.clear();
+      });
+      return c;
     }
+
+    // One connection, opened lazily and again after it ends (the kit's reconnect helper).
+    const links = createLink<pg.Client>({
+      connect,
+      close: (c) => c.end(),
+      closedError: () => new RetriableError('STOPPED', 'the later sink is stopped', { unavailable: true }),
+    });
 
     /** True when this process schedules the channel's jobs (holds its advisory lock). */
     async function leads(c: pg.Client, channel: string): Promise<boolean> {
@@ -131,7 +137,7 @@ export const laterSink = defineSink({
       // One INSERT per batch, all or nothing, in order: a busy pglater channel is batched.
       ordered: true,
       async start() {
-        await connection();
+        await links.get();
       },
       async send(batch, signal): Promise<SendResult> {
         const outcomes: ItemOutcome[] = batch.map(() => OK);
@@ -147,7 +153,7 @@ export const laterSink = defineSink({
         }
         let c: pg.Client;
         try {
-          c = await connection();
+          c = await links.get();
         } catch (error) {
           if (error instanceof FatalError) throw new RetriableError(error.code, error.message, { cause: error, unavailable: true });
           throw new RetriableError('DB_UNAVAILABLE', `cannot connect to the database: ${errorMessage(error)}`, { cause: error, unavailable: true });
@@ -170,13 +176,11 @@ export const laterSink = defineSink({
         return outcomes;
       },
       async stop() {
-        const c = client;
-        client = undefined;
         leaderOf.clear();
-        await c?.end().catch(() => {});
+        await links.close();
       },
       async check() {
-        const c = await connection();
+        const c = await links.get();
         const { rows } = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM sidekick.schedules WHERE origin = 'later'`);
         return `sidekick.schedules reachable (${rows[0]?.n ?? 0} pending job(s))`;
       },
