@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Envelope } from '../../src/envelope.js';
-import { SidekickError } from '../../src/errors.js';
+import { classifyError, RetriableError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
 import type { Sink, SinkContext } from '../../src/sink.js';
 
@@ -89,8 +89,12 @@ export function sinkContract(subject: ContractSubject): void {
           error = e;
         }
         expect(error, 'start or send must fail').toBeDefined();
-        // A thrown non-SidekickError is classified by the dispatcher; a SidekickError must say retriable.
-        if (error instanceof SidekickError) expect(error.retriable).toBe(true);
+        // What the dispatcher makes of it (a SidekickError as it is, anything else through the network
+        // table): retriable, and unavailable — a refused connection means the destination is not
+        // there, so the sink backs off as a whole instead of using up the events' attempts.
+        const classified = classifyError(error);
+        expect(classified, String(error)).toBeInstanceOf(RetriableError);
+        expect((classified as RetriableError).unavailable, `${classified.code}: ${classified.message}`).toBe(true);
       });
     }
 
