@@ -1,4 +1,7 @@
-import { CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, envelopeJson, payloadText, structuredCloudEvent, type CloudEventsOptions, type Envelope } from '../../src/sink-kit.js';
+import {
+  CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, envelopeJson, payloadText, structuredCloudEvent,
+  type CloudEventsOptions, type Envelope,
+} from '../../src/sink-kit.js';
 
 /**
  * Message bodies shared by the broker sinks (AMQP and Redis Streams), so that one event looks the

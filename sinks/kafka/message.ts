@@ -1,4 +1,7 @@
-import { cloudEventData, CLOUDEVENTS_CONTENT_TYPE, compileTemplate, createCloudEvents, envelopeJson, FatalError, payloadText, structuredCloudEvent, type Envelope } from '../../src/sink-kit.js';
+import {
+  cloudEventData, CLOUDEVENTS_CONTENT_TYPE, compileTemplate, createCloudEvents, envelopeJson, FatalError,
+  payloadText, structuredCloudEvent, type Envelope,
+} from '../../src/sink-kit.js';
 
 /** One Kafka record, ready for kafkajs (`value` and header values as strings). */
 export interface KafkaRecord {

@@ -1,4 +1,7 @@
-import { CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, envelopeJson, payloadText, structuredCloudEvent, type CloudEventsOptions, type Envelope } from '../../src/sink-kit.js';
+import {
+  CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, envelopeJson, payloadText, structuredCloudEvent,
+  type CloudEventsOptions, type Envelope,
+} from '../../src/sink-kit.js';
 
 /** What goes on the wire for one envelope. */
 export interface Rendered {

@@ -14,7 +14,9 @@ const UNREACHABLE = ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', '
 describe('the network error table', () => {
   it('holds the codes the brief names, each with one verdict', () => {
     for (const code of UNREACHABLE) expect(networkFailure(code), code).toBe('unreachable');
-    for (const code of ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']) expect(networkFailure(code), code).toBe('lost');
+    for (const code of ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']) {
+      expect(networkFailure(code), code).toBe('lost');
+    }
     for (const code of ['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']) expect(networkFailure(code), code).toBe('timeout');
     expect(Object.isFrozen(NETWORK_ERRORS)).toBe(true);
   });
