@@ -5,7 +5,7 @@ import { sinkDefinitions } from '../../sinks/index.js';
 import { createBridge, type Bridge } from '../../src/bridge.js';
 import { parseConfig } from '../../src/config.js';
 import { RetriableError } from '../../src/errors.js';
-import { defineSink, OK, type SinkDefinition } from '../../src/sink.js';
+import { defineSink, OK } from '../../src/sink.js';
 import { quietLogger } from '../contract/sink-contract.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/db.js';
 
@@ -84,7 +84,7 @@ describe('bridge: NOTIFY → router → stdout (real PostgreSQL)', () => {
         name: ctx.name, type: 'always-down', async start() {}, async stop() {},
         async send(batch) { attempts += batch.length; return batch.map(() => ({ ok: false, error: new RetriableError('HTTP_503', 'down') })); },
       }),
-    }) as unknown as SinkDefinition;
+    });
     const config = parseConfig({
       database: db.url, listen: ['ch'],
       sinks: { console: { type: 'stdout' }, down: { type: 'always-down', retry: { attempts: 2, initialDelay: 5, maxDelay: 10 } } },

@@ -52,5 +52,5 @@ export function createMemorySinks(): { definition: SinkDefinition; get(name: str
       };
     },
   });
-  return { definition: definition as unknown as SinkDefinition, get };
+  return { definition, get };
 }

@@ -6,7 +6,7 @@ import { loggerFor, configSummary } from '../../src/commands/run.js';
 import { parseConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 import { chooseLogFormat, createLogger, redactLine, redactUrl } from '../../src/logger.js';
-import { defineSink, type SinkDefinition } from '../../src/sink.js';
+import { defineSink } from '../../src/sink.js';
 
 function capture() {
   const stream = new PassThrough();
@@ -27,7 +27,7 @@ const fakeWebhook = defineSink({
     sasl: z.object({ mechanism: z.string(), username: z.string(), password: z.string() }).optional(),
   },
   create() { throw new Error('not used'); },
-}) as unknown as SinkDefinition;
+});
 
 describe('logger: secrets never reach a line', () => {
   it('removes headers.Authorization, signing secrets, SASL passwords and URL passwords from the effective-config line', () => {
