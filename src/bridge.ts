@@ -4,7 +4,7 @@ import { createDispatcher, type Dispatcher } from './dispatcher/index.js';
 import { errorMessage } from './errors.js';
 import { createHttpServer, type HttpServer, type Readiness } from './http.js';
 import { createMetrics, createSampledGauge, type Metrics } from './metrics.js';
-import { connectionConfig, describeConnection } from './pg/connection.js';
+import { databaseConnection, describeConnection } from './pg/connection.js';
 import { createStatsClient, registerDatabaseGauges, type StatsClient } from './pg/stats.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { createHeartbeat, createReadinessChecks, type ReadinessCheck } from './readiness.js';
@@ -90,7 +90,9 @@ export function createBridge(params: {
   const metrics = params.metrics ?? createMetrics();
   // A server that accepts the TCP connection but never answers must not hang a connect forever:
   // every connection of the bridge (listener, drain, scheduler) gives up after 10 s and retries.
-  const connection = { connectionTimeoutMillis: 10_000, ...(params.connection ?? connectionConfig(config.database)) };
+  const resolved = params.connection ? undefined : databaseConnection(config.database);
+  for (const warning of resolved?.warnings ?? []) logger.warn(warning);
+  const connection = { connectionTimeoutMillis: 10_000, ...(params.connection ?? resolved?.config) };
   const lifetime = new AbortController();
   const started = new Map<string, () => boolean>();
   const readinessChecks = createReadinessChecks();

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { errorMessage } from '../errors.js';
 import { redactLine } from '../logger.js';
-import { connectionConfig, describeConnection } from '../pg/connection.js';
+import { databaseConnection, describeConnection } from '../pg/connection.js';
 import { bounded } from '../wait.js';
 import type { CommandIO } from './io.js';
 import { loadConfigFor, loggerFor } from './run.js';
@@ -20,7 +20,9 @@ export async function checkCommand(options: { config: string }, io: CommandIO): 
   out(`ok    config ${config.file}: ${config.sinks.length} sink(s), ${config.routes.length} route(s), ${config.listen.length} channel(s)`);
   let failures = 0;
 
-  const connection = connectionConfig(config.database, io.env);
+  const resolved = databaseConnection(config.database, io.env);
+  for (const warning of resolved.warnings) out(`warn  database: ${warning}`);
+  const connection = resolved.config;
   const client = new pg.Client({ ...connection, connectionTimeoutMillis: TIMEOUT_MS });
   client.on('error', () => {});
   try {

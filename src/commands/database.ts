@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { SidekickError } from '../errors.js';
-import { connectionConfig, describeConnection } from '../pg/connection.js';
+import { databaseConnection, describeConnection } from '../pg/connection.js';
 import { hintFor, serverError } from './failure.js';
 import type { CommandIO } from './io.js';
 import { loadConfigFor } from './run.js';
@@ -11,10 +11,11 @@ export interface DatabaseOptions {
   readonly config?: string;
 }
 
-export function databaseFor(options: DatabaseOptions, io: Pick<CommandIO, 'env'>): pg.ClientConfig {
-  if (options.database) return connectionConfig(options.database, io.env);
-  if (options.config) return connectionConfig(loadConfigFor(options.config, io).database, io.env);
-  return connectionConfig(undefined, io.env);
+export function databaseFor(options: DatabaseOptions, io: Pick<CommandIO, 'env' | 'stderr'>): pg.ClientConfig {
+  const database = options.database || (options.config ? loadConfigFor(options.config, io).database : undefined);
+  const resolved = databaseConnection(database, io.env);
+  for (const warning of resolved.warnings) io.stderr.write(`warning: ${warning}\n`);
+  return resolved.config;
 }
 
 /**

@@ -3,9 +3,9 @@ import pg from 'pg';
 import { sinkDefinitions } from '../../sinks/index.js';
 import { createBridge } from '../bridge.js';
 import { parseConfig } from '../config.js';
-import { ConfigError, errorMessage } from '../errors.js';
+import { errorMessage } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
-import { connectionConfig, describeConnection } from '../pg/connection.js';
+import { describeConnection, resolveConnection, type ResolvedConnection, type ResolveOptions } from '../pg/connection.js';
 import { laterUsage, LATER_PROGRAM, parseLaterArgs, type LaterOptions } from '../scheduler/later-args.js';
 import { migrate } from '../sql/migrate.js';
 import { VERSION } from '../version.js';
@@ -38,7 +38,9 @@ export async function laterCommand(argv: readonly string[], io: CommandIO): Prom
   const say = (line: string) => io.stderr.write(`${LATER_PROGRAM}: ${line}\n`);
   let connection: pg.ClientConfig;
   try {
-    connection = laterConnection(options, io.env);
+    const resolved = laterConnection(options, io.env);
+    for (const warning of resolved.warnings) say(`warning: ${warning}`);
+    connection = resolved.config;
   } catch (error) {
     say(errorMessage(error));
     return EXIT_BADCONN;
@@ -99,33 +101,27 @@ function escapeGlob(name: string): string {
 }
 
 /**
- * pglater's connection: -d (a name, conninfo or URI, else DATABASE_URL, else the PG* variables),
- * with -h, -p and -U on top. (To be unified with `listen`'s resolver.)
+ * pglater's connection, resolved as libpq would (the same resolver as `listen` and `run`): -d (a
+ * name, a conninfo string or a URI, else DATABASE_URL), -h, -p and -U on top of it (pglater's
+ * PQsetdbLogin), then the PG* variables, ~/.pgpass and libpq's defaults. `test`: the resolver's
+ * hooks for tests (OS user, socket files, password file).
  */
-export function laterConnection(options: Pick<LaterOptions, 'dbname' | 'host' | 'port' | 'username'>, env: NodeJS.ProcessEnv): pg.ClientConfig {
-  const base = connectionConfig(options.dbname, env);
-  let out: pg.ClientConfig = base;
-  if (base.connectionString) {
-    // node-postgres lets a connection string override explicit fields: spell it out instead.
-    const u = new URL(base.connectionString);
-    const sslmode = u.searchParams.get('sslmode');
-    out = {
-      ...(u.hostname && { host: decodeURIComponent(u.hostname) }),
-      ...(u.searchParams.get('host') && { host: u.searchParams.get('host') as string }),
-      ...(u.port && { port: Number(u.port) }),
-      ...(u.username && { user: decodeURIComponent(u.username) }),
-      ...(u.password && { password: decodeURIComponent(u.password) }),
-      ...(u.pathname.length > 1 && { database: decodeURIComponent(u.pathname.slice(1)) }),
-      ...(sslmode && { ssl: sslmode === 'disable' ? false : sslmode === 'verify-full' || sslmode === 'verify-ca' ? true : { rejectUnauthorized: false } }),
-    };
-  }
-  if (options.port !== undefined && !/^\d{1,5}$/.test(options.port)) throw new ConfigError(`invalid port "${options.port}"`);
-  return {
-    ...out,
-    ...(options.host !== undefined && { host: options.host }),
-    ...(options.port !== undefined && { port: Number(options.port) }),
-    ...(options.username !== undefined && { user: options.username }),
-  };
+export function laterConnection(
+  options: Pick<LaterOptions, 'dbname' | 'host' | 'port' | 'username'>,
+  env: NodeJS.ProcessEnv,
+  test: Pick<ResolveOptions, 'osUser' | 'socketExists' | 'homeDir' | 'readPassfile' | 'readFile'> = {},
+): ResolvedConnection {
+  return resolveConnection({
+    explicit: {
+      ...(options.host !== undefined && { host: options.host }),
+      ...(options.port !== undefined && { port: options.port }),
+      ...(options.username !== undefined && { user: options.username }),
+    },
+    ...(options.dbname !== undefined && { dbname: options.dbname }),
+    explicitWins: true,
+    env,
+    ...test,
+  });
 }
 
 const QUIET_KEYS = new Set(['level', 'time', 'pid', 'hostname', 'msg', 'component', 'sink', 'source']);

@@ -81,7 +81,6 @@ export async function runListen(options: ListenOptions, io: CommandIO): Promise<
 
   const listener = createListener({
     connection: resolved.config,
-    sslFallback: resolved.sslFallback,
     channels: options.channels,
     applicationName: PROGRAM,
     onClient(client) {

@@ -1,49 +1,9 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
+import type { ConnectionOptions } from 'node:tls';
 import type pg from 'pg';
-
-/**
- * Connection settings for node-postgres. A URL or conninfo string from config wins; otherwise
- * DATABASE_URL; otherwise node-postgres reads the libpq variables (PGHOST, PGPORT, PGUSER,
- * PGPASSWORD, PGDATABASE, PGSSLMODE) by itself.
- */
-export function connectionConfig(database: string | undefined, env: NodeJS.ProcessEnv = process.env): pg.ClientConfig {
-  const source = database ?? env.DATABASE_URL;
-  if (!source) return {};
-  if (/^postgres(ql)?:\/\//i.test(source)) return { connectionString: source };
-  if (source.includes('=')) return parseConninfo(source);
-  return { database: source };
-}
-
-const CONNINFO_KEYS: Record<string, keyof pg.ClientConfig | 'sslmode'> = {
-  host: 'host', hostaddr: 'host', port: 'port', dbname: 'database', user: 'user', password: 'password',
-  application_name: 'application_name', connect_timeout: 'connectionTimeoutMillis', sslmode: 'sslmode',
-  options: 'options',
-};
-
-/** Parses a libpq keyword/value string: `host=db port=5432 dbname='my db'`. */
-export function parseConninfo(text: string): pg.ClientConfig {
-  const out: Record<string, unknown> = {};
-  const re = /\s*([A-Za-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S+))/gy;
-  let m: RegExpExecArray | null;
-  let last = 0;
-  while ((m = re.exec(text)) !== null) {
-    last = re.lastIndex;
-    const key = m[1] as string;
-    const value = m[2] !== undefined ? m[2].replace(/\\(.)/g, '$1') : (m[3] as string);
-    const target = CONNINFO_KEYS[key];
-    if (!target) throw new Error(`unknown connection option "${key}" in "${text}"`);
-    if (target === 'port') out.port = Number(value);
-    else if (target === 'connectionTimeoutMillis') out.connectionTimeoutMillis = Number(value) * 1000;
-    else if (target === 'sslmode') {
-      if (value === 'disable') out.ssl = false;
-      else if (value === 'require' || value === 'prefer' || value === 'allow') out.ssl = { rejectUnauthorized: false };
-      else out.ssl = true;
-    } else out[target] = value;
-  }
-  if (text.slice(last).trim() !== '') throw new Error(`cannot parse connection string "${text}" near "${text.slice(last).trim()}"`);
-  return out as pg.ClientConfig;
-}
+import { ConfigError, errorMessage } from '../errors.js';
+import { preferSsl } from './ssl-prefer.js';
 
 /** host:port/db for messages, without credentials. */
 export function describeConnection(config: pg.ClientConfig, env: NodeJS.ProcessEnv = process.env): string {
@@ -62,7 +22,8 @@ export function describeConnection(config: pg.ClientConfig, env: NodeJS.ProcessE
 }
 
 // ---------------------------------------------------------------------------------------------
-// libpq-compatible resolution, for `sidekick listen` / `pglisten` (a drop-in for a libpq program).
+// libpq-compatible resolution, for every command: `run`, `later`, `listen` and the one-shot ones
+// resolve a database the way a libpq program (psql, pglisten, pglater) would.
 // ---------------------------------------------------------------------------------------------
 
 /** libpq connection keywords (`host`, `port`, `dbname`, `user`, `sslmode`, …) and their values. */
@@ -207,14 +168,13 @@ function redactUrl(url: string): string {
   return url.replace(/\/\/([^:/?#@]*):([^@/?#]*)@/, '//$1:[redacted]@').replace(/^([^?#]*)[?#].*$/s, '$1?[redacted]');
 }
 
-/** What the listener needs to connect, resolved once from flags, connection strings and environment. */
+/** What a client needs to connect, resolved once from flags, connection strings and environment. */
 export interface ResolvedConnection {
-  readonly config: pg.ClientConfig;
   /**
-   * sslmode=prefer (libpq's default): `config.ssl` is tried first and, if the server does not do SSL,
-   * the connection is made again without it.
+   * node-postgres settings, for a Client or a Pool alike. With sslmode=prefer (libpq's default) it
+   * has `ssl: false` and a `stream` that asks the server for SSL on each connection (see ssl-prefer.ts).
    */
-  readonly sslFallback: boolean;
+  readonly config: pg.ClientConfig;
   /** libpq's words for the target, for messages: `server at "db", port 5432` or `server on socket "…"`. */
   readonly target: string;
   /** Things libpq would warn about (an unsafe password file), for the caller to print. */
@@ -229,6 +189,12 @@ export interface ResolveOptions {
    * explicit ones (libpq's `expand_dbname`, in pglisten's keyword order).
    */
   readonly dbname?: string;
+  /**
+   * The explicit keywords win over a connection string in `dbname` too, as with libpq's
+   * PQsetdbLogin (pglater's -h/-p/-U). Default false: the connection string wins, as with
+   * PQconnectdbParams and expand_dbname (pglisten).
+   */
+  readonly explicitWins?: boolean;
   /** DATABASE_URL is used like `dbname` when none is given, except that explicit keywords win over it. */
   readonly env?: NodeJS.ProcessEnv;
   readonly fallbackApplicationName?: string;
@@ -248,10 +214,11 @@ export interface ResolveOptions {
 const SOCKET_DIRS = ['/var/run/postgresql', '/tmp'];
 
 /**
- * Resolves connection settings the way libpq does for pglisten: explicit keywords, then the expanded
- * -d connection string, then PG* environment variables, then libpq's defaults (Unix socket if one
- * exists, port 5432, the OS user, a database named like the user, sslmode=prefer). Throws with
- * libpq's wording on invalid values. The password is left to node-postgres' ~/.pgpass lookup when unset.
+ * Resolves connection settings the way libpq does: explicit keywords, then the expanded -d
+ * connection string (or DATABASE_URL), then PG* environment variables, then libpq's defaults (Unix
+ * socket if one exists, port 5432, the OS user, a database named like the user, sslmode=prefer).
+ * The password, when none is given, comes from ~/.pgpass (PGPASSFILE, passfile=). Throws with
+ * libpq's wording on invalid values.
  */
 export function resolveConnection(options: ResolveOptions = {}): ResolvedConnection {
   const env = options.env ?? process.env;
@@ -262,7 +229,9 @@ export function resolveConnection(options: ResolveOptions = {}): ResolvedConnect
   let params: ConnectionParams;
   const dbname = options.dbname || undefined;
   if (dbname !== undefined) {
-    params = isConnectionString(dbname) ? { ...explicit, ...dropEmpty(parseConnectionString(dbname)) } : { ...explicit, dbname };
+    if (!isConnectionString(dbname)) params = { ...explicit, dbname };
+    else if (options.explicitWins) params = { ...dropEmpty(parseConnectionString(dbname)), ...explicit };
+    else params = { ...explicit, ...dropEmpty(parseConnectionString(dbname)) };
   } else if (env.DATABASE_URL) {
     params = { ...dropEmpty(parseConnectionString(env.DATABASE_URL)), ...explicit };
   } else {
@@ -322,11 +291,25 @@ export function resolveConnection(options: ResolveOptions = {}): ResolvedConnect
   if (startupOptions) config.options = startupOptions;
 
   const sslmode = params.sslmode ?? 'prefer';
-  const { ssl, fallback } = sslConfig(sslmode, params, onSocket, options);
+  const { ssl, prefer } = sslConfig(sslmode, params, onSocket, options);
   config.ssl = ssl;
+  if (prefer) config.stream = preferSsl(prefer);
 
   const target = onSocket ? `server on socket "${host}/.s.PGSQL.${port}"` : `server at "${host}", port ${port}`;
-  return { config, sslFallback: fallback, target, warnings };
+  return { config, target, warnings };
+}
+
+/**
+ * The database of the bridge or of a command: `database` (a URI, a conninfo string or a database
+ * name; default DATABASE_URL), completed from the PG* variables, ~/.pgpass and libpq's defaults like
+ * any libpq program. A setting libpq would refuse is a ConfigError naming it.
+ */
+export function databaseConnection(database: string | undefined, env: NodeJS.ProcessEnv = process.env): ResolvedConnection {
+  try {
+    return resolveConnection({ ...(database !== undefined && { dbname: database }), env });
+  } catch (error) {
+    throw new ConfigError(`database: ${errorMessage(error)}`, { cause: error });
+  }
 }
 
 function readPassfile(path: string): { text: string; mode: number } | undefined {
@@ -364,11 +347,15 @@ export function pgpassLookup(text: string, c: { host: string; port: string; data
   return undefined;
 }
 
-function sslConfig(mode: string, params: ConnectionParams, onSocket: boolean, options: ResolveOptions): { ssl: pg.ClientConfig['ssl']; fallback: boolean } {
+/**
+ * node-postgres's `ssl` for an sslmode; for prefer, `ssl: false` and the TLS options to ask the
+ * server with on each connection (`prefer`).
+ */
+function sslConfig(mode: string, params: ConnectionParams, onSocket: boolean, options: ResolveOptions): { ssl: pg.ClientConfig['ssl']; prefer?: ConnectionOptions } {
   const modes = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
   if (!modes.includes(mode)) throw new Error(`invalid sslmode value: "${mode}"`);
-  // libpq never uses SSL over a Unix socket; `allow` starts without SSL, which is all a listener needs.
-  if (onSocket || mode === 'disable' || mode === 'allow') return { ssl: false, fallback: false };
+  // libpq never uses SSL over a Unix socket; `allow` starts without SSL, which is all a client needs.
+  if (onSocket || mode === 'disable' || mode === 'allow') return { ssl: false };
   const home = options.homeDir ?? homedir();
   const read = options.readFile ?? ((path: string) => readFileSync(path, 'utf8'));
   const exists = (path: string) => {
@@ -388,12 +375,13 @@ function sslConfig(mode: string, params: ConnectionParams, onSocket: boolean, op
   // `sslrootcert=system` means the system's trusted CAs (Node's bundled list).
   const hasRoot = rootCert !== 'system' && (params.sslrootcert !== undefined || exists(rootCert));
   if (hasRoot) tls.ca = read(rootCert);
-  if (mode === 'verify-full') return { ssl: { ...tls, rejectUnauthorized: true }, fallback: false };
+  if (mode === 'verify-full') return { ssl: { ...tls, rejectUnauthorized: true } };
   // require with a root certificate behaves like verify-ca (libpq).
   if (mode === 'verify-ca' || (mode === 'require' && hasRoot)) {
-    return { ssl: { ...tls, rejectUnauthorized: true, checkServerIdentity: () => undefined }, fallback: false };
+    return { ssl: { ...tls, rejectUnauthorized: true, checkServerIdentity: () => undefined } };
   }
-  return { ssl: { ...tls, rejectUnauthorized: false }, fallback: mode === 'prefer' };
+  if (mode === 'prefer') return { ssl: false, prefer: { ...tls, rejectUnauthorized: false } };
+  return { ssl: { ...tls, rejectUnauthorized: false } };
 }
 
 function dropEmpty(params: ConnectionParams): ConnectionParams {

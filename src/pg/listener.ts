@@ -36,11 +36,6 @@ export interface ListenerOptions {
   readonly heartbeatMs?: number;
   /** Fallback application_name shown in pg_stat_activity (an explicit one or PGAPPNAME wins). */
   readonly applicationName?: string;
-  /**
-   * libpq's sslmode=prefer: when the server answers that it does not do SSL, connect again without
-   * `connection.ssl`. Default false.
-   */
-  readonly sslFallback?: boolean;
 }
 
 export interface Listener {
@@ -57,8 +52,6 @@ export interface Listener {
   resume(): void;
   readonly connected: boolean;
 }
-
-const NO_SSL = /does not support SSL/i;
 
 /** The socket node-postgres reads from (no public API exposes it; guarded where used). */
 export function clientSocket(c: pg.Client): NodeJS.ReadableStream & { destroy(): void } | undefined {
@@ -85,15 +78,7 @@ export function createListener(options: ListenerOptions): Listener {
   let stopped: Promise<void> | undefined;
 
   async function connectOnce(): Promise<pg.Client> {
-    try {
-      return await connectWith(options.connection);
-    } catch (error) {
-      if (!options.sslFallback || !options.connection.ssl || !NO_SSL.test(errorMessage(error))) throw error;
-      return connectWith({ ...options.connection, ssl: false });
-    }
-  }
-
-  async function connectWith(config: pg.ClientConfig): Promise<pg.Client> {
+    const config = options.connection;
     const c = new pg.Client({
       ...config,
       keepAlive: true,

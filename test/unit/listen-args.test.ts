@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { helpText, parseListenArgs, type ListenOptions } from '../../src/listen/args.js';
-import { connectFailureMessage, parseConnectionString, pgpassLookup, resolveConnection, type ResolveOptions } from '../../src/pg/connection.js';
+import { ConfigError } from '../../src/errors.js';
+import { connectFailureMessage, databaseConnection, parseConnectionString, pgpassLookup, resolveConnection, type ResolveOptions } from '../../src/pg/connection.js';
 
 function listen(argv: string[]): { options: ListenOptions; warnings: readonly string[] } {
   const parsed = parseListenArgs(argv);
@@ -111,13 +112,17 @@ describe('libpq-style connection settings', () => {
     expect(mixed).toMatchObject({ host: 'h', user: 'pguser', database: 'db' });
   });
 
-  it('maps sslmode like libpq: prefer (the default) tries SSL then falls back', () => {
+  it('maps sslmode like libpq: prefer (the default) asks for SSL on each connection, and goes on without it if refused', () => {
     const prefer = resolveConnection({ ...base, explicit: { host: 'db' } });
-    expect(prefer.sslFallback).toBe(true);
-    expect(prefer.config.ssl).toEqual({ rejectUnauthorized: false });
-    expect(resolveConnection({ ...base, dbname: 'host=db sslmode=disable' }).config.ssl).toBe(false);
+    // node-postgres has no prefer: ssl off for it, and a stream that asks the server (ssl-prefer.ts).
+    expect(prefer.config.ssl).toBe(false);
+    expect(typeof prefer.config.stream).toBe('function');
+    const disable = resolveConnection({ ...base, dbname: 'host=db sslmode=disable' });
+    expect(disable.config.ssl).toBe(false);
+    expect(disable.config.stream).toBeUndefined();
     const req = resolveConnection({ ...base, dbname: 'host=db sslmode=require' });
-    expect(req).toMatchObject({ sslFallback: false, config: { ssl: { rejectUnauthorized: false } } });
+    expect(req.config.ssl).toEqual({ rejectUnauthorized: false });
+    expect(req.config.stream).toBeUndefined();
     const full = resolveConnection({ ...base, dbname: 'host=db sslmode=verify-full sslrootcert=/ca.pem', readFile: (p) => {
       if (p === '/ca.pem' || p.startsWith('/home/u/.postgresql/')) return `pem:${p}`;
       throw new Error('ENOENT');
@@ -130,6 +135,47 @@ describe('libpq-style connection settings', () => {
     } });
     expect(withCert.config.ssl).toEqual({ rejectUnauthorized: false, cert: 'pem:/home/u/.postgresql/postgresql.crt', key: 'pem:/home/u/.postgresql/postgresql.key' });
     expect(() => resolveConnection({ ...base, dbname: 'sslmode=sometimes' })).toThrow('invalid sslmode value: "sometimes"');
+  });
+
+  it('verify-ca checks the chain against sslrootcert but not the host name; require with a root certificate does the same', () => {
+    const readFile = (p: string) => {
+      if (p === '/ca.pem' || p === '/home/u/.postgresql/root.crt') return `pem:${p}`;
+      throw new Error('ENOENT');
+    };
+    const ca = resolveConnection({ ...base, homeDir: '/nowhere', dbname: 'host=db sslmode=verify-ca sslrootcert=/ca.pem', readFile });
+    expect(ca.config.ssl).toMatchObject({ rejectUnauthorized: true, ca: 'pem:/ca.pem' });
+    const identity = (ca.config.ssl as { checkServerIdentity?: () => unknown }).checkServerIdentity;
+    expect(identity?.()).toBeUndefined(); // any host name is accepted
+    expect(ca.config.stream).toBeUndefined();
+    // ~/.postgresql/root.crt is the default root certificate; with it, require verifies the chain too.
+    const req = resolveConnection({ ...base, homeDir: '/home/u', dbname: 'host=db sslmode=require', readFile });
+    expect(req.config.ssl).toMatchObject({ rejectUnauthorized: true, ca: 'pem:/home/u/.postgresql/root.crt' });
+    // sslrootcert=system: the system's CAs (Node's), nothing read.
+    const system = resolveConnection({ ...base, homeDir: '/nowhere', dbname: 'host=db sslmode=verify-full sslrootcert=system', readFile });
+    expect(system.config.ssl).toEqual({ rejectUnauthorized: true });
+    // The same in a URI, in PGSSLMODE/PGSSLROOTCERT, and as the bridge's `database:` (one resolver for all).
+    const uri = resolveConnection({ ...base, homeDir: '/nowhere', dbname: 'postgres://db/app?sslmode=verify-ca&sslrootcert=/ca.pem', readFile });
+    expect(uri.config.ssl).toMatchObject({ rejectUnauthorized: true, ca: 'pem:/ca.pem' });
+    const env = resolveConnection({ ...base, homeDir: '/nowhere', env: { PGHOST: 'db', PGSSLMODE: 'verify-ca', PGSSLROOTCERT: '/ca.pem' }, readFile });
+    expect(env.config.ssl).toMatchObject({ rejectUnauthorized: true, ca: 'pem:/ca.pem' });
+    expect(() => databaseConnection('host=db sslmode=verify-ca sslrootcert=/no/such/ca.pem', {}))
+      .toThrow(/^database: ENOENT: no such file or directory, open '\/no\/such\/ca\.pem'/);
+  });
+
+  it('the bridge and the commands resolve `database` the same way (a ConfigError naming it when libpq would refuse it)', () => {
+    const r = databaseConnection('host=db port=6000 dbname=app user=me password=pw application_name=x', {});
+    expect(r.config).toMatchObject({ host: 'db', port: 6000, database: 'app', user: 'me', password: 'pw', application_name: 'x', ssl: false });
+    expect(databaseConnection(undefined, { DATABASE_URL: 'postgres://u@h:7/d' }).config).toMatchObject({ host: 'h', port: 7, user: 'u', database: 'd' });
+    expect(databaseConnection('postgres://u@h/d', { DATABASE_URL: 'postgres://other@elsewhere/x' }).config).toMatchObject({ host: 'h', database: 'd' });
+    expect(() => databaseConnection('host=db bogus=1', {})).toThrow(ConfigError);
+    expect(() => databaseConnection('host=db bogus=1', {})).toThrow('database: invalid connection option "bogus"');
+  });
+
+  it('pglater\'s -h/-p/-U win over a connection string in -d (PQsetdbLogin), pglisten\'s do not (expand_dbname)', () => {
+    const explicit = { host: 'flaghost', port: '1111' };
+    const dbname = 'postgres://urluser@urlhost:2222/urldb';
+    expect(resolveConnection({ ...base, explicit, dbname, explicitWins: true }).config).toMatchObject({ host: 'flaghost', port: 1111, user: 'urluser', database: 'urldb' });
+    expect(resolveConnection({ ...base, explicit, dbname }).config).toMatchObject({ host: 'urlhost', port: 2222 });
   });
 
   it('rejects a bad port, and turns client_encoding/connect_timeout into what node-postgres understands', () => {

@@ -54,12 +54,18 @@ describe('pglater command line', () => {
     expect(parseLaterArgs(['--', '-v'])).toMatchObject({ options: { dbname: '-v', verbose: false } });
   });
 
-  it('builds the connection from -d (name, conninfo or URI) with -h/-p/-U on top', () => {
-    expect(laterConnection({ dbname: 'app' }, {})).toEqual({ database: 'app' });
-    expect(laterConnection({ dbname: 'postgres://u:p%40ss@h:5433/db?sslmode=disable', host: 'other' }, {}))
-      .toEqual({ host: 'other', port: 5433, user: 'u', password: 'p@ss', database: 'db', ssl: false });
-    expect(laterConnection({ dbname: 'host=x dbname=y', port: '6000', username: 'me' }, {})).toEqual({ host: 'x', database: 'y', port: 6000, user: 'me' });
-    expect(laterConnection({}, { DATABASE_URL: 'postgres://a@b/c' })).toEqual({ host: 'b', user: 'a', database: 'c' });
-    expect(() => laterConnection({ port: 'x' }, {})).toThrow(/invalid port/);
+  it('builds the connection from -d (name, conninfo or URI) with -h/-p/-U on top, completed as libpq does', () => {
+    // The resolver's view of this machine, for the test: no socket file, OS user "os", no password file.
+    const machine = { socketExists: () => false, osUser: () => 'os', homeDir: '/nowhere', readPassfile: () => undefined };
+    const config = (options: Parameters<typeof laterConnection>[0], env: NodeJS.ProcessEnv = {}) => laterConnection(options, env, machine).config;
+    expect(config({ dbname: 'app' })).toMatchObject({ host: 'localhost', port: 5432, user: 'os', database: 'app' });
+    expect(config({ dbname: 'postgres://u:p%40ss@h:5433/db?sslmode=disable', host: 'other' }))
+      .toMatchObject({ host: 'other', port: 5433, user: 'u', password: 'p@ss', database: 'db', ssl: false });
+    expect(config({ dbname: 'host=x dbname=y', port: '6000', username: 'me' })).toMatchObject({ host: 'x', database: 'y', port: 6000, user: 'me' });
+    expect(config({}, { DATABASE_URL: 'postgres://a@b/c' })).toMatchObject({ host: 'b', user: 'a', database: 'c' });
+    expect(config({ dbname: 'host=x', host: 'flag' }, { PGHOST: 'env', PGUSER: 'envuser' })).toMatchObject({ host: 'flag', user: 'envuser' });
+    // What the other commands accept too: verify-ca with its root certificate.
+    expect(() => config({ dbname: 'host=x sslmode=verify-ca sslrootcert=/no/such/ca.pem' })).toThrow(/no\/such\/ca\.pem/);
+    expect(() => config({ port: 'x' })).toThrow('invalid integer value "x" for connection option "port"');
   });
 });
