@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { errorMessage, SidekickError } from '../errors.js';
 import { createListener, type Listener } from '../pg/listener.js';
 import { createHeartbeat } from '../readiness.js';
-import { RECONNECT_MAX_MS, reconnectDelay, sleep } from '../wait.js';
+import { RECONNECT_MAX_MS, reconnectDelay, settleBy, sleep } from '../wait.js';
 import type { SchedulerConfig } from './config.js';
 import { runBatch } from './executor.js';
 import type { SchedulerMetrics } from './metrics.js';
@@ -310,13 +310,8 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
         clearInterval(supervisor);
         for (const w of [...sleepers]) w();
         await listener?.stop();
-        let timer: NodeJS.Timeout | undefined;
         const all = Promise.all([...workers]);
-        const finished = await Promise.race([
-          all.then(() => true),
-          new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); }),
-        ]);
-        clearTimeout(timer);
+        const finished = (await settleBy(all, Date.now() + timeoutMs)).state !== 'late';
         if (!finished) {
           // Closing the connections rolls the running batches back: their occurrences stay due.
           logger.warn({ timeoutMs }, 'scheduled actions still running at shutdown; rolling them back (they stay due)');
