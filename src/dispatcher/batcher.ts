@@ -12,7 +12,47 @@ import type { Circuit } from './circuit.js';
 export interface Run { readonly envelopes: readonly Envelope[]; done(outcomes: readonly ItemOutcome[]): void }
 
 /** One event's retry, due now: it waits for a send() slot ahead of every first attempt. */
-interface Retry extends Run { readonly order: number }
+export interface Retry extends Run { readonly order: number }
+
+/** Due retries as a binary min-heap on the event's arrival `order`: the oldest event's first. */
+export class RetryHeap {
+  readonly items: Retry[] = [];
+
+  push(r: Retry): void {
+    const items = this.items;
+    let i = items.push(r) - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      const p = items[parent] as Retry;
+      if (p.order <= r.order) break;
+      items[i] = p;
+      i = parent;
+    }
+    items[i] = r;
+  }
+
+  /** Takes the retry of the oldest event (the heap is not empty). */
+  pop(): Retry {
+    const items = this.items;
+    const top = items[0] as Retry;
+    const last = items.pop() as Retry;
+    const n = items.length;
+    if (n > 0) {
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= n) break;
+        const r = l + 1;
+        const c = r < n && (items[r] as Retry).order < (items[l] as Retry).order ? r : l;
+        if ((items[c] as Retry).order >= last.order) break;
+        items[i] = items[c] as Retry;
+        i = c;
+      }
+      items[i] = last;
+    }
+    return top;
+  }
+}
 
 export interface Batcher {
   /** Queues a lane's run for a send() slot, behind the runs already waiting. */
@@ -50,8 +90,8 @@ export function createBatcher(params: {
    */
   let waiting: Run[] = [];
   let waitingHead = 0;
-  /** Retries that are due, as a binary min-heap on the event's arrival `order`. */
-  const retries: Retry[] = [];
+  /** Retries that are due, oldest event first. */
+  const retries = new RetryHeap();
   /** Envelopes in `waiting` and `retries`. */
   let waitingCount = 0;
   let inFlight = 0;
@@ -59,50 +99,17 @@ export function createBatcher(params: {
   let lingerTimer: NodeJS.Timeout | undefined;
   let stopped = false;
 
-  function pushRetry(r: Retry): void {
-    let i = retries.push(r) - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      const p = retries[parent] as Retry;
-      if (p.order <= r.order) break;
-      retries[i] = p;
-      i = parent;
-    }
-    retries[i] = r;
-  }
-
-  /** Takes the due retry of the oldest event. */
-  function popRetry(): Retry {
-    const top = retries[0] as Retry;
-    const last = retries.pop() as Retry;
-    const n = retries.length;
-    if (n > 0) {
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        if (l >= n) break;
-        const r = l + 1;
-        const c = r < n && (retries[r] as Retry).order < (retries[l] as Retry).order ? r : l;
-        if ((retries[c] as Retry).order >= last.order) break;
-        retries[i] = retries[c] as Retry;
-        i = c;
-      }
-      retries[i] = last;
-    }
-    return top;
-  }
-
   function waitingRuns(): number {
-    return retries.length + waiting.length - waitingHead;
+    return retries.items.length + waiting.length - waitingHead;
   }
 
   /** The run flush() takes next: a due retry (oldest event first), else the oldest waiting run. */
   function nextRun(): Run {
-    return retries.length > 0 ? retries[0] as Retry : waiting[waitingHead] as Run;
+    return retries.items.length > 0 ? retries.items[0] as Retry : waiting[waitingHead] as Run;
   }
 
   function takeNext(): Run {
-    return retries.length > 0 ? popRetry() : takeRun();
+    return retries.items.length > 0 ? retries.pop() : takeRun();
   }
 
   /** Takes the oldest waiting run, compacting the array now and then (amortised O(1)). */
@@ -221,7 +228,7 @@ export function createBatcher(params: {
     },
     retry(order, envelope) {
       return new Promise((resolve) => {
-        pushRetry({ order, envelopes: [envelope], done: (o) => resolve(o[0] as ItemOutcome) });
+        retries.push({ order, envelopes: [envelope], done: (o) => resolve(o[0] as ItemOutcome) });
         waitingCount++;
         schedule();
       });

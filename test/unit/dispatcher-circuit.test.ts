@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import { RetryHeap } from '../../src/dispatcher/batcher.js';
 import { createCircuit, FAILING_STREAK } from '../../src/dispatcher/circuit.js';
 import { mayRetry, retryAfterWait } from '../../src/dispatcher/retries.js';
 import { FatalError, RetriableError } from '../../src/errors.js';
 import { OK, type ItemOutcome } from '../../src/sink.js';
 
-// The dispatcher's sink-wide circuit and its per-event retry rules, alone: pure functions of the
+// The dispatcher's sink-wide circuit, its per-event retry rules and its queue of due retries, alone: pure functions of the
 // outcomes and the clock handed in — no sink, no timers. The dispatcher tests check the same rules
 // end to end (dispatcher-backoff.test.ts, on fake timers).
 
@@ -159,5 +160,19 @@ describe('dispatcher retries: one event\'s policy', () => {
     expect(retryAfterWait(asked(3_600_000), 0, 0, retry)).toBe(900);
     expect(retryAfterWait(asked(400, true), 5, 2, retry)).toBe(400);
     expect(retryAfterWait(new RetriableError('HTTP_503', 'x'), 0, 0, retry)).toBe(0);
+  });
+});
+
+describe('dispatcher batcher: due retries go oldest event first', () => {
+  it('pops in arrival order whatever the order they became due in', () => {
+    const heap = new RetryHeap();
+    const orders = [57, 3, 99, 12, 3_000, 0, 41, 8, 77, 12_345, 5, 64];
+    for (const order of orders) heap.push({ order, envelopes: [], done() {} });
+    const popped: number[] = [];
+    heap.push({ order: 1, envelopes: [], done() {} });
+    popped.push(heap.pop().order, heap.pop().order);
+    heap.push({ order: 2, envelopes: [], done() {} });
+    while (heap.items.length > 0) popped.push(heap.pop().order);
+    expect(popped).toEqual([0, 1, 2, 3, 5, 8, 12, 41, 57, 64, 77, 99, 3_000, 12_345]);
   });
 });
