@@ -27,7 +27,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const dist = (p) => join(here, '../dist', p);
 const { parseConfig } = await import(dist('src/config.js'));
 const { sinkDefinitions } = await import(dist('sinks/index.js'));
-const { createDispatcher } = await import(dist('src/dispatcher.js'));
+const { createDispatcher } = await import(dist('src/dispatcher/index.js'));
 const { createLogger } = await import(dist('src/logger.js'));
 const { envelopeJson } = await import(dist('src/envelope.js'));
 

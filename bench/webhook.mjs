@@ -108,7 +108,7 @@ function latencies(sentAt, received) {
 async function sidekickClient(receiverUrl, concurrency) {
   const { webhookSink } = await import(join(here, '../dist/sinks/webhook/index.js'));
   const { webhookOptions } = await import(join(here, '../dist/sinks/webhook/options.js'));
-  const { createDispatcher } = await import(join(here, '../dist/src/dispatcher.js'));
+  const { createDispatcher } = await import(join(here, '../dist/src/dispatcher/index.js'));
   const { createLogger } = await import(join(here, '../dist/src/logger.js'));
   const { z } = await import('zod');
   const logger = createLogger({ level: 'warn', destination: new Writable({ write: (_c, _e, cb) => cb() }) });

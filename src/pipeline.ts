@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { Delivery, DeliveryReceiver, Dispatcher } from './dispatcher.js';
+import type { Delivery, DeliveryReceiver, Dispatcher } from './dispatcher/index.js';
 import type { Envelope } from './envelope.js';
 import type { Metrics } from './metrics.js';
 import type { Router } from './router.js';

@@ -11,8 +11,6 @@ import { createCircuit } from './circuit.js';
 import { createLanes, type Item, type Lane } from './lanes.js';
 import { createRetries } from './retries.js';
 
-// sleep lives in src/wait.ts; re-exported until src/source/outbox.ts imports it from there.
-export { sleep } from '../wait.js';
 
 /** What finally happened to one envelope at one sink. */
 export type Delivery =
@@ -39,11 +37,6 @@ export interface Dispatcher {
   deliverTo(envelope: Envelope, receiver: DeliveryReceiver, options?: { force?: boolean }): void;
   /** Envelopes queued or in flight. */
   readonly size: number;
-  /**
-   * Resolves when `size` is below 80% of `maxQueued`.
-   * @deprecated No source uses it; it stays only until bench/brokers-kafka.mjs stops calling it.
-   */
-  waitForRoom(): Promise<void>;
   /** Stops taking work, waits up to `timeout` ms for what is queued, then aborts the rest. Idempotent. */
   stop(timeout: number): Promise<void>;
 }
@@ -89,8 +82,6 @@ export function createDispatcher(params: {
   let size = 0;
   let stopping: Promise<void> | undefined;
   const idleWaiters: (() => void)[] = [];
-  const roomWaiters: (() => void)[] = [];
-  const highWater = Math.max(1, Math.floor(maxQueued * 0.8));
   // The latency series, looked up once (a labels object per event costs more than the event's send);
   // the queue size and the delivered count are read when /metrics is scraped.
   const latency = metrics?.latency.labels(sink.name);
@@ -99,7 +90,6 @@ export function createDispatcher(params: {
 
   function setSize(delta: number) {
     size += delta;
-    if (roomWaiters.length > 0 && size < highWater) for (const w of roomWaiters.splice(0)) w();
     if (size === 0 && idleWaiters.length > 0) for (const w of idleWaiters.splice(0)) w();
   }
 
@@ -217,10 +207,6 @@ export function createDispatcher(params: {
       return new Promise<Delivery>((resolve) => deliverTo(envelope, { delivered: resolve }, opts));
     },
     deliverTo,
-    waitForRoom() {
-      if (size < highWater) return Promise.resolve();
-      return new Promise((resolve) => roomWaiters.push(resolve));
-    },
     stop(timeout) {
       stopping ??= (async () => {
         if (size > 0) await settleBy(idle(), Date.now() + timeout);
@@ -228,7 +214,6 @@ export function createDispatcher(params: {
         // Runs still waiting in the batcher will never be sent: their lanes give them back as aborted.
         batcher.stop({ ok: false, error: new SidekickError('STOPPED', 'dispatcher stopped') });
         if (size > 0) await idle();
-        for (const w of roomWaiters.splice(0)) w();
       })();
       return stopping;
     },

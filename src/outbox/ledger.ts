@@ -1,4 +1,4 @@
-import type { Delivery, DeliveryReceiver } from '../dispatcher.js';
+import type { Delivery, DeliveryReceiver } from '../dispatcher/index.js';
 import type { Envelope } from '../envelope.js';
 import { errorMessage } from '../errors.js';
 

@@ -4,9 +4,6 @@ import { errorMessage } from '../errors.js';
 import { reconnectDelay, RECONNECT_MAX_MS, retryForever, sleep } from '../wait.js';
 import { quoteIdent } from './quote.js';
 
-// Until src/source/outbox.ts imports them from src/wait.ts, where they are now.
-export { reconnectDelay, RECONNECT_MAX_MS };
-
 export interface Notification {
   readonly channel: string;
   readonly payload: string;

@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { errorMessage, SidekickError } from '../errors.js';
 import { createListener, type Listener } from '../pg/listener.js';
+import { createWakeup } from '../wake.js';
 import { createHeartbeat } from '../readiness.js';
 import { RECONNECT_MAX_MS, reconnectDelay, settleBy, sleep } from '../wait.js';
 import type { SchedulerConfig } from './config.js';
@@ -75,34 +76,16 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   let lastCleanup = 0;
   let lastPlan = 0;
   let planPending = true;
-  // Sleeping workers, each woken by wake() or its own timer.
-  const sleepers = new Set<() => void>();
   // Clients inside a batch, to cut at a forced stop.
   const active = new Set<pg.PoolClient>();
   const guarded = new WeakSet<pg.PoolClient>();
 
-  // Counts wake-ups, so one that arrives while a worker asks for the next due time is not lost.
-  let wakes = 0;
+  // Sleeping workers nap until their next due time, a wake-up (a NOTIFY, a reconnect) or the stop;
+  // a wake-up while a worker asks for the next due time is not lost (src/wake.ts).
+  const wakeup = createWakeup(lifetime.signal);
   function wake(): void {
-    wakes++;
     planPending = true;
-    for (const w of [...sleepers]) w();
-  }
-
-  function nap(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      if (lifetime.signal.aborted) return resolve();
-      const done = () => {
-        clearTimeout(timer);
-        sleepers.delete(done);
-        lifetime.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, Math.max(0, ms));
-      timer.unref();
-      sleepers.add(done);
-      lifetime.signal.addEventListener('abort', done, { once: true });
-    });
+    wakeup.wake();
   }
 
   async function checkSchema(p: pg.Pool): Promise<void> {
@@ -240,7 +223,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
           }
           if (Date.now() - lastCleanup > CLEANUP_EVERY_MS) await cleanup(p);
         } else if (!schemaOk) {
-          await nap(config.pollInterval);
+          await wakeup.nap(config.pollInterval);
           continue;
         }
         const client = await p.connect();
@@ -273,9 +256,9 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
         heartbeat.beat();
         if (result.claimed > 0) continue;
         if (helper) return;
-        const seen = wakes;
+        const seen = wakeup.count;
         const waitMs = await nextWait(p);
-        if (wakes === seen) await nap(waitMs);
+        await wakeup.nap(waitMs, seen);
       } catch (error) {
         if (lifetime.signal.aborted) return;
         failures++;
@@ -308,7 +291,6 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       stopping ??= (async () => {
         lifetime.abort();
         clearInterval(supervisor);
-        for (const w of [...sleepers]) w();
         await listener?.stop();
         const all = Promise.all([...workers]);
         const finished = (await settleBy(all, Date.now() + timeoutMs)).state !== 'late';

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import type { Delivery } from '../dispatcher.js';
+import type { Delivery } from '../dispatcher/index.js';
 import { notifyEnvelope, type Envelope } from '../envelope.js';
 import type { Metrics } from '../metrics.js';
 import { createListener, type Listener } from '../pg/listener.js';

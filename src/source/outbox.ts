@@ -1,8 +1,6 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { OutboxOptions } from '../config.js';
-import { settleBy } from '../deadline.js';
-import { sleep } from '../dispatcher.js';
 import { errorMessage } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { writeBatch } from '../outbox/bookkeeping.js';
@@ -13,10 +11,11 @@ import {
   outboxEvents, rowEnvelope, type BacklogRow, type OutboxRow,
 } from '../outbox/queries.js';
 import { createScanBound } from '../outbox/scan-bound.js';
-import { clientSocket, createListener, reconnectDelay, RECONNECT_MAX_MS, type Listener } from '../pg/listener.js';
+import { clientSocket, createListener, type Listener } from '../pg/listener.js';
 import type { Pipeline } from '../pipeline.js';
 import type { Heartbeat } from '../readiness.js';
 import { isFolded, listMigrations, migrate, PreFoldSchema } from '../sql/migrate.js';
+import { reconnectDelay, RECONNECT_MAX_MS, settleBy, sleep } from '../wait.js';
 import { createWakeup } from '../wake.js';
 
 /**

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { amqpSink } from '../../sinks/amqp/index.js';
 import { amqpOptions } from '../../sinks/amqp/options.js';
-import { createDispatcher, type Delivery } from '../../src/dispatcher.js';
+import { createDispatcher, type Delivery } from '../../src/dispatcher/index.js';
 import { contractContext, quietLogger } from '../contract/sink-contract.js';
 import { waitFor } from '../support/db.js';
 import { serviceEnv } from '../support/services.js';

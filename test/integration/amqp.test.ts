@@ -3,7 +3,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { amqpSink } from '../../sinks/amqp/index.js';
 import { amqpOptions, type AmqpOptions } from '../../sinks/amqp/options.js';
-import { createDispatcher } from '../../src/dispatcher.js';
+import { createDispatcher } from '../../src/dispatcher/index.js';
 import { envelopeJson, notifyEnvelope } from '../../src/envelope.js';
 import { FatalError, RetriableError, SidekickError } from '../../src/errors.js';
 import type { Sink } from '../../src/sink.js';

@@ -6,7 +6,7 @@ import { sinkDefinitions } from '../../sinks/index.js';
 import { kafkaSink } from '../../sinks/kafka/index.js';
 import { createBridge } from '../../src/bridge.js';
 import { parseConfig, type DispatchOptions } from '../../src/config.js';
-import { createDispatcher } from '../../src/dispatcher.js';
+import { createDispatcher } from '../../src/dispatcher/index.js';
 import { envelopeJson, type Envelope } from '../../src/envelope.js';
 import { RetriableError } from '../../src/errors.js';
 import type { ItemOutcome, Sink } from '../../src/sink.js';

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { redisStreamSink } from '../../sinks/redis-stream/index.js';
 import { redisStreamOptions } from '../../sinks/redis-stream/options.js';
-import { createDispatcher } from '../../src/dispatcher.js';
+import { createDispatcher } from '../../src/dispatcher/index.js';
 import type { SidekickError } from '../../src/errors.js';
 import { contractContext, quietLogger, testEnvelope } from '../contract/sink-contract.js';
 import { waitFor } from '../support/db.js';

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { redisStreamSink } from '../../sinks/redis-stream/index.js';
 import { redisStreamOptions } from '../../sinks/redis-stream/options.js';
-import { createDispatcher, type Delivery } from '../../src/dispatcher.js';
+import { createDispatcher, type Delivery } from '../../src/dispatcher/index.js';
 import type { Envelope } from '../../src/envelope.js';
 import { contractContext, quietLogger } from '../contract/sink-contract.js';
 import { waitFor } from '../support/db.js';

@@ -3,7 +3,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { redisStreamSink } from '../../sinks/redis-stream/index.js';
 import { redisStreamOptions, type RedisStreamOptions } from '../../sinks/redis-stream/options.js';
-import { createDispatcher } from '../../src/dispatcher.js';
+import { createDispatcher } from '../../src/dispatcher/index.js';
 import { envelopeJson, notifyEnvelope } from '../../src/envelope.js';
 import { FatalError, RetriableError, type SidekickError } from '../../src/errors.js';
 import type { Sink } from '../../src/sink.js';

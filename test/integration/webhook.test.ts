@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { webhookSink } from '../../sinks/webhook/index.js';
 import { webhookOptions } from '../../sinks/webhook/options.js';
 import type { DispatchOptions } from '../../src/config.js';
-import { createDispatcher, type Delivery } from '../../src/dispatcher.js';
+import { createDispatcher, type Delivery } from '../../src/dispatcher/index.js';
 import { notifyEnvelope, type Envelope } from '../../src/envelope.js';
 import { RetriableError, type SidekickError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { Delivery } from '../../src/dispatcher.js';
+import type { Delivery } from '../../src/dispatcher/index.js';
 import type { Envelope } from '../../src/envelope.js';
 import { FatalError } from '../../src/errors.js';
 import { createLedger, type Job, type Ledger, type SinkMode } from '../../src/outbox/ledger.js';
