@@ -55,13 +55,23 @@ function serviceEnv() {
       const eq = line.indexOf('=');
       if (eq > 0) values[line.slice(0, eq)] = line.slice(eq + 1);
     }
-  } catch { /* fall back to the environment */ }
-  const get = (k) => process.env[k] || values[k] || (() => { throw new Error(`${k} not set and not in ${file}: scripts/services.sh up`); })();
+  } catch {
+    /* fall back to the environment */
+  }
+  const get = (k) =>
+    process.env[k] ||
+    values[k] ||
+    (() => {
+      throw new Error(`${k} not set and not in ${file}: scripts/services.sh up`);
+    })();
   return { amqp: () => get('AMQP_URL'), redis: () => get('REDIS_URL') };
 }
 
 // ---- helpers --------------------------------------------------------------------------------------
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length === 0 ? NaN : s[Math.floor((s.length - 1) / 2)]; };
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s[Math.floor((s.length - 1) / 2)];
+};
 function percentile(sorted, p) {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
@@ -74,8 +84,17 @@ let seq = 0;
 function envelopes(n) {
   const at = new Date().toISOString();
   return Array.from({ length: n }, (_, i) => ({
-    id: `b${process.pid}-${++seq}`, source: 'table', channel: 'public.orders', op: 'INSERT', schema: 'public', table: 'orders',
-    key: String(i % 1024), new: { id: i, customer: 'c-42', total: 123.45, status: 'new' }, old: null, at, txid: '1000',
+    id: `b${process.pid}-${++seq}`,
+    source: 'table',
+    channel: 'public.orders',
+    op: 'INSERT',
+    schema: 'public',
+    table: 'orders',
+    key: String(i % 1024),
+    new: { id: i, customer: 'c-42', total: 123.45, status: 'new' },
+    old: null,
+    at,
+    txid: '1000',
   }));
 }
 
@@ -88,10 +107,14 @@ const SOURCES = {
   memory: {
     async backlog(items, deliver) {
       const t0 = performance.now();
-      const lat = await Promise.all(items.map((e) => deliver(e).then((d) => {
-        if (d.status !== 'delivered') throw new Error(`${e.id}: ${d.status}`);
-        return performance.now() - t0;
-      })));
+      const lat = await Promise.all(
+        items.map((e) =>
+          deliver(e).then((d) => {
+            if (d.status !== 'delivered') throw new Error(`${e.id}: ${d.status}`);
+            return performance.now() - t0;
+          }),
+        ),
+      );
       return { seconds: (performance.now() - t0) / 1000, latencies: lat };
     },
     async steady(items, deliver, rate) {
@@ -105,10 +128,12 @@ const SOURCES = {
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
         for (const e of items.slice(i, i + perTick)) {
           const handed = performance.now();
-          pending.push(deliver(e).then((d) => {
-            if (d.status !== 'delivered') throw new Error(`${e.id}: ${d.status}`);
-            return performance.now() - handed;
-          }));
+          pending.push(
+            deliver(e).then((d) => {
+              if (d.status !== 'delivered') throw new Error(`${e.id}: ${d.status}`);
+              return performance.now() - handed;
+            }),
+          );
         }
       }
       const lat = await Promise.all(pending);
@@ -130,7 +155,13 @@ function sidekickTarget(sinkConfig) {
       const sink = entry.definition.create(entry.options, { name: 'bench', logger: quiet, database: {} });
       await sink.start(new AbortController().signal);
       const dispatcher = createDispatcher({ sink, options: entry.dispatch, logger: quiet });
-      return { deliver: (e) => dispatcher.deliver(e), async close() { await dispatcher.stop(5_000); await sink.stop(); } };
+      return {
+        deliver: (e) => dispatcher.deliver(e),
+        async close() {
+          await dispatcher.stop(5_000);
+          await sink.stop();
+        },
+      };
     },
   };
 }
@@ -149,16 +180,29 @@ function bareBatcher(sendBatch, { size, concurrency }) {
     while (queue.length > 0 && inFlight < concurrency) {
       const batch = queue.splice(0, size);
       inFlight++;
-      sendBatch(batch.map((b) => b.e)).then(
-        () => { for (const b of batch) b.resolve({ status: 'delivered', attempts: 1 }); },
-        (error) => { for (const b of batch) b.resolve({ status: 'dead', attempts: 1, error }); },
-      ).finally(() => { inFlight--; pump(); });
+      sendBatch(batch.map((b) => b.e))
+        .then(
+          () => {
+            for (const b of batch) b.resolve({ status: 'delivered', attempts: 1 });
+          },
+          (error) => {
+            for (const b of batch) b.resolve({ status: 'dead', attempts: 1, error });
+          },
+        )
+        .finally(() => {
+          inFlight--;
+          pump();
+        });
     }
   }
-  return (e) => new Promise((resolve) => {
-    queue.push({ e, resolve });
-    if (!scheduled) { scheduled = true; setImmediate(pump); }
-  });
+  return (e) =>
+    new Promise((resolve) => {
+      queue.push({ e, resolve });
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(pump);
+      }
+    });
 }
 
 async function amqpBroker(url) {
@@ -181,24 +225,47 @@ async function amqpBroker(url) {
         const confirms = [];
         for (const e of batch) {
           let flowing = true;
-          confirms.push(new Promise((resolve, reject) => {
-            // The same message the sink sends: JSON envelope, persistent, mandatory, messageId, headers.
-            flowing = confirm.publish(exchange, `${e.schema}.${e.table}.${e.op}`, Buffer.from(JSON.stringify(envelopeJson(e))), {
-              persistent: true, mandatory: true, messageId: e.id, contentType: 'application/json', appId: 'pg-sidekick',
-              timestamp: Math.floor(Date.parse(e.at) / 1000),
-              headers: { source: e.source, channel: e.channel, op: e.op, schema: e.schema, table: e.table, key: e.key },
-            }, (err) => (err ? reject(err) : resolve()));
-          }));
+          confirms.push(
+            new Promise((resolve, reject) => {
+              // The same message the sink sends: JSON envelope, persistent, mandatory, messageId, headers.
+              flowing = confirm.publish(
+                exchange,
+                `${e.schema}.${e.table}.${e.op}`,
+                Buffer.from(JSON.stringify(envelopeJson(e))),
+                {
+                  persistent: true,
+                  mandatory: true,
+                  messageId: e.id,
+                  contentType: 'application/json',
+                  appId: 'pg-sidekick',
+                  timestamp: Math.floor(Date.parse(e.at) / 1000),
+                  headers: { source: e.source, channel: e.channel, op: e.op, schema: e.schema, table: e.table, key: e.key },
+                },
+                (err) => (err ? reject(err) : resolve()),
+              );
+            }),
+          );
           // Flow control, as the sink does: wait for the socket when amqplib's buffer is full.
           if (!flowing) await new Promise((resolve) => confirm.once('drain', resolve));
         }
         await Promise.all(confirms);
       };
-      return { deliver: bareBatcher(send, { size: sidekick.dispatch.batch.size, concurrency: sidekick.dispatch.concurrency }), close: () => connection.close() };
+      return {
+        deliver: bareBatcher(send, { size: sidekick.dispatch.batch.size, concurrency: sidekick.dispatch.concurrency }),
+        close: () => connection.close(),
+      };
     },
-    async count() { return (await ch.checkQueue(queue)).messageCount; },
-    async reset() { await ch.purgeQueue(queue); },
-    async close() { await ch.deleteQueue(queue); await ch.deleteExchange(exchange); await admin.close(); },
+    async count() {
+      return (await ch.checkQueue(queue)).messageCount;
+    },
+    async reset() {
+      await ch.purgeQueue(queue);
+    },
+    async close() {
+      await ch.deleteQueue(queue);
+      await ch.deleteExchange(exchange);
+      await admin.close();
+    },
   };
 }
 
@@ -213,15 +280,28 @@ async function redisBroker(url) {
       const client = new Redis(url);
       const send = async (batch) => {
         const p = client.pipeline();
-        for (const e of batch) p.xadd(stream, '*', 'id', e.id, 'channel', e.channel, 'op', e.op, 'key', e.key, 'data', JSON.stringify(envelopeJson(e)));
+        for (const e of batch)
+          p.xadd(stream, '*', 'id', e.id, 'channel', e.channel, 'op', e.op, 'key', e.key, 'data', JSON.stringify(envelopeJson(e)));
         const results = await p.exec();
         for (const [err] of results) if (err) throw err;
       };
-      return { deliver: bareBatcher(send, { size: sidekick.dispatch.batch.size, concurrency: sidekick.dispatch.concurrency }), close: async () => { client.disconnect(); } };
+      return {
+        deliver: bareBatcher(send, { size: sidekick.dispatch.batch.size, concurrency: sidekick.dispatch.concurrency }),
+        close: async () => {
+          client.disconnect();
+        },
+      };
     },
-    async count() { return admin.xlen(stream); },
-    async reset() { await admin.del(stream); },
-    async close() { await admin.del(stream); admin.disconnect(); },
+    async count() {
+      return admin.xlen(stream);
+    },
+    async reset() {
+      await admin.del(stream);
+    },
+    async close() {
+      await admin.del(stream);
+      admin.disconnect();
+    },
   };
 }
 
@@ -258,7 +338,10 @@ const rows = [];
 for (const make of brokers) {
   const broker = await make();
   try {
-    for (const [scenario, n] of [['backlog', backlog], ['steady', steadyN]]) {
+    for (const [scenario, n] of [
+      ['backlog', backlog],
+      ['steady', steadyN],
+    ]) {
       const runs = { sidekick: [], bare: [] };
       for (let r = 0; r < args.runs; r++) {
         // Alternate who goes first, so neither always meets a warmer broker.
@@ -271,9 +354,14 @@ for (const make of brokers) {
       }
       const m = (who, k) => median(runs[who].map((x) => x[k]));
       rows.push({
-        broker: broker.name, scenario: scenario === 'backlog' ? `backlog ${n.toLocaleString('en')}` : `steady ${steadyRate}/s × ${n.toLocaleString('en')}`,
-        eps: m('sidekick', 'eps'), p50: m('sidekick', 'p50'), p99: m('sidekick', 'p99'),
-        bareEps: m('bare', 'eps'), bareP50: m('bare', 'p50'), bareP99: m('bare', 'p99'),
+        broker: broker.name,
+        scenario: scenario === 'backlog' ? `backlog ${n.toLocaleString('en')}` : `steady ${steadyRate}/s × ${n.toLocaleString('en')}`,
+        eps: m('sidekick', 'eps'),
+        p50: m('sidekick', 'p50'),
+        p99: m('sidekick', 'p99'),
+        bareEps: m('bare', 'eps'),
+        bareP50: m('bare', 'p50'),
+        bareP99: m('bare', 'p99'),
         batch: `${broker.sidekick.dispatch.batch.size} × ${broker.sidekick.dispatch.concurrency}`,
       });
     }
@@ -286,7 +374,7 @@ const fmt = (x) => Math.round(x).toLocaleString('en');
 const ms = (x) => (x < 10 ? x.toFixed(1) : fmt(x));
 const bareName = (broker) => (broker.startsWith('Redis') ? 'bare ioredis, pipelined XADD' : 'bare amqplib, confirm channel');
 const lines = [
-  `# Broker sinks: RabbitMQ and Redis Streams (${args.quick ? 'quick, ' : ''}medians of ${args.runs} run${args.runs === 1 ? "" : "s"}, source: ${args.source})`,
+  `# Broker sinks: RabbitMQ and Redis Streams (${args.quick ? 'quick, ' : ''}medians of ${args.runs} run${args.runs === 1 ? '' : 's'}, source: ${args.source})`,
   '',
   '| broker | scenario | contender | events/s | p50 ms | p99 ms | vs bare | batch × in flight |',
   '|---|---|---|---:|---:|---:|---:|---|',
@@ -298,7 +386,9 @@ const lines = [
   'Latency: hand-over to the dispatcher → delivery confirmed (RabbitMQ publisher confirm, Redis XADD reply).',
   'Bare clients: amqplib confirm channel / ioredis pipelined XADD, same message content and the same batch size and',
   'number of batches in flight as the sink, without per-key lanes, retries or per-item outcomes.',
-  `Node ${process.version}; load average at the end ${loadavg().map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} CPUs; ${new Date().toISOString()}.`,
+  `Node ${process.version}; load average at the end ${loadavg()
+    .map((x) => x.toFixed(1))
+    .join(' ')} on ${cpus().length} CPUs; ${new Date().toISOString()}.`,
 ];
 const text = `${lines.join('\n')}\n`;
 process.stdout.write(text);

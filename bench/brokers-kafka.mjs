@@ -58,7 +58,9 @@ function servicesEnv() {
       const i = line.indexOf('=');
       if (i > 0 && !env[line.slice(0, i)]) env[line.slice(0, i)] = line.slice(i + 1);
     }
-  } catch { /* no env file: rely on the environment */ }
+  } catch {
+    /* no env file: rely on the environment */
+  }
   if (!env.KAFKA_BROKERS || !env.KAFKA_CONTROL) {
     throw new Error('KAFKA_BROKERS / KAFKA_CONTROL not set and no services env file: run scripts/services.sh up kafka');
   }
@@ -102,9 +104,18 @@ function rowChanges(n) {
     const version = Math.floor(i / KEYS);
     const row = { id: k, customer: `c-${k % 997}`, status: version === 0 ? 'new' : 'paid', version, total: (k * 3.7).toFixed(2) };
     out.push({
-      id: String(1_000_000 + i), source: 'table', channel: 'public.orders', op: version === 0 ? 'INSERT' : 'UPDATE',
-      schema: 'public', table: 'orders', key: String(k), new: row, old: version === 0 ? null : { ...row, version: version - 1 },
-      payload: undefined, at: new Date(base + i).toISOString(), txid: String(7_000_000 + i),
+      id: String(1_000_000 + i),
+      source: 'table',
+      channel: 'public.orders',
+      op: version === 0 ? 'INSERT' : 'UPDATE',
+      schema: 'public',
+      table: 'orders',
+      key: String(k),
+      new: row,
+      old: version === 0 ? null : { ...row, version: version - 1 },
+      payload: undefined,
+      at: new Date(base + i).toISOString(),
+      txid: String(7_000_000 + i),
     });
   }
   return out;
@@ -122,9 +133,12 @@ function pacedSource(envelopes, rate) {
 const quiet = createLogger({ level: 'silent', destination: new Writable({ write: (_c, _e, cb) => cb() }) });
 
 function configure(topic) {
-  const config = parseConfig({
-    sinks: { kafka: { type: 'kafka', brokers: env.KAFKA_BROKERS, topic, acks: 'all', batch: { size: BATCH }, concurrency: IN_FLIGHT } },
-  }, { sinks: sinkDefinitions });
+  const config = parseConfig(
+    {
+      sinks: { kafka: { type: 'kafka', brokers: env.KAFKA_BROKERS, topic, acks: 'all', batch: { size: BATCH }, concurrency: IN_FLIGHT } },
+    },
+    { sinks: sinkDefinitions },
+  );
   return config.sinks[0];
 }
 
@@ -156,10 +170,12 @@ async function runSidekick(source) {
       while (dispatcher.size >= 10_000) await new Promise((r) => setTimeout(r, 1));
     }
     const bornAt = source.paced ? t0 + (i * 1000) / source.rate : t0;
-    done.push(dispatcher.deliver(envelopes[i]).then((d) => {
-      if (d.status !== 'delivered') failed++;
-      latencies[i] = performance.now() - bornAt;
-    }));
+    done.push(
+      dispatcher.deliver(envelopes[i]).then((d) => {
+        if (d.status !== 'delivered') failed++;
+        latencies[i] = performance.now() - bornAt;
+      }),
+    );
   }
   await Promise.all(done);
   const seconds = (performance.now() - t0) / 1000;
@@ -168,7 +184,12 @@ async function runSidekick(source) {
   await sink.stop();
   if (failed > 0) throw new Error(`${failed} envelopes not delivered`);
   latencies.sort();
-  return { rate: envelopes.length / seconds, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), cpu: (cpu.user + cpu.system) / envelopes.length };
+  return {
+    rate: envelopes.length / seconds,
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+    cpu: (cpu.user + cpu.system) / envelopes.length,
+  };
 }
 
 /** A bare kafkajs producer: the same records, batches of BATCH, IN_FLIGHT sendBatch calls at once. */
@@ -189,7 +210,9 @@ async function runBaseline(envelopes) {
       for (let i = from; i < next; i++) {
         const e = envelopes[i];
         messages.push({
-          key: e.key, value: JSON.stringify(envelopeJson(e)), timestamp: String(Date.parse(e.at)),
+          key: e.key,
+          value: JSON.stringify(envelopeJson(e)),
+          timestamp: String(Date.parse(e.at)),
           headers: { id: e.id, channel: e.channel, source: e.source, op: e.op },
         });
       }
@@ -203,7 +226,12 @@ async function runBaseline(envelopes) {
   const cpu = process.cpuUsage(cpu0);
   await producer.disconnect();
   latencies.sort();
-  return { rate: envelopes.length / seconds, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), cpu: (cpu.user + cpu.system) / envelopes.length };
+  return {
+    rate: envelopes.length / seconds,
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+    cpu: (cpu.user + cpu.system) / envelopes.length,
+  };
 }
 
 const median = (xs) => {
@@ -228,12 +256,22 @@ for (let run = 1; run <= RUNS; run++) {
   }
   results.live.push(await runSidekick(pacedSource(liveEnvelopes, LIVE_RATE)));
   const last = (k) => results[k][results[k].length - 1];
-  process.stderr.write(`run ${run}/${RUNS}: baseline ${Math.round(last('baseline').rate)}/s, sidekick ${Math.round(last('backlog').rate)}/s, live p99 ${last('live').p99.toFixed(1)} ms\n`);
+  process.stderr.write(
+    `run ${run}/${RUNS}: baseline ${Math.round(last('baseline').rate)}/s, sidekick ${Math.round(last('backlog').rate)}/s, live p99 ${last('live').p99.toFixed(1)} ms\n`,
+  );
 }
 
-const summary = Object.fromEntries(Object.entries(results).map(([k, rs]) => [k, {
-  rate: median(rs.map((r) => r.rate)), p50: median(rs.map((r) => r.p50)), p99: median(rs.map((r) => r.p99)), cpu: median(rs.map((r) => r.cpu)),
-}]));
+const summary = Object.fromEntries(
+  Object.entries(results).map(([k, rs]) => [
+    k,
+    {
+      rate: median(rs.map((r) => r.rate)),
+      p50: median(rs.map((r) => r.p50)),
+      p99: median(rs.map((r) => r.p99)),
+      cpu: median(rs.map((r) => r.cpu)),
+    },
+  ]),
+);
 const fmt = (n) => Math.round(n).toLocaleString('en-US');
 const ms = (n) => `${n.toFixed(1)} ms`;
 const us = (n) => `${n.toFixed(1)} µs`;
@@ -241,8 +279,8 @@ const base = summary.baseline.rate;
 const lines = [
   `## Kafka sink — ${EVENTS.toLocaleString('en-US')}-event backlog, medians of ${RUNS} runs${quick ? ' (--quick)' : ''}`,
   '',
-  `Broker: librdkafka mock cluster (in-memory, Kafka wire protocol, 1 broker, ${PARTITIONS} partitions; not a real Kafka). `
-    + `Node ${process.version}, kafkajs 2.2.4, acks=all, batches of ${BATCH}, ${IN_FLIGHT} requests in flight, ${KEYS.toLocaleString('en-US')} keys.`,
+  `Broker: librdkafka mock cluster (in-memory, Kafka wire protocol, 1 broker, ${PARTITIONS} partitions; not a real Kafka). ` +
+    `Node ${process.version}, kafkajs 2.2.4, acks=all, batches of ${BATCH}, ${IN_FLIGHT} requests in flight, ${KEYS.toLocaleString('en-US')} keys.`,
   '',
   '| scenario | events/s | vs bare kafkajs | p50 latency | p99 latency | client CPU per event |',
   '|---|---:|---:|---:|---:|---:|',
@@ -250,10 +288,12 @@ const lines = [
   `| pg-sidekick dispatcher + kafka sink, backlog (t0 → ack) | ${fmt(summary.backlog.rate)} | ${(summary.backlog.rate / base).toFixed(2)}× | ${ms(summary.backlog.p50)} | ${ms(summary.backlog.p99)} | ${us(summary.backlog.cpu)} |`,
   `| pg-sidekick, live stream at ${fmt(LIVE_RATE)}/s (arrival → ack) | ${fmt(summary.live.rate)} | — | ${ms(summary.live.p50)} | ${ms(summary.live.p99)} | ${us(summary.live.cpu)} |`,
   '',
-  'Backlog latency is measured from the moment the whole backlog is available, so it is mostly queueing '
-    + '(p50 ≈ time to drain half of it). The live row is the latency an event sees when nothing is queued. '
-    + 'Source: envelopes generated in memory (enqueue → broker ack); commit-to-broker needs the outbox drain. '
-    + `CPU = this Node process's user+system time per event (the broker runs in another process). Load average at the end: ${loadavg().map((l) => l.toFixed(1)).join(' ')} on ${cpus().length} cores.`,
+  'Backlog latency is measured from the moment the whole backlog is available, so it is mostly queueing ' +
+    '(p50 ≈ time to drain half of it). The live row is the latency an event sees when nothing is queued. ' +
+    'Source: envelopes generated in memory (enqueue → broker ack); commit-to-broker needs the outbox drain. ' +
+    `CPU = this Node process's user+system time per event (the broker runs in another process). Load average at the end: ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')} on ${cpus().length} cores.`,
   '',
 ];
 const table = lines.join('\n');

@@ -50,7 +50,8 @@ const backlogSize = quick ? 20_000 : 200_000;
 const WRITER_RATE = 10_000;
 
 const say = (line) => process.stderr.write(`${line}\n`);
-const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a');
+const fmt = (n, digits = 0) =>
+  Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a';
 const median = (xs) => {
   const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
   if (s.length === 0) return Number.NaN;
@@ -62,13 +63,33 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** Runs pgbench; resolves { tps, transactions }. */
 function pgbench(server, database, script, { clients, threads = Math.min(clients, 4), seconds: s, rate }) {
   return new Promise((resolve, reject) => {
-    const argv = ['-n', '-h', server.host, '-p', String(server.port), '-U', 'postgres', '-c', String(clients), '-j', String(threads), '-T', String(s), '-f', script];
+    const argv = [
+      '-n',
+      '-h',
+      server.host,
+      '-p',
+      String(server.port),
+      '-U',
+      'postgres',
+      '-c',
+      String(clients),
+      '-j',
+      String(threads),
+      '-T',
+      String(s),
+      '-f',
+      script,
+    ];
     if (rate) argv.push('-R', String(rate));
     argv.push(database);
     const child = spawn(`${PG_BIN}/pgbench`, argv, { env: { ...process.env, PGOPTIONS: '-c synchronous_commit=on' } });
     let out = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.stderr.on('data', (d) => { out += d; });
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    child.stderr.on('data', (d) => {
+      out += d;
+    });
     child.on('exit', (code) => {
       const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(out);
       const done = /number of transactions actually processed: (\d+)/.exec(out);
@@ -96,13 +117,20 @@ async function main() {
     for (const t of Object.keys(tables)) {
       await client.query(`CREATE TABLE ${t} (id bigserial PRIMARY KEY, name text NOT NULL, qty int NOT NULL, at timestamptz NOT NULL DEFAULT now())`);
     }
-    const specs = captureSpecsFromConfig([
-      { table: 'public.cap_stmt', columns: '*', mode: 'statement' },
-      { table: 'public.cap_row', columns: '*', mode: 'row' },
-    ], 'bench');
+    const specs = captureSpecsFromConfig(
+      [
+        { table: 'public.cap_stmt', columns: '*', mode: 'statement' },
+        { table: 'public.cap_row', columns: '*', mode: 'row' },
+      ],
+      'bench',
+    );
     await client.query(captureStatements(await resolveCaptures(client, specs)));
     const dir = mkdtempSync(join(tmpdir(), 'sk-bench-'));
-    const script = (name, sql) => { const f = join(dir, `${name}.sql`); writeFileSync(f, `${sql}\n`); return f; };
+    const script = (name, sql) => {
+      const f = join(dir, `${name}.sql`);
+      writeFileSync(f, `${sql}\n`);
+      return f;
+    };
     const reset = async () => {
       await client.query('TRUNCATE plain, cap_stmt, cap_row, sidekick.outbox, sidekick.row_changes');
       await client.query('CHECKPOINT');
@@ -113,7 +141,13 @@ async function main() {
       const workloads = [
         { name: '1-row transactions, 2 clients', clients: 2, rows: 1, sql: (t) => `INSERT INTO ${t} (name, qty) VALUES ('abc', 1);`, target: 0.9 },
         { name: '1-row transactions, 8 clients', clients: 8, rows: 1, sql: (t) => `INSERT INTO ${t} (name, qty) VALUES ('abc', 1);`, target: 0.75 },
-        { name: '100-row statements, 2 clients', clients: 2, rows: 100, sql: (t) => `INSERT INTO ${t} (name, qty) SELECT 'abc', g FROM generate_series(1, 100) g;`, target: 0.6 },
+        {
+          name: '100-row statements, 2 clients',
+          clients: 2,
+          rows: 100,
+          sql: (t) => `INSERT INTO ${t} (name, qty) SELECT 'abc', g FROM generate_series(1, 100) g;`,
+          target: 0.6,
+        },
       ];
       const results = new Map();
       const ratios = new Map();
@@ -135,9 +169,14 @@ async function main() {
         }
       }
       const where = `PostgreSQL 15, a server of the benchmark's own, fsync=${fsync}, synchronous_commit=on${fsync === 'on' ? '' : ' — NOT for quoting'}`;
-      lines.push(`## Capture: what the trigger costs the writers${quick ? ' (--quick)' : ''}`, '',
-        `${where}; pgbench, median of ${runs} interleaved runs × ${seconds} s (× plain: the median of each run's ratio to the plain run beside it); no drain running (the writers' own cost).`, '',
-        '| workload | variant | rows/s | × plain | target |', '|---|---|---:|---:|---:|');
+      lines.push(
+        `## Capture: what the trigger costs the writers${quick ? ' (--quick)' : ''}`,
+        '',
+        `${where}; pgbench, median of ${runs} interleaved runs × ${seconds} s (× plain: the median of each run's ratio to the plain run beside it); no drain running (the writers' own cost).`,
+        '',
+        '| workload | variant | rows/s | × plain | target |',
+        '|---|---|---:|---:|---:|',
+      );
       for (const w of workloads) {
         for (const t of Object.keys(tables)) {
           const value = median(results.get(`${w.name}|${t}`));
@@ -178,12 +217,15 @@ async function main() {
           };
         },
       };
-      const config = parseConfig({
-        database: url,
-        capture: [{ table: 'public.cap_stmt' }],
-        sinks: { sink: { type: 'noop' } },
-        routes: [{ from: '*', to: 'sink' }],
-      }, { file: 'bench', env: {}, sinks: [...sinkDefinitions, noop] });
+      const config = parseConfig(
+        {
+          database: url,
+          capture: [{ table: 'public.cap_stmt' }],
+          sinks: { sink: { type: 'noop' } },
+          routes: [{ from: '*', to: 'sink' }],
+        },
+        { file: 'bench', env: {}, sinks: [...sinkDefinitions, noop] },
+      );
       const logger = createLogger({ level: process.env.LOG_LEVEL ?? 'warn' });
       const pending = async () => Number((await client.query('SELECT count(*) AS n FROM sidekick.events')).rows[0].n);
 
@@ -210,7 +252,9 @@ async function main() {
         steady.p50.push(percentile(sorted, 50));
         steady.p99.push(percentile(sorted, 99));
         steady.writers.push(tps);
-        say(`  drain under ${fmt(tps)} tx/s of writers: ${fmt(deliveredDuring / elapsed)} events/s, backlog ${backlog}, p50 ${percentile(sorted, 50)} ms, p99 ${percentile(sorted, 99)} ms (run ${r + 1}/${runs})`);
+        say(
+          `  drain under ${fmt(tps)} tx/s of writers: ${fmt(deliveredDuring / elapsed)} events/s, backlog ${backlog}, p50 ${percentile(sorted, 50)} ms, p99 ${percentile(sorted, 99)} ms (run ${r + 1}/${runs})`,
+        );
       }
       const fromBacklog = [];
       for (let r = 0; r < runs; r++) {
@@ -227,19 +271,28 @@ async function main() {
         await bridge.stop();
         const left = await pending();
         fromBacklog.push(delivered >= backlogSize && left === 0 ? backlogSize / elapsed : Number.NaN);
-        say(`  drain from a backlog of ${fmt(backlogSize)}: ${fmt(backlogSize / elapsed)} events/s, ${left} left in the outbox (run ${r + 1}/${runs})`);
+        say(
+          `  drain from a backlog of ${fmt(backlogSize)}: ${fmt(backlogSize / elapsed)} events/s, ${left} left in the outbox (run ${r + 1}/${runs})`,
+        );
       }
       const rate = median(fromBacklog);
       const p99 = median(steady.p99);
       const backlog = median(steady.backlog);
-      lines.push(`## Capture: the drain (outbox → no-op sink)${quick ? ' (--quick)' : ''}`, '',
-        `Same server, now with fsync=${drainFsync}${drainFsync === 'off' ? ' (this disk cannot take 10 000 fsynced transactions a second; the drain is what is measured)' : ''}, writers with synchronous_commit=on. The bridge runs in the benchmark's process; its bookkeeping commits use synchronous_commit=off. Writers: pgbench, 32 clients, 1-row INSERT transactions on a captured table (statement trigger), rate-limited to ${fmt(WRITER_RATE)}/s for ${seconds} s; latency from the writer's transaction start to the sink. Median of ${runs} runs.`, '',
-        '| scenario | writers tx/s | events/s | p50 ms | p99 ms | backlog when writers stop | target |', '|---|---:|---:|---:|---:|---:|---|',
+      lines.push(
+        `## Capture: the drain (outbox → no-op sink)${quick ? ' (--quick)' : ''}`,
+        '',
+        `Same server, now with fsync=${drainFsync}${drainFsync === 'off' ? ' (this disk cannot take 10 000 fsynced transactions a second; the drain is what is measured)' : ''}, writers with synchronous_commit=on. The bridge runs in the benchmark's process; its bookkeeping commits use synchronous_commit=off. Writers: pgbench, 32 clients, 1-row INSERT transactions on a captured table (statement trigger), rate-limited to ${fmt(WRITER_RATE)}/s for ${seconds} s; latency from the writer's transaction start to the sink. Median of ${runs} runs.`,
+        '',
+        '| scenario | writers tx/s | events/s | p50 ms | p99 ms | backlog when writers stop | target |',
+        '|---|---:|---:|---:|---:|---:|---|',
         `| writers at ${fmt(WRITER_RATE)} tx/s → drain → no-op sink | ${fmt(median(steady.writers))} | ${fmt(median(steady.rate))} | ${fmt(median(steady.p50), 1)} | ${fmt(p99, 1)} | ${fmt(backlog)} | p99 ≤ 100 ms ${p99 <= 100 ? '✓' : '✗'}, backlog ≈ 0 ${backlog <= WRITER_RATE * 0.05 ? '✓' : '✗'} |`,
         `| backlog of ${fmt(backlogSize)} → drain → no-op sink | – | ${fmt(rate)} | | | | ≥ 40,000/s ${rate >= 40_000 ? '✓' : '✗'} |`,
         '',
-        `Machine: ${cpus()[0]?.model?.trim()}, ${cpus().length} cores; load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')} (other work on the machine shows up as noise).`,
-        '');
+        `Machine: ${cpus()[0]?.model?.trim()}, ${cpus().length} cores; load average at the end ${loadavg()
+          .map((l) => l.toFixed(1))
+          .join(' ')} (other work on the machine shows up as noise).`,
+        '',
+      );
     }
   } finally {
     await client.end().catch(() => {});

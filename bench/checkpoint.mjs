@@ -71,15 +71,22 @@ async function one(server, { checkpointAfter, slowMs }, run) {
   const specs = captureSpecsFromConfig([{ table: 't', columns: '*', mode: 'statement' }]);
   await c.query(captureStatements(await resolveCaptures(c, specs)));
   process.env.BENCH_SLOW_MS = String(slowMs);
-  const config = parseConfig({
-    database: url,
-    outbox: { checkpointAfter },
-    sinks: { fast: { type: 'lagging' }, slow: { type: 'lagging', concurrency: 32 } },
-    routes: [{ from: 'public.t', to: ['fast', 'slow'] }],
-  }, { file: 'bench', env: {}, sinks: [lagging] });
+  const config = parseConfig(
+    {
+      database: url,
+      outbox: { checkpointAfter },
+      sinks: { fast: { type: 'lagging' }, slow: { type: 'lagging', concurrency: 32 } },
+      routes: [{ from: 'public.t', to: ['fast', 'slow'] }],
+    },
+    { file: 'bench', env: {}, sinks: [lagging] },
+  );
   const bridge = createBridge({ config, logger: createLogger({ level: 'silent' }) });
   await bridge.start();
-  const before = (await c.query(`SELECT pg_current_wal_lsn() AS lsn, coalesce((SELECT n_tup_ins FROM pg_stat_user_tables WHERE relid = 'sidekick.deliveries'::regclass), 0) AS ins`)).rows[0];
+  const before = (
+    await c.query(
+      `SELECT pg_current_wal_lsn() AS lsn, coalesce((SELECT n_tup_ins FROM pg_stat_user_tables WHERE relid = 'sidekick.deliveries'::regclass), 0) AS ins`,
+    )
+  ).rows[0];
   const writer = new pg.Client({ connectionString: url });
   await writer.connect();
   const samples = [];
@@ -109,7 +116,12 @@ async function one(server, { checkpointAfter, slowMs }, run) {
   }
   await c.query('SELECT pg_stat_force_next_flush()');
   await sleep(50);
-  const after = (await c.query(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1) AS wal, coalesce((SELECT n_tup_ins FROM pg_stat_user_tables WHERE relid = 'sidekick.deliveries'::regclass), 0) AS ins`, [before.lsn])).rows[0];
+  const after = (
+    await c.query(
+      `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1) AS wal, coalesce((SELECT n_tup_ins FROM pg_stat_user_tables WHERE relid = 'sidekick.deliveries'::regclass), 0) AS ins`,
+      [before.lsn],
+    )
+  ).rows[0];
   await bridge.stop();
   await writer.end();
   await c.end();
@@ -136,12 +148,18 @@ try {
     for (let i = 0; i < cases.length; i++) results[i].push(await one(server, cases[i], r));
   }
   console.log(`\ncheckpointAfter: events a crash would send the fast sink again, and what the copies cost`);
-  console.log(`(one writer, ${RATE} single-row inserts/s for ${SECONDS} s; two sinks: fast, and slow with a fixed latency; medians of ${RUNS} runs)\n`);
-  console.log('| slow sink latency | checkpointAfter | re-sent after a crash (median / p95 events) | as traffic | backlog copies per event | WAL bytes per event |');
+  console.log(
+    `(one writer, ${RATE} single-row inserts/s for ${SECONDS} s; two sinks: fast, and slow with a fixed latency; medians of ${RUNS} runs)\n`,
+  );
+  console.log(
+    '| slow sink latency | checkpointAfter | re-sent after a crash (median / p95 events) | as traffic | backlog copies per event | WAL bytes per event |',
+  );
   console.log('|---:|---:|---:|---:|---:|---:|');
   cases.forEach((c, i) => {
     const m = (k) => median(results[i].map((x) => x[k]));
-    console.log(`| ${c.slowMs} ms | ${c.checkpointAfter / 1000} s | ${Math.round(m('exposure'))} / ${Math.round(m('exposure95'))} | ${(m('exposure') / RATE).toFixed(2)} s | ${m('copies').toFixed(2)} | ${Math.round(m('wal'))} |`);
+    console.log(
+      `| ${c.slowMs} ms | ${c.checkpointAfter / 1000} s | ${Math.round(m('exposure'))} / ${Math.round(m('exposure95'))} | ${(m('exposure') / RATE).toFixed(2)} s | ${m('copies').toFixed(2)} | ${Math.round(m('wal'))} |`,
+    );
   });
 } finally {
   await server.stop();

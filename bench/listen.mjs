@@ -20,10 +20,12 @@ import pg from 'pg';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = join(ROOT, 'dist/src/cli.js');
-const args = Object.fromEntries(process.argv.slice(2).map((a) => {
-  const [k, v] = a.replace(/^--/, '').split('=');
-  return [k, v ?? true];
-}));
+const args = Object.fromEntries(
+  process.argv.slice(2).map((a) => {
+    const [k, v] = a.replace(/^--/, '').split('=');
+    return [k, v ?? true];
+  }),
+);
 const quick = Boolean(args.quick);
 const runs = Number(args.runs ?? (quick ? 1 : 3));
 const burstN = Number(args.burst ?? (quick ? 100_000 : 1_000_000));
@@ -40,9 +42,13 @@ function databaseUrl() {
   if (process.env.DATABASE_URL) return process.env.DATABASE_URL;
   const dir = process.env.SIDEKICK_SERVICES_DIR || '/var/tmp/pg-sidekick-services';
   try {
-    const line = readFileSync(join(dir, 'env'), 'utf8').split('\n').find((l) => l.startsWith('DATABASE_URL='));
+    const line = readFileSync(join(dir, 'env'), 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('DATABASE_URL='));
     if (line) return line.slice('DATABASE_URL='.length).trim();
-  } catch { /* fall through */ }
+  } catch {
+    /* fall through */
+  }
   console.error('set DATABASE_URL (or start the test services: scripts/services.sh up pg)');
   process.exit(1);
 }
@@ -76,7 +82,9 @@ await c.query('LISTEN "' + channel + '"');
 
 // Every contender started, so that none outlives this script if a run fails.
 const children = new Set();
-process.on('exit', () => { for (const child of children) child.kill('SIGKILL'); });
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+});
 
 /** Starts a contender; resolves once its backend has LISTENed. */
 async function startContender(kind, channel, target) {
@@ -95,7 +103,8 @@ async function startContender(kind, channel, target) {
   for (;;) {
     const { rows } = await admin.query(
       `SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle' AND query ILIKE 'LISTEN %' AND query LIKE $2`,
-      [appName, `%${channel}%`]);
+      [appName, `%${channel}%`],
+    );
     if (rows.length > 0) break;
     if (Date.now() > deadline || child.exitCode !== null) throw new Error(`${kind} did not start listening`);
     await new Promise((r) => setTimeout(r, 20));
@@ -139,9 +148,7 @@ async function burstRun(kind) {
   for (let i = 1; i <= burstN; i++) bytes += String(i).length + 1;
   const senderPid = (await admin.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
   if (kind === 'listen -H') bytes += burstN * `${channel}: (${senderPid}) `.length;
-  const watching = kind === 'bare'
-    ? watch(child, (chunks) => chunks.at(-1).toString().endsWith('\n'))
-    : watch(child, (_, total) => total >= bytes);
+  const watching = kind === 'bare' ? watch(child, (chunks) => chunks.at(-1).toString().endsWith('\n')) : watch(child, (_, total) => total >= bytes);
   const t0 = performance.now();
   await admin.query(`SELECT count(pg_notify($1, i::text)) FROM generate_series(1, ${burstN}) i`, [channel]);
   const { first, last, chunks } = await watching;
@@ -164,8 +171,12 @@ function runPgbench(argv) {
     const child = spawn(pgbenchPath(), argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
     child.on('error', reject);
     child.on('exit', (status) => resolve({ status, stdout, stderr }));
   });
@@ -179,18 +190,19 @@ function runPgbench(argv) {
 async function sustainedRun(kinds, dir) {
   const channel = channelName();
   const script = join(dir, `${channel}.sql`);
-  writeFileSync(script, [
-    '\\set n random(1, 1000000000)',
-    'BEGIN;',
-    ...[1, 2, 3, 4].map((k) => `SELECT pg_notify('${channel}', :n || '-${k}');`),
-    'COMMIT;',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    script,
+    ['\\set n random(1, 1000000000)', 'BEGIN;', ...[1, 2, 3, 4].map((k) => `SELECT pg_notify('${channel}', :n || '-${k}');`), 'COMMIT;', ''].join(
+      '\n',
+    ),
+  );
   const procs = [];
   for (const kind of kinds) procs.push(await startContender(kind, channel, 0));
-  const watching = kinds.map((kind, i) => kind === 'bare'
-    ? watch(procs[i], (chunks) => /D\d+\n$/.test(chunks.at(-1).toString()))
-    : watch(procs[i], (chunks) => chunks.at(-1).toString().endsWith('END\n')));
+  const watching = kinds.map((kind, i) =>
+    kind === 'bare'
+      ? watch(procs[i], (chunks) => /D\d+\n$/.test(chunks.at(-1).toString()))
+      : watch(procs[i], (chunks) => chunks.at(-1).toString().endsWith('END\n')),
+  );
   const t0 = performance.now();
   // Asynchronously: this process must keep reading the contenders' pipes while pgbench runs.
   const bench = await runPgbench(['-n', '-c', '4', '-j', '2', '-T', String(seconds), '-f', script, URL_]);
@@ -245,7 +257,9 @@ async function sustainedSection() {
       const result = await sustainedRun(r % 2 === 0 ? ['bare', 'listen'] : ['listen', 'bare'], dir);
       for (const c of ['bare', 'listen']) {
         results[c].push(result[c]);
-        console.error(`  ${c}: ${fmt(result[c].total)}/s delivered (${fmt(result[c].sent)} sent), last one ${Math.round(result[c].lagMs)} ms after pgbench ended`);
+        console.error(
+          `  ${c}: ${fmt(result[c].total)}/s delivered (${fmt(result[c].sent)} sent), last one ${Math.round(result[c].lagMs)} ms after pgbench ended`,
+        );
       }
     }
   } finally {
@@ -259,10 +273,7 @@ async function sustainedSection() {
   });
 }
 
-const rows = [
-  ...(only !== 'sustained' ? await burstSection() : []),
-  ...(only !== 'burst' ? await sustainedSection() : []),
-];
+const rows = [...(only !== 'sustained' ? await burstSection() : []), ...(only !== 'burst' ? await sustainedSection() : [])];
 await admin.end();
 
 const table = [

@@ -62,7 +62,10 @@ const option = (name, fallback) => {
 };
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--quick') continue;
-  if (['--runs', '--seconds', '--only', '--sink-buffer'].includes(args[i])) { i++; continue; }
+  if (['--runs', '--seconds', '--only', '--sink-buffer'].includes(args[i])) {
+    i++;
+    continue;
+  }
   throw new Error(`unknown argument ${args[i]} (use --quick, --runs N, --seconds S, --only webhook,webhook-20ms,kafka,amqp,redis, --sink-buffer N)`);
 }
 const quick = args.includes('--quick');
@@ -70,7 +73,10 @@ const RUNS = Number(option('--runs', 3));
 const SECONDS = Number(option('--seconds', quick ? 2 : 5));
 /** outbox.sinkBuffer for the bridge (default: the config's default). */
 const SINK_BUFFER = option('--sink-buffer') === undefined ? undefined : Number(option('--sink-buffer'));
-const ONLY = option('--only', '').split(',').map((s) => s.trim()).filter(Boolean);
+const ONLY = option('--only', '')
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
 const BACKLOG = quick ? 20_000 : 200_000;
 const RATES = [2_000, 10_000];
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
@@ -78,7 +84,7 @@ if (!(RUNS >= 1)) throw new Error('--runs must be ≥ 1');
 
 const say = (line) => process.stderr.write(`${line}\n`);
 const env = servicesEnv();
-const quietLogger = createLogger({ level: 'silent', destination: new Writable({ write: (_c, _e, cb) => cb() }) });
+const _quietLogger = createLogger({ level: 'silent', destination: new Writable({ write: (_c, _e, cb) => cb() }) });
 const logger = createLogger({ level: process.env.LOG_LEVEL ?? 'warn' });
 const body = (e) => JSON.stringify(envelopeJson(e));
 const rand = () => Math.random().toString(36).slice(2, 10);
@@ -96,42 +102,54 @@ function newRecording(committedAt) {
   return { txid: committedAt === undefined ? new Map() : undefined, committedAt, received: new Map() };
 }
 // Frozen like defineSink's: parseConfig deep-freezes the config and stops at frozen objects (the zod shapes).
-const timedDefinitions = sinkDefinitions.map((definition) => Object.freeze({
-  ...definition,
-  create(options, context) {
-    const sink = definition.create(options, context);
-    // Everything else (name, type, ordered, start, stop, check) is the sink's own.
-    const timed = Object.create(sink);
-    // A webhook's receipts come from the receiver's clock (target.receipts); brokers are timed at
-    // the acknowledgement. Kept light (no extra async frame per send): it runs in the measured process.
-    const atAck = definition.type !== 'webhook';
-    timed.send = (batch, signal) => {
-      const r = recording;
-      if (!r) return sink.send(batch, signal);
-      if (r.txid) for (const e of batch) r.txid.set(e.id, e.txid);
-      const sent = sink.send(batch, signal);
-      if (!atAck) return sent;
-      return sent.then((outcomes) => {
-        const at = clock();
-        for (let i = 0; i < outcomes.length; i++) if (outcomes[i].ok && !r.received.has(batch[i].id)) r.received.set(batch[i].id, at);
-        return outcomes;
-      });
-    };
-    return timed;
-  },
-}));
+const timedDefinitions = sinkDefinitions.map((definition) =>
+  Object.freeze({
+    ...definition,
+    create(options, context) {
+      const sink = definition.create(options, context);
+      // Everything else (name, type, ordered, start, stop, check) is the sink's own.
+      const timed = Object.create(sink);
+      // A webhook's receipts come from the receiver's clock (target.receipts); brokers are timed at
+      // the acknowledgement. Kept light (no extra async frame per send): it runs in the measured process.
+      const atAck = definition.type !== 'webhook';
+      timed.send = (batch, signal) => {
+        const r = recording;
+        if (!r) return sink.send(batch, signal);
+        if (r.txid) for (const e of batch) r.txid.set(e.id, e.txid);
+        const sent = sink.send(batch, signal);
+        if (!atAck) return sent;
+        return sent.then((outcomes) => {
+          const at = clock();
+          for (let i = 0; i < outcomes.length; i++) if (outcomes[i].ok && !r.received.has(batch[i].id)) r.received.set(batch[i].id, at);
+          return outcomes;
+        });
+      };
+      return timed;
+    },
+  }),
+);
 
 // ---- the webhook receiver: bench/webhook.mjs's, in a child process ------------------------------------
 function startReceiver(delayMs) {
   const child = fork(join(here, 'webhook.mjs'), ['--receiver', String(delayMs)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   return new Promise((resolve, reject) => {
     child.once('error', reject);
-    child.once('message', ({ port }) => resolve({
-      url: `http://127.0.0.1:${port}`,
-      /** Receipts since the last call: { ids, times } (webhook-id header, receiver clock). */
-      collect: () => new Promise((r) => { child.once('message', r); child.send('collect'); }),
-      stop: () => new Promise((r) => { child.once('exit', r); child.send('exit'); }),
-    }));
+    child.once('message', ({ port }) =>
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        /** Receipts since the last call: { ids, times } (webhook-id header, receiver clock). */
+        collect: () =>
+          new Promise((r) => {
+            child.once('message', r);
+            child.send('collect');
+          }),
+        stop: () =>
+          new Promise((r) => {
+            child.once('exit', r);
+            child.send('exit');
+          }),
+      }),
+    );
   });
 }
 
@@ -159,14 +177,18 @@ async function makeTargets() {
       rates: delay === 0 ? RATES : [],
       baselines: [
         { make: () => bareUndici(fixed, body, { concurrency: 32 }), n: backlog },
-        { make: () => sequentialHttp(fixed, body), n: delay === 0 ? (quick ? 2_000 : 20_000) : (quick ? 40 : 200) },
+        { make: () => sequentialHttp(fixed, body), n: delay === 0 ? (quick ? 2_000 : 20_000) : quick ? 40 : 200 },
       ],
       async receipts(r) {
         const got = await receiver.collect();
         for (let i = 0; i < got.ids.length; i++) if (!r.received.has(got.ids[i])) r.received.set(got.ids[i], got.times[i]);
       },
-      async reset() { await receiver.collect(); },
-      async close() { await receiver.stop(); },
+      async reset() {
+        await receiver.collect();
+      },
+      async close() {
+        await receiver.stop();
+      },
       target: delay === 0 ? { backlog: 20_000, p99At2000: 50 } : { backlog: 1_000 },
     });
   }
@@ -208,8 +230,14 @@ async function makeTargets() {
       rates: RATES,
       baselines: [{ make: () => bareAmqp(url, exchange, body, { size: 500, concurrency: 8 }), n: BACKLOG }],
       async receipts() {},
-      async reset() { await ch.purgeQueue(queue); },
-      async close() { await ch.deleteQueue(queue); await ch.deleteExchange(exchange); await admin.close(); },
+      async reset() {
+        await ch.purgeQueue(queue);
+      },
+      async close() {
+        await ch.deleteQueue(queue);
+        await ch.deleteExchange(exchange);
+        await admin.close();
+      },
       target: { backlog: 10_000 },
     });
   }
@@ -226,8 +254,13 @@ async function makeTargets() {
       rates: RATES,
       baselines: [{ make: () => bareRedis(url, stream, body, { size: 500, concurrency: 4 }), n: BACKLOG }],
       async receipts() {},
-      async reset() { await admin.del(stream); },
-      async close() { await admin.del(stream); admin.disconnect(); },
+      async reset() {
+        await admin.del(stream);
+      },
+      async close() {
+        await admin.del(stream);
+        admin.disconnect();
+      },
       target: { backlog: 30_000 },
     });
   }
@@ -236,9 +269,17 @@ async function makeTargets() {
 
 // ---- measurements -------------------------------------------------------------------------------------
 async function main() {
-  const loadAtStart = loadavg().map((l) => l.toFixed(2)).join(' ');
+  const loadAtStart = loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
   say(`rows bench: starting a PostgreSQL server of its own (fsync=on, track_commit_timestamp=on) …`);
-  const server = await startServer({ fsync: 'on', synchronous_commit: 'on', track_commit_timestamp: 'on', max_wal_size: '8GB', checkpoint_timeout: '30min' });
+  const server = await startServer({
+    fsync: 'on',
+    synchronous_commit: 'on',
+    track_commit_timestamp: 'on',
+    max_wal_size: '8GB',
+    checkpoint_timeout: '30min',
+  });
   const database = 'bench';
   const admin = new pg.Client({ connectionString: server.url });
   await admin.connect();
@@ -262,21 +303,28 @@ async function main() {
       await db.query('TRUNCATE orders, sidekick.outbox, sidekick.row_changes, sidekick.deliveries, sidekick.dead_letters');
       await db.query('CHECKPOINT');
     };
-    const pending = async () => Number((await db.query('SELECT (SELECT count(*) FROM sidekick.events) + (SELECT count(*) FROM sidekick.deliveries) AS n')).rows[0].n);
-    const bridgeFor = (target) => createBridge({
-      config: parseConfig({
-        database: url,
-        capture: [{ table: 'public.orders' }],
-        ...(SINK_BUFFER ? { outbox: { sinkBuffer: SINK_BUFFER } } : {}),
-        sinks: { sink: target.sink },
-        routes: [{ from: '*', to: 'sink' }],
-      }, { file: 'bench', env: {}, sinks: timedDefinitions }),
-      logger,
-    });
+    const pending = async () =>
+      Number((await db.query('SELECT (SELECT count(*) FROM sidekick.events) + (SELECT count(*) FROM sidekick.deliveries) AS n')).rows[0].n);
+    const bridgeFor = (target) =>
+      createBridge({
+        config: parseConfig(
+          {
+            database: url,
+            capture: [{ table: 'public.orders' }],
+            ...(SINK_BUFFER ? { outbox: { sinkBuffer: SINK_BUFFER } } : {}),
+            sinks: { sink: target.sink },
+            routes: [{ from: '*', to: 'sink' }],
+          },
+          { file: 'bench', env: {}, sinks: timedDefinitions },
+        ),
+        logger,
+      });
     /** Commit time (ms since the epoch) of each txid, from pg_xact_commit_timestamp. */
     const commitTimes = async (txids) => {
       const { rows } = await db.query(
-        `SELECT x::text AS x, extract(epoch FROM pg_xact_commit_timestamp(x::xid))::float8 * 1000 AS ms FROM unnest($1::xid8[]) AS x`, [[...new Set(txids)]]);
+        `SELECT x::text AS x, extract(epoch FROM pg_xact_commit_timestamp(x::xid))::float8 * 1000 AS ms FROM unnest($1::xid8[]) AS x`,
+        [[...new Set(txids)]],
+      );
       return new Map(rows.map((r) => [r.x, r.ms]));
     };
     /** Waits until `n` events were received (polling the target), at most `ms`. */
@@ -287,7 +335,11 @@ async function main() {
         await target.receipts(r);
       }
     };
-    const latest = (r) => { let t = -Infinity; for (const v of r.received.values()) if (v > t) t = v; return t; };
+    const latest = (r) => {
+      let t = -Infinity;
+      for (const v of r.received.values()) if (v > t) t = v;
+      return t;
+    };
     /** Commit → receipt latencies of every received event, sorted. */
     const latencies = async (r) => {
       if (r.committedAt !== undefined) return [...r.received.values()].map((at) => at - r.committedAt).sort((a, b) => a - b);
@@ -302,13 +354,16 @@ async function main() {
 
     async function backlogRun(target, n) {
       await reset();
-      const { rows: [written] } = await db.query(`WITH w AS (
+      const {
+        rows: [written],
+      } = await db.query(`WITH w AS (
           INSERT INTO orders (customer, total, status) SELECT 'c-' || (g % 997), g * 0.37, 'new' FROM generate_series(1, ${n}) g RETURNING 1
         ) SELECT count(*)::int AS n, pg_current_xact_id()::text AS txid FROM w`);
       if (written.n !== n) throw new Error(`backlog: wrote ${written.n} rows, not ${n}`);
       const committedAt = (await commitTimes([written.txid])).get(written.txid);
       if (committedAt == null) throw new Error('backlog: no commit timestamp for the writer (track_commit_timestamp off?)');
-      const r = (recording = newRecording(committedAt));
+      recording = newRecording(committedAt);
+      const r = recording;
       const bridge = bridgeFor(target);
       const t0 = clock();
       const cpu0 = process.cpuUsage();
@@ -328,14 +383,22 @@ async function main() {
       if (r.received.size < n || left > 0) throw new Error(`${target.id} backlog: ${r.received.size} of ${n} received, ${left} left in the outbox`);
       const last = latest(r);
       const lat = await latencies(r);
-      return { eps: n / ((last - t0) / 1000), p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), n, spilled,
+      return {
+        eps: n / ((last - t0) / 1000),
+        p50: percentile(lat, 0.5),
+        p99: percentile(lat, 0.99),
+        n,
+        spilled,
         cpuPerEvent: (cpu.user + cpu.system) / n,
-        threadBusy: thread1 ? (thread1.run - thread0.run) / wall : Number.NaN, threadStarved: thread1 ? (thread1.wait - thread0.wait) / wall : Number.NaN };
+        threadBusy: thread1 ? (thread1.run - thread0.run) / wall : Number.NaN,
+        threadStarved: thread1 ? (thread1.wait - thread0.wait) / wall : Number.NaN,
+      };
     }
 
     async function liveRun(target, rate) {
       await reset();
-      const r = (recording = newRecording());
+      recording = newRecording();
+      const r = recording;
       const bridge = bridgeFor(target);
       await bridge.start();
       await sleep(300);
@@ -352,15 +415,31 @@ async function main() {
       if (r.received.size < transactions) throw new Error(`${target.id} live ${rate}/s: ${r.received.size} of ${transactions} received`);
       const last = latest(r);
       const lat = await latencies(r);
-      return { eps: transactions / ((last - t0) / 1000), writers: tps, behind, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), n: transactions, lagAfter: last - writersDone };
+      return {
+        eps: transactions / ((last - t0) / 1000),
+        writers: tps,
+        behind,
+        p50: percentile(lat, 0.5),
+        p99: percentile(lat, 0.99),
+        n: transactions,
+        lagAfter: last - writersDone,
+      };
     }
 
     async function baselineRun(target, spec) {
       const client = await spec.make();
       const envelopes = Array.from({ length: spec.n }, (_, i) => ({
-        id: `m${process.pid}-${rand()}-${i}`, source: 'table', channel: 'public.orders', op: 'INSERT', schema: 'public', table: 'orders',
-        key: String(i + 1), new: { id: i + 1, customer: `c-${(i + 1) % 997}`, total: (i + 1) * 0.37, status: 'new' }, old: null,
-        at: new Date().toISOString(), txid: '1000',
+        id: `m${process.pid}-${rand()}-${i}`,
+        source: 'table',
+        channel: 'public.orders',
+        op: 'INSERT',
+        schema: 'public',
+        table: 'orders',
+        key: String(i + 1),
+        new: { id: i + 1, customer: `c-${(i + 1) % 997}`, total: (i + 1) * 0.37, status: 'new' },
+        old: null,
+        at: new Date().toISOString(),
+        txid: '1000',
       }));
       const t0 = clock();
       try {
@@ -380,13 +459,17 @@ async function main() {
       for (const spec of target.baselines) await baselineRun(target, { ...spec, n: Math.min(spec.n, 500) });
     }
 
-    const results = new Map(targets.map((t) => [t.id, { backlog: [], baselines: t.baselines.map(() => []), live: new Map(t.rates.map((rate) => [rate, []])) }]));
+    const results = new Map(
+      targets.map((t) => [t.id, { backlog: [], baselines: t.baselines.map(() => []), live: new Map(t.rates.map((rate) => [rate, []])) }]),
+    );
     for (let run = 1; run <= RUNS; run++) {
       for (const target of targets) {
         const res = results.get(target.id);
         const b = await backlogRun(target, target.backlog);
         res.backlog.push(b);
-        say(`  ${target.id} backlog ${fmt(b.n)}: ${fmt(b.eps)} events/s, ${fmt(b.spilled)} spilled to sidekick.deliveries; this process ${fmt(b.cpuPerEvent, 1)} µs CPU per event, main thread ${fmt(100 * b.threadBusy)} % busy, ${fmt(100 * b.threadStarved)} % waiting for a CPU (run ${run}/${RUNS})`);
+        say(
+          `  ${target.id} backlog ${fmt(b.n)}: ${fmt(b.eps)} events/s, ${fmt(b.spilled)} spilled to sidekick.deliveries; this process ${fmt(b.cpuPerEvent, 1)} µs CPU per event, main thread ${fmt(100 * b.threadBusy)} % busy, ${fmt(100 * b.threadStarved)} % waiting for a CPU (run ${run}/${RUNS})`,
+        );
         for (const [i, spec] of target.baselines.entries()) {
           const x = await baselineRun(target, spec);
           res.baselines[i].push(x);
@@ -395,7 +478,9 @@ async function main() {
         for (const rate of target.rates) {
           const l = await liveRun(target, rate);
           res.live.get(rate).push(l);
-          say(`  ${target.id} writers at ${fmt(rate)}/s (${fmt(l.writers)} tx/s): p50 ${fmt(l.p50, 1)} ms, p99 ${fmt(l.p99, 1)} ms, ${fmt(l.behind)} behind when writers stopped (run ${run}/${RUNS})`);
+          say(
+            `  ${target.id} writers at ${fmt(rate)}/s (${fmt(l.writers)} tx/s): p50 ${fmt(l.p50, 1)} ms, p99 ${fmt(l.p99, 1)} ms, ${fmt(l.behind)} behind when writers stopped (run ${run}/${RUNS})`,
+          );
         }
       }
     }
@@ -404,9 +489,11 @@ async function main() {
     const m = (xs, k) => median(xs.map((x) => x[k]));
     const check = (ok) => (ok ? '✓' : '✗');
     lines.push(
-      `## Row changes → sinks, through the outbox${quick ? ' (--quick)' : ''}`, '',
-      `PostgreSQL 15, a server of the benchmark's own (fsync=on, synchronous_commit=on, track_commit_timestamp=on); a table captured by the statement trigger; `
-        + `the bridge (dist/, ${SINK_BUFFER ? `outbox.sinkBuffer ${SINK_BUFFER}, otherwise ` : ''}default outbox and sink settings) in the benchmark's process. Medians of ${RUNS} runs, sinks interleaved run by run.`, '',
+      `## Row changes → sinks, through the outbox${quick ? ' (--quick)' : ''}`,
+      '',
+      `PostgreSQL 15, a server of the benchmark's own (fsync=on, synchronous_commit=on, track_commit_timestamp=on); a table captured by the statement trigger; ` +
+        `the bridge (dist/, ${SINK_BUFFER ? `outbox.sinkBuffer ${SINK_BUFFER}, otherwise ` : ''}default outbox and sink settings) in the benchmark's process. Medians of ${RUNS} runs, sinks interleaved run by run.`,
+      '',
       '| sink | scenario | contender | events | events/s | p50 ms | p99 ms | × baseline | target |',
       '|---|---|---|---:|---:|---:|---:|---:|---|',
     );
@@ -415,31 +502,41 @@ async function main() {
       const baseEps = m(res.baselines[0], 'eps');
       const eps = m(res.backlog, 'eps');
       const tgt = target.target.backlog;
-      lines.push(`| ${target.name} | backlog of ${fmt(target.backlog)} rows (${fmt(m(res.backlog, 'spilled'))} spilled to the sink's durable backlog; bridge ${fmt(m(res.backlog, 'cpuPerEvent'), 1)} µs CPU/event, main thread ${fmt(100 * m(res.backlog, 'threadBusy'))} % busy, ${fmt(100 * m(res.backlog, 'threadStarved'))} % waiting for a CPU) | ${target.contender} | ${fmt(target.backlog)} | ${fmt(eps)} | ${fmt(m(res.backlog, 'p50'), 0)} | ${fmt(m(res.backlog, 'p99'), 0)} | ${(eps / baseEps).toFixed(2)}× | ≥ ${fmt(tgt)}/s ${check(eps >= tgt)} |`);
+      lines.push(
+        `| ${target.name} | backlog of ${fmt(target.backlog)} rows (${fmt(m(res.backlog, 'spilled'))} spilled to the sink's durable backlog; bridge ${fmt(m(res.backlog, 'cpuPerEvent'), 1)} µs CPU/event, main thread ${fmt(100 * m(res.backlog, 'threadBusy'))} % busy, ${fmt(100 * m(res.backlog, 'threadStarved'))} % waiting for a CPU) | ${target.contender} | ${fmt(target.backlog)} | ${fmt(eps)} | ${fmt(m(res.backlog, 'p50'), 0)} | ${fmt(m(res.backlog, 'p99'), 0)} | ${(eps / baseEps).toFixed(2)}× | ≥ ${fmt(tgt)}/s ${check(eps >= tgt)} |`,
+      );
       for (const [i, spec] of target.baselines.entries()) {
         const x = m(res.baselines[i], 'eps');
-        lines.push(`| ${target.name} | baseline, ${fmt(spec.n)} envelopes from memory | ${res.baselines[i][0].name} | ${fmt(spec.n)} | ${fmt(x)} | | | ${(x / baseEps).toFixed(2)}× | |`);
+        lines.push(
+          `| ${target.name} | baseline, ${fmt(spec.n)} envelopes from memory | ${res.baselines[i][0].name} | ${fmt(spec.n)} | ${fmt(x)} | | | ${(x / baseEps).toFixed(2)}× | |`,
+        );
       }
       for (const rate of target.rates) {
         const xs = res.live.get(rate);
         const p99 = m(xs, 'p99');
         const goal = rate === 2_000 && target.target.p99At2000 ? `p99 ≤ ${target.target.p99At2000} ms ${check(p99 <= target.target.p99At2000)}` : '';
-        lines.push(`| ${target.name} | writers at ${fmt(rate)} tx/s × ${SECONDS} s (got ${fmt(m(xs, 'writers'))}; ${fmt(m(xs, 'behind'))} behind at the end) | ${target.contender} | ${fmt(m(xs, 'n'))} | ${fmt(m(xs, 'eps'))} | ${fmt(m(xs, 'p50'), 1)} | ${fmt(p99, 1)} | | ${goal} |`);
+        lines.push(
+          `| ${target.name} | writers at ${fmt(rate)} tx/s × ${SECONDS} s (got ${fmt(m(xs, 'writers'))}; ${fmt(m(xs, 'behind'))} behind at the end) | ${target.contender} | ${fmt(m(xs, 'n'))} | ${fmt(m(xs, 'eps'))} | ${fmt(m(xs, 'p50'), 1)} | ${fmt(p99, 1)} | | ${goal} |`,
+        );
       }
     }
-    const load = loadavg().map((l) => l.toFixed(2)).join(' ');
-    lines.push('',
-      'Backlog: rows inserted while the bridge was down (one transaction; the trigger writes its first two changed rows alone and the rest one outbox row per 1000); events/s = rows / (bridge start → last event received); '
-        + 'its latency is commit → receipt and so mostly the wait behind the rest of the backlog; '
-        + 'bridge µs CPU/event = this process\'s CPU over the run (every thread: the bridge, V8\'s GC helpers, and this script collecting receipts) ÷ events, '
-        + 'main thread busy = its time on a CPU ÷ wall time (near 100 %: the event loop is what limits the rate), waiting for a CPU = the time it was ready to run while the other processes had both cores. '
-        + 'Writers: pgbench, 1-row INSERT transactions (8 clients at 2 000/s, 16 at 10 000/s), rate-limited; events/s over writers start → last event received; '
-        + '"behind" = events not yet received when pgbench finished. Latency = receipt − the writer\'s commit time (pg_xact_commit_timestamp of the envelope\'s txid). '
-        + 'Receipt: the webhook receiver (child process) reading the request; for brokers, the broker\'s acknowledgement returned to the sink (Kafka acks=all, RabbitMQ confirm, XADD reply).',
-      'Baselines: the bare library with the sink\'s batch size and in-flight count, fed from memory (no database, no outbox, no per-key lanes, no retries); × baseline = events/s ÷ the first baseline of that sink. '
-        + 'The sequential client posts one request at a time on a new connection (what skor does). Kafka is librdkafka\'s in-memory mock cluster (no disk, no replication): an upper bound, not a real Kafka.',
+    const load = loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ');
+    lines.push(
+      '',
+      'Backlog: rows inserted while the bridge was down (one transaction; the trigger writes its first two changed rows alone and the rest one outbox row per 1000); events/s = rows / (bridge start → last event received); ' +
+        'its latency is commit → receipt and so mostly the wait behind the rest of the backlog; ' +
+        "bridge µs CPU/event = this process's CPU over the run (every thread: the bridge, V8's GC helpers, and this script collecting receipts) ÷ events, " +
+        'main thread busy = its time on a CPU ÷ wall time (near 100 %: the event loop is what limits the rate), waiting for a CPU = the time it was ready to run while the other processes had both cores. ' +
+        'Writers: pgbench, 1-row INSERT transactions (8 clients at 2 000/s, 16 at 10 000/s), rate-limited; events/s over writers start → last event received; ' +
+        '"behind" = events not yet received when pgbench finished. Latency = receipt − the writer\'s commit time (pg_xact_commit_timestamp of the envelope\'s txid). ' +
+        "Receipt: the webhook receiver (child process) reading the request; for brokers, the broker's acknowledgement returned to the sink (Kafka acks=all, RabbitMQ confirm, XADD reply).",
+      "Baselines: the bare library with the sink's batch size and in-flight count, fed from memory (no database, no outbox, no per-key lanes, no retries); × baseline = events/s ÷ the first baseline of that sink. " +
+        "The sequential client posts one request at a time on a new connection (what skor does). Kafka is librdkafka's in-memory mock cluster (no disk, no replication): an upper bound, not a real Kafka.",
       `Machine: ${cpus()[0]?.model?.trim()}, ${cpus().length} cores; everything (PostgreSQL, pgbench, the bridge, brokers, receiver) on it. Node ${process.version}; ${new Date().toISOString()}; load average (1, 5, 15 min) at the start: ${loadAtStart}, at the end: ${load} (other work on the machine shows up as noise).`,
-      '');
+      '',
+    );
   } finally {
     recording = undefined;
     for (const target of targets) await target.close().catch((error) => say(`  closing ${target.id}: ${error.message}`));
@@ -452,7 +549,10 @@ async function main() {
   writeFileSync(join(here, 'results', 'rows.md'), `${text}\n`);
 }
 
-main().then(() => process.exit(0), (error) => {
-  process.stderr.write(`rows bench failed: ${error.stack ?? error}\n`);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (error) => {
+    process.stderr.write(`rows bench failed: ${error.stack ?? error}\n`);
+    process.exit(1);
+  },
+);

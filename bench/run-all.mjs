@@ -31,7 +31,11 @@ const resultsDir = join(benchDir, 'results');
 const reportFile = option('--report', join(benchDir, 'REPORT.md'));
 const chartFile = join(dirname(reportFile), 'chart.svg');
 const timeoutSec = Number(option('--timeout', quick ? '600' : '3600'));
-const only = option('--only', '')?.split(',').map((s) => s.trim()).filter(Boolean) ?? [];
+const only =
+  option('--only', '')
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean) ?? [];
 
 /** The benchmarks the project's issues ask for; a missing one is named in the report. */
 const EXPECTED = ['listen', 'capture', 'webhook', 'brokers-kafka', 'brokers-amqp-redis', 'scheduler'];
@@ -55,7 +59,9 @@ function servicesEnv() {
       const i = line.indexOf('=');
       if (i > 0 && !env[line.slice(0, i)]) env[line.slice(0, i)] = line.slice(i + 1);
     }
-  } catch { /* no services env file: the environment alone */ }
+  } catch {
+    /* no services env file: the environment alone */
+  }
   return env;
 }
 
@@ -67,12 +73,16 @@ async function postgresVersion() {
       const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3_000 });
       await client.connect();
       try {
-        const { rows } = await client.query("SELECT current_setting('server_version') AS v, current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS sc");
+        const { rows } = await client.query(
+          "SELECT current_setting('server_version') AS v, current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS sc",
+        );
         return `PostgreSQL ${rows[0].v} (test server: fsync=${rows[0].fsync}, synchronous_commit=${rows[0].sc}; benchmarks that start their own server say so)`;
       } finally {
         await client.end();
       }
-    } catch { /* fall back to the binaries */ }
+    } catch {
+      /* fall back to the binaries */
+    }
   }
   for (const bin of ['/usr/lib/postgresql/15/bin/postgres', 'postgres']) {
     const r = spawnSync(bin, ['--version'], { encoding: 'utf8' });
@@ -95,7 +105,11 @@ function machine() {
 // ---- Markdown tables ------------------------------------------------------------------------------
 
 function splitRow(line) {
-  const cells = line.trim().replace(/^\|/, '').replace(/\|$/, '').split(/(?<!\\)\|/);
+  const cells = line
+    .trim()
+    .replace(/^\|/, '')
+    .replace(/\|$/, '')
+    .split(/(?<!\\)\|/);
   return cells.map((c) => c.trim());
 }
 
@@ -136,10 +150,20 @@ export function throughputRows(text) {
     for (const row of rows) {
       const value = number(row[rate] ?? '');
       if (!Number.isFinite(value) || value <= 0) continue;
-      const label = row.slice(0, rate).filter((c) => c !== '' && !Number.isFinite(number(c))).join(' · ').replace(/\*\*/g, '');
+      const label = row
+        .slice(0, rate)
+        .filter((c) => c !== '' && !Number.isFinite(number(c)))
+        .join(' · ')
+        .replace(/\*\*/g, '');
       // "p50 ms" headers with bare numbers: carry the unit into the summary.
-      const latency = (i) => (i < 0 ? '' : /\bms\b/.test(header[i]) && /^[\d,.]+$/.test(row[i] ?? '') ? `${row[i]} ms` : row[i] ?? '');
-      out.push({ label: label || `row ${out.length + 1}`, unit: header[rate].replace(/\s*\(.*\)\s*$/, ''), value, p50: latency(p50), p99: latency(p99) });
+      const latency = (i) => (i < 0 ? '' : /\bms\b/.test(header[i]) && /^[\d,.]+$/.test(row[i] ?? '') ? `${row[i]} ms` : (row[i] ?? ''));
+      out.push({
+        label: label || `row ${out.length + 1}`,
+        unit: header[rate].replace(/\s*\(.*\)\s*$/, ''),
+        value,
+        p50: latency(p50),
+        p99: latency(p99),
+      });
     }
   }
   return out;
@@ -170,7 +194,9 @@ export function barChart(groups, title) {
     for (const r of g.rows) {
       const label = r.label.length > 70 ? `${r.label.slice(0, 69)}…` : r.label;
       parts.push(`<text x="${labelW - 8}" y="${y + 14}" text-anchor="end">${escapeXml(label)}</text>`);
-      parts.push(`<rect x="${labelW}" y="${y + 3}" width="${Math.max(1, x(r.value) - labelW).toFixed(1)}" height="${rowH - 6}" fill="${palette[gi % palette.length]}"><title>${escapeXml(`${r.label}: ${Math.round(r.value).toLocaleString('en-US')} ${r.unit}`)}</title></rect>`);
+      parts.push(
+        `<rect x="${labelW}" y="${y + 3}" width="${Math.max(1, x(r.value) - labelW).toFixed(1)}" height="${rowH - 6}" fill="${palette[gi % palette.length]}"><title>${escapeXml(`${r.label}: ${Math.round(r.value).toLocaleString('en-US')} ${r.unit}`)}</title></rect>`,
+      );
       parts.push(`<text x="${(x(r.value) + 4).toFixed(1)}" y="${y + 14}">${short(r.value)}</text>`);
       y += rowH;
     }
@@ -209,12 +235,21 @@ function runBench(name) {
   return new Promise((resolve) => {
     const started = Date.now();
     const child = spawn(process.execPath, [join(benchDir, `${name}.mjs`), ...(quick ? ['--quick'] : [])], {
-      cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: process.env,
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: process.env,
     });
     let stdout = '';
-    child.stdout.on('data', (chunk) => { stdout += chunk; process.stdout.write(chunk); });
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk;
+      process.stdout.write(chunk);
+    });
     let timedOut = false;
-    const timer = setTimeout(() => { timedOut = true; child.kill('SIGTERM'); setTimeout(() => child.kill('SIGKILL'), 10_000).unref(); }, timeoutSec * 1000);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
+    }, timeoutSec * 1000);
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
       resolve({ name, code, signal, timedOut, stdout, seconds: (Date.now() - started) / 1000, started });
@@ -224,7 +259,8 @@ function runBench(name) {
 
 function resultText(run) {
   const file = join(resultsDir, `${run.name}.md`);
-  if (existsSync(file) && statSync(file).mtimeMs >= run.started - 1000) return { text: readFileSync(file, 'utf8'), from: relative(dirname(reportFile), file) };
+  if (existsSync(file) && statSync(file).mtimeMs >= run.started - 1000)
+    return { text: readFileSync(file, 'utf8'), from: relative(dirname(reportFile), file) };
   return { text: run.stdout, from: 'its standard output' };
 }
 
@@ -248,14 +284,18 @@ async function main() {
   mkdirSync(resultsDir, { recursive: true });
   const host = machine();
   const pgVersion = await postgresVersion();
-  const loadStart = loadavg().map((l) => l.toFixed(1)).join(' ');
+  const loadStart = loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ');
   const names = discover();
   const runs = [];
   for (const name of names) {
     process.stderr.write(`\n=== bench/${name}.mjs${quick ? ' --quick' : ''} ===\n`);
     runs.push(await runBench(name));
   }
-  const loadEnd = loadavg().map((l) => l.toFixed(1)).join(' ');
+  const loadEnd = loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ');
   const missing = EXPECTED.filter((n) => !names.includes(n) && (only.length === 0 || only.includes(n)));
 
   const summary = [];
@@ -266,13 +306,21 @@ async function main() {
     const { text, from } = resultText(run);
     const rows = run.code === 0 ? throughputRows(text) : [];
     if (rows.length > 0) groups.push({ name: run.name, rows });
-    for (const r of rows) summary.push(`| ${run.name} | ${r.label.replace(/\|/g, '\\|')} | ${Math.round(r.value).toLocaleString('en-US')} ${r.unit} | ${r.p50 || '—'} | ${r.p99 || '—'} |`);
-    sections.push(`## ${run.name}\n\n\`node bench/${run.name}.mjs${quick ? ' --quick' : ''}\` — ${status}, ${run.seconds.toFixed(0)} s; table from ${from}.\n\n${text.trim() ? demote(text) : '_(no output)_'}`);
+    for (const r of rows)
+      summary.push(
+        `| ${run.name} | ${r.label.replace(/\|/g, '\\|')} | ${Math.round(r.value).toLocaleString('en-US')} ${r.unit} | ${r.p50 || '—'} | ${r.p99 || '—'} |`,
+      );
+    sections.push(
+      `## ${run.name}\n\n\`node bench/${run.name}.mjs${quick ? ' --quick' : ''}\` — ${status}, ${run.seconds.toFixed(0)} s; table from ${from}.\n\n${text.trim() ? demote(text) : '_(no output)_'}`,
+    );
   }
 
   const chart = barChart(groups, `pg-sidekick throughput per workload (log scale)${quick ? ' — --quick runs' : ''}`);
   if (chart) writeFileSync(chartFile, chart);
-  const date = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+  const date = new Date()
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d+Z$/, ' UTC');
   const report = [
     '# pg-sidekick benchmark report',
     '',
@@ -295,21 +343,26 @@ async function main() {
     '',
     '| benchmark | status | time |',
     '|---|---|---:|',
-    ...runs.map((r) => `| [${r.name}](#${r.name}) | ${r.timedOut ? 'timed out' : r.code === 0 ? 'ok' : `failed (${r.signal ?? `exit ${r.code}`})`} | ${r.seconds.toFixed(0)} s |`),
+    ...runs.map(
+      (r) =>
+        `| [${r.name}](#${r.name}) | ${r.timedOut ? 'timed out' : r.code === 0 ? 'ok' : `failed (${r.signal ?? `exit ${r.code}`})`} | ${r.seconds.toFixed(0)} s |`,
+    ),
     ...missing.map((n) => `| ${n} | missing: bench/${n}.mjs does not exist in this checkout | — |`),
     '',
-    ...(missing.length > 0 ? [`**Not measured:** ${missing.map((n) => `bench/${n}.mjs`).join(', ')} (not present when this report was made).`, ''] : []),
+    ...(missing.length > 0
+      ? [`**Not measured:** ${missing.map((n) => `bench/${n}.mjs`).join(', ')} (not present when this report was made).`, '']
+      : []),
     '## Throughput and latency, every workload',
     '',
     ...(summary.length > 0
       ? [
-        'One row per measured workload and contender (baselines included), taken from the tables below; p50/p99 as each benchmark reports them (see its notes for what the latency spans).',
-        '',
-        ...(chart ? [`![events/s per workload](${relative(dirname(reportFile), chartFile)})`, ''] : []),
-        '| benchmark | workload · contender | throughput | p50 | p99 |',
-        '|---|---|---:|---:|---:|',
-        ...summary,
-      ]
+          'One row per measured workload and contender (baselines included), taken from the tables below; p50/p99 as each benchmark reports them (see its notes for what the latency spans).',
+          '',
+          ...(chart ? [`![events/s per workload](${relative(dirname(reportFile), chartFile)})`, ''] : []),
+          '| benchmark | workload · contender | throughput | p50 | p99 |',
+          '|---|---|---:|---:|---:|',
+          ...summary,
+        ]
       : ['_No benchmark produced a throughput table._']),
     '',
     ...sections.flatMap((s) => [s, '']),

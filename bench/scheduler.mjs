@@ -36,10 +36,12 @@ const { parseConfig } = await import(join(DIST, 'src/config.js'));
 const { sinkDefinitions } = await import(join(DIST, 'sinks/index.js'));
 const { createLogger } = await import(join(DIST, 'src/logger.js'));
 
-const args = Object.fromEntries(process.argv.slice(2).map((a) => {
-  const [k, ...v] = a.replace(/^--/, '').split('=');
-  return [k, v.length ? v.join('=') : true];
-}));
+const args = Object.fromEntries(
+  process.argv.slice(2).map((a) => {
+    const [k, ...v] = a.replace(/^--/, '').split('=');
+    return [k, v.length ? v.join('=') : true];
+  }),
+);
 const quick = Boolean(args.quick);
 const runs = Number(args.runs ?? (quick ? 1 : 3));
 const seconds = Number(args.seconds ?? (quick ? 2 : 5));
@@ -54,7 +56,10 @@ let ownServer;
 async function freePort() {
   return new Promise((resolve) => {
     const s = createServer();
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
   });
 }
 async function startOwnPostgres() {
@@ -62,15 +67,33 @@ async function startOwnPostgres() {
   if (!bin) throw new Error('no PostgreSQL server binaries found: pass --database=URL');
   const dir = mkdtempSync(join(tmpdir(), 'sk-bench-'));
   const asPostgres = process.getuid?.() === 0;
-  if (asPostgres) chownSync(dir, Number(execFileSync('id', ['-u', 'postgres']).toString()), Number(execFileSync('id', ['-g', 'postgres']).toString()));
+  if (asPostgres)
+    chownSync(dir, Number(execFileSync('id', ['-u', 'postgres']).toString()), Number(execFileSync('id', ['-g', 'postgres']).toString()));
   const run = (cmd, argv) => {
     const r = asPostgres ? spawnSync('runuser', ['-u', 'postgres', '--', join(bin, cmd), ...argv], { cwd: '/' }) : spawnSync(join(bin, cmd), argv);
     if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr}`);
   };
   run('initdb', ['-D', join(dir, 'data'), '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-locale']);
   const port = await freePort();
-  run('pg_ctl', ['-D', join(dir, 'data'), '-l', join(dir, 'log'), '-w', '-o', `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c max_connections=50`, 'start']);
-  ownServer = { stop: () => { try { run('pg_ctl', ['-D', join(dir, 'data'), '-m', 'fast', '-w', 'stop']); } finally { rmSync(dir, { recursive: true, force: true }); } } };
+  run('pg_ctl', [
+    '-D',
+    join(dir, 'data'),
+    '-l',
+    join(dir, 'log'),
+    '-w',
+    '-o',
+    `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c max_connections=50`,
+    'start',
+  ]);
+  ownServer = {
+    stop: () => {
+      try {
+        run('pg_ctl', ['-D', join(dir, 'data'), '-m', 'fast', '-w', 'stop']);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  };
   return `postgres://postgres@127.0.0.1:${port}/postgres`;
 }
 const BASE_URL = typeof args.database === 'string' ? args.database : await startOwnPostgres();
@@ -97,14 +120,25 @@ async function freshDatabase(name) {
 const settings = await (async () => {
   const c = new pg.Client({ connectionString: BASE_URL });
   await c.connect();
-  const { rows } = await c.query(`SELECT current_setting('server_version') AS v, current_setting('fsync') AS f, current_setting('synchronous_commit') AS s`);
+  const { rows } = await c.query(
+    `SELECT current_setting('server_version') AS v, current_setting('fsync') AS f, current_setting('synchronous_commit') AS s`,
+  );
   await c.end();
   return rows[0];
 })();
 
-const schedulerConfig = (over = {}) => ({ pollInterval: 1000, concurrency: Number(args.concurrency ?? 2), batchSize: Number(args.batch ?? 50), missedAfter: 60_000, history: { retention: 7 * 86_400_000 }, ...over });
+const schedulerConfig = (over = {}) => ({
+  pollInterval: 1000,
+  concurrency: Number(args.concurrency ?? 2),
+  batchSize: Number(args.batch ?? 50),
+  missedAfter: 60_000,
+  history: { retention: 7 * 86_400_000 },
+  ...over,
+});
 function startSchedulers(url, count, over) {
-  const list = Array.from({ length: count }, () => createScheduler({ connection: { connectionString: url }, config: schedulerConfig(over), logger: quiet, metrics: createSchedulerMetrics() }));
+  const list = Array.from({ length: count }, () =>
+    createScheduler({ connection: { connectionString: url }, config: schedulerConfig(over), logger: quiet, metrics: createSchedulerMetrics() }),
+  );
   return Promise.all(list.map((s) => s.start())).then(async () => {
     const deadline = Date.now() + 10_000;
     while (!list.every((s) => s.ready) && Date.now() < deadline) await sleep(10);
@@ -182,9 +216,13 @@ async function timerBaseline(url, c) {
   const pending = [];
   const total = await atRate(async () => {
     const due = new Date(Date.now() + DELAY_MS);
-    pending.push(new Promise((resolve) => setTimeout(() => {
-      runner.query('INSERT INTO lag (due) VALUES ($1)', [due]).then(resolve, resolve);
-    }, DELAY_MS)));
+    pending.push(
+      new Promise((resolve) =>
+        setTimeout(() => {
+          runner.query('INSERT INTO lag (due) VALUES ($1)', [due]).then(resolve, resolve);
+        }, DELAY_MS),
+      ),
+    );
   });
   await Promise.all(pending);
   await waitForLag(c, total, DELAY_MS);
@@ -198,10 +236,13 @@ async function schedulerTiming(url, c) {
   const producer = new pg.Client({ connectionString: url });
   await producer.connect();
   try {
-    const total = await atRate(() => producer.query(
-      `INSERT INTO sidekick.schedules (run_at, sql, origin)
+    const total = await atRate(() =>
+      producer.query(
+        `INSERT INTO sidekick.schedules (run_at, sql, origin)
        SELECT t, format('INSERT INTO lag (due) VALUES (%L)', t), 'bench' FROM (SELECT clock_timestamp() + make_interval(secs => $1) AS t) q`,
-      [DELAY_MS / 1000]));
+        [DELAY_MS / 1000],
+      ),
+    );
     await waitForLag(c, total, DELAY_MS);
     return lagStats(c);
   } finally {
@@ -221,8 +262,9 @@ async function pglaterTiming(url, c) {
   await producer.connect();
   try {
     // Due = when the notification was sent (database clock) + 1 s; the lag includes NOTIFY delivery.
-    const total = await atRate(() => producer.query(
-      `SELECT pg_notify('pglater', format('1 INSERT INTO lag (due) VALUES (%L)', clock_timestamp() + interval '1 second'))`));
+    const total = await atRate(() =>
+      producer.query(`SELECT pg_notify('pglater', format('1 INSERT INTO lag (due) VALUES (%L)', clock_timestamp() + interval '1 second'))`),
+    );
     await waitForLag(c, total, 1000);
     return lagStats(c);
   } finally {

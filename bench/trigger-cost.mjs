@@ -44,7 +44,10 @@ const option = (name, fallback) => {
 };
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--quick' || args[i] === '--instructions') continue;
-  if ((args[i] === '--runs' || args[i] === '--transactions') && args[i + 1] !== undefined) { i++; continue; }
+  if ((args[i] === '--runs' || args[i] === '--transactions') && args[i + 1] !== undefined) {
+    i++;
+    continue;
+  }
   throw new Error(`unknown argument ${args[i]} (use --quick, --runs N, --transactions N, --instructions)`);
 }
 const quick = args.includes('--quick');
@@ -54,7 +57,8 @@ const transactions = option('--transactions', quick ? 5_000 : 20_000);
 const say = (line) => process.stderr.write(`${line}\n`);
 
 const TABLE = '%T%';
-const generated = (mode) => captureStatements([{ schema: 'public', table: TABLE, key: ['id'], keySource: 'primary key', origin: 'bench', mode, operations: { insert: '*' } }]);
+const generated = (mode) =>
+  captureStatements([{ schema: 'public', table: TABLE, key: ['id'], keySource: 'primary key', origin: 'bench', mode, operations: { insert: '*' } }]);
 const statement = generated('statement');
 const PIN = ' SET search_path = pg_catalog, pg_temp';
 /** A variant's SQL with `from` removed; fails loudly if the generated SQL no longer contains it. */
@@ -71,14 +75,20 @@ const wide = (sql) => {
   if (!sql.includes(from)) throw new Error('the generated trigger no longer contains its one-row insert as expected: update bench/trigger-cost.mjs');
   return sql.replace(from, to);
 };
-const empty = (pinned) => `CREATE FUNCTION public."f_${TABLE}"() RETURNS trigger LANGUAGE plpgsql${pinned ? ` SECURITY DEFINER${PIN}` : ''} AS $$ BEGIN RETURN NULL; END $$;
+const empty = (
+  pinned,
+) => `CREATE FUNCTION public."f_${TABLE}"() RETURNS trigger LANGUAGE plpgsql${pinned ? ` SECURITY DEFINER${PIN}` : ''} AS $$ BEGIN RETURN NULL; END $$;
 CREATE TRIGGER t AFTER INSERT ON public."${TABLE}" REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION public."f_${TABLE}"();`;
 
 const VARIANTS = [
   { name: 'plain', label: 'plain INSERT (no trigger)', sql: '' },
   { name: 'statement', label: 'capture, statement trigger (default)', sql: statement },
   { name: 'row', label: 'capture, row trigger (`mode: row`)', sql: generated('row') },
-  { name: 'wide', label: 'diagnostic: statement trigger, its one-row insert into the 17-column `sidekick.outbox` (as before migration 005)', sql: wide(statement) },
+  {
+    name: 'wide',
+    label: 'diagnostic: statement trigger, its one-row insert into the 17-column `sidekick.outbox` (as before migration 005)',
+    sql: wide(statement),
+  },
   { name: 'no_pin', label: 'diagnostic: statement trigger without `SET search_path`', sql: without(statement, PIN) },
   { name: 'empty_pinned', label: 'diagnostic: empty statement trigger (transition table), SECURITY DEFINER + `SET search_path`', sql: empty(true) },
   { name: 'empty', label: 'diagnostic: empty statement trigger (transition table), plain plpgsql', sql: empty(false) },
@@ -94,7 +104,9 @@ try {
   const version = (await client.query('SHOW server_version')).rows[0].server_version;
   for (const v of VARIANTS) {
     const table = `t_${v.name}`;
-    await client.query(`CREATE TABLE public.${table} (id bigserial PRIMARY KEY, name text NOT NULL, qty int NOT NULL, at timestamptz NOT NULL DEFAULT now())`);
+    await client.query(
+      `CREATE TABLE public.${table} (id bigserial PRIMARY KEY, name text NOT NULL, qty int NOT NULL, at timestamptz NOT NULL DEFAULT now())`,
+    );
     if (v.sql) await client.query(v.sql.replaceAll(TABLE, table));
   }
   await (instructions ? countInstructions(version) : timeVariants(version));
@@ -111,7 +123,9 @@ async function timeVariants(version) {
     for (const v of [...VARIANTS.slice(r % VARIANTS.length), ...VARIANTS.slice(0, r % VARIANTS.length)]) {
       await client.query(`TRUNCATE public.t_${v.name}, sidekick.outbox, sidekick.row_changes`);
       const t0 = performance.now();
-      await client.query(`DO $$ BEGIN FOR i IN 1..${transactions} LOOP INSERT INTO public.t_${v.name} (name, qty) VALUES ('abc', 1); COMMIT; END LOOP; END $$`);
+      await client.query(
+        `DO $$ BEGIN FOR i IN 1..${transactions} LOOP INSERT INTO public.t_${v.name} (name, qty) VALUES ('abc', 1); COMMIT; END LOOP; END $$`,
+      );
       const us = ((performance.now() - t0) * 1000) / transactions;
       times.get(v.name).push(us);
       say(`  ${v.label}: ${fmt(us, 2)} µs per transaction (run ${r + 1}/${runs})`);
@@ -120,9 +134,12 @@ async function timeVariants(version) {
   const plainMedian = median(times.get('plain'));
   const plainMin = Math.min(...times.get('plain'));
   const lines = [
-    '## Capture trigger: the server\'s CPU per one-row INSERT transaction', '',
-    `PostgreSQL ${version}, a server of the benchmark's own (fsync=off, synchronous_commit=off: CPU, not the disk); one session, a DO loop of ${fmt(transactions)} \`INSERT …; COMMIT;\` per run, ${runs} interleaved runs. "+ µs" is over the plain INSERT. Other work on a shared machine only adds time: the minimum is the closer figure.`, '',
-    '| variant | µs per transaction (minimum) | + µs | µs (median) | + µs |', '|---|---:|---:|---:|---:|',
+    "## Capture trigger: the server's CPU per one-row INSERT transaction",
+    '',
+    `PostgreSQL ${version}, a server of the benchmark's own (fsync=off, synchronous_commit=off: CPU, not the disk); one session, a DO loop of ${fmt(transactions)} \`INSERT …; COMMIT;\` per run, ${runs} interleaved runs. "+ µs" is over the plain INSERT. Other work on a shared machine only adds time: the minimum is the closer figure.`,
+    '',
+    '| variant | µs per transaction (minimum) | + µs | µs (median) | + µs |',
+    '|---|---:|---:|---:|---:|',
   ];
   for (const v of VARIANTS) {
     const m = median(times.get(v.name));
@@ -130,9 +147,11 @@ async function timeVariants(version) {
     const over = (x, base) => (v.name === 'plain' ? '' : `${x - base >= 0 ? '+' : ''}${fmt(x - base, 1)}`);
     lines.push(`| ${v.label} | ${fmt(min, 2)} | ${over(min, plainMin)} | ${fmt(m, 2)} | ${over(m, plainMedian)} |`);
   }
-  lines.push('',
+  lines.push(
+    '',
     'Diagnostic variants leave one part out to show what it costs; they are not options. The capture functions are SECURITY DEFINER, so they must pin `search_path`; a one-row statement writes its event directly (the row count of its LIMIT 2 insert tells it from a statement of several rows, which goes on to the chunked insert).',
-    `Load average (1, 5, 15 min) at the start: ${load.map((x) => x.toFixed(2)).join(' ')}.`);
+    `Load average (1, 5, 15 min) at the start: ${load.map((x) => x.toFixed(2)).join(' ')}.`,
+  );
   const out = lines.join('\n');
   process.stdout.write(`${out}\n`);
   mkdirSync(join(here, 'results'), { recursive: true });
@@ -149,7 +168,9 @@ async function countInstructions(version) {
   const count = async (v, n) => {
     const file = join(dir, `in-${v.name}-${n}.sql`);
     writeFileSync(file, `INSERT INTO public.t_${v.name} (name, qty) VALUES ('abc', 1);\n`.repeat(n));
-    const { stderr } = await server.shell(`valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null ${PG_BIN}/postgres --single -D '${server.data}' -c fsync=off postgres < '${file}' > /dev/null`);
+    const { stderr } = await server.shell(
+      `valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null ${PG_BIN}/postgres --single -D '${server.data}' -c fsync=off postgres < '${file}' > /dev/null`,
+    );
     const m = /I\s+refs:\s+([\d,]+)/.exec(stderr);
     if (!m) throw new Error(`valgrind gave no instruction count for ${v.name}:\n${stderr.slice(-2000)}`);
     return Number(m[1].replaceAll(',', ''));
@@ -162,9 +183,12 @@ async function countInstructions(version) {
   }
   const plain = per.get('plain');
   const lines = [
-    '## Capture trigger: instructions per one-row INSERT transaction', '',
-    `PostgreSQL ${version} (\`${PG_BIN}\`), a single-user backend under valgrind: no client, no network, no other process; (instructions with 1,200 one-row INSERT transactions − with 200) ÷ 1,000. Repeatable to about ±0.1k, whatever else runs on the machine; not time (cache misses are not counted).`, '',
-    '| variant | instructions per transaction | over the plain INSERT |', '|---|---:|---:|',
+    '## Capture trigger: instructions per one-row INSERT transaction',
+    '',
+    `PostgreSQL ${version} (\`${PG_BIN}\`), a single-user backend under valgrind: no client, no network, no other process; (instructions with 1,200 one-row INSERT transactions − with 200) ÷ 1,000. Repeatable to about ±0.1k, whatever else runs on the machine; not time (cache misses are not counted).`,
+    '',
+    '| variant | instructions per transaction | over the plain INSERT |',
+    '|---|---:|---:|',
   ];
   for (const v of VARIANTS) {
     const x = per.get(v.name);

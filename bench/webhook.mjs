@@ -33,8 +33,15 @@ if (process.argv[2] === '--receiver') {
     req.on('end', () => {
       ids.push(req.headers['webhook-id']);
       times.push(clock());
-      if (delayMs > 0) setTimeout(() => { res.writeHead(204); res.end(); }, delayMs);
-      else { res.writeHead(204); res.end(); }
+      if (delayMs > 0)
+        setTimeout(() => {
+          res.writeHead(204);
+          res.end();
+        }, delayMs);
+      else {
+        res.writeHead(204);
+        res.end();
+      }
     });
   });
   server.keepAliveTimeout = 60_000;
@@ -55,12 +62,22 @@ if (process.argv[2] === '--receiver') {
 function startReceiver(delayMs) {
   const child = fork(fileURLToPath(import.meta.url), ['--receiver', String(delayMs)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   return new Promise((resolve) => {
-    child.once('message', ({ port }) => resolve({
-      url: `http://127.0.0.1:${port}`,
-      port,
-      collect: () => new Promise((r) => { child.once('message', r); child.send('collect'); }),
-      stop: () => new Promise((r) => { child.once('exit', r); child.send('exit'); }),
-    }));
+    child.once('message', ({ port }) =>
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        port,
+        collect: () =>
+          new Promise((r) => {
+            child.once('message', r);
+            child.send('collect');
+          }),
+        stop: () =>
+          new Promise((r) => {
+            child.once('exit', r);
+            child.send('exit');
+          }),
+      }),
+    );
   });
 }
 
@@ -77,7 +94,10 @@ function parseArgs(argv) {
   return args;
 }
 
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length === 0 ? NaN : s[Math.floor((s.length - 1) / 2)]; };
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s[Math.floor((s.length - 1) / 2)];
+};
 function percentile(sorted, p) {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
@@ -87,9 +107,18 @@ let seq = 0;
 function envelopes(n) {
   const at = new Date().toISOString();
   return Array.from({ length: n }, (_, i) => ({
-    id: `b${process.pid}-${++seq}`, source: 'table', channel: 'public.orders', op: 'INSERT', schema: 'public', table: 'orders',
+    id: `b${process.pid}-${++seq}`,
+    source: 'table',
+    channel: 'public.orders',
+    op: 'INSERT',
+    schema: 'public',
+    table: 'orders',
     // Many keys (so events can flow concurrently), several events per key (so order is exercised).
-    key: String(i % 4096), new: { id: i, customer: 'c-42', total: 123.45, status: 'new' }, old: null, at, txid: '1000',
+    key: String(i % 4096),
+    new: { id: i, customer: 'c-42', total: 123.45, status: 'new' },
+    old: null,
+    at,
+    txid: '1000',
   }));
 }
 
@@ -112,17 +141,26 @@ async function sidekickClient(receiverUrl, concurrency) {
   const { createLogger } = await import(join(here, '../dist/src/logger.js'));
   const { z } = await import('zod');
   const logger = createLogger({ level: 'warn', destination: new Writable({ write: (_c, _e, cb) => cb() }) });
-  const options = z.strictObject(webhookOptions).parse({ url: `${receiverUrl}/hooks/{schema}/{table}`, secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' });
+  const options = z
+    .strictObject(webhookOptions)
+    .parse({ url: `${receiverUrl}/hooks/{schema}/{table}`, secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' });
   const sink = webhookSink.create(options, { name: 'bench', logger, database: {} });
   await sink.start(new AbortController().signal);
   const dispatcher = createDispatcher({
-    sink, logger,
+    sink,
+    logger,
     options: { retry: { attempts: 10, initialDelay: 500, maxDelay: 300_000 }, concurrency, batch: { size: 1, linger: 0 }, maxQueued: 10_000_000 },
   });
   return {
     name: `pg-sidekick (${concurrency} in flight, signed)`,
-    deliver: (e) => dispatcher.deliver(e).then((d) => { if (d.status !== 'delivered') throw new Error(`not delivered: ${d.status}`); }),
-    async close() { await dispatcher.stop(1000); await sink.stop(); },
+    deliver: (e) =>
+      dispatcher.deliver(e).then((d) => {
+        if (d.status !== 'delivered') throw new Error(`not delivered: ${d.status}`);
+      }),
+    async close() {
+      await dispatcher.stop(1000);
+      await sink.stop();
+    },
   };
 }
 
@@ -138,17 +176,37 @@ async function undiciClient(receiverUrl, concurrency) {
       const { e, resolve, reject } = queue[head];
       queue[head++] = undefined;
       active++;
-      agent.request({ origin: receiverUrl, path: '/hooks/public/orders', method: 'POST', body: JSON.stringify(e),
-        headers: { 'content-type': 'application/json', 'webhook-id': e.id } })
-        .then(async (r) => { await r.body.dump(); if (r.statusCode >= 300) throw new Error(`HTTP ${r.statusCode}`); })
+      agent
+        .request({
+          origin: receiverUrl,
+          path: '/hooks/public/orders',
+          method: 'POST',
+          body: JSON.stringify(e),
+          headers: { 'content-type': 'application/json', 'webhook-id': e.id },
+        })
+        .then(async (r) => {
+          await r.body.dump();
+          if (r.statusCode >= 300) throw new Error(`HTTP ${r.statusCode}`);
+        })
         .then(resolve, reject)
-        .finally(() => { active--; pump(); });
+        .finally(() => {
+          active--;
+          pump();
+        });
     }
   };
   return {
     name: `bare undici (${concurrency} in flight)`,
-    deliver: (e) => new Promise((resolve, reject) => { queue.push({ e, resolve, reject }); pump(); }),
-    async close() { queue = []; head = 0; await agent.close(); },
+    deliver: (e) =>
+      new Promise((resolve, reject) => {
+        queue.push({ e, resolve, reject });
+        pump();
+      }),
+    async close() {
+      queue = [];
+      head = 0;
+      await agent.close();
+    },
   };
 }
 
@@ -156,20 +214,35 @@ async function undiciClient(receiverUrl, concurrency) {
 async function sequentialClient(receiverUrl) {
   const { hostname, port } = new URL(receiverUrl);
   let chain = Promise.resolve();
-  const post = (e) => new Promise((resolve, reject) => {
-    const body = JSON.stringify(e);
-    const req = httpRequest({ host: hostname, port, path: '/hooks/public/orders', method: 'POST', agent: false,
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'webhook-id': e.id } }, (res) => {
-      res.resume();
-      res.on('end', () => (res.statusCode < 300 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
+  const post = (e) =>
+    new Promise((resolve, reject) => {
+      const body = JSON.stringify(e);
+      const req = httpRequest(
+        {
+          host: hostname,
+          port,
+          path: '/hooks/public/orders',
+          method: 'POST',
+          agent: false,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'webhook-id': e.id },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => (res.statusCode < 300 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
     });
-    req.on('error', reject);
-    req.end(body);
-  });
   return {
     name: 'sequential, new connection per event (skor)',
-    deliver: (e) => { chain = chain.then(() => post(e)); return chain; },
-    async close() { await chain.catch(() => {}); },
+    deliver: (e) => {
+      chain = chain.then(() => post(e));
+      return chain;
+    },
+    async close() {
+      await chain.catch(() => {});
+    },
   };
 }
 
@@ -183,7 +256,10 @@ const SOURCES = {
       const batch = envelopes(n);
       const sentAt = new Map();
       const t0 = clock();
-      const all = batch.map((e) => { sentAt.set(e.id, clock()); return client.deliver(e); });
+      const all = batch.map((e) => {
+        sentAt.set(e.id, clock());
+        return client.deliver(e);
+      });
       await Promise.all(all);
       return { seconds: (clock() - t0) / 1000, sentAt };
     },
@@ -198,8 +274,12 @@ const SOURCES = {
       await new Promise((resolve) => {
         const tick = () => {
           const due = Math.min(n, Math.floor(((clock() - t0) / 1000) * rate));
-          for (; i < due; i++) { sentAt.set(batch[i].id, clock()); pending.push(client.deliver(batch[i])); }
-          if (i >= n) resolve(); else setTimeout(tick, 1);
+          for (; i < due; i++) {
+            sentAt.set(batch[i].id, clock());
+            pending.push(client.deliver(batch[i]));
+          }
+          if (i >= n) resolve();
+          else setTimeout(tick, 1);
         };
         tick();
       });
@@ -217,20 +297,34 @@ async function main() {
   const q = args.quick;
   const C = 32;
   const scenarios = [
-    { name: 'backlog → instant receiver (204)', delay: 0, kind: 'backlog', clients: [
-      { make: (u) => sidekickClient(u, C), n: q ? 5_000 : 200_000 },
-      { make: (u) => undiciClient(u, C), n: q ? 5_000 : 200_000 },
-      { make: (u) => sequentialClient(u), n: q ? 1_000 : 20_000 },
-    ] },
-    { name: 'backlog → 20 ms receiver', delay: 20, kind: 'backlog', clients: [
-      { make: (u) => sidekickClient(u, C), n: q ? 640 : 8_000 },
-      { make: (u) => undiciClient(u, C), n: q ? 640 : 8_000 },
-      { make: (u) => sequentialClient(u), n: q ? 40 : 200 },
-    ] },
-    { name: 'steady 2 000 events/s → instant receiver', delay: 0, kind: 'steady', rate: 2_000, seconds: q ? 1 : 5, clients: [
-      { make: (u) => sidekickClient(u, C) },
-      { make: (u) => undiciClient(u, C) },
-    ] },
+    {
+      name: 'backlog → instant receiver (204)',
+      delay: 0,
+      kind: 'backlog',
+      clients: [
+        { make: (u) => sidekickClient(u, C), n: q ? 5_000 : 200_000 },
+        { make: (u) => undiciClient(u, C), n: q ? 5_000 : 200_000 },
+        { make: (u) => sequentialClient(u), n: q ? 1_000 : 20_000 },
+      ],
+    },
+    {
+      name: 'backlog → 20 ms receiver',
+      delay: 20,
+      kind: 'backlog',
+      clients: [
+        { make: (u) => sidekickClient(u, C), n: q ? 640 : 8_000 },
+        { make: (u) => undiciClient(u, C), n: q ? 640 : 8_000 },
+        { make: (u) => sequentialClient(u), n: q ? 40 : 200 },
+      ],
+    },
+    {
+      name: 'steady 2 000 events/s → instant receiver',
+      delay: 0,
+      kind: 'steady',
+      rate: 2_000,
+      seconds: q ? 1 : 5,
+      clients: [{ make: (u) => sidekickClient(u, C) }, { make: (u) => undiciClient(u, C) }],
+    },
   ];
 
   const rows = [];
@@ -250,30 +344,41 @@ async function main() {
       for (const [c, spec] of scenario.clients.entries()) {
         const client = await spec.make(receiver.url);
         results[c].name = client.name;
-        const result = scenario.kind === 'backlog'
-          ? await source.backlog(client, spec.n)
-          : await source.steady(client, scenario.rate, scenario.seconds);
+        const result =
+          scenario.kind === 'backlog' ? await source.backlog(client, spec.n) : await source.steady(client, scenario.rate, scenario.seconds);
         await client.close();
         const received = await receiver.collect();
         const lat = latencies(result.sentAt, received);
         if (lat.length !== result.sentAt.size) throw new Error(`${client.name}: receiver saw ${lat.length} of ${result.sentAt.size} events`);
         const run = { eps: result.sentAt.size / result.seconds, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), n: result.sentAt.size };
         results[c].runs.push(run);
-        process.stderr.write(`  ${scenario.name} · ${client.name} · run ${r + 1}: ${Math.round(run.eps)} ev/s, p50 ${run.p50.toFixed(1)} ms, p99 ${run.p99.toFixed(1)} ms\n`);
+        process.stderr.write(
+          `  ${scenario.name} · ${client.name} · run ${r + 1}: ${Math.round(run.eps)} ev/s, p50 ${run.p50.toFixed(1)} ms, p99 ${run.p99.toFixed(1)} ms\n`,
+        );
       }
     }
     await receiver.stop();
     const perClient = results.map(({ name, runs }) => ({
-      name, n: runs[0].n, eps: median(runs.map((x) => x.eps)), p50: median(runs.map((x) => x.p50)), p99: median(runs.map((x) => x.p99)),
+      name,
+      n: runs[0].n,
+      eps: median(runs.map((x) => x.eps)),
+      p50: median(runs.map((x) => x.p50)),
+      p99: median(runs.map((x) => x.p99)),
     }));
     const sequential = perClient.find((c) => c.name.startsWith('sequential'));
     const bare = perClient.find((c) => c.name.startsWith('bare undici'));
     for (const c of perClient) {
-      rows.push({ scenario: scenario.name, ...c, vsSequential: sequential ? c.eps / sequential.eps : undefined, vsUndici: bare ? c.eps / bare.eps : undefined });
+      rows.push({
+        scenario: scenario.name,
+        ...c,
+        vsSequential: sequential ? c.eps / sequential.eps : undefined,
+        vsUndici: bare ? c.eps / bare.eps : undefined,
+      });
     }
   }
 
-  const fmt = (x, d = 0) => (x === undefined || Number.isNaN(x) ? '—' : x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
+  const fmt = (x, d = 0) =>
+    x === undefined || Number.isNaN(x) ? '—' : x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
   const lines = [
     `# Webhook sink benchmark${q ? ' (--quick)' : ''}`,
     '',
@@ -282,7 +387,10 @@ async function main() {
     '',
     '| scenario | client | events | events/s | p50 ms | p99 ms | × sequential | × bare undici |',
     '|---|---|---:|---:|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.scenario} | ${r.name} | ${fmt(r.n)} | ${fmt(r.eps)} | ${fmt(r.p50, 1)} | ${fmt(r.p99, 1)} | ${r.vsSequential ? `${fmt(r.vsSequential, 1)}×` : '—'} | ${r.vsUndici ? `${fmt(r.vsUndici, 2)}×` : '—'} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.scenario} | ${r.name} | ${fmt(r.n)} | ${fmt(r.eps)} | ${fmt(r.p50, 1)} | ${fmt(r.p99, 1)} | ${r.vsSequential ? `${fmt(r.vsSequential, 1)}×` : '—'} | ${r.vsUndici ? `${fmt(r.vsUndici, 2)}×` : '—'} |`,
+    ),
     '',
     'Latency in the backlog rows includes the time an event waited behind the rest of the backlog; the steady-rate rows show delivery latency proper.',
     '',

@@ -33,7 +33,9 @@ if (options.list) {
 const started = performance.now();
 const rows = await runScenarios(list, { ...options, progress: (line) => console.error(line) });
 const seconds = (performance.now() - started) / 1000;
-console.log(`\npg-sidekick chaos (${options.quick ? 'quick' : 'full'} run, ${rows.length} scenario(s), ${seconds.toFixed(0)} s; Kafka = librdkafka's mock broker)\n`);
+console.log(
+  `\npg-sidekick chaos (${options.quick ? 'quick' : 'full'} run, ${rows.length} scenario(s), ${seconds.toFixed(0)} s; Kafka = librdkafka's mock broker)\n`,
+);
 console.log(formatTable(rows));
 const failed = rows.filter((r) => !r.ok);
 console.log(failed.length ? `\n${failed.length} scenario(s) failed: ${failed.map((r) => r.name).join(', ')}` : '\nall scenarios passed');

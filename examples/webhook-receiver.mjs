@@ -12,13 +12,20 @@ import { createServer } from 'node:http';
 
 const port = Number(process.env.PORT ?? 8080);
 const host = process.env.HOST ?? '0.0.0.0';
-const secrets = (process.env.HOOK_SECRET ?? '').split(/[\s,]+/).filter(Boolean).map((s) =>
-  // whsec_<base64> is the Standard Webhooks form; anything else is used as raw bytes.
-  (s.startsWith('whsec_') ? Buffer.from(s.slice('whsec_'.length), 'base64') : Buffer.from(s, 'utf8')));
+const secrets = (process.env.HOOK_SECRET ?? '')
+  .split(/[\s,]+/)
+  .filter(Boolean)
+  .map((s) =>
+    // whsec_<base64> is the Standard Webhooks form; anything else is used as raw bytes.
+    s.startsWith('whsec_') ? Buffer.from(s.slice('whsec_'.length), 'base64') : Buffer.from(s, 'utf8'),
+  );
 
 function signatureOk(id, timestamp, body, header) {
   if (!id || !timestamp || !header) return false;
-  const offered = header.split(' ').filter((p) => p.startsWith('v1,')).map((p) => Buffer.from(p.slice(3), 'base64'));
+  const offered = header
+    .split(' ')
+    .filter((p) => p.startsWith('v1,'))
+    .map((p) => Buffer.from(p.slice(3), 'base64'));
   return secrets.some((key) => {
     const expected = createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest();
     return offered.some((sig) => sig.length === expected.length && timingSafeEqual(sig, expected));
@@ -40,7 +47,11 @@ const server = createServer((req, res) => {
       signature = signatureOk(id, req.headers['webhook-timestamp'], body, req.headers['webhook-signature']) ? 'ok' : 'INVALID';
     }
     let parsed = body;
-    try { parsed = JSON.parse(body); } catch { /* not JSON: print it as text */ }
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      /* not JSON: print it as text */
+    }
     process.stdout.write(`${JSON.stringify({ at: new Date().toISOString(), method: req.method, path: req.url, id, signature, body: parsed })}\n`);
     res.writeHead(signature === 'INVALID' ? 401 : 204).end();
   });

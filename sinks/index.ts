@@ -11,11 +11,4 @@ import { webhookSink } from './webhook/index.js';
  * TypedSinkDefinition, which is a SinkDefinition as it is (see src/sink.ts for why no cast is needed).
  * `later` is the scheduler's intake and lives beside it (src/scheduler/later-sink.ts).
  */
-export const sinkDefinitions: readonly SinkDefinition[] = [
-  stdoutSink,
-  webhookSink,
-  kafkaSink,
-  amqpSink,
-  redisStreamSink,
-  laterSink,
-];
+export const sinkDefinitions: readonly SinkDefinition[] = [stdoutSink, webhookSink, kafkaSink, amqpSink, redisStreamSink, laterSink];

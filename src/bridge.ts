@@ -63,8 +63,7 @@ function startInBackground(sink: Sink, signal: AbortSignal, logger: Logger): { s
     send(batch, s) {
       // Started: the sink's own promise, not one more async layer around it (the hot path).
       if (ok) return sink.send(batch, s);
-      return Promise.race([ready, new Promise((resolve) => s.addEventListener('abort', resolve, { once: true }))])
-        .then(() => sink.send(batch, s));
+      return Promise.race([ready, new Promise((resolve) => s.addEventListener('abort', resolve, { once: true }))]).then(() => sink.send(batch, s));
     },
     stop: () => sink.stop(),
     ...(sink.check ? { check: sink.check.bind(sink) } : {}),
@@ -100,7 +99,9 @@ export function createBridge(params: {
   const dispatchers = new Map<string, Dispatcher>();
   for (const entry of config.sinks) {
     const raw = entry.definition.create(entry.options as never, {
-      name: entry.name, logger: logger.child({ sink: entry.name }), database: connection,
+      name: entry.name,
+      logger: logger.child({ sink: entry.name }),
+      database: connection,
       ...(params.stdout ? { stdout: params.stdout } : {}),
     });
     const gated = startInBackground(raw, lifetime.signal, logger);
@@ -113,10 +114,18 @@ export function createBridge(params: {
   // The durable path (outbox → sinks); with `enabled: auto` it switches itself off when the sidekick
   // schema is not installed and nothing is captured.
   const drainHeartbeat = createHeartbeat(3 * config.outbox.pollInterval + 30_000);
-  const outbox = config.outbox.enabled === false ? undefined : createOutboxSource({
-    connection, options: config.outbox, pipeline, logger, metrics, heartbeat: drainHeartbeat,
-    install: config.outbox.enabled === true || config.capture.length > 0,
-  });
+  const outbox =
+    config.outbox.enabled === false
+      ? undefined
+      : createOutboxSource({
+          connection,
+          options: config.outbox,
+          pipeline,
+          logger,
+          metrics,
+          heartbeat: drainHeartbeat,
+          install: config.outbox.enabled === true || config.capture.length > 0,
+        });
   // /readyz: the drain is connected and its loop turns (a query stuck on a lock would stop it), and
   // its wake-up LISTEN is up. Registered once the drain is known to be on (at once when capture: or
   // enabled: true says so; otherwise when it found the schema installed).
@@ -129,41 +138,54 @@ export function createBridge(params: {
   };
   if (outbox && (config.outbox.enabled === true || config.capture.length > 0)) checkOutbox();
   if (outbox) {
-    createSampledGauge(metrics, {
-      name: 'sidekick_outbox_pending',
-      help: 'Rows in sidekick.outbox and sidekick.row_changes not yet handed to every sink; a row holds one event, or (outbox) a chunk of up to 1000 of one statement\'s changed rows (read on scrape).',
-    }, async (set) => {
-      if (!outbox.status.enabled) return;
-      const [found] = await stats.query<{ events: boolean }>(`SELECT to_regclass('sidekick.events') IS NOT NULL AS events`);
-      const rows = await stats.query<{ n: string }>(`SELECT count(*) AS n FROM sidekick.${found?.events ? 'events' : 'outbox'}`);
-      set(Number(rows[0]?.n ?? Number.NaN));
-    }, logger);
-    createSampledGauge(metrics, {
-      name: 'sidekick_sink_backlog',
-      help: 'Events waiting in a sink\'s durable backlog, sidekick.deliveries (read on scrape).',
-      labelNames: ['sink'],
-    }, async (set) => {
-      if (!outbox.status.enabled) return;
-      const rows = await stats.query<{ sink: string; n: string }>('SELECT sink, count(*) AS n FROM sidekick.deliveries GROUP BY sink');
-      for (const name of dispatchers.keys()) set(0, { sink: name });
-      for (const r of rows) set(Number(r.n), { sink: r.sink });
-    }, logger);
-    createSampledGauge(metrics, {
-      name: 'sidekick_dead_letters',
-      help: 'Events in sidekick.dead_letters, per sink (read on scrape; see `sidekick dlq`).',
-      labelNames: ['sink'],
-    }, async (set) => {
-      if (!outbox.status.enabled) return;
-      const rows = await stats.query<{ sink: string; n: string }>('SELECT sink, count(*) AS n FROM sidekick.dead_letters GROUP BY sink');
-      for (const name of dispatchers.keys()) set(0, { sink: name });
-      for (const r of rows) set(Number(r.n), { sink: r.sink });
-    }, logger);
+    createSampledGauge(
+      metrics,
+      {
+        name: 'sidekick_outbox_pending',
+        help: "Rows in sidekick.outbox and sidekick.row_changes not yet handed to every sink; a row holds one event, or (outbox) a chunk of up to 1000 of one statement's changed rows (read on scrape).",
+      },
+      async (set) => {
+        if (!outbox.status.enabled) return;
+        const [found] = await stats.query<{ events: boolean }>(`SELECT to_regclass('sidekick.events') IS NOT NULL AS events`);
+        const rows = await stats.query<{ n: string }>(`SELECT count(*) AS n FROM sidekick.${found?.events ? 'events' : 'outbox'}`);
+        set(Number(rows[0]?.n ?? Number.NaN));
+      },
+      logger,
+    );
+    createSampledGauge(
+      metrics,
+      {
+        name: 'sidekick_sink_backlog',
+        help: "Events waiting in a sink's durable backlog, sidekick.deliveries (read on scrape).",
+        labelNames: ['sink'],
+      },
+      async (set) => {
+        if (!outbox.status.enabled) return;
+        const rows = await stats.query<{ sink: string; n: string }>('SELECT sink, count(*) AS n FROM sidekick.deliveries GROUP BY sink');
+        for (const name of dispatchers.keys()) set(0, { sink: name });
+        for (const r of rows) set(Number(r.n), { sink: r.sink });
+      },
+      logger,
+    );
+    createSampledGauge(
+      metrics,
+      {
+        name: 'sidekick_dead_letters',
+        help: 'Events in sidekick.dead_letters, per sink (read on scrape; see `sidekick dlq`).',
+        labelNames: ['sink'],
+      },
+      async (set) => {
+        if (!outbox.status.enabled) return;
+        const rows = await stats.query<{ sink: string; n: string }>('SELECT sink, count(*) AS n FROM sidekick.dead_letters GROUP BY sink');
+        for (const name of dispatchers.keys()) set(0, { sink: name });
+        for (const r of rows) set(Number(r.n), { sink: r.sink });
+      },
+      logger,
+    );
   }
   // Outbox events and oldest age, per-sink backlog age, due schedules (see src/pg/stats.ts).
   registerDatabaseGauges({ metrics, stats, sinks: [...dispatchers.keys()], outboxEnabled: () => outbox?.status.enabled ?? false, logger });
-  const notify = config.listen.length > 0
-    ? createNotifySource({ connection, channels: config.listen, pipeline, logger, metrics })
-    : undefined;
+  const notify = config.listen.length > 0 ? createNotifySource({ connection, channels: config.listen, pipeline, logger, metrics }) : undefined;
   const scheduler: Scheduler | undefined = config.scheduler.enabled
     ? createScheduler({ connection, config: config.scheduler, logger, metrics: createSchedulerMetrics(metrics.registry) })
     : undefined;
@@ -176,22 +198,35 @@ export function createBridge(params: {
 
   // Cluster-wide: how full the NOTIFY queue is (0–1). Near 1, NOTIFY starts failing in every
   // session of the server — usually because some session LISTENs and never reads.
-  createSampledGauge(metrics, {
-    name: 'sidekick_notification_queue_usage',
-    help: 'pg_notification_queue_usage(): fraction of the server\'s NOTIFY queue in use (read on scrape).',
-  }, async (set) => {
-    const rows = await stats.query<{ usage: number }>('SELECT pg_notification_queue_usage() AS usage');
-    set(Number(rows[0]?.usage ?? Number.NaN));
-  }, logger);
+  createSampledGauge(
+    metrics,
+    {
+      name: 'sidekick_notification_queue_usage',
+      help: "pg_notification_queue_usage(): fraction of the server's NOTIFY queue in use (read on scrape).",
+    },
+    async (set) => {
+      const rows = await stats.query<{ usage: number }>('SELECT pg_notification_queue_usage() AS usage');
+      set(Number(rows[0]?.usage ?? Number.NaN));
+    },
+    logger,
+  );
 
   const http = config.http.enabled
-    ? createHttpServer({ host: config.http.host, port: config.http.port, registry: metrics.registry, readiness: () => readinessChecks.evaluate(), logger })
+    ? createHttpServer({
+        host: config.http.host,
+        port: config.http.port,
+        registry: metrics.registry,
+        readiness: () => readinessChecks.evaluate(),
+        logger,
+      })
     : undefined;
 
   return {
     pipeline,
     metrics,
-    get outbox() { return outbox?.status; },
+    get outbox() {
+      return outbox?.status;
+    },
     http,
     stats,
     async start() {
@@ -199,16 +234,24 @@ export function createBridge(params: {
       await http?.start();
       // The scheduler retries its database connection in the background, like the sinks.
       if (scheduler) await scheduler.start();
-      const outboxStarted = outbox?.start().then(() => { if (outbox.status.enabled) checkOutbox(); });
+      const outboxStarted = outbox?.start().then(() => {
+        if (outbox.status.enabled) checkOutbox();
+      });
       if (notify) {
         logger.info({ database: describeConnection(connection), channels: config.listen }, 'listening');
         // The first connection is retried too: a database that is not up yet must not end the bridge.
-        sourceLoop = retryForever({
-          signal: lifetime.signal, logger, what: 'cannot connect to the database', fields: { database: describeConnection(connection) },
-        }, async () => {
-          await notify.start();
-          metrics.listenerConnected.set(1);
-        });
+        sourceLoop = retryForever(
+          {
+            signal: lifetime.signal,
+            logger,
+            what: 'cannot connect to the database',
+            fields: { database: describeConnection(connection) },
+          },
+          async () => {
+            await notify.start();
+            metrics.listenerConnected.set(1);
+          },
+        );
       }
       await Promise.all([sourceLoop, outboxStarted]);
     },
@@ -232,18 +275,23 @@ export function createBridge(params: {
         lifetime.abort();
         await step('connect', sourceLoop, deadline);
         // The scheduler's running actions and the sinks' in-flight deliveries finish side by side.
-        await step('deliveries', Promise.all([
-          scheduler?.stop(left()),
-          ...[...dispatchers.values()].map((d) => d.stop(left())),
-        ]), deadline);
+        await step('deliveries', Promise.all([scheduler?.stop(left()), ...[...dispatchers.values()].map((d) => d.stop(left()))]), deadline);
         const closeBy = Math.max(deadline, Date.now()) + STOP_CLOSE_GRACE_MS;
         await Promise.all([
           // After the dispatchers: the outcomes of the last deliveries are written before disconnecting.
           step('outbox', outbox?.close(closeBy), closeBy),
           step('notify-dead-letters', notify?.close(), closeBy),
-          step('sinks', Promise.all([...dispatchers.values()].map((d) => d.sink.stop().catch((error) => {
-            logger.warn({ sink: d.sink.name, err: errorMessage(error) }, 'sink did not stop cleanly');
-          }))), closeBy),
+          step(
+            'sinks',
+            Promise.all(
+              [...dispatchers.values()].map((d) =>
+                d.sink.stop().catch((error) => {
+                  logger.warn({ sink: d.sink.name, err: errorMessage(error) }, 'sink did not stop cleanly');
+                }),
+              ),
+            ),
+            closeBy,
+          ),
           step('stats', stats.close(), closeBy),
         ]);
         // Last: /metrics and /readyz (503) stay up while the bridge drains. Closing it is local and

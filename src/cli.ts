@@ -7,7 +7,7 @@
  */
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Command, CommanderError } from 'commander';
+import { Command, type CommanderError } from 'commander';
 import type { CommandIO } from './commands/io.js';
 import type { AddOptions } from './commands/schedule.js';
 import { SidekickError } from './errors.js';
@@ -87,32 +87,39 @@ export function buildProgram(io: () => CommandIO): Command {
     .showHelpAfterError()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
-  program.command('run')
+  program
+    .command('run')
     .description('run the bridge')
     .option('-c, --config <file>', 'config file (YAML or JSON)', DEFAULT_CONFIG)
     .action((opts: { config: string }) => exitWith(async () => (await import('./commands/run.js')).runCommand(opts, io())));
 
-  program.command('check')
+  program
+    .command('check')
     .description('validate the config and check that the database and every sink answer (exit 0/1)')
     .option('-c, --config <file>', 'config file (YAML or JSON)', DEFAULT_CONFIG)
     .action((opts: { config: string }) => exitWith(async () => (await import('./commands/check.js')).checkCommand(opts, io())));
 
-  program.command('listen')
-    .description('print notifications to stdout: a drop-in for pgsidekick\'s pglisten (see `sidekick listen --help`)')
+  program
+    .command('listen')
+    .description("print notifications to stdout: a drop-in for pgsidekick's pglisten (see `sidekick listen --help`)")
     .helpOption(false)
     .allowUnknownOption(true)
     .allowExcessArguments(true)
     .argument('[args...]')
     .action((args: string[]) => exitWith(async () => (await import('./commands/listen.js')).listenCommand(args, io())));
 
-  program.command('install')
+  program
+    .command('install')
     .description('create or upgrade the sidekick schema (idempotent; safe from two processes at once)')
-    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('-d, --database <url>', "database URL or conninfo (default: the config's, DATABASE_URL, PG* variables)")
     .option('-c, --config <file>', 'take the database from this config file')
-    .option('--pgcron [schema]', 'also install pgsidekick\'s pgcron.sql interface (a scheduled_events view; schema default public)')
-    .action((opts: { database?: string; config?: string; pgcron?: boolean | string }) => exitWith(async () => (await import('./commands/install.js')).installCommand(opts, io())));
+    .option('--pgcron [schema]', "also install pgsidekick's pgcron.sql interface (a scheduled_events view; schema default public)")
+    .action((opts: { database?: string; config?: string; pgcron?: boolean | string }) =>
+      exitWith(async () => (await import('./commands/install.js')).installCommand(opts, io())),
+    );
 
-  program.command('later')
+  program
+    .command('later')
     .description('run SQL later on "<seconds> <sql>" notifications: a drop-in for pgsidekick\'s pglater (see `sidekick later --help`)')
     .helpOption(false)
     .allowUnknownOption(true)
@@ -120,11 +127,13 @@ export function buildProgram(io: () => CommandIO): Command {
     .argument('[args...]')
     .action((args: string[]) => exitWith(async () => (await import('./commands/later.js')).laterCommand(args, io())));
 
-  const schedule = program.command('schedule')
+  const schedule = program
+    .command('schedule')
     .description('durable schedules in sidekick.schedules: add, list, remove, enable, disable, run-now, history');
-  const db = (c: Command) => c
-    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
-    .option('-c, --config <file>', 'take the database from this config file');
+  const db = (c: Command) =>
+    c
+      .option('-d, --database <url>', "database URL or conninfo (default: the config's, DATABASE_URL, PG* variables)")
+      .option('-c, --config <file>', 'take the database from this config file');
   db(schedule.command('add <name>'))
     .description('add a schedule: one timing (--at, --in, --every, --cron) and one action (--sql, --emit)')
     .option('--at <time>', 'once, at this time (anything PostgreSQL reads as timestamptz)')
@@ -133,10 +142,10 @@ export function buildProgram(io: () => CommandIO): Command {
     .option('--cron <expression>', 'cron: 5 fields, or 6 with seconds first ("*/10 * * * * *")')
     .option('--tz <zone>', 'time zone for --cron and calendar intervals (default UTC)')
     .option('--start <time>', 'first run of --every, earliest run of --cron')
-    .option('--sql <sql>', 'SQL to run (as the bridge\'s role)')
+    .option('--sql <sql>', "SQL to run (as the bridge's role)")
     .option('--emit <channel>', 'publish an event to this channel instead (it flows through the routes)')
     .option('--payload <json>', 'the event payload (default {"schedule": name, "due_at": …})')
-    .option('--key <key>', 'the event\'s ordering key')
+    .option('--key <key>', "the event's ordering key")
     .option('--missed <policy>', 'occurrences missed while no bridge ran: skip | once (default) | all')
     .option('--missed-cap <n>', 'with --missed all: run at most this many (the most recent; default 100)')
     .option('--overlap <policy>', 'occurrences due while the previous run still runs: skip (default) | queue')
@@ -150,28 +159,41 @@ export function buildProgram(io: () => CommandIO): Command {
     .description('list schedules, soonest first')
     .option('--all', 'include pglater jobs and run-now copies')
     .option('--json', 'one JSON object per line')
-    .action((opts: { database?: string; config?: string; all?: boolean; json?: boolean }) => exitWith(async () => (await import('./commands/schedule.js')).scheduleListCommand(opts, io())));
+    .action((opts: { database?: string; config?: string; all?: boolean; json?: boolean }) =>
+      exitWith(async () => (await import('./commands/schedule.js')).scheduleListCommand(opts, io())),
+    );
   db(schedule.command('remove <name>'))
     .description('remove a schedule (by name or id); its history stays')
-    .action((name: string, opts: { database?: string; config?: string }) => exitWith(async () => (await import('./commands/schedule.js')).scheduleRemoveCommand(name, opts, io())));
+    .action((name: string, opts: { database?: string; config?: string }) =>
+      exitWith(async () => (await import('./commands/schedule.js')).scheduleRemoveCommand(name, opts, io())),
+    );
   db(schedule.command('enable <name>'))
     .description('switch a schedule on')
-    .action((name: string, opts: { database?: string; config?: string }) => exitWith(async () => (await import('./commands/schedule.js')).scheduleEnableCommand(name, true, opts, io())));
+    .action((name: string, opts: { database?: string; config?: string }) =>
+      exitWith(async () => (await import('./commands/schedule.js')).scheduleEnableCommand(name, true, opts, io())),
+    );
   db(schedule.command('disable <name>'))
     .description('switch a schedule off (it keeps its place)')
-    .action((name: string, opts: { database?: string; config?: string }) => exitWith(async () => (await import('./commands/schedule.js')).scheduleEnableCommand(name, false, opts, io())));
+    .action((name: string, opts: { database?: string; config?: string }) =>
+      exitWith(async () => (await import('./commands/schedule.js')).scheduleEnableCommand(name, false, opts, io())),
+    );
   db(schedule.command('run-now <name>'))
-    .description('run a schedule\'s action once now, besides its own timing')
-    .action((name: string, opts: { database?: string; config?: string }) => exitWith(async () => (await import('./commands/schedule.js')).scheduleRunNowCommand(name, opts, io())));
+    .description("run a schedule's action once now, besides its own timing")
+    .action((name: string, opts: { database?: string; config?: string }) =>
+      exitWith(async () => (await import('./commands/schedule.js')).scheduleRunNowCommand(name, opts, io())),
+    );
   db(schedule.command('history [name]'))
     .description('recent runs (outcome, duration, error), newest first')
     .option('-n, --limit <n>', 'how many (default 20)')
     .option('--json', 'one JSON object per line')
-    .action((name: string | undefined, opts: { database?: string; config?: string; limit?: string; json?: boolean }) => exitWith(async () => (await import('./commands/schedule.js')).scheduleHistoryCommand(name, opts, io())));
+    .action((name: string | undefined, opts: { database?: string; config?: string; limit?: string; json?: boolean }) =>
+      exitWith(async () => (await import('./commands/schedule.js')).scheduleHistoryCommand(name, opts, io())),
+    );
 
-  program.command('uninstall')
+  program
+    .command('uninstall')
     .description('remove everything pg-sidekick created in the database (capture triggers, the sidekick schema), after listing it')
-    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('-d, --database <url>', "database URL or conninfo (default: the config's, DATABASE_URL, PG* variables)")
     .option('-c, --config <file>', 'take the database from this config file')
     .option('-y, --yes', 'do not ask for confirmation (required without a terminal)')
     .action((opts: { database?: string; config?: string; yes?: boolean }) => {
@@ -179,57 +201,74 @@ export function buildProgram(io: () => CommandIO): Command {
       return exitWith(async () => (await import('./commands/uninstall.js')).uninstallCommand({ ...opts, ...(confirm ? { confirm } : {}) }, io()));
     });
 
-  program.command('triggers')
-    .description('generate the capture triggers as SQL to review (from the config\'s capture: section or a skor triggers.json); --apply runs it')
+  program
+    .command('triggers')
+    .description("generate the capture triggers as SQL to review (from the config's capture: section or a skor triggers.json); --apply runs it")
     .argument('[file]', 'a skor triggers.json (default: the capture: section of the config)')
     .option('-c, --config <file>', 'config file (YAML or JSON)', DEFAULT_CONFIG)
-    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+    .option('-d, --database <url>', "database URL or conninfo (default: the config's, DATABASE_URL, PG* variables)")
     .option('--apply', 'run the SQL in one transaction (installs the sidekick schema first if needed)')
     .option('--drop', 'generate the statements that remove the triggers instead')
     .action((file: string | undefined, opts: { config: string; database?: string; apply?: boolean; drop?: boolean }) =>
-      exitWith(async () => (await import('./commands/triggers.js')).triggersCommand({ ...opts, ...(file ? { file } : {}) }, io())));
+      exitWith(async () => (await import('./commands/triggers.js')).triggersCommand({ ...opts, ...(file ? { file } : {}) }, io())),
+    );
 
   const dlq = program.command('dlq').description('dead letters: events a sink gave up on (list | retry | purge)');
-  const dbOptions = (cmd: Command) => cmd
-    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
-    .option('-c, --config <file>', 'take the database from this config file')
-    .option('-s, --sink <name>', 'only this sink\'s dead letters');
+  const dbOptions = (cmd: Command) =>
+    cmd
+      .option('-d, --database <url>', "database URL or conninfo (default: the config's, DATABASE_URL, PG* variables)")
+      .option('-c, --config <file>', 'take the database from this config file')
+      .option('-s, --sink <name>', "only this sink's dead letters");
   dbOptions(dlq.command('list'))
     .description('show dead letters, newest first')
     .option('-n, --limit <n>', 'at most this many', (v) => Number(v), 50)
     .option('--json', 'JSON (with the whole event) instead of a table')
-    .action((opts: { database?: string; config?: string; sink?: string; limit: number; json?: boolean }) => exitWith(async () => (await import('./commands/dlq.js')).dlqListCommand(opts, io())));
+    .action((opts: { database?: string; config?: string; sink?: string; limit: number; json?: boolean }) =>
+      exitWith(async () => (await import('./commands/dlq.js')).dlqListCommand(opts, io())),
+    );
   dbOptions(dlq.command('retry'))
     .description('send dead letters back to their sink (same event id)')
     .argument('[ids...]', 'dead-letter ids (the ID column of dlq list)')
     .option('--all', 'every dead letter (of --sink, if given)')
-    .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) => exitWith(async () => (await import('./commands/dlq.js')).dlqRetryCommand({ ...opts, ids }, io())));
+    .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) =>
+      exitWith(async () => (await import('./commands/dlq.js')).dlqRetryCommand({ ...opts, ids }, io())),
+    );
   dbOptions(dlq.command('purge'))
     .description('delete dead letters for good')
     .argument('[ids...]', 'dead-letter ids (the ID column of dlq list)')
     .option('--all', 'every dead letter (of --sink, if given)')
-    .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) => exitWith(async () => (await import('./commands/dlq.js')).dlqPurgeCommand({ ...opts, ids }, io())));
+    .action((ids: string[], opts: { database?: string; config?: string; sink?: string; all?: boolean }) =>
+      exitWith(async () => (await import('./commands/dlq.js')).dlqPurgeCommand({ ...opts, ids }, io())),
+    );
 
-  program.command('backfill')
-    .description('enqueue a table\'s existing rows as op READ events, in key order, in batches (resumable; progress on stderr)')
+  program
+    .command('backfill')
+    .description("enqueue a table's existing rows as op READ events, in key order, in batches (resumable; progress on stderr)")
     .argument('<table>', 'table or schema.table')
     .option('-w, --where <sql>', 'only rows matching this SQL condition')
     .option('-b, --batch <n>', 'rows per batch (one transaction each)', (v) => Number(v), 1000)
     .option('--max-batches <n>', 'stop after this many batches (run again to go on)', (v) => Number(v))
     .option('--restart', 'discard an unfinished backfill of this table and start over')
-    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
-    .option('-c, --config <file>', 'take the database, and the table\'s capture key and columns, from this config file')
+    .option('-d, --database <url>', "database URL or conninfo (default: the config's, DATABASE_URL, PG* variables)")
+    .option('-c, --config <file>', "take the database, and the table's capture key and columns, from this config file")
     .action((table: string, opts: { where?: string; batch: number; maxBatches?: number; restart?: boolean; database?: string; config?: string }) =>
-      exitWith(async () => (await import('./commands/backfill.js')).backfillCommand({ ...opts, table }, io())));
+      exitWith(async () => (await import('./commands/backfill.js')).backfillCommand({ ...opts, table }, io())),
+    );
 
-  program.command('status')
-    .description('backlog, oldest event, per-sink backlog and dead letters, due schedules, bridge connections (exit 1 if unreachable or not installed)')
-    .option('-d, --database <url>', 'database URL or conninfo (default: the config\'s, DATABASE_URL, PG* variables)')
+  program
+    .command('status')
+    .description(
+      'backlog, oldest event, per-sink backlog and dead letters, due schedules, bridge connections (exit 1 if unreachable or not installed)',
+    )
+    .option('-d, --database <url>', "database URL or conninfo (default: the config's, DATABASE_URL, PG* variables)")
     .option('-c, --config <file>', 'take the database (and the sink names) from this config file')
     .option('--json', 'machine-readable JSON instead of tables')
-    .action((opts: { database?: string; config?: string; json?: boolean }) => exitWith(async () => (await import('./commands/status.js')).statusCommand(opts, io())));
+    .action((opts: { database?: string; config?: string; json?: boolean }) =>
+      exitWith(async () => (await import('./commands/status.js')).statusCommand(opts, io())),
+    );
 
-  program.command('demo')
+  program
+    .command('demo')
     .description('zero-setup demo: embedded PostgreSQL, a demo channel, events printed to stdout')
     .option('--once', 'exit after the demo events were delivered')
     .option('--dir <dir>', 'data directory of the embedded PostgreSQL')

@@ -33,13 +33,16 @@ const JSON_TYPE = 'application/json';
 const TEXT_TYPE = 'text/plain';
 
 /** A `{field}` template, compiled here so a typo is a config error with its path, not a runtime one. */
-const template = z.string().min(1).superRefine((value, ctx) => {
-  try {
-    compileTemplate(value);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: (error as Error).message });
-  }
-});
+const template = z
+  .string()
+  .min(1)
+  .superRefine((value, ctx) => {
+    try {
+      compileTemplate(value);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    }
+  });
 
 /** The `cloudevents:` options every sink with `format: cloudevents` accepts (Kafka adds `mode`). */
 export const cloudEventsShape = {

@@ -28,13 +28,25 @@ function dispatchShape(defaults: { concurrency?: number; batchSize?: number } = 
   return {
     retry: retrySchema.prefault({}),
     /** send() calls in flight at once. Default 8 (webhook: 32). */
-    concurrency: z.number().int().min(1).max(10_000).default(defaults.concurrency ?? 8),
-    batch: z.strictObject({
-      /** Most envelopes per send() call. Default 100. */
-      size: z.number().int().min(1).max(100_000).default(defaults.batchSize ?? 100),
-      /** How long to wait for a batch to fill. Default 0 (send what is there now). */
-      linger: duration.default(0),
-    }).prefault({}),
+    concurrency: z
+      .number()
+      .int()
+      .min(1)
+      .max(10_000)
+      .default(defaults.concurrency ?? 8),
+    batch: z
+      .strictObject({
+        /** Most envelopes per send() call. Default 100. */
+        size: z
+          .number()
+          .int()
+          .min(1)
+          .max(100_000)
+          .default(defaults.batchSize ?? 100),
+        /** How long to wait for a batch to fill. Default 0 (send what is there now). */
+        linger: duration.default(0),
+      })
+      .prefault({}),
     /** Events held in memory for this sink before ephemeral ones are refused (counted, logged). Default 100000. */
     maxQueued: z.number().int().min(1).default(100_000),
   };
@@ -53,11 +65,21 @@ const captureSchema = z.strictObject({
   /** Which operations get a trigger. Default: insert, update, delete (or the keys of `columns`). */
   operations: z.array(operationSchema).min(1).optional(),
   /** "*" (default), a list of columns, or per operation: { insert: "*", update: [id, status], delete: [id] }. */
-  columns: z.union([columnSelection, z.strictObject({
-    insert: columnSelection.optional(), update: columnSelection.optional(), delete: columnSelection.optional(),
-  })]).default('*'),
+  columns: z
+    .union([
+      columnSelection,
+      z.strictObject({
+        insert: columnSelection.optional(),
+        update: columnSelection.optional(),
+        delete: columnSelection.optional(),
+      }),
+    ])
+    .default('*'),
   /** Ordering key columns (events of one key are delivered in order). Default: the primary key. */
-  key: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((v) => (typeof v === 'string' ? [v] : v)).optional(),
+  key: z
+    .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+    .transform((v) => (typeof v === 'string' ? [v] : v))
+    .optional(),
   /** statement (default): one outbox insert per statement from transition tables; row: one per row. */
   mode: z.enum(['statement', 'row']).default('statement'),
 });
@@ -88,8 +110,7 @@ export const outboxSchema = z.strictObject({
 
 export type OutboxOptions = z.infer<typeof outboxSchema>;
 
-const channelList = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)])
-  .transform((v) => (typeof v === 'string' ? [v] : v));
+const channelList = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((v) => (typeof v === 'string' ? [v] : v));
 
 const baseSchema = z.strictObject({
   /** postgres:// URL or conninfo. Default: DATABASE_URL, then the libpq PG* variables. */
@@ -97,41 +118,48 @@ const baseSchema = z.strictObject({
   /** Plain NOTIFY channels to LISTEN on (ephemeral, at-most-once). Case-sensitive. */
   listen: z.array(z.string().min(1).max(63)).default([]),
   /** Named sinks; each has a `type` and that type's options. */
-  sinks: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'sink names use letters, digits, _ . -'),
-    z.looseObject({ type: z.string() })),
+  sinks: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'sink names use letters, digits, _ . -'), z.looseObject({ type: z.string() })),
   /** Tables whose row changes are captured durably (channel "schema.table"). See `sidekick triggers`. */
   capture: z.array(captureSchema).default([]),
   outbox: outboxSchema.prefault({}),
   /** Which channels go to which sinks. Every `to` must name a sink. */
   routes: z.array(z.strictObject({ from: channelList, to: channelList })).default([]),
-  log: z.strictObject({
-    /** trace | debug | info | warn | error | fatal. Default: LOG_LEVEL or info. */
-    level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
-    /**
-     * json (one JSON line per event) | pretty (human-readable) | auto: pretty when stderr is a
-     * terminal, else json. Default: LOG_FORMAT or auto.
-     */
-    format: z.enum(['auto', 'json', 'pretty']).optional(),
-  }).prefault({}),
-  shutdown: z.strictObject({
-    /** How long a stop waits for in-flight deliveries. Default 10s. */
-    timeout: duration.default(10_000),
-  }).prefault({}),
+  log: z
+    .strictObject({
+      /** trace | debug | info | warn | error | fatal. Default: LOG_LEVEL or info. */
+      level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
+      /**
+       * json (one JSON line per event) | pretty (human-readable) | auto: pretty when stderr is a
+       * terminal, else json. Default: LOG_FORMAT or auto.
+       */
+      format: z.enum(['auto', 'json', 'pretty']).optional(),
+    })
+    .prefault({}),
+  shutdown: z
+    .strictObject({
+      /** How long a stop waits for in-flight deliveries. Default 10s. */
+      timeout: duration.default(10_000),
+    })
+    .prefault({}),
   /** The scheduler (durable schedules, pglater jobs); see src/scheduler/config.ts. Default: off unless a `later` sink exists. */
   scheduler: schedulerSchema.optional(),
   /**
    * The operations endpoint: /metrics (Prometheus), /healthz, /readyz. Off when this key is absent;
    * `http: {}` serves it on 127.0.0.1:9187.
    */
-  http: z.strictObject({
-    /** Set false to keep the section but not serve. Default true. */
-    enabled: z.boolean().default(true),
-    /** Address to bind. Default 127.0.0.1 (loopback); 0.0.0.0 in a container so probes and Prometheus reach it. */
-    host: z.string().min(1).default('127.0.0.1'),
-    /** TCP port; 0 picks a free one. A numeric string is accepted (for `${PORT}`). Default 9187. */
-    port: z.union([z.number(), z.string().regex(/^\d+$/, 'expected a port number').transform(Number)])
-      .pipe(z.number().int().min(0).max(65_535)).default(9187),
-  }).optional(),
+  http: z
+    .strictObject({
+      /** Set false to keep the section but not serve. Default true. */
+      enabled: z.boolean().default(true),
+      /** Address to bind. Default 127.0.0.1 (loopback); 0.0.0.0 in a container so probes and Prometheus reach it. */
+      host: z.string().min(1).default('127.0.0.1'),
+      /** TCP port; 0 picks a free one. A numeric string is accepted (for `${PORT}`). Default 9187. */
+      port: z
+        .union([z.number(), z.string().regex(/^\d+$/, 'expected a port number').transform(Number)])
+        .pipe(z.number().int().min(0).max(65_535))
+        .default(9187),
+    })
+    .optional(),
 });
 
 /** The http section once parsed; `enabled` is false when the section is absent. */
@@ -204,7 +232,13 @@ const VAR = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
  * A variable that is not set is a problem: pushed to `problems` when given (so that it is reported
  * with every other problem of the file), else thrown as a ConfigError.
  */
-export function interpolate(value: unknown, env: ParseOptions['env'], file: string | undefined, path: PropertyKey[] = [], problems?: string[]): unknown {
+export function interpolate(
+  value: unknown,
+  env: ParseOptions['env'],
+  file: string | undefined,
+  path: PropertyKey[] = [],
+  problems?: string[],
+): unknown {
   if (typeof value === 'string') {
     return value.replace(VAR, (whole, name: string | undefined, fallback: string | undefined) => {
       if (name === undefined) return '${';
@@ -278,8 +312,12 @@ export function parseConfig(document: unknown, options: ParseOptions): Config {
   const routeDocs = Array.isArray(raw.routes) ? raw.routes : [];
   routeDocs.forEach((route: unknown, i) => {
     if (!isRecord(route)) return;
-    const targets: [unknown, Path][] = typeof route.to === 'string' ? [[route.to, ['routes', i, 'to']]]
-      : Array.isArray(route.to) ? route.to.map((to: unknown, j): [unknown, Path] => [to, ['routes', i, 'to', j]]) : [];
+    const targets: [unknown, Path][] =
+      typeof route.to === 'string'
+        ? [[route.to, ['routes', i, 'to']]]
+        : Array.isArray(route.to)
+          ? route.to.map((to: unknown, j): [unknown, Path] => [to, ['routes', i, 'to', j]])
+          : [];
     for (const [to, path] of targets) {
       if (typeof to === 'string' && to !== '' && !names.has(to)) {
         problems.push(`${formatPath(path)}: no sink named "${to}" (sinks: ${[...names].join(', ') || 'none'})`);
@@ -305,7 +343,10 @@ export function parseConfig(document: unknown, options: ParseOptions): Config {
     routes: base.data.routes,
     log: base.data.log,
     shutdown: base.data.shutdown,
-    scheduler: resolveScheduler(base.data.scheduler, sinks.some((s) => s.type === 'later')),
+    scheduler: resolveScheduler(
+      base.data.scheduler,
+      sinks.some((s) => s.type === 'later'),
+    ),
     http: base.data.http ?? HTTP_OFF,
   }) as Config;
 }

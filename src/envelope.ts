@@ -109,15 +109,11 @@ export interface TemplateOptions {
 }
 
 function templateValue(e: Envelope, field: string): string | undefined {
-  const value = field === 'op' ? e.op ?? e.source.toUpperCase() : (e as unknown as Record<string, unknown>)[field];
+  const value = field === 'op' ? (e.op ?? e.source.toUpperCase()) : (e as unknown as Record<string, unknown>)[field];
   return value === undefined || value === null || value === '' ? undefined : String(value);
 }
 
-export function compileTemplate(
-  template: string,
-  encode: (s: string) => string = (s) => s,
-  options: TemplateOptions = {},
-): (e: Envelope) => string {
+export function compileTemplate(template: string, encode: (s: string) => string = (s) => s, options: TemplateOptions = {}): (e: Envelope) => string {
   const parts = template.split(/(\{[^{}]*\})/);
   for (const p of parts) {
     if (p.startsWith('{') && p.endsWith('}') && !TEMPLATE_FIELDS.includes(p.slice(1, -1) as TemplateField)) {
@@ -141,8 +137,11 @@ export function compileTemplate(
       if (value !== undefined) out += encode(value);
       else if (fail) {
         // The same event would fail the same way on every attempt: fatal, with what to change.
-        throw new FatalError(TEMPLATE_FIELD_MISSING, `${name} "${template}" needs {${field}}, which this ${e.source} event on channel `
-          + `"${e.channel}" does not have; use a ${name} every event routed to this sink can fill (e.g. {channel}), or route these events elsewhere`);
+        throw new FatalError(
+          TEMPLATE_FIELD_MISSING,
+          `${name} "${template}" needs {${field}}, which this ${e.source} event on channel ` +
+            `"${e.channel}" does not have; use a ${name} every event routed to this sink can fill (e.g. {channel}), or route these events elsewhere`,
+        );
       }
     }
     return out;

@@ -112,8 +112,7 @@ export function errorCode(error: unknown): string | undefined {
  */
 export function classifyError(error: unknown): SidekickError {
   if (error instanceof SidekickError) return error;
-  if (error instanceof TypeError || error instanceof RangeError || error instanceof SyntaxError
-    || error instanceof ReferenceError) {
+  if (error instanceof TypeError || error instanceof RangeError || error instanceof SyntaxError || error instanceof ReferenceError) {
     return new FatalError('SINK_BUG', `${error.name}: ${error.message}`, { cause: error });
   }
   const code = errorCode(error);

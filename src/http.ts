@@ -24,13 +24,7 @@ export interface HttpServer {
  * runs its event loop), `/readyz` (200 when every readiness check passes, 503 naming the failing
  * ones otherwise). Plain node:http: three GET routes do not need a framework.
  */
-export function createHttpServer(params: {
-  host: string;
-  port: number;
-  registry: Registry;
-  readiness: () => Readiness;
-  logger: Logger;
-}): HttpServer {
+export function createHttpServer(params: { host: string; port: number; registry: Registry; readiness: () => Readiness; logger: Logger }): HttpServer {
   const { registry, readiness } = params;
   const logger = params.logger.child({ component: 'http' });
   let stopped: Promise<void> | undefined;
@@ -60,7 +54,9 @@ export function createHttpServer(params: {
     if (path === '/healthz') return send(res, 200, 'text/plain; charset=utf-8', 'ok\n');
     if (path === '/readyz') {
       const state = readiness();
-      const failing = Object.entries(state.checks).filter(([, ok]) => !ok).map(([name]) => name);
+      const failing = Object.entries(state.checks)
+        .filter(([, ok]) => !ok)
+        .map(([name]) => name);
       const body = JSON.stringify({ ready: state.ready, checks: state.checks, ...(state.ready ? {} : { failing }) });
       return send(res, state.ready ? 200 : 503, 'application/json', `${body}\n`);
     }
@@ -88,10 +84,10 @@ export function createHttpServer(params: {
       return new Promise<void>((resolve, reject) => {
         const onError = (error: NodeJS.ErrnoException) => {
           server.off('listening', onListening);
-          const hint = error.code === 'EADDRINUSE'
-            ? ' (another process uses it: set http.port, or http.enabled: false)'
-            : '';
-          reject(new SidekickError('HTTP_LISTEN', `cannot serve /metrics on ${params.host}:${params.port}: ${error.message}${hint}`, { cause: error }));
+          const hint = error.code === 'EADDRINUSE' ? ' (another process uses it: set http.port, or http.enabled: false)' : '';
+          reject(
+            new SidekickError('HTTP_LISTEN', `cannot serve /metrics on ${params.host}:${params.port}: ${error.message}${hint}`, { cause: error }),
+          );
         };
         const onListening = () => {
           server.off('error', onError);

@@ -72,16 +72,17 @@ export interface LoggerOptions {
  */
 export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? 'info';
-  const target: { write(s: string): unknown } = options.format === 'pretty'
-    ? prettyStream({
-      destination: options.destination ?? 2,
-      sync: true,
-      colorize: options.colorize ?? false,
-      translateTime: 'SYS:HH:MM:ss.l',
-      ignore: 'pid,hostname',
-      singleLine: true,
-    })
-    : options.destination ?? pinoDestination({ fd: 2, sync: true });
+  const target: { write(s: string): unknown } =
+    options.format === 'pretty'
+      ? prettyStream({
+          destination: options.destination ?? 2,
+          sync: true,
+          colorize: options.colorize ?? false,
+          translateTime: 'SYS:HH:MM:ss.l',
+          ignore: 'pid,hostname',
+          singleLine: true,
+        })
+      : (options.destination ?? pinoDestination({ fd: 2, sync: true }));
   const redacting = { write: (line: string) => target.write(redactLine(line)) };
   return pino({ level, base: { pid: process.pid } }, redacting);
 }

@@ -22,11 +22,24 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
   const sinkCounts = new Set<SinkCounts>();
   const metrics = {
     registry,
-    received: new Counter({ name: 'sidekick_events_received_total', help: 'Events picked up from PostgreSQL, per source and channel.', labelNames: ['source', 'channel'], registers }),
+    received: new Counter({
+      name: 'sidekick_events_received_total',
+      help: 'Events picked up from PostgreSQL, per source and channel.',
+      labelNames: ['source', 'channel'],
+      registers,
+    }),
     unrouted: new Counter({ name: 'sidekick_events_unrouted_total', help: 'Events that matched no route.', labelNames: ['channel'], registers }),
-    malformed: new Counter({ name: 'sidekick_events_malformed_total', help: 'Notifications or rows that could not be understood (logged, never fatal).', labelNames: ['channel'], registers }),
+    malformed: new Counter({
+      name: 'sidekick_events_malformed_total',
+      help: 'Notifications or rows that could not be understood (logged, never fatal).',
+      labelNames: ['channel'],
+      registers,
+    }),
     delivered: new Counter({
-      name: 'sidekick_events_delivered_total', help: 'Events acknowledged by a sink.', labelNames: ['sink'], registers,
+      name: 'sidekick_events_delivered_total',
+      help: 'Events acknowledged by a sink.',
+      labelNames: ['sink'],
+      registers,
       collect() {
         for (const c of sinkCounts) {
           const total = c.delivered();
@@ -35,20 +48,42 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
         }
       },
     }),
-    retried: new Counter({ name: 'sidekick_events_retried_total', help: 'Failed delivery attempts that will be retried.', labelNames: ['sink'], registers }),
-    failed: new Counter({ name: 'sidekick_delivery_failures_total', help: 'Failed delivery attempts, by whether they were retriable.', labelNames: ['sink', 'retriable'], registers }),
-    dead: new Counter({ name: 'sidekick_events_dead_lettered_total', help: 'Events given up on after the retry policy (dead-lettered).', labelNames: ['sink'], registers }),
+    retried: new Counter({
+      name: 'sidekick_events_retried_total',
+      help: 'Failed delivery attempts that will be retried.',
+      labelNames: ['sink'],
+      registers,
+    }),
+    failed: new Counter({
+      name: 'sidekick_delivery_failures_total',
+      help: 'Failed delivery attempts, by whether they were retriable.',
+      labelNames: ['sink', 'retriable'],
+      registers,
+    }),
+    dead: new Counter({
+      name: 'sidekick_events_dead_lettered_total',
+      help: 'Events given up on after the retry policy (dead-lettered).',
+      labelNames: ['sink'],
+      registers,
+    }),
     dropped: new Counter({
       name: 'sidekick_events_dropped_total',
       help: 'Events given up with neither a delivery nor a dead letter (each logged): NOTIFY events refused because the sink queue was full, NOTIFY dead letters with no sidekick schema to hold them, events no store would take.',
-      labelNames: ['sink'], registers,
+      labelNames: ['sink'],
+      registers,
     }),
     latency: new Histogram({
-      name: 'sidekick_delivery_latency_seconds', help: 'From the event (commit or arrival) to the sink acknowledging it.', labelNames: ['sink'],
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers,
+      name: 'sidekick_delivery_latency_seconds',
+      help: 'From the event (commit or arrival) to the sink acknowledging it.',
+      labelNames: ['sink'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
     }),
     queued: new Gauge({
-      name: 'sidekick_sink_queued', help: 'Events waiting or in flight per sink.', labelNames: ['sink'], registers,
+      name: 'sidekick_sink_queued',
+      help: 'Events waiting or in flight per sink.',
+      labelNames: ['sink'],
+      registers,
       collect() {
         this.reset();
         for (const c of sinkCounts) this.inc({ sink: c.sink }, c.queued());
@@ -56,13 +91,42 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     }),
     listenerConnected: new Gauge({ name: 'sidekick_listener_connected', help: '1 while the LISTEN connection is up.', registers }),
     reconnects: new Counter({ name: 'sidekick_listener_reconnects_total', help: 'Times the LISTEN connection was re-established.', registers }),
-    buildInfo: new Gauge({ name: 'sidekick_build_info', help: 'Always 1; the labels say which pg-sidekick runs.', labelNames: ['version', 'node'], registers }),
+    buildInfo: new Gauge({
+      name: 'sidekick_build_info',
+      help: 'Always 1; the labels say which pg-sidekick runs.',
+      labelNames: ['version', 'node'],
+      registers,
+    }),
     outboxConnected: new Gauge({ name: 'sidekick_outbox_connected', help: '1 while the outbox drain is connected to the database.', registers }),
-    outboxPartitions: new Gauge({ name: 'sidekick_outbox_partitions', help: 'Key partitions of the outbox this instance drains (of 16, shared by all instances).', registers }),
-    outboxSpilled: new Counter({ name: 'sidekick_outbox_spilled_total', help: 'Events moved to a sink\'s durable backlog because the sink was slow, failing or holding them long.', labelNames: ['sink'], registers }),
-    storeRefused: new Counter({ name: 'sidekick_events_store_refused_total', help: 'Events a sink\'s backlog or the dead letters refused to store as they were; set apart (dead-lettered with the reason, or stored as JSON text) so the others go on.', labelNames: ['sink'], registers }),
-    outboxBacklogMode: new Gauge({ name: 'sidekick_outbox_sink_backlogged', help: '1 while a sink is fed from its durable backlog instead of live.', labelNames: ['sink'], registers }),
-    sampleErrors: new Counter({ name: 'sidekick_metric_read_errors_total', help: 'Scrape-time reads that failed (database unreachable or too slow); that sample is left out or NaN.', labelNames: ['metric'], registers }),
+    outboxPartitions: new Gauge({
+      name: 'sidekick_outbox_partitions',
+      help: 'Key partitions of the outbox this instance drains (of 16, shared by all instances).',
+      registers,
+    }),
+    outboxSpilled: new Counter({
+      name: 'sidekick_outbox_spilled_total',
+      help: "Events moved to a sink's durable backlog because the sink was slow, failing or holding them long.",
+      labelNames: ['sink'],
+      registers,
+    }),
+    storeRefused: new Counter({
+      name: 'sidekick_events_store_refused_total',
+      help: "Events a sink's backlog or the dead letters refused to store as they were; set apart (dead-lettered with the reason, or stored as JSON text) so the others go on.",
+      labelNames: ['sink'],
+      registers,
+    }),
+    outboxBacklogMode: new Gauge({
+      name: 'sidekick_outbox_sink_backlogged',
+      help: '1 while a sink is fed from its durable backlog instead of live.',
+      labelNames: ['sink'],
+      registers,
+    }),
+    sampleErrors: new Counter({
+      name: 'sidekick_metric_read_errors_total',
+      help: 'Scrape-time reads that failed (database unreachable or too slow); that sample is left out or NaN.',
+      labelNames: ['metric'],
+      registers,
+    }),
   };
   metrics.buildInfo.set({ version: VERSION, node: process.versions.node }, 1);
   /**
@@ -125,7 +189,9 @@ export function createSampledGauge<L extends string = never>(
     async collect() {
       const samples: [number, Partial<Record<L, string>> | undefined][] = [];
       try {
-        await read((value, labels) => { samples.push([value, labels]); });
+        await read((value, labels) => {
+          samples.push([value, labels]);
+        });
       } catch (error) {
         metrics.sampleErrors.inc({ metric: name });
         if (Date.now() - lastLogged > 60_000) {

@@ -18,7 +18,9 @@ export function createReadinessChecks(): ReadinessChecks {
     register(name, check) {
       if (checks.has(name)) throw new Error(`readiness check "${name}" is already registered`);
       checks.set(name, check);
-      return () => { if (checks.get(name) === check) checks.delete(name); };
+      return () => {
+        if (checks.get(name) === check) checks.delete(name);
+      };
     },
     evaluate() {
       const out: Record<string, boolean> = {};
@@ -51,7 +53,11 @@ export interface Heartbeat {
 export function createHeartbeat(maxSilenceMs: number, now: () => number = Date.now): Heartbeat {
   let last: number | undefined;
   return {
-    beat() { last = now(); },
-    alive() { return last !== undefined && now() - last <= maxSilenceMs; },
+    beat() {
+      last = now();
+    },
+    alive() {
+      return last !== undefined && now() - last <= maxSilenceMs;
+    },
   };
 }

@@ -81,7 +81,9 @@ export function createLink<L extends object>(options: LinkOptions<L>): Link<L> {
     closed.add(link);
     uses.delete(link);
     // A close callback that throws synchronously is a rejection like any other.
-    return Promise.resolve().then(() => options.close(link)).catch(() => {});
+    return Promise.resolve()
+      .then(() => options.close(link))
+      .catch(() => {});
   }
 
   function retire(link: L, reason?: unknown): boolean {
@@ -95,27 +97,29 @@ export function createLink<L extends object>(options: LinkOptions<L>): Link<L> {
 
   function attempt(): Promise<L> {
     // `.then`: connect() runs after `connecting` is set, so even a synchronous throw clears it.
-    const pending: Promise<L> = Promise.resolve().then(() => options.connect()).then(
-      (link) => {
-        if (connecting === pending) connecting = undefined;
-        if (closing) {
-          void closeOnce(link);
-          throw closedError();
-        }
-        known.add(link);
-        current = link;
-        const failedBefore = failures;
-        failures = 0;
-        options.onConnected?.(link, failedBefore);
-        return link;
-      },
-      (error: unknown) => {
-        if (connecting === pending) connecting = undefined;
-        failures++;
-        options.onConnectFailed?.(error, failures);
-        throw error;
-      },
-    );
+    const pending: Promise<L> = Promise.resolve()
+      .then(() => options.connect())
+      .then(
+        (link) => {
+          if (connecting === pending) connecting = undefined;
+          if (closing) {
+            void closeOnce(link);
+            throw closedError();
+          }
+          known.add(link);
+          current = link;
+          const failedBefore = failures;
+          failures = 0;
+          options.onConnected?.(link, failedBefore);
+          return link;
+        },
+        (error: unknown) => {
+          if (connecting === pending) connecting = undefined;
+          failures++;
+          options.onConnectFailed?.(error, failures);
+          throw error;
+        },
+      );
     return pending;
   }
 
@@ -131,8 +135,8 @@ export function createLink<L extends object>(options: LinkOptions<L>): Link<L> {
     if (!signal) return connecting;
     return bounded(connecting, {
       signal,
-      aborted: () => (options.abortedError ? options.abortedError(signal)
-        : new RetriableError('ABORTED', 'gave up waiting for the connection: aborted')),
+      aborted: () =>
+        options.abortedError ? options.abortedError(signal) : new RetriableError('ABORTED', 'gave up waiting for the connection: aborted'),
     });
   }
 

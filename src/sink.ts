@@ -36,7 +36,7 @@ export interface Sink {
   start(signal: AbortSignal): Promise<void>;
   send(batch: readonly Envelope[], signal: AbortSignal): Promise<SendResult>;
   stop(): Promise<void>;
-  check?(signal: AbortSignal): Promise<string | void>;
+  check?(signal: AbortSignal): Promise<string | undefined>;
 }
 
 /** What a sink factory gets besides its own validated options. */

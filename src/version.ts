@@ -5,7 +5,9 @@ export const VERSION: string = (() => {
   for (const rel of ['../../package.json', '../package.json']) {
     try {
       return (JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version: string }).version;
-    } catch { /* try the next location */ }
+    } catch {
+      /* try the next location */
+    }
   }
   return '0.0.0';
 })();

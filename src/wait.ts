@@ -117,7 +117,10 @@ export function bounded<T>(work: PromiseLike<T>, options: BoundOptions): Promise
       if (!options.keepAlive) timer.unref();
     }
     signal?.addEventListener('abort', onAbort, { once: true });
-    work.then((v) => finish(() => resolve(v)), (e: unknown) => finish(() => reject(e)));
+    work.then(
+      (v) => finish(() => resolve(v)),
+      (e: unknown) => finish(() => reject(e)),
+    );
   });
 }
 

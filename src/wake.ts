@@ -20,7 +20,9 @@ export function createWakeup(signal?: AbortSignal): Wakeup {
   let count = 0;
   const nappers = new Set<() => void>();
   return {
-    get count() { return count; },
+    get count() {
+      return count;
+    },
     wake() {
       count++;
       for (const done of [...nappers]) done();

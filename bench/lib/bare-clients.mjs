@@ -20,18 +20,34 @@ export function batcher(sendBatch, { size, concurrency }) {
     while (head < queue.length && inFlight < concurrency) {
       const batch = queue.slice(head, head + size);
       head += batch.length;
-      if (head > 100_000) { queue = queue.slice(head); head = 0; }
+      if (head > 100_000) {
+        queue = queue.slice(head);
+        head = 0;
+      }
       inFlight++;
-      sendBatch(batch.map((b) => b.e)).then(
-        () => { for (const b of batch) b.resolve(); },
-        (error) => { for (const b of batch) b.reject(error); },
-      ).finally(() => { inFlight--; pump(); });
+      sendBatch(batch.map((b) => b.e))
+        .then(
+          () => {
+            for (const b of batch) b.resolve();
+          },
+          (error) => {
+            for (const b of batch) b.reject(error);
+          },
+        )
+        .finally(() => {
+          inFlight--;
+          pump();
+        });
     }
   }
-  return (e) => new Promise((resolve, reject) => {
-    queue.push({ e, resolve, reject });
-    if (!scheduled) { scheduled = true; setImmediate(pump); }
-  });
+  return (e) =>
+    new Promise((resolve, reject) => {
+      queue.push({ e, resolve, reject });
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(pump);
+      }
+    });
 }
 
 /** undici alone: `concurrency` POSTs in flight on keep-alive connections. */
@@ -39,7 +55,13 @@ export function bareUndici(url, body, { concurrency }) {
   const { origin, pathname } = new URL(url);
   const agent = new Agent({ keepAliveTimeout: 30_000 });
   const send = async ([e]) => {
-    const r = await agent.request({ origin, path: pathname, method: 'POST', body: body(e), headers: { 'content-type': 'application/json', 'webhook-id': e.id } });
+    const r = await agent.request({
+      origin,
+      path: pathname,
+      method: 'POST',
+      body: body(e),
+      headers: { 'content-type': 'application/json', 'webhook-id': e.id },
+    });
     await r.body.dump();
     if (r.statusCode >= 300) throw new Error(`HTTP ${r.statusCode}`);
   };
@@ -50,20 +72,35 @@ export function bareUndici(url, body, { concurrency }) {
 export function sequentialHttp(url, body) {
   const { hostname, port, pathname } = new URL(url);
   let chain = Promise.resolve();
-  const post = (e) => new Promise((resolve, reject) => {
-    const text = body(e);
-    const req = httpRequest({ host: hostname, port, path: pathname, method: 'POST', agent: false,
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'webhook-id': e.id } }, (res) => {
-      res.resume();
-      res.on('end', () => (res.statusCode < 300 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
+  const post = (e) =>
+    new Promise((resolve, reject) => {
+      const text = body(e);
+      const req = httpRequest(
+        {
+          host: hostname,
+          port,
+          path: pathname,
+          method: 'POST',
+          agent: false,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'webhook-id': e.id },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => (res.statusCode < 300 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
+        },
+      );
+      req.on('error', reject);
+      req.end(text);
     });
-    req.on('error', reject);
-    req.end(text);
-  });
   return {
     name: 'sequential, new connection per event (skor)',
-    deliver: (e) => { chain = chain.then(() => post(e)); return chain; },
-    async close() { await chain.catch(() => {}); },
+    deliver: (e) => {
+      chain = chain.then(() => post(e));
+      return chain;
+    },
+    async close() {
+      await chain.catch(() => {});
+    },
   };
 }
 
@@ -72,9 +109,21 @@ export async function bareKafka(brokers, topic, body, { size, concurrency }) {
   const kafka = new Kafka({ clientId: 'bench-bare', brokers: brokers.split(','), logLevel: logLevel.NOTHING, retry: { retries: 0 } });
   const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, allowAutoTopicCreation: false });
   await producer.connect();
-  const send = (batch) => producer.sendBatch({ acks: -1, topicMessages: [{ topic, messages: batch.map((e) => ({
-    key: e.key ?? null, value: body(e), timestamp: String(Date.parse(e.at)), headers: { id: e.id, channel: e.channel, source: e.source, op: e.op ?? '' },
-  })) }] });
+  const send = (batch) =>
+    producer.sendBatch({
+      acks: -1,
+      topicMessages: [
+        {
+          topic,
+          messages: batch.map((e) => ({
+            key: e.key ?? null,
+            value: body(e),
+            timestamp: String(Date.parse(e.at)),
+            headers: { id: e.id, channel: e.channel, source: e.source, op: e.op ?? '' },
+          })),
+        },
+      ],
+    });
   return { name: 'bare kafkajs producer', deliver: batcher(send, { size, concurrency }), close: () => producer.disconnect() };
 }
 
@@ -87,12 +136,25 @@ export async function bareAmqp(url, exchange, body, { size, concurrency }) {
     const confirms = [];
     for (const e of batch) {
       let flowing = true;
-      confirms.push(new Promise((resolve, reject) => {
-        flowing = channel.publish(exchange, `${e.schema}.${e.table}.${e.op}`, Buffer.from(body(e)), {
-          persistent: true, mandatory: true, messageId: e.id, contentType: 'application/json', appId: 'pg-sidekick',
-          timestamp: Math.floor(Date.parse(e.at) / 1000), headers: { source: e.source, channel: e.channel, op: e.op, key: e.key },
-        }, (err) => (err ? reject(err) : resolve()));
-      }));
+      confirms.push(
+        new Promise((resolve, reject) => {
+          flowing = channel.publish(
+            exchange,
+            `${e.schema}.${e.table}.${e.op}`,
+            Buffer.from(body(e)),
+            {
+              persistent: true,
+              mandatory: true,
+              messageId: e.id,
+              contentType: 'application/json',
+              appId: 'pg-sidekick',
+              timestamp: Math.floor(Date.parse(e.at) / 1000),
+              headers: { source: e.source, channel: e.channel, op: e.op, key: e.key },
+            },
+            (err) => (err ? reject(err) : resolve()),
+          );
+        }),
+      );
       if (!flowing) await new Promise((resolve) => channel.once('drain', resolve));
     }
     await Promise.all(confirms);
@@ -108,5 +170,11 @@ export function bareRedis(url, stream, body, { size, concurrency }) {
     for (const e of batch) p.xadd(stream, '*', 'id', e.id, 'channel', e.channel, 'op', e.op ?? '', 'key', e.key ?? '', 'data', body(e));
     for (const [err] of await p.exec()) if (err) throw err;
   };
-  return { name: 'bare ioredis, pipelined XADD', deliver: batcher(send, { size, concurrency }), close: async () => { client.disconnect(); } };
+  return {
+    name: 'bare ioredis, pipelined XADD',
+    deliver: batcher(send, { size, concurrency }),
+    close: async () => {
+      client.disconnect();
+    },
+  };
 }

@@ -37,13 +37,14 @@ export async function startServer(settings = {}) {
     const gid = Number((await run('id', ['-g', 'postgres'])).stdout.trim());
     chownSync(dir, uid, gid);
   }
-  const exec = (args) => (asRoot
-    ? run('su', ['postgres', '-s', '/bin/sh', '-c', args.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ')])
-    : run(args[0], args.slice(1)));
+  const exec = (args) =>
+    asRoot ? run('su', ['postgres', '-s', '/bin/sh', '-c', args.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ')]) : run(args[0], args.slice(1));
   const port = await freePort();
   await exec([`${PG_BIN}/initdb`, '-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8']);
   const all = { listen_addresses: '127.0.0.1', port, unix_socket_directories: dir, max_connections: 100, shared_buffers: '512MB', ...settings };
-  const options = Object.entries(all).map(([k, v]) => `-c ${k}=${v}`).join(' ');
+  const options = Object.entries(all)
+    .map(([k, v]) => `-c ${k}=${v}`)
+    .join(' ');
   await exec([`${PG_BIN}/pg_ctl`, '-D', data, '-l', join(dir, 'log'), '-w', '-o', options, 'start']);
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
@@ -55,7 +56,9 @@ export async function startServer(settings = {}) {
       await exec([`${PG_BIN}/pg_ctl`, '-D', data, '-m', 'fast', '-w', 'stop']);
     },
     shell(command) {
-      return asRoot ? run('su', ['postgres', '-s', '/bin/sh', '-c', command], { maxBuffer: 64 << 20 }) : run('/bin/sh', ['-c', command], { maxBuffer: 64 << 20 });
+      return asRoot
+        ? run('su', ['postgres', '-s', '/bin/sh', '-c', command], { maxBuffer: 64 << 20 })
+        : run('/bin/sh', ['-c', command], { maxBuffer: 64 << 20 });
     },
     async stop() {
       await exec([`${PG_BIN}/pg_ctl`, '-D', data, '-m', 'fast', '-w', 'stop']).catch(() => {});

@@ -9,13 +9,33 @@ import { PG_BIN } from './pg-server.mjs';
  */
 export function pgbench(server, database, script, { clients, threads = Math.min(clients, 4), seconds, rate }) {
   return new Promise((resolve, reject) => {
-    const argv = ['-n', '-h', server.host, '-p', String(server.port), '-U', 'postgres', '-c', String(clients), '-j', String(threads), '-T', String(seconds), '-f', script];
+    const argv = [
+      '-n',
+      '-h',
+      server.host,
+      '-p',
+      String(server.port),
+      '-U',
+      'postgres',
+      '-c',
+      String(clients),
+      '-j',
+      String(threads),
+      '-T',
+      String(seconds),
+      '-f',
+      script,
+    ];
     if (rate) argv.push('-R', String(rate));
     argv.push(database);
     const child = spawn(`${PG_BIN}/pgbench`, argv, { env: { ...process.env, PGOPTIONS: '-c synchronous_commit=on' } });
     let out = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.stderr.on('data', (d) => { out += d; });
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    child.stderr.on('data', (d) => {
+      out += d;
+    });
     child.on('error', reject);
     child.on('exit', (code) => {
       const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(out);

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const _ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** The environment, completed from $SIDEKICK_SERVICES_DIR/env (or /var/tmp/pg-sidekick-services/env); the environment wins. */
 export function servicesEnv() {
@@ -15,7 +15,9 @@ export function servicesEnv() {
       const i = line.indexOf('=');
       if (i > 0 && !env[line.slice(0, i)]) env[line.slice(0, i)] = line.slice(i + 1);
     }
-  } catch { /* no env file: the environment alone */ }
+  } catch {
+    /* no env file: the environment alone */
+  }
   return env;
 }
 

@@ -12,7 +12,10 @@ export function analyze(truth, log, excluded = new Map()) {
   let phantom = 0;
   log.arrivals.forEach((a, i) => {
     const max = truth.get(a.key);
-    if (max === undefined || a.v < 1 || a.v > max) { phantom++; return; }
+    if (max === undefined || a.v < 1 || a.v > max) {
+      phantom++;
+      return;
+    }
     const k = `${a.key}:${a.v}`;
     if (!first.has(k)) first.set(k, i);
   });
@@ -40,7 +43,18 @@ export function analyze(truth, log, excluded = new Map()) {
     }
   }
   const arrivals = log.arrivals.length - phantom;
-  return { sink: log.name, written, delivered: first.size, arrivals, lost, duplicates: arrivals - first.size, order, phantom, unexpected, lostSample };
+  return {
+    sink: log.name,
+    written,
+    delivered: first.size,
+    arrivals,
+    lost,
+    duplicates: arrivals - first.size,
+    order,
+    phantom,
+    unexpected,
+    lostSample,
+  };
 }
 
 /** True when every log has every committed (key, version) of `truth` not in `excluded`. */
@@ -82,11 +96,17 @@ export async function settle(dbUrl, logs, { excluded, timeoutMs = 60_000, quietM
   let done = false;
   while (now() - t0 < timeoutMs) {
     await Promise.all(logs.map((l) => l.poll()));
-    if (logs.every((l) => complete(truthOf(l), [l], excluded))) { done = true; break; }
+    if (logs.every((l) => complete(truthOf(l), [l], excluded))) {
+      done = true;
+      break;
+    }
     await sleep(100);
   }
   // Let late duplicates (re-sends after a crash still in flight) land before counting.
-  if (done) { await sleep(quietMs); await Promise.all(logs.map((l) => l.poll())); }
+  if (done) {
+    await sleep(quietMs);
+    await Promise.all(logs.map((l) => l.poll()));
+  }
   const results = logs.map((l) => analyze(truthOf(l), l, excluded));
   let written = 0;
   for (const max of truth.values()) written += max;

@@ -33,10 +33,18 @@ export async function startBridge(dir, config, { name = 'bridge', waitReady = tr
         const entry = JSON.parse(line);
         if (entry.level >= 50) state.errors++;
         if (entry.msg === 'stopped') state.stopped = entry;
-      } catch { /* not JSON: keep it in the tail */ }
+      } catch {
+        /* not JSON: keep it in the tail */
+      }
     }
   });
-  const exited = new Promise((resolve) => proc.once('exit', (code, signal) => { state.exit = { code, signal }; logFile.end(); resolve(state.exit); }));
+  const exited = new Promise((resolve) =>
+    proc.once('exit', (code, signal) => {
+      state.exit = { code, signal };
+      logFile.end();
+      resolve(state.exit);
+    }),
+  );
   const readyz = async () => {
     const res = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(1_000) });
     await res.arrayBuffer();

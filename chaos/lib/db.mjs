@@ -87,16 +87,22 @@ export async function readTruthWhenUp(url, timeoutMs = 60_000) {
 
 /** Dead letters per sink: [{ sink, key, v, error_code }] (v from the stored row image). */
 export async function readDeadLetters(url) {
-  const { rows } = await query(url,
+  const { rows } = await query(
+    url,
     // The version is read from the image's text: a poison image (\u0000 in a json value) cannot go through ->>.
-    `SELECT sink, key, substring(new::text from '"v"\\s*:\\s*(\\d+)')::int AS v, error_code FROM sidekick.dead_letters WHERE channel = $1`, [CHANNEL]);
+    `SELECT sink, key, substring(new::text from '"v"\\s*:\\s*(\\d+)')::int AS v, error_code FROM sidekick.dead_letters WHERE channel = $1`,
+    [CHANNEL],
+  );
   return rows;
 }
 
 /** Events still waiting: in the outbox (not yet handed to every sink) and in sinks' backlogs. */
 export async function readPending(url) {
-  const { rows } = await query(url, `SELECT
+  const { rows } = await query(
+    url,
+    `SELECT
       (SELECT count(*) FROM sidekick.events)::int AS outbox,
-      (SELECT count(*) FROM sidekick.deliveries)::int AS backlog`);
+      (SELECT count(*) FROM sidekick.deliveries)::int AS backlog`,
+  );
   return rows[0];
 }

@@ -25,7 +25,11 @@ export function parseEvent(text) {
 }
 
 function safeJson(text) {
-  try { return JSON.parse(text); } catch { return undefined; }
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /** What one sink received, in arrival order. */
@@ -35,7 +39,10 @@ export function createLog(name) {
   return {
     name,
     arrivals,
-    add(parsed) { arrivals.push({ key: parsed.key, v: parsed.v, id: parsed.id }); pairs.add(`${parsed.key}:${parsed.v}`); },
+    add(parsed) {
+      arrivals.push({ key: parsed.key, v: parsed.v, id: parsed.id });
+      pairs.add(`${parsed.key}:${parsed.v}`);
+    },
     has: (key, v) => pairs.has(`${key}:${v}`),
     async poll() {},
     async close() {},
@@ -67,8 +74,15 @@ export async function startWebhookReceiver(name = 'webhook') {
       const attempt = (attempts.get(id) ?? 0) + 1;
       attempts.set(id, attempt);
       const answer = parsed ? behave(parsed, attempt, body) : 204;
-      if (answer === 'hang') { hung.add(res); res.on('close', () => hung.delete(res)); return; }
-      if (answer === 'destroy') { req.socket.destroy(); return; }
+      if (answer === 'hang') {
+        hung.add(res);
+        res.on('close', () => hung.delete(res));
+        return;
+      }
+      if (answer === 'destroy') {
+        req.socket.destroy();
+        return;
+      }
       const respond = () => {
         // A request the bridge gave up on (timeout, shutdown) while we were "working" was not delivered.
         if (res.destroyed || req.socket.destroyed) return;
@@ -81,7 +95,10 @@ export async function startWebhookReceiver(name = 'webhook') {
     });
   });
   server.keepAliveTimeout = 5_000;
-  server.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address();
   let listening = true;
@@ -102,13 +119,18 @@ export async function startWebhookReceiver(name = 'webhook') {
       for (const res of hung) res.socket?.destroy();
     },
     /** How long each answer takes (ms), e.g. () => 20 + Math.random() * 60 for a remote receiver. */
-    setLatency(fn) { latency = fn; },
+    setLatency(fn) {
+      latency = fn;
+    },
     requests: () => requests,
     attempts,
     kill,
     async revive() {
       if (listening) return;
-      await new Promise((resolve, reject) => { server.once('error', reject); server.listen(port, '127.0.0.1', resolve); });
+      await new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, '127.0.0.1', resolve);
+      });
       listening = true;
     },
     close: kill,
@@ -139,10 +161,16 @@ export function redisStreamReader(url, stream, name = 'redis') {
     ...log,
     // One poll at a time; a failed poll (Redis down) just reads nothing new.
     async poll() {
-      polling ??= poll().catch(() => {}).finally(() => { polling = undefined; });
+      polling ??= poll()
+        .catch(() => {})
+        .finally(() => {
+          polling = undefined;
+        });
       await polling;
     },
-    async close() { client.disconnect(); },
+    async close() {
+      client.disconnect();
+    },
   };
 }
 
@@ -150,11 +178,17 @@ export function redisStreamReader(url, stream, name = 'redis') {
 export async function kafkaReader(brokers, topic, name = 'kafka') {
   const log = createLog(name);
   const seen = new Set();
-  const kafka = new kafkajs.Kafka({ clientId: 'chaos-reader', brokers: brokers.split(','), logLevel: kafkajs.logLevel.NOTHING,
-    retry: { retries: 1000, initialRetryTime: 200, maxRetryTime: 2_000 } });
+  const kafka = new kafkajs.Kafka({
+    clientId: 'chaos-reader',
+    brokers: brokers.split(','),
+    logLevel: kafkajs.logLevel.NOTHING,
+    retry: { retries: 1000, initialRetryTime: 200, maxRetryTime: 2_000 },
+  });
   const consumer = kafka.consumer({ groupId: `${topic}-reader`, sessionTimeout: 10_000, heartbeatInterval: 1_000, maxWaitTimeInMs: 200 });
   let joined = false;
-  consumer.on(consumer.events.GROUP_JOIN, () => { joined = true; });
+  consumer.on(consumer.events.GROUP_JOIN, () => {
+    joined = true;
+  });
   await consumer.connect();
   await consumer.subscribe({ topic, fromBeginning: true });
   await consumer.run({
@@ -167,7 +201,12 @@ export async function kafkaReader(brokers, topic, name = 'kafka') {
     },
   });
   await waitFor(() => joined, `the kafka reader to join its group on ${topic}`, 30_000, 50);
-  return { ...log, async close() { await consumer.disconnect().catch(() => {}); } };
+  return {
+    ...log,
+    async close() {
+      await consumer.disconnect().catch(() => {});
+    },
+  };
 }
 
 /**
@@ -196,7 +235,11 @@ export async function amqpReader(url, exchange, queue, name = 'amqp') {
         ids.add(`${parsed.id}/${parsed.v}`);
         log.add(parsed);
       }
-      try { ch.ack(msg); } catch { /* channel gone: the broker redelivers, and the filter above skips it */ }
+      try {
+        ch.ack(msg);
+      } catch {
+        /* channel gone: the broker redelivers, and the filter above skips it */
+      }
     });
     const c = conn;
     return { closed: new Promise((resolve) => c.once('close', resolve)) };
@@ -216,5 +259,11 @@ export async function amqpReader(url, exchange, queue, name = 'amqp') {
       }
     }
   })();
-  return { ...log, async close() { running = false; await conn?.close().catch(() => {}); } };
+  return {
+    ...log,
+    async close() {
+      running = false;
+      await conn?.close().catch(() => {});
+    },
+  };
 }

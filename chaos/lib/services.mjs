@@ -20,8 +20,12 @@ export function shared() {
   return {
     pg: requireService(env, 'DATABASE_URL'),
     redis: requireService(env, 'REDIS_URL'),
-    get amqp() { return requireService(env, 'AMQP_URL'); },
-    get kafka() { return requireService(env, 'KAFKA_BROKERS'); },
+    get amqp() {
+      return requireService(env, 'AMQP_URL');
+    },
+    get kafka() {
+      return requireService(env, 'KAFKA_BROKERS');
+    },
     kafkaCommand: (command) => kafkaControl(env, command),
   };
 }
@@ -46,9 +50,10 @@ export async function startPrivatePostgres() {
     const gid = Number((await run('id', ['-g', 'postgres'])).stdout.trim());
     chownSync(dir, uid, gid);
   }
-  const pg = (args) => (asRoot
-    ? run('su', ['postgres', '-s', '/bin/sh', '-c', args.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ')], { timeout: 60_000 })
-    : run(args[0], args.slice(1), { timeout: 60_000 }));
+  const pg = (args) =>
+    asRoot
+      ? run('su', ['postgres', '-s', '/bin/sh', '-c', args.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ')], { timeout: 60_000 })
+      : run(args[0], args.slice(1), { timeout: 60_000 });
   const port = await freePort();
   await pg([`${PG_BIN}/initdb`, '-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
   const options = `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c fsync=off -c max_connections=60`;
@@ -60,7 +65,10 @@ export async function startPrivatePostgres() {
     /** `fast`: a clean shutdown (clients cut off, checkpoint); `immediate`: a crash, recovery at start. */
     stop,
     start,
-    async restart(mode = 'fast') { await stop(mode); await start(); },
+    async restart(mode = 'fast') {
+      await stop(mode);
+      await start();
+    },
     async destroy() {
       await stop('immediate').catch(() => {});
       rmSync(dir, { recursive: true, force: true });
@@ -78,8 +86,26 @@ export async function startPrivateRedis() {
   const port = await freePort();
   let child;
   const start = async () => {
-    child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--dir', dir, '--save', '',
-      '--appendonly', 'yes', '--appendfsync', 'always', '--protected-mode', 'no'], { stdio: 'ignore' });
+    child = spawn(
+      'redis-server',
+      [
+        '--bind',
+        '127.0.0.1',
+        '--port',
+        String(port),
+        '--dir',
+        dir,
+        '--save',
+        '',
+        '--appendonly',
+        'yes',
+        '--appendfsync',
+        'always',
+        '--protected-mode',
+        'no',
+      ],
+      { stdio: 'ignore' },
+    );
     const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => 20, maxRetriesPerRequest: 1 });
     probe.on('error', () => {});
     try {
@@ -100,6 +126,9 @@ export async function startPrivateRedis() {
     url: `redis://127.0.0.1:${port}`,
     kill,
     start,
-    async destroy() { await kill(); rmSync(dir, { recursive: true, force: true }); },
+    async destroy() {
+      await kill();
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }

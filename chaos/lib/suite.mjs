@@ -29,8 +29,14 @@ export async function runScenario(scenario, { quick = false, keepDir = false, pr
     /** A duration: `full` ms in the full run, `short` ms in the quick one. */
     ms: (full, short = full) => (quick ? short : full),
     defer: (fn) => cleanups.push(fn),
-    note: (text) => { ctx.notes.push(text); progress(`  ${scenario.name}: ${text}`); },
-    fail: (text) => { ctx.failures.push(text); progress(`  ${scenario.name}: FAIL ${text}`); },
+    note: (text) => {
+      ctx.notes.push(text);
+      progress(`  ${scenario.name}: ${text}`);
+    },
+    fail: (text) => {
+      ctx.failures.push(text);
+      progress(`  ${scenario.name}: FAIL ${text}`);
+    },
     progress: (text) => progress(`  ${scenario.name}: ${text}`),
   };
   const started = performance.now();
@@ -42,7 +48,11 @@ export async function runScenario(scenario, { quick = false, keepDir = false, pr
     error = err;
   }
   for (const fn of cleanups.reverse()) {
-    try { await within(Promise.resolve().then(fn), 30_000, 'cleanup'); } catch (err) { progress(`  ${scenario.name}: cleanup failed: ${err.message}`); }
+    try {
+      await within(Promise.resolve().then(fn), 30_000, 'cleanup');
+    } catch (err) {
+      progress(`  ${scenario.name}: cleanup failed: ${err.message}`);
+    }
   }
   const bridgeErrors = ctx.bridges.reduce((n, b) => n + b.state.errors, 0);
   if (error) {

@@ -57,20 +57,22 @@ export function startWriters(url, { writers = 4, rate = 200, keys, payload = () 
  */
 export async function lateCommits(url, { keys, holdMs = 1500, times = 5, concurrent = 2 }) {
   let committed = 0;
-  await Promise.all(Array.from({ length: concurrent }, async (_, w) => {
-    const client = await connect(url);
-    try {
-      for (let i = 0; i < times; i++) {
-        const key = keys[(w + i * concurrent) % keys.length];
-        await client.query('BEGIN');
-        await client.query(`UPDATE ${TABLE} SET v = v + 1, payload = '{"late":true}' WHERE id = $1`, [key]);
-        await sleep(holdMs);
-        await client.query('COMMIT');
-        committed++;
+  await Promise.all(
+    Array.from({ length: concurrent }, async (_, w) => {
+      const client = await connect(url);
+      try {
+        for (let i = 0; i < times; i++) {
+          const key = keys[(w + i * concurrent) % keys.length];
+          await client.query('BEGIN');
+          await client.query(`UPDATE ${TABLE} SET v = v + 1, payload = '{"late":true}' WHERE id = $1`, [key]);
+          await sleep(holdMs);
+          await client.query('COMMIT');
+          committed++;
+        }
+      } finally {
+        await client.end().catch(() => {});
       }
-    } finally {
-      await client.end().catch(() => {});
-    }
-  }));
+    }),
+  );
   return committed;
 }

@@ -4,7 +4,17 @@ import { randomName, now, sleep } from '../lib/util.mjs';
 import { settle, timeToRecover } from '../lib/analyze.mjs';
 import { amqpReader, kafkaReader } from '../lib/receivers.mjs';
 import { servicesScript, shared } from '../lib/services.mjs';
-import { bridge, bridgeConfig, FAST_RETRY, keyRange, privateRedisStream, sharedDatabase, webhookReceiver, webhookSinkConfig, writers } from '../lib/kit.mjs';
+import {
+  bridge,
+  bridgeConfig,
+  FAST_RETRY,
+  keyRange,
+  privateRedisStream,
+  sharedDatabase,
+  webhookReceiver,
+  webhookSinkConfig,
+  writers,
+} from '../lib/kit.mjs';
 
 /** Common shape: 4 writers, the broker's sink and a webhook, the fault, the recovery. */
 async function brokerFault(ctx, { sinkName, sink, reader, down, up, downMs = 3_000 }) {
@@ -37,8 +47,11 @@ export const redisRestart = {
   async run(ctx) {
     const redis = await privateRedisStream(ctx);
     return brokerFault(ctx, {
-      sinkName: 'redis', sink: redis.sink, reader: redis.reader,
-      down: () => redis.server.kill(), up: () => redis.server.start(),
+      sinkName: 'redis',
+      sink: redis.sink,
+      reader: redis.reader,
+      down: () => redis.server.kill(),
+      up: () => redis.server.start(),
     });
   },
 };

@@ -1,7 +1,17 @@
 // The drain itself: transactions committing out of id order, two instances with one killed, a NOTIFY flood.
 import { settle, timeToRecover } from '../lib/analyze.mjs';
 import { connect } from '../lib/db.mjs';
-import { bridge, bridgeConfig, FAST_RETRY, keyRange, sharedDatabase, sharedRedisStream, webhookReceiver, webhookSinkConfig, writers } from '../lib/kit.mjs';
+import {
+  bridge,
+  bridgeConfig,
+  FAST_RETRY,
+  keyRange,
+  sharedDatabase,
+  sharedRedisStream,
+  webhookReceiver,
+  webhookSinkConfig,
+  writers,
+} from '../lib/kit.mjs';
 import { now, sleep } from '../lib/util.mjs';
 import { lateCommits } from '../lib/writers.mjs';
 
@@ -76,8 +86,11 @@ export const notifyFlood = {
       for (let i = 0; i < total; i += 200) {
         const due = t0 + (i / 200) * 40;
         if (due > now()) await sleep(due - now());
-        await client.query(`SELECT pg_notify('chaos_flood', json_build_object('k', 'f' || (n % $2), 'v', n / $2 + 1)::text)
-          FROM generate_series($1::int, $1::int + 199) AS n`, [i, keys]);
+        await client.query(
+          `SELECT pg_notify('chaos_flood', json_build_object('k', 'f' || (n % $2), 'v', n / $2 + 1)::text)
+          FROM generate_series($1::int, $1::int + 199) AS n`,
+          [i, keys],
+        );
       }
     } finally {
       await client.end();
@@ -91,7 +104,13 @@ export const notifyFlood = {
     const settleStart = now();
     const result = await settle(db.url, [hook, redis.reader], { timeoutMs: ctx.ms(60_000, 15_000), extraTruth });
     const flood = hook.arrivals.filter((a) => a.key.startsWith('f'));
-    ctx.note(`webhook got ${new Set(flood.map((a) => `${a.key}:${a.v}`)).size} of ${total} NOTIFYs (written = ${total} NOTIFYs + ${result.written} row changes; redis gets the row changes only)`);
-    return { ...result, written: result.written + total, recoveryMs: result.complete ? Math.round(settleStart - since + result.settledMs) : undefined };
+    ctx.note(
+      `webhook got ${new Set(flood.map((a) => `${a.key}:${a.v}`)).size} of ${total} NOTIFYs (written = ${total} NOTIFYs + ${result.written} row changes; redis gets the row changes only)`,
+    );
+    return {
+      ...result,
+      written: result.written + total,
+      recoveryMs: result.complete ? Math.round(settleStart - since + result.settledMs) : undefined,
+    };
   },
 };

@@ -1,6 +1,16 @@
 // kill -9 of the bridge three times under four concurrent writers, webhook and Redis on the same routes.
 import { timeToRecover, settle } from '../lib/analyze.mjs';
-import { bridge, bridgeConfig, FAST_RETRY, keyRange, sharedDatabase, sharedRedisStream, webhookReceiver, webhookSinkConfig, writers } from '../lib/kit.mjs';
+import {
+  bridge,
+  bridgeConfig,
+  FAST_RETRY,
+  keyRange,
+  sharedDatabase,
+  sharedRedisStream,
+  webhookReceiver,
+  webhookSinkConfig,
+  writers,
+} from '../lib/kit.mjs';
 import { now, sleep } from '../lib/util.mjs';
 
 export default {
@@ -30,9 +40,11 @@ export default {
     await sleep(ctx.ms(1_500, 500));
     const written = await w.stop();
     const outcome = await settle(db.url, [hook, redis.reader], { timeoutMs: ctx.ms(30_000, 15_000) });
-    ctx.note(`writers ${written.rate.toFixed(0)} ev/s (4 writers); duplicates per crash: ${outcome.results.map((r) => `${r.sink} ${(r.duplicates / 3).toFixed(0)}`).join(', ')}` +
-      ` (= ${outcome.results.map((r) => `${r.sink} ${(r.duplicates / 3 / written.rate).toFixed(2)} s`).join(', ')} of writer traffic;` +
-      ` issue 16 item 3 allows what the sink had in flight + ~1 s = ${written.rate.toFixed(0)} events)`);
+    ctx.note(
+      `writers ${written.rate.toFixed(0)} ev/s (4 writers); duplicates per crash: ${outcome.results.map((r) => `${r.sink} ${(r.duplicates / 3).toFixed(0)}`).join(', ')}` +
+        ` (= ${outcome.results.map((r) => `${r.sink} ${(r.duplicates / 3 / written.rate).toFixed(2)} s`).join(', ')} of writer traffic;` +
+        ` issue 16 item 3 allows what the sink had in flight + ~1 s = ${written.rate.toFixed(0)} events)`,
+    );
     return { ...outcome, recoveryMs };
   },
 };

@@ -1,7 +1,17 @@
 // PostgreSQL (a private server) stopped with `-m fast` (clean) or `-m immediate` (a crash, recovery at
 // start) under four writers, down for a moment, started again.
 import { timeToRecover, settle } from '../lib/analyze.mjs';
-import { bridge, bridgeConfig, FAST_RETRY, keyRange, privateDatabase, sharedRedisStream, webhookReceiver, webhookSinkConfig, writers } from '../lib/kit.mjs';
+import {
+  bridge,
+  bridgeConfig,
+  FAST_RETRY,
+  keyRange,
+  privateDatabase,
+  sharedRedisStream,
+  webhookReceiver,
+  webhookSinkConfig,
+  writers,
+} from '../lib/kit.mjs';
 import { now, sleep, waitFor } from '../lib/util.mjs';
 
 function pgRestart(mode, quick) {
@@ -22,8 +32,7 @@ function pgRestart(mode, quick) {
       await server.start();
       const since = now();
       ctx.note(`database down ${((since - down) / 1000).toFixed(1)} s`);
-      const readyMs = await waitFor(async () => (await b.readyz()) && now() - since, '/readyz after the restart', 60_000, 50)
-        .catch(() => undefined);
+      const readyMs = await waitFor(async () => (await b.readyz()) && now() - since, '/readyz after the restart', 60_000, 50).catch(() => undefined);
       ctx.note(readyMs === undefined ? '/readyz not back within 60 s' : `/readyz back ${(readyMs / 1000).toFixed(1)} s after the database`);
       const recoveryMs = await timeToRecover(db.url, [hook, redis.reader], { since, timeoutMs: ctx.ms(45_000, 15_000) });
       await sleep(ctx.ms(2_000, 1_000));

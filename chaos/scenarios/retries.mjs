@@ -1,7 +1,17 @@
 // Retries and shutdown: a receiver that fails each event's first two attempts; SIGTERM while the
 // database is down.
 import { settle } from '../lib/analyze.mjs';
-import { bridge, bridgeConfig, FAST_RETRY, keyRange, privateDatabase, sharedDatabase, webhookReceiver, webhookSinkConfig, writers } from '../lib/kit.mjs';
+import {
+  bridge,
+  bridgeConfig,
+  FAST_RETRY,
+  keyRange,
+  privateDatabase,
+  sharedDatabase,
+  webhookReceiver,
+  webhookSinkConfig,
+  writers,
+} from '../lib/kit.mjs';
 import { now, sleep, waitFor } from '../lib/util.mjs';
 
 /**
@@ -23,7 +33,9 @@ export const retryFirstTwo = {
     const since = now();
     const result = await settle(db.url, [hook], { timeoutMs: ctx.ms(60_000, 30_000) });
     const delivered = result.results[0]?.delivered ?? 0;
-    ctx.note(`${delivered} of ${result.written} delivered ${result.complete ? `after ${((now() - since) / 1000).toFixed(1)} s` : `within ${ctx.ms(60, 30)} s`}; ${hook.requests()} request(s)`);
+    ctx.note(
+      `${delivered} of ${result.written} delivered ${result.complete ? `after ${((now() - since) / 1000).toFixed(1)} s` : `within ${ctx.ms(60, 30)} s`}; ${hook.requests()} request(s)`,
+    );
     return { ...result, recoveryMs: result.complete ? result.settledMs : undefined };
   },
 };
@@ -40,9 +52,10 @@ export const retryFirstTwo = {
 function sigtermScenario(name, order, quick, { latency = [1_500, 2_500], gapMs = 1_000 } = {}) {
   return {
     name,
-    description: order === 'outage-first'
-      ? 'SIGTERM 1 s after the (private) database stopped, receiver taking ~2 s per request; exit time against shutdown.timeout 5 s'
-      : 'the (private) database stops 1 s after SIGTERM, receiver taking ~2 s per request; exit time against shutdown.timeout 5 s',
+    description:
+      order === 'outage-first'
+        ? 'SIGTERM 1 s after the (private) database stopped, receiver taking ~2 s per request; exit time against shutdown.timeout 5 s'
+        : 'the (private) database stops 1 s after SIGTERM, receiver taking ~2 s per request; exit time against shutdown.timeout 5 s',
     quick,
     async run(ctx) {
       const { server, db } = await privateDatabase(ctx, { keys: 50 });
@@ -65,7 +78,9 @@ function sigtermScenario(name, order, quick, { latency = [1_500, 2_500], gapMs =
         exit = await exiting;
       }
       const limit = timeoutMs + 2_000;
-      ctx.note(`SIGTERM → exit in ${(exit.ms / 1000).toFixed(1)} s (shutdown.timeout 5 s), code ${exit.code ?? exit.signal}, ${exit.stopped ? '"stopped" logged' : 'no "stopped" line'}`);
+      ctx.note(
+        `SIGTERM → exit in ${(exit.ms / 1000).toFixed(1)} s (shutdown.timeout 5 s), code ${exit.code ?? exit.signal}, ${exit.stopped ? '"stopped" logged' : 'no "stopped" line'}`,
+      );
       if (exit.ms > limit) ctx.fail(`exit took ${(exit.ms / 1000).toFixed(1)} s, more than shutdown.timeout + 2 s`);
       if (!exit.stopped) ctx.fail('no "stopped" summary line at exit');
       if (exit.signal === 'SIGKILL') ctx.fail('had to be killed after 60 s');

@@ -2,7 +2,17 @@
 // restarted, and poison keys (one always answered 400, one always 500).
 import { readDeadLetters } from '../lib/db.mjs';
 import { settle, timeToRecover } from '../lib/analyze.mjs';
-import { bridge, bridgeConfig, FAST_RETRY, keyRange, sharedDatabase, sharedRedisStream, webhookReceiver, webhookSinkConfig, writers } from '../lib/kit.mjs';
+import {
+  bridge,
+  bridgeConfig,
+  FAST_RETRY,
+  keyRange,
+  sharedDatabase,
+  sharedRedisStream,
+  webhookReceiver,
+  webhookSinkConfig,
+  writers,
+} from '../lib/kit.mjs';
 import { now, sleep, waitFor } from '../lib/util.mjs';
 
 /** A fault of `ms` on the receiver: `begin(hook)` and `end(hook)`. Redis rides along to show fan-out independence. */
@@ -34,12 +44,27 @@ function receiverFault(name, description, quick, begin, end) {
   };
 }
 
-export const webhook500 = receiverFault('webhook-500', 'webhook receiver answers 500 for 4 s', true,
-  (h) => h.setBehaviour(() => 500), (h) => h.setBehaviour(() => 204));
-export const webhookHang = receiverFault('webhook-hang', 'webhook receiver hangs (never answers) for 4 s; sink timeout 1 s', false,
-  (h) => h.setBehaviour(() => 'hang'), (h) => h.setBehaviour(() => 204));
-export const webhookKilled = receiverFault('webhook-killed', 'webhook receiver killed (port closed) for 4 s, then listening again', true,
-  (h) => h.kill(), (h) => h.revive());
+export const webhook500 = receiverFault(
+  'webhook-500',
+  'webhook receiver answers 500 for 4 s',
+  true,
+  (h) => h.setBehaviour(() => 500),
+  (h) => h.setBehaviour(() => 204),
+);
+export const webhookHang = receiverFault(
+  'webhook-hang',
+  'webhook receiver hangs (never answers) for 4 s; sink timeout 1 s',
+  false,
+  (h) => h.setBehaviour(() => 'hang'),
+  (h) => h.setBehaviour(() => 204),
+);
+export const webhookKilled = receiverFault(
+  'webhook-killed',
+  'webhook receiver killed (port closed) for 4 s, then listening again',
+  true,
+  (h) => h.kill(),
+  (h) => h.revive(),
+);
 
 /**
  * Poison keys: every event of key 1 is answered 400 (dead-lettered at once), every event of key 2 is
@@ -65,10 +90,19 @@ export const webhookPoisonKeys = {
     // Every poison event must end in sidekick.dead_letters for this sink.
     const expected = [...result.truth].filter(([k]) => k === '1' || k === '2').reduce((n, [, v]) => n + v, 0);
     let dead = [];
-    await waitFor(async () => { dead = (await readDeadLetters(db.url)).filter((d) => d.sink === 'hook'); return dead.length >= expected; },
-      'dead letters', 30_000, 200).catch((err) => ctx.note(err.message));
+    await waitFor(
+      async () => {
+        dead = (await readDeadLetters(db.url)).filter((d) => d.sink === 'hook');
+        return dead.length >= expected;
+      },
+      'dead letters',
+      30_000,
+      200,
+    ).catch((err) => ctx.note(err.message));
     const distinct = new Set(dead.map((d) => `${d.key}:${d.v}`)).size;
-    ctx.note(`dead-lettered ${distinct} of ${expected} poison event(s) (${dead.length} dead-letter rows) within ${((now() - t0) / 1000).toFixed(1)} s`);
+    ctx.note(
+      `dead-lettered ${distinct} of ${expected} poison event(s) (${dead.length} dead-letter rows) within ${((now() - t0) / 1000).toFixed(1)} s`,
+    );
     if (distinct < expected) ctx.fail(`only ${distinct} of ${expected} poison events are in sidekick.dead_letters`);
     return { ...result, recoveryMs: undefined };
   },

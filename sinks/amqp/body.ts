@@ -1,6 +1,11 @@
 import {
-  CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, envelopeJson, payloadText, structuredCloudEvent,
-  type CloudEventsOptions, type Envelope,
+  CLOUDEVENTS_CONTENT_TYPE,
+  createCloudEvents,
+  envelopeJson,
+  payloadText,
+  structuredCloudEvent,
+  type CloudEventsOptions,
+  type Envelope,
 } from '../../src/sink-kit.js';
 
 /**
@@ -30,7 +35,7 @@ export function opOf(e: Envelope): string {
 function payloadIsJson(e: Envelope): boolean {
   if (e.payload === undefined) return true; // row image or null
   // A string payload is text, unless the raw NOTIFY text was a quoted JSON string.
-  return typeof e.payload !== 'string' || (e.raw !== undefined && e.raw.trimStart().startsWith('"'));
+  return typeof e.payload !== 'string' || e.raw?.trimStart().startsWith('"') === true;
 }
 
 export function payloadBody(e: Envelope): string {
@@ -46,7 +51,10 @@ export interface Body {
 }
 
 const envelopeBody = (e: Envelope): Body => ({ text: JSON.stringify(envelopeJson(e)), contentType: 'application/json' });
-const payloadOnly = (e: Envelope): Body => ({ text: payloadBody(e), contentType: payloadIsJson(e) ? 'application/json' : 'text/plain; charset=utf-8' });
+const payloadOnly = (e: Envelope): Body => ({
+  text: payloadBody(e),
+  contentType: payloadIsJson(e) ? 'application/json' : 'text/plain; charset=utf-8',
+});
 
 /**
  * The body text and its MIME type for an envelope in the given format (templates compiled once).
@@ -55,8 +63,10 @@ const payloadOnly = (e: Envelope): Body => ({ text: payloadBody(e), contentType:
  */
 export function createBodyFormatter(format: BodyFormat, options: { cloudEvents?: CloudEventsOptions | undefined } = {}): (e: Envelope) => Body {
   switch (format) {
-    case 'envelope': return envelopeBody;
-    case 'payload': return payloadOnly;
+    case 'envelope':
+      return envelopeBody;
+    case 'payload':
+      return payloadOnly;
     case 'cloudevents': {
       const toCloudEvent = createCloudEvents(options.cloudEvents);
       return (e) => ({ text: structuredCloudEvent(toCloudEvent(e)), contentType: CLOUDEVENTS_CONTENT_TYPE });

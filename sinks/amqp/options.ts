@@ -2,13 +2,14 @@ import { z } from 'zod';
 import { cloudEventsShape, compileTemplate, duration } from '../../src/sink-kit.js';
 import { BODY_FORMATS } from './body.js';
 
-const template = (what: string) => z.string().superRefine((value, ctx) => {
-  try {
-    compileTemplate(value);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: `${what}: ${(error as Error).message}` });
-  }
-});
+const template = (what: string) =>
+  z.string().superRefine((value, ctx) => {
+    try {
+      compileTemplate(value);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: `${what}: ${(error as Error).message}` });
+    }
+  });
 
 /** PEM text or a file to read it from (read once, when the sink is created). */
 const tlsShape = z.looseObject({

@@ -1,14 +1,30 @@
 import { readFileSync } from 'node:fs';
 import amqp, { type ChannelModel, type ConfirmChannel, type SocketOptions } from 'amqplib';
 import {
-  bounded as boundedBy, ConfigError, createLink, errorMessage, FatalError, OK, redactUrl, RetriableError, SidekickError,
-  type Envelope, type ItemOutcome, type SendResult, type Sink, type SinkContext,
+  bounded as boundedBy,
+  ConfigError,
+  createLink,
+  errorMessage,
+  FatalError,
+  OK,
+  redactUrl,
+  RetriableError,
+  SidekickError,
+  type Envelope,
+  type ItemOutcome,
+  type SendResult,
+  type Sink,
+  type SinkContext,
 } from '../../src/sink-kit.js';
 import { createMessageBuilder } from './message.js';
 import type { AmqpOptions } from './options.js';
 
 /** What one publish came back with, by messageId: basic.return arrives before the basic.ack. */
-interface Returned { readonly replyCode: number; readonly replyText: string; readonly routingKey: string }
+interface Returned {
+  readonly replyCode: number;
+  readonly replyText: string;
+  readonly routingKey: string;
+}
 
 /** One connection and its confirm channel (the sink's createLink link). A lost link is never reused: the next send opens a new one. */
 interface Link {
@@ -22,7 +38,10 @@ interface Link {
 }
 
 const CONNECT_CODES: Record<number, string> = {
-  403: 'AMQP_ACCESS_REFUSED', 404: 'AMQP_NOT_FOUND', 406: 'AMQP_PRECONDITION_FAILED', 530: 'AMQP_NOT_ALLOWED',
+  403: 'AMQP_ACCESS_REFUSED',
+  404: 'AMQP_NOT_FOUND',
+  406: 'AMQP_PRECONDITION_FAILED',
+  530: 'AMQP_NOT_ALLOWED',
 };
 
 function readPem(value: string | undefined, file: string | undefined, what: string): string | undefined {
@@ -84,7 +103,7 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
   function openError(error: unknown): SidekickError {
     if (error instanceof SidekickError) return error;
     const code = (error as { code?: unknown }).code;
-    const name = typeof code === 'number' ? CONNECT_CODES[code] ?? `AMQP_${code}` : typeof code === 'string' ? code : 'AMQP_CONNECT';
+    const name = typeof code === 'number' ? (CONNECT_CODES[code] ?? `AMQP_${code}`) : typeof code === 'string' ? code : 'AMQP_CONNECT';
     return new RetriableError(name, `amqp ${where}: ${errorMessage(error)}`, { cause: error, unavailable: true });
   }
 
@@ -104,7 +123,14 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
       if (l) markLost(l, new RetriableError('AMQP_CONNECTION_ERROR', `amqp ${where}: ${errorMessage(error)}`, { cause: error, unavailable: true }));
     });
     connection.on('close', (error?: Error) => {
-      if (l) markLost(l, new RetriableError('AMQP_CONNECTION_LOST', `amqp ${where}: connection closed${error ? `: ${errorMessage(error)}` : ''}`, { cause: error, unavailable: true }));
+      if (l)
+        markLost(
+          l,
+          new RetriableError('AMQP_CONNECTION_LOST', `amqp ${where}: connection closed${error ? `: ${errorMessage(error)}` : ''}`, {
+            cause: error,
+            unavailable: true,
+          }),
+        );
     });
     let channel: ConfirmChannel;
     try {
@@ -117,7 +143,9 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
     l = opened;
     // Every send waits on 'drain' with its own listener; there may be `concurrency` of them.
     channel.setMaxListeners(0);
-    connection.on('blocked', (reason: string) => logger.warn({ broker: where, reason }, 'amqp broker blocked publishing (resource alarm); confirms will wait'));
+    connection.on('blocked', (reason: string) =>
+      logger.warn({ broker: where, reason }, 'amqp broker blocked publishing (resource alarm); confirms will wait'),
+    );
     connection.on('unblocked', () => logger.info({ broker: where }, 'amqp broker unblocked publishing'));
     channel.on('error', (error: Error) => {
       // The broker closed the channel (e.g. 404: the exchange was deleted). 'close' follows.
@@ -125,9 +153,12 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
     });
     channel.on('close', () => {
       const error = opened.channelError;
-      markLost(opened, error
-        ? new RetriableError(channelCode(error), `amqp ${where}: ${errorMessage(error)}`, { cause: error })
-        : new RetriableError('AMQP_CHANNEL_CLOSED', `amqp ${where}: channel closed`, { unavailable: true }));
+      markLost(
+        opened,
+        error
+          ? new RetriableError(channelCode(error), `amqp ${where}: ${errorMessage(error)}`, { cause: error })
+          : new RetriableError('AMQP_CHANNEL_CLOSED', `amqp ${where}: channel closed`, { unavailable: true }),
+      );
       // One channel per connection: without it the connection is of no use.
       void closeConnection(opened.connection);
     });
@@ -165,7 +196,10 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
       return true;
     } catch (error) {
       if ((error as { code?: unknown }).code === 404) {
-        const missing = new RetriableError('AMQP_NOT_FOUND', `amqp ${where}: exchange "${exchange}" does not exist (declare: false)`, { cause: error, unavailable: true });
+        const missing = new RetriableError('AMQP_NOT_FOUND', `amqp ${where}: exchange "${exchange}" does not exist (declare: false)`, {
+          cause: error,
+          unavailable: true,
+        });
         throw missing;
       }
       throw error;
@@ -180,7 +214,12 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
     try {
       return await bounded(attempt, undefined, options.connectTimeout + 1_000, `amqp ${where}: connect`);
     } catch (error) {
-      attempt.then((late) => closeConnection(late.connection), () => {}).catch(() => {});
+      attempt
+        .then(
+          (late) => closeConnection(late.connection),
+          () => {},
+        )
+        .catch(() => {});
       throw openError(error);
     }
   }
@@ -220,11 +259,9 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
     return l.lost ?? new RetriableError('AMQP_CHANNEL_CLOSED', `amqp ${where}: channel closed`, { unavailable: true });
   }
 
-  function unroutable(e: Envelope, r: Returned): SidekickError {
+  function unroutable(_e: Envelope, r: Returned): SidekickError {
     const message = `amqp ${where}: message returned as unroutable by exchange "${exchange}" with routing key "${r.routingKey}" (${r.replyCode} ${r.replyText}): no queue is bound for it`;
-    return options.unroutable === 'fatal'
-      ? new FatalError('AMQP_UNROUTABLE', message)
-      : new RetriableError('AMQP_UNROUTABLE', message);
+    return options.unroutable === 'fatal' ? new FatalError('AMQP_UNROUTABLE', message) : new RetriableError('AMQP_UNROUTABLE', message);
   }
 
   function waitDrain(l: Link, signal: AbortSignal): Promise<void> {
@@ -245,7 +282,9 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
     const outcomes = new Array<ItemOutcome | undefined>(batch.length);
     let unsettled = 0;
     let allSettled: () => void = () => {};
-    const settledPromise = new Promise<void>((resolve) => { allSettled = resolve; });
+    const settledPromise = new Promise<void>((resolve) => {
+      allSettled = resolve;
+    });
 
     const settle = (i: number, e: Envelope, error: unknown) => {
       // The returned-message record must go whether or not this item already timed out.
@@ -266,28 +305,43 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
 
     for (let i = 0; i < batch.length; i++) {
       const e = batch[i] as Envelope;
-      if (l.lost) { outcomes[i] = { ok: false, error: l.lost }; continue; }
+      if (l.lost) {
+        outcomes[i] = { ok: false, error: l.lost };
+        continue;
+      }
       if (signal.aborted) break;
-      let message;
+      let message: ReturnType<typeof build>;
       try {
         message = build(e);
       } catch (error) {
         // A template field the event lacks keeps its own code (TEMPLATE_FIELD_MISSING).
-        outcomes[i] = { ok: false, error: error instanceof SidekickError ? error
-          : new FatalError('AMQP_MESSAGE', `amqp: cannot build the message for ${e.id}: ${errorMessage(error)}`, { cause: error }) };
+        outcomes[i] = {
+          ok: false,
+          error:
+            error instanceof SidekickError
+              ? error
+              : new FatalError('AMQP_MESSAGE', `amqp: cannot build the message for ${e.id}: ${errorMessage(error)}`, { cause: error }),
+        };
         continue;
       }
       let flowing: boolean;
       unsettled++;
       try {
-        flowing = l.channel.publish(exchange, message.routingKey, message.content, message.properties, (error: unknown) => settle(i, e, error ?? null));
+        flowing = l.channel.publish(exchange, message.routingKey, message.content, message.properties, (error: unknown) =>
+          settle(i, e, error ?? null),
+        );
       } catch (error) {
         // Thrown before the publish was written: the channel closed, or amqplib refused to encode it
         // (a header table over 64 KiB is a RangeError) — the latter will never work.
         unsettled--;
-        outcomes[i] = { ok: false, error: l.lost ?? (error instanceof RangeError || error instanceof TypeError
-          ? new FatalError('AMQP_MESSAGE', `amqp: cannot encode the message for ${e.id}: ${errorMessage(error)}`, { cause: error })
-          : lostError(l)) };
+        outcomes[i] = {
+          ok: false,
+          error:
+            l.lost ??
+            (error instanceof RangeError || error instanceof TypeError
+              ? new FatalError('AMQP_MESSAGE', `amqp: cannot encode the message for ${e.id}: ${errorMessage(error)}`, { cause: error })
+              : lostError(l)),
+        };
         continue;
       }
       // Flow control: the channel's write buffer is full; wait until the socket takes more.
@@ -299,8 +353,14 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
       let onAbort: (() => void) | undefined;
       await Promise.race([
         settledPromise,
-        new Promise<void>((resolve) => { timer = setTimeout(resolve, options.confirmTimeout); timer.unref(); }),
-        new Promise<void>((resolve) => { onAbort = resolve; signal.addEventListener('abort', onAbort, { once: true }); }),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, options.confirmTimeout);
+          timer.unref();
+        }),
+        new Promise<void>((resolve) => {
+          onAbort = resolve;
+          signal.addEventListener('abort', onAbort, { once: true });
+        }),
       ]);
       clearTimeout(timer);
       if (onAbort) signal.removeEventListener('abort', onAbort);
@@ -336,7 +396,12 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
       try {
         connection = await bounded(connecting, signal, options.connectTimeout + 1_000, `amqp ${where}: connect`);
       } catch (error) {
-        connecting.then((late) => closeConnection(late), () => {}).catch(() => {});
+        connecting
+          .then(
+            (late) => closeConnection(late),
+            () => {},
+          )
+          .catch(() => {});
         throw error;
       }
       connection.on('error', () => {});
@@ -384,5 +449,5 @@ function closeConnection(connection: ChannelModel, ms = 5_000): Promise<void> {
 
 function channelCode(error: Error): string {
   const code = (error as { code?: unknown }).code;
-  return typeof code === 'number' ? CONNECT_CODES[code] ?? `AMQP_${code}` : 'AMQP_CHANNEL_ERROR';
+  return typeof code === 'number' ? (CONNECT_CODES[code] ?? `AMQP_${code}`) : 'AMQP_CHANNEL_ERROR';
 }

@@ -27,19 +27,35 @@ export function rootKafkaError(error: unknown): KafkaJsLike {
 
 /** The brokers cannot be reached or cannot take writes at all: back the whole sink off, keep the attempts. */
 const UNAVAILABLE_NAMES = new Set([
-  'KafkaJSConnectionError', 'KafkaJSConnectionClosedError', 'KafkaJSRequestTimeoutError', 'KafkaJSBrokerNotFound',
-  'KafkaJSNoBrokerAvailableError', 'KafkaJSSASLAuthenticationError', 'KafkaJSAuthenticationTimeout',
+  'KafkaJSConnectionError',
+  'KafkaJSConnectionClosedError',
+  'KafkaJSRequestTimeoutError',
+  'KafkaJSBrokerNotFound',
+  'KafkaJSNoBrokerAvailableError',
+  'KafkaJSSASLAuthenticationError',
+  'KafkaJSAuthenticationTimeout',
 ]);
 const UNAVAILABLE_TYPES = new Set([
-  'BROKER_NOT_AVAILABLE', 'LEADER_NOT_AVAILABLE', 'NETWORK_EXCEPTION', 'REQUEST_TIMED_OUT',
-  'NOT_ENOUGH_REPLICAS', 'NOT_ENOUGH_REPLICAS_AFTER_APPEND', 'COORDINATOR_NOT_AVAILABLE',
-  'KAFKA_STORAGE_ERROR', 'SASL_AUTHENTICATION_FAILED', 'CLUSTER_AUTHORIZATION_FAILED',
+  'BROKER_NOT_AVAILABLE',
+  'LEADER_NOT_AVAILABLE',
+  'NETWORK_EXCEPTION',
+  'REQUEST_TIMED_OUT',
+  'NOT_ENOUGH_REPLICAS',
+  'NOT_ENOUGH_REPLICAS_AFTER_APPEND',
+  'COORDINATOR_NOT_AVAILABLE',
+  'KAFKA_STORAGE_ERROR',
+  'SASL_AUTHENTICATION_FAILED',
+  'CLUSTER_AUTHORIZATION_FAILED',
 ]);
 /** One record (or a batch of them) exceeds what the broker accepts: smaller batches may pass, that record never. */
 export const TOO_LARGE_TYPES = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE']);
 const PROGRAMMER_ERRORS = new Set(['TypeError', 'RangeError', 'SyntaxError', 'ReferenceError']);
 
-const codeOf = (e: KafkaJsLike) => `KAFKA_${(e.type ?? e.name ?? 'ERROR').replace(/^KafkaJS/, '').replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase()}`;
+const codeOf = (e: KafkaJsLike) =>
+  `KAFKA_${(e.type ?? e.name ?? 'ERROR')
+    .replace(/^KafkaJS/, '')
+    .replace(/([a-z])([A-Z])/g, '$1_$2')
+    .toUpperCase()}`;
 
 /**
  * Classifies what kafkajs threw for a produce to `topic`:
@@ -60,20 +76,31 @@ export function classifyKafkaError(error: unknown, topic?: string): SidekickErro
     return new FatalError('SINK_BUG', `${root.name}: ${message}`, { cause: error });
   }
   if (root.type === 'UNKNOWN_TOPIC_OR_PARTITION') {
-    return new FatalError('KAFKA_TOPIC_MISSING', topic === undefined
-      ? `a topic does not exist on the brokers; create it first (pg-sidekick never relies on topic auto-creation): ${message}`
-      : `topic "${topic}" does not exist; create it first (pg-sidekick never relies on topic auto-creation)`, { cause: error });
+    return new FatalError(
+      'KAFKA_TOPIC_MISSING',
+      topic === undefined
+        ? `a topic does not exist on the brokers; create it first (pg-sidekick never relies on topic auto-creation): ${message}`
+        : `topic "${topic}" does not exist; create it first (pg-sidekick never relies on topic auto-creation)`,
+      { cause: error },
+    );
   }
   if (root.type === 'TOPIC_AUTHORIZATION_FAILED') {
-    return new FatalError('KAFKA_TOPIC_AUTHORIZATION', `not authorized to write to topic${topic === undefined ? '' : ` "${topic}"`}: ${message}`, { cause: error });
+    return new FatalError('KAFKA_TOPIC_AUTHORIZATION', `not authorized to write to topic${topic === undefined ? '' : ` "${topic}"`}: ${message}`, {
+      cause: error,
+    });
   }
   if (root.type !== undefined && TOO_LARGE_TYPES.has(root.type)) {
-    return new FatalError('KAFKA_RECORD_TOO_LARGE', `the record is larger than the broker accepts${where} (raise the topic's max.message.bytes): ${message}`, { cause: error });
+    return new FatalError(
+      'KAFKA_RECORD_TOO_LARGE',
+      `the record is larger than the broker accepts${where} (raise the topic's max.message.bytes): ${message}`,
+      { cause: error },
+    );
   }
-  const unavailable = (root.name !== undefined && UNAVAILABLE_NAMES.has(root.name))
-    || (root.type !== undefined && UNAVAILABLE_TYPES.has(root.type))
+  const unavailable =
+    (root.name !== undefined && UNAVAILABLE_NAMES.has(root.name)) ||
+    (root.type !== undefined && UNAVAILABLE_TYPES.has(root.type)) ||
     // A socket error kafkajs passes through: the one network table says whether nothing answered.
-    || (typeof root.code === 'string' && networkFailure(root.code) === 'unreachable');
+    (typeof root.code === 'string' && networkFailure(root.code) === 'unreachable');
   if (unavailable) return new RetriableError(codeOf(root), `${message}${where}`, { cause: error, unavailable: true });
   // kafkajs' own verdict; errors it does not mark either way (plain Errors) are treated as transient.
   if (root.retriable !== false) return new RetriableError(codeOf(root), `${message}${where}`, { cause: error });

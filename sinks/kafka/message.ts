@@ -1,6 +1,13 @@
 import {
-  cloudEventData, CLOUDEVENTS_CONTENT_TYPE, compileTemplate, createCloudEvents, envelopeJson, FatalError,
-  payloadText, structuredCloudEvent, type Envelope,
+  cloudEventData,
+  CLOUDEVENTS_CONTENT_TYPE,
+  compileTemplate,
+  createCloudEvents,
+  envelopeJson,
+  FatalError,
+  payloadText,
+  structuredCloudEvent,
+  type Envelope,
 } from '../../src/sink-kit.js';
 
 /** One Kafka record, ready for kafkajs (`value` and header values as strings). */
@@ -59,12 +66,14 @@ export function createMessageBuilder(options: MessageOptions): (e: Envelope) => 
   return (e) => {
     const topic = topicOf(e);
     if (!isValidTopic(topic)) {
-      throw new FatalError('KAFKA_TOPIC_INVALID', `"${topic}" (from topic template "${options.topic}") is not a valid Kafka topic name `
-        + '(1-249 characters of A-Z a-z 0-9 . _ -)');
+      throw new FatalError(
+        'KAFKA_TOPIC_INVALID',
+        `"${topic}" (from topic template "${options.topic}") is not a valid Kafka topic name (1-249 characters of A-Z a-z 0-9 . _ -)`,
+      );
     }
     // No key → the channel: the bridge already delivers a channel's keyless events one after
     // another, and one partition keeps that order on the broker.
-    const key = keyOf === undefined ? null : (keyOf(e) || e.channel);
+    const key = keyOf === undefined ? null : keyOf(e) || e.channel;
     const headers: Record<string, string> = { id: e.id };
     // Durable events: the outbox number, growing in commit order per key (dedupe on id, order on seq).
     if (e.seq !== undefined) headers.seq = e.seq;

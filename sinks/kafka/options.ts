@@ -27,7 +27,8 @@ const brokers = z.union([z.string(), z.array(z.string())]).transform((value, ctx
 });
 
 /** `all`/-1 (every in-sync replica), 1 (the leader), 0 (no answer at all). Numbers may arrive as strings from ${ENV}. */
-const acks = z.union([z.literal('all'), z.literal(-1), z.literal(0), z.literal(1), z.enum(['-1', '0', '1'])], { error: 'expected all, 1 or 0 (-1 is all)' })
+const acks = z
+  .union([z.literal('all'), z.literal(-1), z.literal(0), z.literal(1), z.enum(['-1', '0', '1'])], { error: 'expected all, 1 or 0 (-1 is all)' })
   .transform((v) => (v === 'all' ? -1 : Number(v)) as -1 | 0 | 1);
 
 /** SASL settings, handed to kafkajs as they are. `oauthbearer` needs code (a token provider), so it is not offered. */
@@ -36,8 +37,11 @@ const sasl = z.discriminatedUnion('mechanism', [
   z.strictObject({ mechanism: z.literal('scram-sha-256'), username: z.string(), password: z.string() }),
   z.strictObject({ mechanism: z.literal('scram-sha-512'), username: z.string(), password: z.string() }),
   z.strictObject({
-    mechanism: z.literal('aws'), authorizationIdentity: z.string(), accessKeyId: z.string(),
-    secretAccessKey: z.string(), sessionToken: z.string().optional(),
+    mechanism: z.literal('aws'),
+    authorizationIdentity: z.string(),
+    accessKeyId: z.string(),
+    secretAccessKey: z.string(),
+    sessionToken: z.string().optional(),
   }),
 ]);
 
@@ -74,14 +78,16 @@ export const kafkaOptions = {
    */
   format: z.enum(['envelope', 'payload', 'cloudevents']).default('envelope'),
   /** CloudEvents options (only with `format: cloudevents`; the mapping: docs/cloudevents.md). */
-  cloudevents: z.strictObject({
-    /**
-     * binary (default): attributes in `ce_*` headers, the data as the value (Kafka protocol binding);
-     * structured: the whole event as JSON, content-type `application/cloudevents+json; charset=utf-8`.
-     */
-    mode: z.enum(['binary', 'structured']).default('binary'),
-    ...cloudEventsShape,
-  }).optional(),
+  cloudevents: z
+    .strictObject({
+      /**
+       * binary (default): attributes in `ce_*` headers, the data as the value (Kafka protocol binding);
+       * structured: the whole event as JSON, content-type `application/cloudevents+json; charset=utf-8`.
+       */
+      mode: z.enum(['binary', 'structured']).default('binary'),
+      ...cloudEventsShape,
+    })
+    .optional(),
   /** Acknowledgement required from the brokers: all (= -1, default) | 1 | 0. */
   acks: acks.default(-1),
   /** Record batch compression: none (default) | gzip. (snappy, lz4, zstd need codecs kafkajs does not ship.) */

@@ -1,8 +1,18 @@
 import { CompressionTypes, Kafka, logLevel, Partitioners, type Admin, type LogEntry, type Producer, type SASLOptions } from 'kafkajs';
 import type { ConnectionOptions } from 'node:tls';
 import {
-  bounded, createLink, errorMessage, FatalError, OK, RetriableError, SidekickError,
-  type Envelope, type ItemOutcome, type Logger, type SendResult, type Sink,
+  bounded,
+  createLink,
+  errorMessage,
+  FatalError,
+  OK,
+  RetriableError,
+  SidekickError,
+  type Envelope,
+  type ItemOutcome,
+  type Logger,
+  type SendResult,
+  type Sink,
 } from '../../src/sink-kit.js';
 import { classifyKafkaError, rootKafkaError, TOO_LARGE_TYPES } from './errors.js';
 import { createMessageBuilder, templateFields, type KafkaFormat, type KafkaRecord } from './message.js';
@@ -55,7 +65,11 @@ function recordBytes(r: KafkaRecord): number {
   return n;
 }
 
-export interface Group { readonly topic: string; readonly indexes: number[]; readonly records: KafkaRecord[] }
+export interface Group {
+  readonly topic: string;
+  readonly indexes: number[];
+  readonly records: KafkaRecord[];
+}
 
 /**
  * Records grouped per topic (a topic's failure is attributed to its own records only), each topic's
@@ -67,7 +81,10 @@ export function groupRecords(records: readonly (KafkaRecord | undefined)[], maxB
   records.forEach((r, i) => {
     if (r === undefined) return;
     let groups = byTopic.get(r.topic);
-    if (!groups) byTopic.set(r.topic, groups = [{ topic: r.topic, indexes: [], records: [] }]);
+    if (!groups) {
+      groups = [{ topic: r.topic, indexes: [], records: [] }];
+      byTopic.set(r.topic, groups);
+    }
     let last = groups[groups.length - 1] as Group & { bytes?: number };
     const size = recordBytes(r);
     if (last.records.length > 0 && (last.bytes ?? 0) + size > maxBytes) {
@@ -114,8 +131,8 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
     logCreator: logCreator(logger),
   });
   const compression = options.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
-  const missing = (topic: string) => new FatalError('KAFKA_TOPIC_MISSING',
-    `topic "${topic}" does not exist; create it first (pg-sidekick never relies on topic auto-creation)`);
+  const missing = (topic: string) =>
+    new FatalError('KAFKA_TOPIC_MISSING', `topic "${topic}" does not exist; create it first (pg-sidekick never relies on topic auto-creation)`);
 
   let stopping: Promise<void> | undefined;
   const inFlight = new Set<Promise<unknown>>();
@@ -147,8 +164,12 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
       // Whatever stops us connecting (brokers down, bad credentials, TLS, a protocol the brokers
       // refuse) makes the destination unusable, not the events bad: back off, keep the attempts.
       const classified = classifyKafkaError(error);
-      throw classified instanceof RetriableError && classified.unavailable ? classified
-        : new RetriableError(classified.code, `cannot connect to the Kafka brokers (${options.brokers.join(', ')}): ${classified.message}`, { cause: error, unavailable: true });
+      throw classified instanceof RetriableError && classified.unavailable
+        ? classified
+        : new RetriableError(classified.code, `cannot connect to the Kafka brokers (${options.brokers.join(', ')}): ${classified.message}`, {
+            cause: error,
+            unavailable: true,
+          });
     }
     return c;
   }
@@ -186,8 +207,14 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
     try {
       await checkTopic(c, group.topic);
       await c.producer.sendBatch({
-        topicMessages: [{ topic: group.topic, messages: group.records.map(({ key, value, headers, timestamp }) => (
-          timestamp === undefined ? { key, value, headers } : { key, value, headers, timestamp })) }],
+        topicMessages: [
+          {
+            topic: group.topic,
+            messages: group.records.map(({ key, value, headers, timestamp }) =>
+              timestamp === undefined ? { key, value, headers } : { key, value, headers, timestamp },
+            ),
+          },
+        ],
         acks: options.acks,
         timeout: options.timeout,
         compression,
@@ -199,7 +226,9 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
       if (root.type !== undefined && TOO_LARGE_TYPES.has(root.type) && group.records.length > 1) {
         const half = Math.ceil(group.records.length / 2);
         const parts = [0, half].map((from) => ({
-          topic: group.topic, indexes: group.indexes.slice(from, from + half), records: group.records.slice(from, from + half),
+          topic: group.topic,
+          indexes: group.indexes.slice(from, from + half),
+          records: group.records.slice(from, from + half),
         }));
         // One half after the other, so the records keep their batch order on the partition; if the
         // first half fails retriably, the second is not sent (it would overtake the first).
@@ -213,7 +242,9 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
         // topic: start over with a fresh producer and check the topic again before blaming it.
         knownTopics.delete(group.topic);
         link.retire(c, `topic "${group.topic}" disappeared`);
-        failure = new RetriableError('KAFKA_TOPIC_VANISHED', `topic "${group.topic}" is no longer known to the brokers; checking it again`, { cause: error });
+        failure = new RetriableError('KAFKA_TOPIC_VANISHED', `topic "${group.topic}" is no longer known to the brokers; checking it again`, {
+          cause: error,
+        });
       } else {
         if (root.name === 'KafkaJSError' && /producer is disconnected/i.test(root.message ?? '')) link.retire(c, root.message ?? '');
         failure = classifyKafkaError(error, group.topic);
@@ -228,7 +259,10 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
       try {
         return build(e);
       } catch (error) {
-        outcomes[i] = { ok: false, error: error instanceof SidekickError ? error : new FatalError('KAFKA_RECORD', errorMessage(error), { cause: error }) };
+        outcomes[i] = {
+          ok: false,
+          error: error instanceof SidekickError ? error : new FatalError('KAFKA_RECORD', errorMessage(error), { cause: error }),
+        };
         return undefined;
       }
     });
@@ -247,16 +281,25 @@ export function createKafkaSink(options: KafkaSinkOptions, context: { name: stri
     }
     // use(): a producer retired meanwhile is closed only once these requests are done, even when
     // this send stops waiting for them (abort).
-    await abortable(link.use(c, () => Promise.all(topics.map(async (chunks) => {
-      // A topic's requests go one after another (a key's run may span two of them), and after a
-      // retriable failure the rest of that topic is not sent: nothing may overtake what failed.
-      let failed: ItemOutcome | undefined;
-      for (const g of chunks) {
-        const results = failed ? g.records.map(() => failed as ItemOutcome) : await produce(c, g);
-        g.indexes.forEach((index, j) => { outcomes[index] = results[j] as ItemOutcome; });
-        failed ??= results.find((o) => !o.ok && o.error.retriable);
-      }
-    }))), signal);
+    await abortable(
+      link.use(c, () =>
+        Promise.all(
+          topics.map(async (chunks) => {
+            // A topic's requests go one after another (a key's run may span two of them), and after a
+            // retriable failure the rest of that topic is not sent: nothing may overtake what failed.
+            let failed: ItemOutcome | undefined;
+            for (const g of chunks) {
+              const results = failed ? g.records.map(() => failed as ItemOutcome) : await produce(c, g);
+              g.indexes.forEach((index, j) => {
+                outcomes[index] = results[j] as ItemOutcome;
+              });
+              failed ??= results.find((o) => !o.ok && o.error.retriable);
+            }
+          }),
+        ),
+      ),
+      signal,
+    );
     return outcomes;
   }
 

@@ -18,7 +18,10 @@ export type XaddArgs = (string | number)[];
  * | `data`    | the body in `format`: the envelope JSON by default                       |
  */
 export function createEntryBuilder(options: {
-  stream: string; format: BodyFormat; maxLen?: number | undefined; cloudevents?: CloudEventsOptions | undefined;
+  stream: string;
+  format: BodyFormat;
+  maxLen?: number | undefined;
+  cloudevents?: CloudEventsOptions | undefined;
 }): (e: Envelope) => XaddArgs {
   // A field the event lacks throws FatalError TEMPLATE_FIELD_MISSING: that event is dead-lettered.
   const stream = compileTemplate(options.stream, undefined, { name: 'stream' });

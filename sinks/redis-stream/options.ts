@@ -11,21 +11,26 @@ export const FORCED_CLIENT_OPTIONS = ['lazyConnect', 'enableOfflineQueue', 'maxR
 
 const clientOptions = z.record(z.string(), z.unknown()).superRefine((value, ctx) => {
   for (const key of FORCED_CLIENT_OPTIONS) {
-    if (key in value) ctx.addIssue({ code: 'custom', path: [key], message: `set by pg-sidekick (fail fast while disconnected, retried by the dispatcher); remove it` });
+    if (key in value)
+      ctx.addIssue({
+        code: 'custom',
+        path: [key],
+        message: `set by pg-sidekick (fail fast while disconnected, retried by the dispatcher); remove it`,
+      });
   }
 });
 
-const node = z.union([
-  z.string().min(1),
-  z.strictObject({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }),
-]);
+const node = z.union([z.string().min(1), z.strictObject({ host: z.string().min(1), port: z.number().int().min(1).max(65535) })]);
 
 export const redisStreamOptions = {
   /**
    * redis:// or rediss:// (TLS) URL: redis://[user:password@]host:port[/db]. Required unless
    * `options.sentinels` or `cluster` is given.
    */
-  url: z.string().regex(/^rediss?:\/\//i, 'must be a redis:// or rediss:// URL').optional(),
+  url: z
+    .string()
+    .regex(/^rediss?:\/\//i, 'must be a redis:// or rediss:// URL')
+    .optional(),
   /**
    * Passed to ioredis as is: `tls`, `password`, `username`, `db`, `sentinels` + `name` (Sentinel),
    * `connectTimeout`, … Not allowed:
@@ -33,19 +38,25 @@ export const redisStreamOptions = {
    */
   options: clientOptions.default({}),
   /** Redis Cluster: seed nodes ("host:port" or {host, port}) and ioredis ClusterOptions. */
-  cluster: z.strictObject({
-    nodes: z.array(node).min(1),
-    /** ioredis ClusterOptions (e.g. natMap, scaleReads); `options` above become its redisOptions. */
-    options: z.record(z.string(), z.unknown()).default({}),
-  }).optional(),
+  cluster: z
+    .strictObject({
+      nodes: z.array(node).min(1),
+      /** ioredis ClusterOptions (e.g. natMap, scaleReads); `options` above become its redisOptions. */
+      options: z.record(z.string(), z.unknown()).default({}),
+    })
+    .optional(),
   /** Stream key template. Default "pg:{channel}" (row changes: "pg:public.orders"). */
-  stream: z.string().min(1).superRefine((value, ctx) => {
-    try {
-      compileTemplate(value);
-    } catch (error) {
-      ctx.addIssue({ code: 'custom', message: `stream: ${(error as Error).message}` });
-    }
-  }).default('pg:{channel}'),
+  stream: z
+    .string()
+    .min(1)
+    .superRefine((value, ctx) => {
+      try {
+        compileTemplate(value);
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: `stream: ${(error as Error).message}` });
+      }
+    })
+    .default('pg:{channel}'),
   /** What the `data` field holds: envelope (default, JSON) | payload | cloudevents. */
   format: z.enum(BODY_FORMATS).default('envelope'),
   /** `format: cloudevents` only: the `source` and `type` templates (docs/cloudevents.md). */

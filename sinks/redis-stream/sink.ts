@@ -1,7 +1,19 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import {
-  bounded, ConfigError, createLink, errorMessage, FatalError, OK, redactUrl, RetriableError, SidekickError,
-  type Envelope, type ItemOutcome, type SendResult, type Sink, type SinkContext,
+  bounded,
+  ConfigError,
+  createLink,
+  errorMessage,
+  FatalError,
+  OK,
+  redactUrl,
+  RetriableError,
+  SidekickError,
+  type Envelope,
+  type ItemOutcome,
+  type SendResult,
+  type Sink,
+  type SinkContext,
 } from '../../src/sink-kit.js';
 import { classifyRedisError, createEntryBuilder, type XaddArgs } from './entry.js';
 import type { RedisStreamOptions } from './options.js';
@@ -116,8 +128,14 @@ export function createRedisStreamSink(options: RedisStreamOptions, context: Sink
 
   async function execute(client: Client, commands: XaddArgs[]): Promise<[Error | null, unknown][]> {
     if (client instanceof Cluster) {
-      return Promise.all(commands.map((args) => client.xadd(...(args as [string, ...string[]]))
-        .then((id): [null, unknown] => [null, id], (error: Error): [Error, null] => [error, null])));
+      return Promise.all(
+        commands.map((args) =>
+          client.xadd(...(args as [string, ...string[]])).then(
+            (id): [null, unknown] => [null, id],
+            (error: Error): [Error, null] => [error, null],
+          ),
+        ),
+      );
     }
     const pipeline = client.pipeline();
     for (const args of commands) pipeline.xadd(...(args as [string, ...string[]]));
@@ -151,20 +169,31 @@ export function createRedisStreamSink(options: RedisStreamOptions, context: Sink
           commands.push(entry(e));
           at.push(i);
         } catch (error) {
-          outcomes[i] = { ok: false, error: error instanceof SidekickError ? error
-            : new FatalError('REDIS_ENTRY', `redis ${where}: cannot build the entry for ${e.id}: ${errorMessage(error)}`, { cause: error }) };
+          outcomes[i] = {
+            ok: false,
+            error:
+              error instanceof SidekickError
+                ? error
+                : new FatalError('REDIS_ENTRY', `redis ${where}: cannot build the entry for ${e.id}: ${errorMessage(error)}`, { cause: error }),
+          };
         }
       }
       if (commands.length === 0) return outcomes as ItemOutcome[];
       try {
         // One timer per batch (ioredis's commandTimeout would arm one per command). Either way the
         // pipeline may still be applied after we stop waiting: the retry can duplicate, never lose.
-        const results = await bounded(links.use(client, () => execute(client, commands)), {
-          ms: options.timeout,
-          signal,
-          aborted: () => new RetriableError('ABORTED', `redis ${where}: aborted before Redis answered`),
-          timedOut: () => new RetriableError('REDIS_TIMEOUT', `redis ${where}: no reply to ${commands.length} XADD within ${options.timeout} ms`, { unavailable: true }),
-        });
+        const results = await bounded(
+          links.use(client, () => execute(client, commands)),
+          {
+            ms: options.timeout,
+            signal,
+            aborted: () => new RetriableError('ABORTED', `redis ${where}: aborted before Redis answered`),
+            timedOut: () =>
+              new RetriableError('REDIS_TIMEOUT', `redis ${where}: no reply to ${commands.length} XADD within ${options.timeout} ms`, {
+                unavailable: true,
+              }),
+          },
+        );
         results.forEach(([error], k) => {
           outcomes[at[k] as number] = error ? { ok: false, error: classifyRedisError(error, where) } : OK;
         });

@@ -22,13 +22,16 @@ export const stdoutSink = defineSink({
   defaults: { concurrency: 1, batchSize: 1000 },
   create(options, context) {
     const out = context.stdout ?? process.stdout;
-    const line = options.format === 'json'
-      ? (e: Envelope) => `${JSON.stringify(envelopeJson(e))}\n`
-      : options.format === 'payload'
-        ? (e: Envelope) => `${payloadText(e)}\n`
-        : (e: Envelope) => `${payloadText(e)}\0`;
+    const line =
+      options.format === 'json'
+        ? (e: Envelope) => `${JSON.stringify(envelopeJson(e))}\n`
+        : options.format === 'payload'
+          ? (e: Envelope) => `${payloadText(e)}\n`
+          : (e: Envelope) => `${payloadText(e)}\0`;
     let closed: Error | undefined;
-    const onError = (error: Error) => { closed = error; };
+    const onError = (error: Error) => {
+      closed = error;
+    };
     return {
       name: context.name,
       type: 'stdout',
@@ -43,7 +46,11 @@ export const stdoutSink = defineSink({
         if (!out.write(text)) {
           // Respect backpressure: a slow reader slows us instead of growing memory.
           await new Promise<void>((resolve) => {
-            const done = () => { out.off('drain', done); signal.removeEventListener('abort', done); resolve(); };
+            const done = () => {
+              out.off('drain', done);
+              signal.removeEventListener('abort', done);
+              resolve();
+            };
             out.once('drain', done);
             signal.addEventListener('abort', done, { once: true });
           });

@@ -37,16 +37,21 @@ export function createExchange(agent: Dispatcher, bodyTimeout: number): Exchange
       const controllers = new Set<Dispatcher.DispatchController>();
       set = controllers;
       inFlight.set(signal, controllers);
-      signal.addEventListener('abort', () => {
-        for (const c of controllers) c.abort(signal.reason as Error);
-      }, { once: true });
+      signal.addEventListener(
+        'abort',
+        () => {
+          for (const c of controllers) c.abort(signal.reason as Error);
+        },
+        { once: true },
+      );
     }
     return set;
   }
   const bodies: Bodies = { reading: new Set(), timer: undefined, limit: bodyTimeout };
-  return (options, signal) => new Promise((resolve, reject) => {
-    agent.dispatch(options, new Handler(track(signal), bodies, signal, resolve, reject));
-  });
+  return (options, signal) =>
+    new Promise((resolve, reject) => {
+      agent.dispatch(options, new Handler(track(signal), bodies, signal, resolve, reject));
+    });
 }
 
 /** Responses whose status is in and whose body is still coming, and the timer that bounds them. */

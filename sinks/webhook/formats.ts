@@ -1,6 +1,11 @@
 import {
-  CLOUDEVENTS_CONTENT_TYPE, createCloudEvents, envelopeJson, payloadText, structuredCloudEvent,
-  type CloudEventsOptions, type Envelope,
+  CLOUDEVENTS_CONTENT_TYPE,
+  createCloudEvents,
+  envelopeJson,
+  payloadText,
+  structuredCloudEvent,
+  type CloudEventsOptions,
+  type Envelope,
 } from '../../src/sink-kit.js';
 
 /** What goes on the wire for one envelope. */
@@ -28,7 +33,7 @@ function isRowChange(e: Envelope): boolean {
 
 /** The row a row change is about: the new image, or the old one for a DELETE (what skor sent). */
 function rowOf(e: Envelope): unknown {
-  return (e.op === 'DELETE' ? e.old ?? e.new : e.new ?? e.old) ?? null;
+  return (e.op === 'DELETE' ? (e.old ?? e.new) : (e.new ?? e.old)) ?? null;
 }
 
 /** `format: envelope` — the envelope's public JSON (the default). */
@@ -76,9 +81,13 @@ function cloudevents(options: CloudEventsOptions | undefined): (e: Envelope) => 
 
 export function createFormatter(format: Format, options: FormatOptions = {}): (e: Envelope) => Rendered {
   switch (format) {
-    case 'envelope': return envelope;
-    case 'payload': return payload;
-    case 'skor': return skor;
-    case 'cloudevents': return cloudevents(options.cloudEvents);
+    case 'envelope':
+      return envelope;
+    case 'payload':
+      return payload;
+    case 'skor':
+      return skor;
+    case 'cloudevents':
+      return cloudevents(options.cloudEvents);
   }
 }

@@ -1,5 +1,15 @@
 import type { Dispatcher } from 'undici';
-import { ConfigError, defineSink, FatalError, OK, SidekickError, VERSION, type Envelope, type ItemOutcome, type SendResult } from '../../src/sink-kit.js';
+import {
+  ConfigError,
+  defineSink,
+  FatalError,
+  OK,
+  SidekickError,
+  VERSION,
+  type Envelope,
+  type ItemOutcome,
+  type SendResult,
+} from '../../src/sink-kit.js';
 import { createAgent } from './agent.js';
 import { createFormatter, type Rendered } from './formats.js';
 import { webhookOptions } from './options.js';
@@ -81,7 +91,12 @@ export const webhookSink = defineSink({
         // Another attempt would fail the same way (a template field the event lacks keeps its own
         // code, TEMPLATE_FIELD_MISSING; e.g. a lone surrogate that cannot be URL-encoded).
         if (error instanceof SidekickError) return { ok: false, error };
-        return { ok: false, error: new FatalError('WEBHOOK_FORMAT', `event ${e.id} cannot be turned into a ${options.format} request: ${(error as Error).message}`, { cause: error }) };
+        return {
+          ok: false,
+          error: new FatalError('WEBHOOK_FORMAT', `event ${e.id} cannot be turned into a ${options.format} request: ${(error as Error).message}`, {
+            cause: error,
+          }),
+        };
       }
       // A fresh timestamp per attempt (receivers reject stale ones); the id stays the event's.
       const timestamp = Math.floor(Date.now() / 1000);
@@ -116,7 +131,13 @@ export const webhookSink = defineSink({
             return { ok: false, error: new FatalError(`HTTP_${status}`, `${what(origin, path)} redirected to an invalid location`) };
           }
           if (next.protocol !== 'https:' && (next.protocol !== 'http:' || origin.startsWith('https:'))) {
-            return { ok: false, error: new FatalError(`HTTP_${status}`, `${what(origin, path)} redirected to ${next.protocol}//${next.host}: refused (only http(s), never https to http)`) };
+            return {
+              ok: false,
+              error: new FatalError(
+                `HTTP_${status}`,
+                `${what(origin, path)} redirected to ${next.protocol}//${next.host}: refused (only http(s), never https to http)`,
+              ),
+            };
           }
           if (next.origin !== origin) {
             // Configured credentials are for the configured receiver, not wherever it points us.
@@ -135,8 +156,16 @@ export const webhookSink = defineSink({
       name: context.name,
       type: 'webhook',
       async start() {
-        context.logger.info({ url: url.display, method, format: options.format, signed: options.secret?.length ?? 0,
-          proxy: /^https?:/.test(options.proxy) ? 'url' : options.proxy }, 'webhook sink ready');
+        context.logger.info(
+          {
+            url: url.display,
+            method,
+            format: options.format,
+            signed: options.secret?.length ?? 0,
+            proxy: /^https?:/.test(options.proxy) ? 'url' : options.proxy,
+          },
+          'webhook sink ready',
+        );
       },
       send(batch, signal): Promise<SendResult> {
         if (signal.aborted) return Promise.reject(signal.reason);
@@ -146,7 +175,9 @@ export const webhookSink = defineSink({
       stop() {
         stopping ??= (async () => {
           let timer: NodeJS.Timeout | undefined;
-          const graceOver = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), CLOSE_GRACE_MS); });
+          const graceOver = new Promise<boolean>((resolve) => {
+            timer = setTimeout(() => resolve(false), CLOSE_GRACE_MS);
+          });
           const closed = await Promise.race([agent.close().then(() => true), graceOver]);
           clearTimeout(timer);
           if (!closed) await agent.destroy();
@@ -159,7 +190,15 @@ export const webhookSink = defineSink({
         const path = url.display.slice(url.origin.length).split('{')[0] || '/';
         const what = `HEAD ${url.origin}${path}`;
         try {
-          const response = await agent.request({ origin: url.origin, path, method: 'HEAD', headers: { 'user-agent': userAgent, ...configured }, signal, headersTimeout, bodyTimeout });
+          const response = await agent.request({
+            origin: url.origin,
+            path,
+            method: 'HEAD',
+            headers: { 'user-agent': userAgent, ...configured },
+            signal,
+            headersTimeout,
+            bodyTimeout,
+          });
           await response.body.dump().catch(() => undefined);
           return `${url.display} reachable (HEAD answered ${response.statusCode})`;
         } catch (error) {

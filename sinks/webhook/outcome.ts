@@ -21,8 +21,10 @@ export function statusOutcome(status: number, headers: Headers, snippet: string,
     const location = String(headers.location ?? '(no Location header)').split('?')[0];
     return {
       ok: false,
-      error: new FatalError(`HTTP_${status}`,
-        `${what} answered HTTP ${status} (redirect to ${location}), not followed: fix the url, or set followRedirects (only 307/308 are followed: they keep the method and body)`),
+      error: new FatalError(
+        `HTTP_${status}`,
+        `${what} answered HTTP ${status} (redirect to ${location}), not followed: fix the url, or set followRedirects (only 307/308 are followed: they keep the method and body)`,
+      ),
     };
   }
   const message = `${what} answered HTTP ${status}${detail}`;
@@ -40,7 +42,8 @@ const TIMEOUTS: Record<string, string> = {
 };
 /** OpenSSL's X509 verification codes (UNABLE_TO_VERIFY_LEAF_SIGNATURE, CERT_HAS_EXPIRED…) and Node's ERR_TLS_* / ERR_SSL_*. */
 const TLS_FAILURE = /CERT|CRL|SSL|TLS|ISSUER|SIGNATURE|^INVALID_CA$|^HOSTNAME_MISMATCH$|^PATH_LENGTH_EXCEEDED$|^INVALID_PURPOSE$/;
-const INVALID_REQUEST = /^(UND_ERR_INVALID_ARG|UND_ERR_NOT_SUPPORTED|ERR_INVALID_ARG_|ERR_INVALID_CHAR|ERR_INVALID_HTTP_TOKEN|ERR_HTTP_INVALID_HEADER_VALUE)/;
+const INVALID_REQUEST =
+  /^(UND_ERR_INVALID_ARG|UND_ERR_NOT_SUPPORTED|ERR_INVALID_ARG_|ERR_INVALID_CHAR|ERR_INVALID_HTTP_TOKEN|ERR_HTTP_INVALID_HEADER_VALUE)/;
 
 function messageOf(error: unknown): string {
   if (error instanceof AggregateError && error.errors.length > 0) return messageOf(error.errors[0]);

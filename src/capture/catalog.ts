@@ -11,7 +11,13 @@ export interface ResolvedCapture extends CaptureSpec {
   readonly tableColumns: readonly string[];
 }
 
-interface TableRow { schema: string; table: string; relkind: string; columns: string[]; pk: string[] }
+interface TableRow {
+  schema: string;
+  table: string;
+  relkind: string;
+  columns: string[];
+  pk: string[];
+}
 
 const TABLE_SQL = `
 SELECT n.nspname AS schema, c.relname AS table, c.relkind::text AS relkind,
@@ -68,14 +74,18 @@ export async function resolveCaptures(client: pg.ClientBase, specs: readonly Cap
       const unknown = selection.filter((c) => !columns.has(c));
       if (unknown.length > 0) {
         bad = true;
-        problems.push(`${spec.origin}: ${op}: unknown column${unknown.length > 1 ? 's' : ''} ${unknown.map((c) => `"${c}"`).join(', ')} in ${found.schema}.${found.table} (columns: ${found.columns.join(', ')})`);
+        problems.push(
+          `${spec.origin}: ${op}: unknown column${unknown.length > 1 ? 's' : ''} ${unknown.map((c) => `"${c}"`).join(', ')} in ${found.schema}.${found.table} (columns: ${found.columns.join(', ')})`,
+        );
       }
     }
     if (spec.key) {
       const unknown = spec.key.filter((c) => !columns.has(c));
       if (unknown.length > 0) {
         bad = true;
-        problems.push(`${spec.origin}: key: unknown column${unknown.length > 1 ? 's' : ''} ${unknown.map((c) => `"${c}"`).join(', ')} in ${found.schema}.${found.table}`);
+        problems.push(
+          `${spec.origin}: key: unknown column${unknown.length > 1 ? 's' : ''} ${unknown.map((c) => `"${c}"`).join(', ')} in ${found.schema}.${found.table}`,
+        );
       }
     }
     if (bad) continue;

@@ -46,7 +46,11 @@ export function parseQualifiedName(text: string, defaultSchema = 'public'): { sc
       for (;;) {
         if (i >= text.length) throw new Error(`unterminated quote in table name ${JSON.stringify(text)}`);
         if (text[i] === '"') {
-          if (text[i + 1] === '"') { part += '"'; i += 2; continue; }
+          if (text[i + 1] === '"') {
+            part += '"';
+            i += 2;
+            continue;
+          }
           i++;
           break;
         }
@@ -150,7 +154,9 @@ export function parseSkorTriggers(document: unknown, file = 'triggers.json'): Ca
     origin += ` (table ${record.table})`;
     const unknown = Object.keys(record).filter((k) => !['table', 'schema', 'columns'].includes(k));
     if (unknown.length > 0) {
-      throw new ConfigError(`${origin}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `"${k}"`).join(', ')} (known: table, schema, columns)`);
+      throw new ConfigError(
+        `${origin}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `"${k}"`).join(', ')} (known: table, schema, columns)`,
+      );
     }
     if (record.schema !== undefined && (typeof record.schema !== 'string' || record.schema === '')) {
       throw new ConfigError(`${origin}: "schema" must be a non-empty string`);

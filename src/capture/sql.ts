@@ -37,7 +37,10 @@ export function functionName(schema: string, table: string, op: Operation): stri
   const readable = `${schema}.${table}:${op}`;
   const ambiguous = schema.includes('.') || schema.includes(':') || table.includes(':');
   if (!ambiguous && byteLength(readable) <= MAX_IDENTIFIER_BYTES) return readable;
-  const hash = createHash('sha256').update(JSON.stringify([schema, table])).digest('hex').slice(0, 8);
+  const hash = createHash('sha256')
+    .update(JSON.stringify([schema, table]))
+    .digest('hex')
+    .slice(0, 8);
   const suffix = `~${hash}:${op}`;
   return truncateBytes(`${schema}.${table}`, MAX_IDENTIFIER_BYTES - byteLength(suffix)) + suffix;
 }
@@ -80,7 +83,12 @@ function imageOf(selection: ColumnSelection, key: readonly string[]): Image {
   const groups: string[] = [];
   // jsonb_build_object takes at most 100 arguments: chain groups of 50 columns.
   for (let i = 0; i < selection.length; i += 50) {
-    groups.push(`jsonb_build_object(${selection.slice(i, i + 50).map((c) => `${quoteLiteral(c)}, %V% -> ${quoteLiteral(c)}`).join(', ')})`);
+    groups.push(
+      `jsonb_build_object(${selection
+        .slice(i, i + 50)
+        .map((c) => `${quoteLiteral(c)}, %V% -> ${quoteLiteral(c)}`)
+        .join(', ')})`,
+    );
   }
   return {
     source: (row) => `to_jsonb(${row})`,
@@ -135,8 +143,13 @@ function captureLiteral(c: ResolvedCapture, op: Operation): string {
 /** INSERT INTO sidekick.row_changes, with the values of one row change in ROW_CHANGE_COLUMNS order. */
 function rowChangeInsert(c: ResolvedCapture, op: Operation, v: { new?: string; old?: string; keys?: string }): { into: string; values: string } {
   const value: Record<(typeof ROW_CHANGE_COLUMNS)[number], string> = {
-    id: "nextval('sidekick.outbox_id_seq')", xid: 'pg_current_xact_id()', at: 'now()', capture: captureLiteral(c, op),
-    new: v.new ?? 'NULL::json', old: v.old ?? 'NULL::json', keys: v.keys ?? 'NULL::json',
+    id: "nextval('sidekick.outbox_id_seq')",
+    xid: 'pg_current_xact_id()',
+    at: 'now()',
+    capture: captureLiteral(c, op),
+    new: v.new ?? 'NULL::json',
+    old: v.old ?? 'NULL::json',
+    keys: v.keys ?? 'NULL::json',
   };
   return {
     into: `INSERT INTO sidekick.row_changes (${ROW_CHANGE_COLUMNS.join(', ')})`,
@@ -265,9 +278,10 @@ function describeSelection(selection: ColumnSelection): string {
 
 function captureOne(c: ResolvedCapture): string {
   const table = qualifiedTable(c);
-  const keyNote = c.key.length === 0
-    ? 'no key (no primary key; set `key:` to order per row): events of this table are delivered in one ordered stream'
-    : `key ${c.key.join(', ')} (${c.keySource})`;
+  const keyNote =
+    c.key.length === 0
+      ? 'no key (no primary key; set `key:` to order per row): events of this table are delivered in one ordered stream'
+      : `key ${c.key.join(', ')} (${c.keySource})`;
   const lines = [`-- ${c.schema}.${c.table} — from ${c.origin}; ${c.mode}-level; ${keyNote}`];
   for (const op of OPERATIONS) {
     const selection = c.operations[op];
@@ -279,10 +293,14 @@ function captureOne(c: ResolvedCapture): string {
       continue;
     }
     const body = c.mode === 'statement' ? statementBody(c, op, selection) : rowBody(c, op, selection);
-    const referencing = c.mode === 'row' ? ''
-      : op === 'insert' ? ' REFERENCING NEW TABLE AS sidekick_new'
-        : op === 'delete' ? ' REFERENCING OLD TABLE AS sidekick_old'
-          : ' REFERENCING OLD TABLE AS sidekick_old NEW TABLE AS sidekick_new';
+    const referencing =
+      c.mode === 'row'
+        ? ''
+        : op === 'insert'
+          ? ' REFERENCING NEW TABLE AS sidekick_new'
+          : op === 'delete'
+            ? ' REFERENCING OLD TABLE AS sidekick_old'
+            : ' REFERENCING OLD TABLE AS sidekick_old NEW TABLE AS sidekick_new';
     lines.push(
       `-- ${op}: ${describeSelection(selection)}`,
       `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger`,
@@ -313,13 +331,17 @@ export function captureStatements(captures: readonly ResolvedCapture[]): string 
 
 /** The statements that remove the capture triggers and functions of these tables. */
 export function dropStatements(captures: readonly { schema: string; table: string; origin?: string }[]): string {
-  return captures.map((c) => [
-    `-- ${c.schema}.${c.table}${c.origin ? ` — from ${c.origin}` : ''}`,
-    ...OPERATIONS.flatMap((op) => [
-      `DROP TRIGGER IF EXISTS ${quoteIdent(triggerName(op))} ON ${qualifiedTable(c)};`,
-      `DROP FUNCTION IF EXISTS ${qualifiedFunction(c, op)}();`,
-    ]),
-  ].join('\n')).join('\n\n');
+  return captures
+    .map((c) =>
+      [
+        `-- ${c.schema}.${c.table}${c.origin ? ` — from ${c.origin}` : ''}`,
+        ...OPERATIONS.flatMap((op) => [
+          `DROP TRIGGER IF EXISTS ${quoteIdent(triggerName(op))} ON ${qualifiedTable(c)};`,
+          `DROP FUNCTION IF EXISTS ${qualifiedFunction(c, op)}();`,
+        ]),
+      ].join('\n'),
+    )
+    .join('\n\n');
 }
 
 /** A reviewable script: a header, BEGIN, the statements, COMMIT (so `psql -f` applies it atomically). */

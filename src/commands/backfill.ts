@@ -32,10 +32,15 @@ interface Plan {
   readonly columns: ColumnSelection;
 }
 
-interface TableFacts { pk: string[]; types: Record<string, string>; unique: boolean }
+interface TableFacts {
+  pk: string[];
+  types: Record<string, string>;
+  unique: boolean;
+}
 
 async function tableFacts(client: pg.Client, schema: string, table: string, key: readonly string[]): Promise<TableFacts> {
-  const { rows } = await client.query<{ pk: string[]; types: Record<string, string>; unique: boolean }>(`
+  const { rows } = await client.query<{ pk: string[]; types: Record<string, string>; unique: boolean }>(
+    `
     WITH rel AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)
     SELECT
       array(SELECT a.attname::text FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
@@ -45,7 +50,9 @@ async function tableFacts(client: pg.Client, schema: string, table: string, key:
        WHERE a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped) AS types,
       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = rel.oid AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
               AND (SELECT array_agg(a.attname::text) FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) <@ $3::text[]) AS unique
-    FROM rel`, [schema, table, key]);
+    FROM rel`,
+    [schema, table, key],
+  );
   const row = rows[0];
   if (!row) throw new ConfigError(`backfill: table ${schema}.${table} does not exist`);
   return row;
@@ -63,8 +70,9 @@ async function plan(client: pg.Client, options: BackfillOptions, io: CommandIO):
   if (options.config) {
     const specs = captureSpecsFromConfig(loadConfigFor(options.config, io).capture, options.config);
     const resolved = await resolveCaptures(client, specs).catch(() => undefined);
-    const match = resolved?.find((r) => r.schema === name.schema && r.table === name.table)
-      ?? specs.find((s) => s.schema === name.schema && s.table === name.table);
+    const match =
+      resolved?.find((r) => r.schema === name.schema && r.table === name.table) ??
+      specs.find((s) => s.schema === name.schema && s.table === name.table);
     if (match) spec = match;
   }
   const [resolved] = await resolveCaptures(client, [spec]).catch((error: unknown) => {
@@ -75,7 +83,9 @@ async function plan(client: pg.Client, options: BackfillOptions, io: CommandIO):
   // Walk by the key, made unique with the primary key's remaining columns (a capture key need not be unique).
   const walk = [...resolved.key, ...facts.pk.filter((c) => !resolved.key.includes(c))];
   if (walk.length === 0 || (facts.pk.length === 0 && !facts.unique)) {
-    throw new ConfigError(`backfill: ${resolved.schema}.${resolved.table} needs a primary key, or a capture key backed by a unique index, to be walked in key order`);
+    throw new ConfigError(
+      `backfill: ${resolved.schema}.${resolved.table} needs a primary key, or a capture key backed by a unique index, to be walked in key order`,
+    );
   }
   const ops = resolved.operations;
   return {
@@ -103,7 +113,12 @@ function batchSql(p: Plan, where: string): string {
     const groups: string[] = [];
     // json(b)_build_object takes at most 100 arguments.
     for (let i = 0; i < p.columns.length; i += 50) {
-      groups.push(`jsonb_build_object(${p.columns.slice(i, i + 50).map((c) => `${quoteLiteral(c)}, ${col(c)}`).join(', ')})`);
+      groups.push(
+        `jsonb_build_object(${p.columns
+          .slice(i, i + 50)
+          .map((c) => `${quoteLiteral(c)}, ${col(c)}`)
+          .join(', ')})`,
+      );
     }
     image = `(${groups.join(' || ')})::json`;
     // The image may leave the key out: its values travel beside it, as the capture triggers do.
@@ -111,8 +126,8 @@ function batchSql(p: Plan, where: string): string {
   }
   const walkCols = p.walk.map((w) => col(w.name)).join(', ');
   const cursor = p.walk.map((w, i) => `($1::text[])[${i + 1}]::${w.type}`).join(', ');
-  const keyColumns = p.key.length === 0 ? 'NULL::text[]'
-    : `${quoteLiteral(`{${p.key.map((k) => `"${k.replace(/["\\]/g, (ch) => `\\${ch}`)}"`).join(',')}}`)}::text[]`;
+  const keyColumns =
+    p.key.length === 0 ? 'NULL::text[]' : `${quoteLiteral(`{${p.key.map((k) => `"${k.replace(/["\\]/g, (ch) => `\\${ch}`)}"`).join(',')}}`)}::text[]`;
   const ident = `${quoteLiteral(p.schema)}, ${quoteLiteral(p.table)}`;
   return `
 WITH batch AS (
@@ -150,7 +165,8 @@ SELECT (SELECT count(*) FROM batch)::int AS n, (SELECT count(*) FROM ins)::int A
  */
 export async function backfillCommand(options: BackfillOptions, io: CommandIO): Promise<number> {
   const batch = options.batch ?? 1000;
-  if (!Number.isInteger(batch) || batch < 1 || batch > 100_000) throw new ConfigError(`--batch must be a whole number from 1 to 100000, got ${options.batch}`);
+  if (!Number.isInteger(batch) || batch < 1 || batch > 100_000)
+    throw new ConfigError(`--batch must be a whole number from 1 to 100000, got ${options.batch}`);
   const maxBatches = options.maxBatches ?? Number.POSITIVE_INFINITY;
   if (options.maxBatches !== undefined && (!Number.isInteger(maxBatches) || maxBatches < 1)) {
     throw new ConfigError(`--max-batches must be a positive whole number, got ${options.maxBatches}`);
@@ -166,41 +182,55 @@ export async function backfillCommand(options: BackfillOptions, io: CommandIO): 
   }
   try {
     const installed = await client.query<{ ok: boolean; outbox: boolean }>(
-      `SELECT to_regclass('sidekick.backfills') IS NOT NULL AS ok, to_regclass('sidekick.outbox') IS NOT NULL AS outbox`);
+      `SELECT to_regclass('sidekick.backfills') IS NOT NULL AS ok, to_regclass('sidekick.outbox') IS NOT NULL AS outbox`,
+    );
     if (!installed.rows[0]?.ok) {
-      throw new ConfigError(installed.rows[0]?.outbox
-        ? 'backfill: the sidekick schema predates backfills: run `sidekick install` to upgrade it'
-        : 'backfill: pg-sidekick is not installed in this database: run `sidekick install`');
+      throw new ConfigError(
+        installed.rows[0]?.outbox
+          ? 'backfill: the sidekick schema predates backfills: run `sidekick install` to upgrade it'
+          : 'backfill: pg-sidekick is not installed in this database: run `sidekick install`',
+      );
     }
     const p = await plan(client, options, io);
     const label = `backfill ${p.schema}.${p.table}`;
     const walkNames = p.walk.map((w) => w.name);
-    const existing = (await client.query<{ where_sql: string; key_columns: string[]; last_key: string[] | null; rows_done: string; done: boolean }>(
-      'SELECT where_sql, key_columns, last_key, rows_done, done_at IS NOT NULL AS done FROM sidekick.backfills WHERE schema_name = $1 AND table_name = $2',
-      [p.schema, p.table])).rows[0];
+    const existing = (
+      await client.query<{ where_sql: string; key_columns: string[]; last_key: string[] | null; rows_done: string; done: boolean }>(
+        'SELECT where_sql, key_columns, last_key, rows_done, done_at IS NOT NULL AS done FROM sidekick.backfills WHERE schema_name = $1 AND table_name = $2',
+        [p.schema, p.table],
+      )
+    ).rows[0];
     let cursor: string[] | null = null;
     let doneBefore = 0;
     if (existing && !existing.done && !options.restart) {
       if (existing.where_sql !== where || JSON.stringify(existing.key_columns) !== JSON.stringify(walkNames)) {
-        throw new ConfigError(`${label}: an unfinished backfill of this table used ${existing.where_sql ? `--where ${JSON.stringify(existing.where_sql)}` : 'no --where'} `
-          + `(walking ${existing.key_columns.join(', ')}); run it with the same options to resume, or add --restart to start over`);
+        throw new ConfigError(
+          `${label}: an unfinished backfill of this table used ${existing.where_sql ? `--where ${JSON.stringify(existing.where_sql)}` : 'no --where'} ` +
+            `(walking ${existing.key_columns.join(', ')}); run it with the same options to resume, or add --restart to start over`,
+        );
       }
       cursor = existing.last_key;
       doneBefore = Number(existing.rows_done);
       io.stderr.write(`${label}: resuming after ${doneBefore.toLocaleString('en-US')} rows\n`);
     } else {
-      await client.query(`
+      await client.query(
+        `
         INSERT INTO sidekick.backfills (schema_name, table_name, where_sql, key_columns) VALUES ($1, $2, $3, $4)
         ON CONFLICT (schema_name, table_name) DO UPDATE SET where_sql = $3, key_columns = $4, last_key = NULL, rows_done = 0,
-          started_at = now(), updated_at = now(), done_at = NULL`, [p.schema, p.table, where, walkNames]);
+          started_at = now(), updated_at = now(), done_at = NULL`,
+        [p.schema, p.table, where, walkNames],
+      );
     }
     const sql = batchSql(p, where || 'true');
     // The total, for the progress bar: one count of what is left (with --where, exactly what will be sent).
-    const remaining = await client.query<{ n: string }>(
-      `SELECT count(*) AS n FROM ${quoteIdent(p.schema)}.${quoteIdent(p.table)} AS t WHERE (${where || 'true'}) AND ($1::text[] IS NULL OR (${p.walk.map((w) => `t.${quoteIdent(w.name)}`).join(', ')}) > (${p.walk.map((w, i) => `($1::text[])[${i + 1}]::${w.type}`).join(', ')}))`,
-      [cursor]).catch((error: unknown) => {
-      throw new ConfigError(`${label}: ${where ? `--where ${JSON.stringify(where)}: ` : ''}${errorMessage(error)}`);
-    });
+    const remaining = await client
+      .query<{ n: string }>(
+        `SELECT count(*) AS n FROM ${quoteIdent(p.schema)}.${quoteIdent(p.table)} AS t WHERE (${where || 'true'}) AND ($1::text[] IS NULL OR (${p.walk.map((w) => `t.${quoteIdent(w.name)}`).join(', ')}) > (${p.walk.map((w, i) => `($1::text[])[${i + 1}]::${w.type}`).join(', ')}))`,
+        [cursor],
+      )
+      .catch((error: unknown) => {
+        throw new ConfigError(`${label}: ${where ? `--where ${JSON.stringify(where)}: ` : ''}${errorMessage(error)}`);
+      });
     const progress = createProgress(io.stderr, label, doneBefore + Number(remaining.rows[0]?.n ?? 0));
     let done = doneBefore;
     let finished = false;
@@ -222,7 +252,10 @@ export async function backfillCommand(options: BackfillOptions, io: CommandIO): 
         cursor = r.last_key;
       } catch (error) {
         await client.query('ROLLBACK').catch(() => {});
-        throw new ConfigError(`${label}: batch failed after ${done.toLocaleString('en-US')} rows (nothing of this batch was enqueued; run again to resume): ${errorMessage(error)}`, { cause: error });
+        throw new ConfigError(
+          `${label}: batch failed after ${done.toLocaleString('en-US')} rows (nothing of this batch was enqueued; run again to resume): ${errorMessage(error)}`,
+          { cause: error },
+        );
       }
       batches++;
       progress.update(done);
@@ -232,7 +265,9 @@ export async function backfillCommand(options: BackfillOptions, io: CommandIO): 
       io.stdout.write(`${label}: enqueued ${done.toLocaleString('en-US')} rows as READ events; a running bridge delivers them\n`);
       return 0;
     }
-    io.stdout.write(`${label}: stopped after ${done.toLocaleString('en-US')} rows${io.signal.aborted ? ' (interrupted)' : ` (--max-batches ${maxBatches})`}; run the same command again to resume\n`);
+    io.stdout.write(
+      `${label}: stopped after ${done.toLocaleString('en-US')} rows${io.signal.aborted ? ' (interrupted)' : ` (--max-batches ${maxBatches})`}; run the same command again to resume\n`,
+    );
     return io.signal.aborted ? 130 : 0;
   } finally {
     await client.end().catch(() => {});

@@ -27,7 +27,7 @@ export async function checkCommand(options: { config: string }, io: CommandIO): 
   client.on('error', () => {});
   try {
     await client.connect();
-    const { rows } = await client.query<{ v: string; u: string }>('SELECT current_setting(\'server_version\') AS v, current_user AS u');
+    const { rows } = await client.query<{ v: string; u: string }>("SELECT current_setting('server_version') AS v, current_user AS u");
     out(`ok    database ${describeConnection(connection, io.env)} (PostgreSQL ${rows[0]?.v}, as ${rows[0]?.u})`);
   } catch (error) {
     failures++;
@@ -40,11 +40,14 @@ export async function checkCommand(options: { config: string }, io: CommandIO): 
     const sink = entry.definition.create(entry.options as never, { name: entry.name, logger, database: connection });
     const controller = new AbortController();
     try {
-      const detail = await bounded((async () => {
-        if (sink.check) return sink.check(controller.signal);
-        await sink.start(controller.signal);
-        return undefined;
-      })(), { ms: TIMEOUT_MS, keepAlive: true, timedOut: () => new Error(`sink ${entry.name}: no answer within ${TIMEOUT_MS / 1000}s`) });
+      const detail = await bounded(
+        (async () => {
+          if (sink.check) return sink.check(controller.signal);
+          await sink.start(controller.signal);
+          return undefined;
+        })(),
+        { ms: TIMEOUT_MS, keepAlive: true, timedOut: () => new Error(`sink ${entry.name}: no answer within ${TIMEOUT_MS / 1000}s`) },
+      );
       out(`ok    sink ${entry.name} (${entry.type})${detail ? `: ${detail}` : ''}`);
     } catch (error) {
       failures++;

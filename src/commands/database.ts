@@ -35,7 +35,11 @@ export async function connectDatabase(connection: pg.ClientConfig, io: Pick<Comm
     const server = serverError(error);
     const hint = server ? hintFor(server.code, server.message) : 'is it running, and are --database, DATABASE_URL or the PG* variables right?';
     const reason = (error as Error)?.message || String(error);
-    throw new SidekickError('DATABASE_UNREACHABLE', `cannot connect to ${describeConnection(connection, io.env)}: ${reason}${hint ? ` (${hint})` : ''}`, { cause: error });
+    throw new SidekickError(
+      'DATABASE_UNREACHABLE',
+      `cannot connect to ${describeConnection(connection, io.env)}: ${reason}${hint ? ` (${hint})` : ''}`,
+      { cause: error },
+    );
   }
   return client;
 }

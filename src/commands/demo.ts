@@ -54,10 +54,11 @@ async function startDemoReceiver(say: (line: string) => void): Promise<{ url: st
   return {
     url: `http://127.0.0.1:${port}`,
     received: () => received,
-    stop: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }
 
@@ -96,11 +97,17 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
   mkdirSync(dir, { recursive: true });
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
-    databaseDir: dir, port, user: 'postgres', password, persistent: true,
+    databaseDir: dir,
+    port,
+    user: 'postgres',
+    password,
+    persistent: true,
     createPostgresUser: process.getuid?.() === 0,
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1'],
     onLog: () => {},
-    onError: (e) => { if (io.env.SIDEKICK_DEBUG) say(String(e)); },
+    onError: (e) => {
+      if (io.env.SIDEKICK_DEBUG) say(String(e));
+    },
   });
   say(`pg-sidekick demo: starting an embedded PostgreSQL in ${dir} …`);
   if (isNew) await server.initialise();
@@ -120,7 +127,7 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
       await setup.query('DROP SCHEMA sidekick CASCADE');
       await migrate(setup);
     });
-    await setup.query('CREATE TABLE IF NOT EXISTS demo_orders (id serial PRIMARY KEY, item text NOT NULL, status text NOT NULL DEFAULT \'new\')');
+    await setup.query("CREATE TABLE IF NOT EXISTS demo_orders (id serial PRIMARY KEY, item text NOT NULL, status text NOT NULL DEFAULT 'new')");
     const capture = [{ table: 'public.demo_orders', columns: '*' as const, mode: 'statement' as const }];
     await setup.query(captureStatements(await resolveCaptures(setup, captureSpecsFromConfig(capture, '(demo)'))));
     waiting = (await setup.query<{ n: number }>('SELECT count(*)::int AS n FROM sidekick.events')).rows[0]?.n ?? 0;
@@ -128,24 +135,31 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
     await setup.end();
   }
   const receiver = await startDemoReceiver(say);
-  const config = parseConfig({
-    database: url,
-    listen: ['demo'],
-    capture: [{ table: 'public.demo_orders' }],
-    sinks: {
-      console: { type: 'stdout', format: 'json' },
-      hook: { type: 'webhook', url: `${receiver.url}/hooks/{schema}/{table}`, retry: { attempts: 3, initialDelay: '200ms' } },
+  const config = parseConfig(
+    {
+      database: url,
+      listen: ['demo'],
+      capture: [{ table: 'public.demo_orders' }],
+      sinks: {
+        console: { type: 'stdout', format: 'json' },
+        hook: { type: 'webhook', url: `${receiver.url}/hooks/{schema}/{table}`, retry: { attempts: 3, initialDelay: '200ms' } },
+      },
+      routes: [
+        { from: 'demo', to: ['console'] },
+        { from: 'public.demo_orders', to: ['console', 'hook'] },
+      ],
     },
-    routes: [
-      { from: 'demo', to: ['console'] },
-      { from: 'public.demo_orders', to: ['console', 'hook'] },
-    ],
-  }, { file: '(demo)', env: io.env, sinks: sinkDefinitions });
+    { file: '(demo)', env: io.env, sinks: sinkDefinitions },
+  );
   const bridge = createBridge({ config, logger, ...(io.stdout === process.stdout ? {} : { stdout: io.stdout }) });
   try {
     await bridge.start();
-    say(`PostgreSQL is up on 127.0.0.1:${port}; the bridge LISTENs on channel "demo", captures the row changes of table demo_orders, and prints each event as a JSON envelope on stdout.`);
-    say(`Row changes of demo_orders also go to a webhook sink posting to a local receiver (${receiver.url}), which prints each request here on stderr.`);
+    say(
+      `PostgreSQL is up on 127.0.0.1:${port}; the bridge LISTENs on channel "demo", captures the row changes of table demo_orders, and prints each event as a JSON envelope on stdout.`,
+    );
+    say(
+      `Row changes of demo_orders also go to a webhook sink posting to a local receiver (${receiver.url}), which prints each request here on stderr.`,
+    );
     if (waiting > 0) say(`${waiting} row change(s) from the last run waited in the outbox while the bridge was down: delivered first.`);
     say('Sending three notifications (ephemeral: LISTEN/NOTIFY) and four row changes (durable: captured into the outbox):');
     const client = new pg.Client({ connectionString: url });
@@ -191,7 +205,9 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
       try {
         await after.connect();
         await after.query(`INSERT INTO demo_orders (item, status) VALUES ('written while the bridge was stopped', 'waiting')`);
-        say(`The bridge has stopped; one more row was written to demo_orders just now. It waits in the outbox (${dir} is kept): run the demo again and it is delivered first.`);
+        say(
+          `The bridge has stopped; one more row was written to demo_orders just now. It waits in the outbox (${dir} is kept): run the demo again and it is delivered first.`,
+        );
       } catch (error) {
         say(`(could not write the row for the next run: ${(error as Error).message})`);
       } finally {

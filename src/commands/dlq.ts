@@ -37,9 +37,11 @@ async function withClient<T>(options: DatabaseOptions, io: CommandIO, fn: (c: pg
   await client.connect();
   try {
     const installed = await client.query<{ ok: boolean }>(`SELECT to_regclass('sidekick.dead_letters') IS NOT NULL AS ok`);
-    if (!installed.rows[0]?.ok) throw new ConfigError('pg-sidekick is not installed in this database (no sidekick.dead_letters): run `sidekick install`');
+    if (!installed.rows[0]?.ok)
+      throw new ConfigError('pg-sidekick is not installed in this database (no sidekick.dead_letters): run `sidekick install`');
     const current = await client.query<{ ok: boolean }>(`SELECT to_regclass('sidekick.installation') IS NOT NULL AS ok`);
-    if (!current.rows[0]?.ok) throw new ConfigError('the sidekick schema in this database is older than this pg-sidekick: run `sidekick install` to update it');
+    if (!current.rows[0]?.ok)
+      throw new ConfigError('the sidekick schema in this database is older than this pg-sidekick: run `sidekick install` to update it');
     return await fn(client);
   } finally {
     await client.end().catch(() => {});
@@ -54,7 +56,11 @@ function parseIds(ids: readonly string[]): string[] {
 /** Pads columns; the last column is not padded. */
 function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] as number))).join('  ').trimEnd();
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] as number)))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...rows.map(line)].join('\n');
 }
 
@@ -68,30 +74,59 @@ export async function dlqListCommand(options: DlqListOptions, io: CommandIO): Pr
   const limit = options.limit ?? 50;
   if (!Number.isInteger(limit) || limit < 1) throw new ConfigError(`--limit must be a positive whole number, got ${options.limit}`);
   return withClient(options, io, async (c) => {
-    const { rows } = await c.query<DeadRow>(`
+    const { rows } = await c.query<DeadRow>(
+      `
       SELECT id, sink, event_id, event_uid, failed_at, attempts, error_code, error,
              xid::text AS xid, at, source, channel, op, schema_name, table_name, key, new, old, payload
       FROM sidekick.dead_letters WHERE ($1::text IS NULL OR sink = $1)
-      ORDER BY id DESC LIMIT $2`, [options.sink ?? null, limit]);
+      ORDER BY id DESC LIMIT $2`,
+      [options.sink ?? null, limit],
+    );
     const installation = (await c.query<{ id: string }>(INSTALLATION)).rows[0]?.id ?? '';
     const events = rows.map((r) => rowEnvelope(r, installation));
-    const total = (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM sidekick.dead_letters WHERE ($1::text IS NULL OR sink = $1)', [options.sink ?? null])).rows[0]?.n ?? 0;
+    const total =
+      (
+        await c.query<{ n: number }>('SELECT count(*)::int AS n FROM sidekick.dead_letters WHERE ($1::text IS NULL OR sink = $1)', [
+          options.sink ?? null,
+        ])
+      ).rows[0]?.n ?? 0;
     if (options.json) {
-      io.stdout.write(`${JSON.stringify(rows.map((r, i) => ({
-        id: Number(r.id), sink: r.sink, failedAt: r.failed_at.toISOString(), attempts: r.attempts,
-        error: { code: r.error_code, message: r.error }, event: envelopeJson(events[i] as Envelope),
-      })), null, 2)}\n`);
+      io.stdout.write(
+        `${JSON.stringify(
+          rows.map((r, i) => ({
+            id: Number(r.id),
+            sink: r.sink,
+            failedAt: r.failed_at.toISOString(),
+            attempts: r.attempts,
+            error: { code: r.error_code, message: r.error },
+            event: envelopeJson(events[i] as Envelope),
+          })),
+          null,
+          2,
+        )}\n`,
+      );
       return 0;
     }
     if (rows.length === 0) {
       io.stdout.write(`no dead letters${options.sink ? ` for sink ${options.sink}` : ''}\n`);
       return 0;
     }
-    io.stdout.write(`${table(
-      ['ID', 'SINK', 'EVENT', 'CHANNEL', 'OP', 'KEY', 'TRIES', 'FAILED AT', 'ERROR'],
-      rows.map((r, i) => [r.id, r.sink, (events[i] as Envelope).id, r.channel, r.op ?? '-', oneLine(r.key ?? '-', 24), String(r.attempts),
-        r.failed_at.toISOString().replace(/\.\d+Z$/, 'Z'), `${r.error_code}: ${oneLine(r.error, 80)}`]),
-    )}\n`);
+    io.stdout.write(
+      `${table(
+        ['ID', 'SINK', 'EVENT', 'CHANNEL', 'OP', 'KEY', 'TRIES', 'FAILED AT', 'ERROR'],
+        rows.map((r, i) => [
+          r.id,
+          r.sink,
+          (events[i] as Envelope).id,
+          r.channel,
+          r.op ?? '-',
+          oneLine(r.key ?? '-', 24),
+          String(r.attempts),
+          r.failed_at.toISOString().replace(/\.\d+Z$/, 'Z'),
+          `${r.error_code}: ${oneLine(r.error, 80)}`,
+        ]),
+      )}\n`,
+    );
     if (total > rows.length) io.stdout.write(`(${rows.length} of ${total}; --limit to see more)\n`);
     return 0;
   });
@@ -109,7 +144,8 @@ export async function dlqRetryCommand(options: DlqSelectOptions, io: CommandIO):
   return withClient(options, io, async (c) => {
     const { rows } = await c.query<{ id: string }>(
       'SELECT id FROM sidekick.dead_letters WHERE ($1::bigint[] IS NULL OR id = ANY ($1::bigint[])) AND ($2::text IS NULL OR sink = $2)',
-      [ids, options.sink ?? null]);
+      [ids, options.sink ?? null],
+    );
     const found = rows.map((r) => r.id);
     const missing = ids?.filter((id) => !found.includes(id)) ?? [];
     // In batches of 10 000 (one transaction each), with progress on stderr when there are several.
@@ -137,7 +173,8 @@ export async function dlqPurgeCommand(options: DlqSelectOptions, io: CommandIO):
   return withClient(options, io, async (c) => {
     const { rows } = await c.query<{ id: string }>(
       'DELETE FROM sidekick.dead_letters WHERE ($1::bigint[] IS NULL OR id = ANY ($1::bigint[])) AND ($2::text IS NULL OR sink = $2) RETURNING id',
-      [ids, options.sink ?? null]);
+      [ids, options.sink ?? null],
+    );
     const found = rows.map((r) => r.id);
     io.stdout.write(`purged ${found.length} dead letter(s)\n`);
     const missing = ids?.filter((id) => !found.includes(id)) ?? [];

@@ -13,11 +13,14 @@ export async function installCommand(options: DatabaseOptions & { pgcron?: boole
   const connection = databaseFor(options, io);
   const client = await connectDatabase(connection, io);
   try {
-    const result = await migrate(client, { onApply: (m) => io.stdout.write(`applying ${m.name} …\n`) })
-      .catch(async (error: unknown) => { throw await installFailure(client, error); });
-    io.stdout.write(result.applied.length === 0
-      ? `pg-sidekick schema is up to date on ${describeConnection(connection, io.env)} (migration ${result.current})\n`
-      : `installed ${result.applied.length} migration(s) on ${describeConnection(connection, io.env)}; now at ${result.current}\n`);
+    const result = await migrate(client, { onApply: (m) => io.stdout.write(`applying ${m.name} …\n`) }).catch(async (error: unknown) => {
+      throw await installFailure(client, error);
+    });
+    io.stdout.write(
+      result.applied.length === 0
+        ? `pg-sidekick schema is up to date on ${describeConnection(connection, io.env)} (migration ${result.current})\n`
+        : `installed ${result.applied.length} migration(s) on ${describeConnection(connection, io.env)}; now at ${result.current}\n`,
+    );
     if (options.pgcron) {
       // pgsidekick's pgcron.sql interface (scheduled_events), on the scheduler.
       const schema = typeof options.pgcron === 'string' ? options.pgcron : 'public';
@@ -38,17 +41,27 @@ export async function installCommand(options: DatabaseOptions & { pgcron?: boole
 async function installFailure(client: pg.Client, error: unknown): Promise<unknown> {
   const server = serverError(error);
   if (server?.code === '42501') {
-    const who = await client.query<{ role: string; db: string }>('SELECT current_user AS role, current_database() AS db')
-      .then((r) => r.rows[0], () => undefined);
+    const who = await client.query<{ role: string; db: string }>('SELECT current_user AS role, current_database() AS db').then(
+      (r) => r.rows[0],
+      () => undefined,
+    );
     const role = quoteIdent(who?.role ?? '<role>');
     const db = quoteIdent(who?.db ?? '<database>');
     if (/permission denied for database/.test(server.message)) {
-      return new SidekickError('INSTALL_PRIVILEGE', `install: role ${role} may not create the schema sidekick in database ${db} (${server.message}). `
-        + `Fix: GRANT CREATE ON DATABASE ${db} TO ${role}; or have an administrator create the schema for it: CREATE SCHEMA sidekick AUTHORIZATION ${role};`, { cause: error });
+      return new SidekickError(
+        'INSTALL_PRIVILEGE',
+        `install: role ${role} may not create the schema sidekick in database ${db} (${server.message}). ` +
+          `Fix: GRANT CREATE ON DATABASE ${db} TO ${role}; or have an administrator create the schema for it: CREATE SCHEMA sidekick AUTHORIZATION ${role};`,
+        { cause: error },
+      );
     }
     if (/schema sidekick/.test(server.message)) {
-      return new SidekickError('INSTALL_PRIVILEGE', `install: role ${role} may not create objects in the existing schema sidekick (${server.message}). `
-        + `Fix: run install as the schema's owner, or ALTER SCHEMA sidekick OWNER TO ${role};`, { cause: error });
+      return new SidekickError(
+        'INSTALL_PRIVILEGE',
+        `install: role ${role} may not create objects in the existing schema sidekick (${server.message}). ` +
+          `Fix: run install as the schema's owner, or ALTER SCHEMA sidekick OWNER TO ${role};`,
+        { cause: error },
+      );
     }
   }
   const line = expectedFailure(error);

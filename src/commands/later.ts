@@ -68,8 +68,10 @@ export async function laterCommand(argv: readonly string[], io: CommandIO): Prom
         const result = await migrate(probe);
         if (options.verbose) say(`installed the sidekick schema in ${where} (${result.applied.length} migration(s))`);
       } catch (error) {
-        say(`the sidekick schema is not installed in ${where} and could not be created (${errorMessage(error)}): `
-          + 'run `sidekick install` once as a role allowed to create it');
+        say(
+          `the sidekick schema is not installed in ${where} and could not be created (${errorMessage(error)}): ` +
+            'run `sidekick install` once as a role allowed to create it',
+        );
         return EXIT_FAILURE;
       }
     }
@@ -77,14 +79,17 @@ export async function laterCommand(argv: readonly string[], io: CommandIO): Prom
     await probe.end().catch(() => {});
   }
 
-  const config = parseConfig({
-    listen: [options.channel],
-    sinks: { [LATER_PROGRAM]: { type: 'later', ...(options.allow.length > 0 && { allow: options.allow }) } },
-    routes: [{ from: escapeGlob(options.channel), to: LATER_PROGRAM }],
-    scheduler: { enabled: true },
-    // pglater only schedules: the outbox belongs to the bridge (`sidekick run`), not to this program.
-    outbox: { enabled: false },
-  }, { sinks: sinkDefinitions, env: io.env, file: 'command line' });
+  const config = parseConfig(
+    {
+      listen: [options.channel],
+      sinks: { [LATER_PROGRAM]: { type: 'later', ...(options.allow.length > 0 && { allow: options.allow }) } },
+      routes: [{ from: escapeGlob(options.channel), to: LATER_PROGRAM }],
+      scheduler: { enabled: true },
+      // pglater only schedules: the outbox belongs to the bridge (`sidekick run`), not to this program.
+      outbox: { enabled: false },
+    },
+    { sinks: sinkDefinitions, env: io.env, file: 'command line' },
+  );
   const logger = laterLogger(options, io.stderr);
   if (options.verbose) say(`Listening on channel ${options.channel}`);
   const bridge = createBridge({ config, logger, connection });
@@ -138,7 +143,8 @@ function laterLogger(options: LaterOptions, stderr: NodeJS.WritableStream): Logg
         if (line === '') continue;
         try {
           const entry = JSON.parse(line) as Record<string, unknown>;
-          const fields = Object.entries(entry).filter(([k]) => !QUIET_KEYS.has(k))
+          const fields = Object.entries(entry)
+            .filter(([k]) => !QUIET_KEYS.has(k))
             .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
           stderr.write(`${LATER_PROGRAM}: ${String(entry.msg ?? '')}${fields.length > 0 ? ` (${fields.join(', ')})` : ''}\n`);
         } catch {

@@ -67,7 +67,10 @@ export async function runCommand(options: { config: string }, io: CommandIO): Pr
   logger.debug({ effective: configSummary(config) }, 'effective config');
   // start() resolves once the sources are connected (the database is retried meanwhile) and rejects
   // only for what retrying cannot fix, such as the HTTP port being taken.
-  const started = bridge.start().then(() => undefined, (error: unknown) => error ?? new Error('the bridge failed to start'));
+  const started = bridge.start().then(
+    () => undefined,
+    (error: unknown) => error ?? new Error('the bridge failed to start'),
+  );
   const startError = await Promise.race([started, waitForAbort(io.signal).then(() => undefined)]);
   if (startError !== undefined) {
     await bridge.stop();
@@ -77,8 +80,10 @@ export async function runCommand(options: { config: string }, io: CommandIO): Pr
 
   const inFlight = [...bridge.pipeline.dispatchers.values()].reduce((n, d) => n + d.size, 0);
   const reason = io.signal.reason instanceof Error ? io.signal.reason.message : String(io.signal.reason ?? 'stop');
-  logger.info({ signal: reason, inFlight, timeoutMs: config.shutdown.timeout },
-    'stopping: taking no new events, finishing in-flight deliveries (send the signal again to exit at once)');
+  logger.info(
+    { signal: reason, inFlight, timeoutMs: config.shutdown.timeout },
+    'stopping: taking no new events, finishing in-flight deliveries (send the signal again to exit at once)',
+  );
   // The bridge bounds its own stop (shutdown.timeout for in-flight work, STOP_CLOSE_GRACE_MS to
   // close connections); this guard only catches a stop that breaks that promise (a bug), so the
   // process still exits within the timeout plus about 2 s, whatever is down.
@@ -86,7 +91,9 @@ export async function runCommand(options: { config: string }, io: CommandIO): Pr
   let timer: NodeJS.Timeout | undefined;
   const finished = await Promise.race([
     bridge.stop().then(() => true),
-    new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), guardMs); }),
+    new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), guardMs);
+    }),
   ]);
   clearTimeout(timer);
   const summary = {

@@ -1,7 +1,14 @@
 import type pg from 'pg';
 import { ConfigError } from '../errors.js';
 import {
-  addSchedule, listSchedules, removeSchedule, runNow, scheduleHistory, setEnabled, toInterval, type NewSchedule,
+  addSchedule,
+  listSchedules,
+  removeSchedule,
+  runNow,
+  scheduleHistory,
+  setEnabled,
+  toInterval,
+  type NewSchedule,
   type ScheduleRow,
 } from '../scheduler/schedules.js';
 import { connectDatabase, databaseFor, type DatabaseOptions } from './database.js';
@@ -24,10 +31,24 @@ async function withClient<T>(options: DatabaseOptions, io: CommandIO, run: (c: p
 }
 
 export interface AddOptions extends DatabaseOptions {
-  at?: string; in?: string; every?: string; cron?: string; tz?: string; start?: string;
-  sql?: string; emit?: string; payload?: string; key?: string;
-  missed?: string; missedCap?: string; overlap?: string; timeout?: string; attempts?: string; retryDelay?: string;
-  disabled?: boolean; replace?: boolean;
+  at?: string;
+  in?: string;
+  every?: string;
+  cron?: string;
+  tz?: string;
+  start?: string;
+  sql?: string;
+  emit?: string;
+  payload?: string;
+  key?: string;
+  missed?: string;
+  missedCap?: string;
+  overlap?: string;
+  timeout?: string;
+  attempts?: string;
+  retryDelay?: string;
+  disabled?: boolean;
+  replace?: boolean;
 }
 
 function oneOf<T extends string>(option: string, value: string | undefined, allowed: readonly T[]): T | undefined {
@@ -56,8 +77,11 @@ export async function scheduleAddCommand(name: string, options: AddOptions, io: 
   return withClient(options, io, async (client) => {
     let at = options.at;
     if (options.in !== undefined) {
-      const { rows } = await client.query<{ at: string }>(`SELECT (now() + $1::interval)::text AS at`, [toInterval(options.in)])
-        .catch((error: Error) => { throw new ConfigError(`--in: ${error.message}`); });
+      const { rows } = await client
+        .query<{ at: string }>(`SELECT (now() + $1::interval)::text AS at`, [toInterval(options.in)])
+        .catch((error: Error) => {
+          throw new ConfigError(`--in: ${error.message}`);
+        });
       at = rows[0]?.at;
     }
     const spec: NewSchedule = {
@@ -93,7 +117,14 @@ function iso(d: Date | null): string {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join('  ').trimEnd()).join('\n') + '\n';
+  return `${rows
+    .map((r) =>
+      r
+        .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')}\n`;
 }
 
 function oneLine(text: string, max = 50): string {
@@ -112,14 +143,21 @@ export async function scheduleListCommand(options: DatabaseOptions & { all?: boo
       io.stdout.write('no schedules\n');
       return 0;
     }
-    const when = (r: ScheduleRow) => (r.kind === 'once' ? `at ${r.spec}` : r.kind === 'every' ? `every ${r.spec}` : `cron ${r.spec}${r.time_zone !== 'UTC' ? ` ${r.time_zone}` : ''}`);
-    io.stdout.write(table([
-      ['ID', 'NAME', 'WHEN', 'NEXT RUN', 'LAST', 'ACTION'],
-      ...rows.map((r) => [
-        r.id, r.name ?? `(${r.origin})`, when(r), r.enabled ? iso(r.next_run_at) : 'disabled',
-        r.last_outcome ? `${r.last_outcome} ${iso(r.last_run_at)}` : '-', oneLine(r.action),
+    const when = (r: ScheduleRow) =>
+      r.kind === 'once' ? `at ${r.spec}` : r.kind === 'every' ? `every ${r.spec}` : `cron ${r.spec}${r.time_zone !== 'UTC' ? ` ${r.time_zone}` : ''}`;
+    io.stdout.write(
+      table([
+        ['ID', 'NAME', 'WHEN', 'NEXT RUN', 'LAST', 'ACTION'],
+        ...rows.map((r) => [
+          r.id,
+          r.name ?? `(${r.origin})`,
+          when(r),
+          r.enabled ? iso(r.next_run_at) : 'disabled',
+          r.last_outcome ? `${r.last_outcome} ${iso(r.last_run_at)}` : '-',
+          oneLine(r.action),
+        ]),
       ]),
-    ]));
+    );
     return 0;
   });
 }
@@ -158,7 +196,11 @@ export async function scheduleRunNowCommand(ref: string, options: DatabaseOption
   });
 }
 
-export async function scheduleHistoryCommand(ref: string | undefined, options: DatabaseOptions & { limit?: string; json?: boolean }, io: CommandIO): Promise<number> {
+export async function scheduleHistoryCommand(
+  ref: string | undefined,
+  options: DatabaseOptions & { limit?: string; json?: boolean },
+  io: CommandIO,
+): Promise<number> {
   const limit = positiveInt('--limit', options.limit) ?? 20;
   return withClient(options, io, async (client) => {
     const rows = await scheduleHistory(client, { ...(ref !== undefined && { ref }), limit });
@@ -174,13 +216,19 @@ export async function scheduleHistoryCommand(ref: string | undefined, options: D
       io.stdout.write('no runs recorded\n');
       return 0;
     }
-    io.stdout.write(table([
-      ['STARTED', 'SCHEDULE', 'DUE', 'OUTCOME', 'TOOK', 'ERROR'],
-      ...rows.map((r) => [
-        iso(r.started_at), r.name ?? r.schedule_id, iso(r.due_at), r.attempts > 1 ? `${r.outcome} (attempt ${r.attempts})` : r.outcome,
-        r.duration_ms === null ? '-' : `${r.duration_ms.toFixed(1)}ms`, oneLine(r.error ?? '', 80),
+    io.stdout.write(
+      table([
+        ['STARTED', 'SCHEDULE', 'DUE', 'OUTCOME', 'TOOK', 'ERROR'],
+        ...rows.map((r) => [
+          iso(r.started_at),
+          r.name ?? r.schedule_id,
+          iso(r.due_at),
+          r.attempts > 1 ? `${r.outcome} (attempt ${r.attempts})` : r.outcome,
+          r.duration_ms === null ? '-' : `${r.duration_ms.toFixed(1)}ms`,
+          oneLine(r.error ?? '', 80),
+        ]),
       ]),
-    ]));
+    );
     return 0;
   });
 }

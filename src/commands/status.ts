@@ -24,7 +24,12 @@ export interface Status {
   /** Drain instances (sessions holding outbox partitions) and how many of the 16 partitions are held. */
   readonly drains: { readonly instances: number; readonly partitionsOwned: number; readonly partitions: number };
   /** pg-sidekick's sessions on this database, by application_name. */
-  readonly connections: readonly { readonly applicationName: string; readonly count: number; readonly since: string; readonly clients: readonly string[] }[];
+  readonly connections: readonly {
+    readonly applicationName: string;
+    readonly count: number;
+    readonly since: string;
+    readonly clients: readonly string[];
+  }[];
 }
 
 /**
@@ -50,8 +55,9 @@ WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1::bigin
 export async function readStatus(client: pg.Client, describe: string, configSinks: readonly string[] = []): Promise<Status> {
   const installed = await client.query<{ ok: boolean }>(`SELECT to_regclass('sidekick.migrations') IS NOT NULL AS ok`);
   if (!installed.rows[0]?.ok) throw new NotInstalled(`pg-sidekick is not installed in ${describe} (no sidekick schema): run \`sidekick install\``);
-  const version = (await client.query<{ id: number | null; name: string | null }>(
-    'SELECT id, name FROM sidekick.migrations ORDER BY id DESC LIMIT 1')).rows[0];
+  const version = (
+    await client.query<{ id: number | null; name: string | null }>('SELECT id, name FROM sidekick.migrations ORDER BY id DESC LIMIT 1')
+  ).rows[0];
   const latest = listMigrations().at(-1)?.id ?? 0;
   const query = async <R extends pg.QueryResultRow>(sql: string, values?: unknown[]) => (await client.query<R>(sql, values)).rows;
   const stats = await readDatabaseStats(query);
@@ -84,7 +90,11 @@ export function formatAge(seconds: number): string {
 
 function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]) => cells.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd();
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] as number))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...rows.map(line)].map((l) => `  ${l}`).join('\n');
 }
 
@@ -92,26 +102,42 @@ export function formatStatus(s: Status): string {
   const n = (v: number) => v.toLocaleString('en-US');
   const lines: string[] = [];
   lines.push(`pg-sidekick on ${s.database}`);
-  lines.push(`  schema      ${s.schema.name || 'none'}${s.schema.upToDate ? '' : ` — behind this version (${s.schema.latest}): run \`sidekick install\``}`);
+  lines.push(
+    `  schema      ${s.schema.name || 'none'}${s.schema.upToDate ? '' : ` — behind this version (${s.schema.latest}): run \`sidekick install\``}`,
+  );
   const o = s.outbox;
-  lines.push(`  outbox      ${o.estimated ? '~' : ''}${n(o.events)} event(s) waiting in ${o.estimated ? '~' : ''}${n(o.rows)} row(s)${o.events > 0 ? `, oldest ${formatAge(o.oldestAgeSeconds)}` : ''}`);
-  lines.push(`  drains      ${s.drains.instances} instance(s), ${s.drains.partitionsOwned}/${s.drains.partitions} partitions owned${s.drains.instances === 0 ? ' — no bridge is draining the outbox' : ''}`);
-  lines.push(`  schedules   ${s.schedules ? `${n(s.schedules.due)} due${s.schedules.due > 0 ? `, oldest due for ${formatAge(s.schedules.oldestDueSeconds)}` : ''}` : 'not installed'}`);
+  lines.push(
+    `  outbox      ${o.estimated ? '~' : ''}${n(o.events)} event(s) waiting in ${o.estimated ? '~' : ''}${n(o.rows)} row(s)${o.events > 0 ? `, oldest ${formatAge(o.oldestAgeSeconds)}` : ''}`,
+  );
+  lines.push(
+    `  drains      ${s.drains.instances} instance(s), ${s.drains.partitionsOwned}/${s.drains.partitions} partitions owned${s.drains.instances === 0 ? ' — no bridge is draining the outbox' : ''}`,
+  );
+  lines.push(
+    `  schedules   ${s.schedules ? `${n(s.schedules.due)} due${s.schedules.due > 0 ? `, oldest due for ${formatAge(s.schedules.oldestDueSeconds)}` : ''}` : 'not installed'}`,
+  );
   lines.push('');
   if (s.sinks.length === 0) {
     lines.push('sinks: no backlog, no dead letters');
   } else {
     lines.push('sinks:');
-    lines.push(table(['SINK', 'BACKLOG', 'OLDEST', 'DEAD LETTERS'],
-      s.sinks.map((k) => [k.sink, n(k.backlog), formatAge(k.backlogOldestAgeSeconds), n(k.deadLetters)])));
+    lines.push(
+      table(
+        ['SINK', 'BACKLOG', 'OLDEST', 'DEAD LETTERS'],
+        s.sinks.map((k) => [k.sink, n(k.backlog), formatAge(k.backlogOldestAgeSeconds), n(k.deadLetters)]),
+      ),
+    );
   }
   lines.push('');
   if (s.connections.length === 0) {
     lines.push('connections: none from pg-sidekick (no bridge running against this database?)');
   } else {
     lines.push('connections:');
-    lines.push(table(['APPLICATION', 'COUNT', 'SINCE', 'FROM'],
-      s.connections.map((c) => [c.applicationName, String(c.count), c.since.replace(/\.\d+Z$/, 'Z'), c.clients.join(', ')])));
+    lines.push(
+      table(
+        ['APPLICATION', 'COUNT', 'SINCE', 'FROM'],
+        s.connections.map((c) => [c.applicationName, String(c.count), c.since.replace(/\.\d+Z$/, 'Z'), c.clients.join(', ')]),
+      ),
+    );
   }
   return `${lines.join('\n')}\n`;
 }
@@ -125,7 +151,11 @@ export async function statusCommand(options: StatusOptions, io: CommandIO): Prom
   const connection = databaseFor(options, io);
   const configSinks = options.config && !options.database ? loadConfigFor(options.config, io).sinks.map((s) => s.name) : [];
   const describe = describeConnection(connection, io.env);
-  const client = new pg.Client({ ...connection, connectionTimeoutMillis: connection.connectionTimeoutMillis ?? 5_000, application_name: 'sidekick status' });
+  const client = new pg.Client({
+    ...connection,
+    connectionTimeoutMillis: connection.connectionTimeoutMillis ?? 5_000,
+    application_name: 'sidekick status',
+  });
   client.on('error', () => {});
   try {
     await client.connect();

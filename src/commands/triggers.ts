@@ -32,7 +32,11 @@ function readSpecs(options: TriggersOptions, io: CommandIO): { specs: CaptureSpe
   if (config.capture.length === 0) {
     throw new ConfigError(`${options.config} has no capture: entries (or pass a skor triggers.json file)`);
   }
-  return { specs: captureSpecsFromConfig(config.capture, options.config), from: options.config, ...(config.database ? { database: config.database } : {}) };
+  return {
+    specs: captureSpecsFromConfig(config.capture, options.config),
+    from: options.config,
+    ...(config.database ? { database: config.database } : {}),
+  };
 }
 
 function summary(c: ResolvedCapture): string {

@@ -11,8 +11,15 @@ export interface UninstallOptions extends DatabaseOptions {
   readonly confirm?: (question: string) => Promise<boolean>;
 }
 
-interface TriggerRow { schema: string; table: string; trigger: string }
-interface ObjectRow { kind: string; name: string }
+interface TriggerRow {
+  schema: string;
+  table: string;
+  trigger: string;
+}
+interface ObjectRow {
+  kind: string;
+  name: string;
+}
 
 /**
  * `sidekick uninstall`: drops everything pg-sidekick created in the database — its capture triggers
@@ -30,31 +37,38 @@ export async function uninstallCommand(options: UninstallOptions, io: CommandIO)
       out(`pg-sidekick is not installed on ${where}: nothing to do`);
       return 0;
     }
-    const triggers = (await client.query<TriggerRow>(`
+    const triggers = (
+      await client.query<TriggerRow>(`
       SELECT n.nspname AS schema, c.relname AS table, t.tgname AS trigger
       FROM pg_trigger t
       JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
       JOIN pg_proc p ON p.oid = t.tgfoid
       WHERE p.pronamespace = 'sidekick'::regnamespace AND NOT t.tgisinternal AND n.nspname <> 'sidekick'
-      ORDER BY 1, 2, 3`)).rows;
-    const objects = (await client.query<ObjectRow>(`
+      ORDER BY 1, 2, 3`)
+    ).rows;
+    const objects = (
+      await client.query<ObjectRow>(`
       SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'S' THEN 'sequence' ELSE 'relation' END AS kind, c.relname AS name
       FROM pg_class c WHERE c.relnamespace = 'sidekick'::regnamespace AND c.relkind IN ('r', 'v', 'S', 'p')
       UNION ALL
       SELECT 'function', p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
       FROM pg_proc p WHERE p.pronamespace = 'sidekick'::regnamespace
-      ORDER BY 1, 2`)).rows;
+      ORDER BY 1, 2`)
+    ).rows;
     const counts: { name: string; n: number }[] = [];
     for (const name of ['outbox', 'row_changes', 'deliveries', 'dead_letters']) {
       if (!objects.some((o) => o.kind === 'table' && o.name === name)) continue;
       const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM sidekick.${name}`);
       counts.push({ name, n: rows[0]?.n ?? 0 });
     }
-    const drains = (await client.query<{ n: number }>(`
+    const drains =
+      (
+        await client.query<{ n: number }>(`
       SELECT count(*)::int AS n FROM pg_locks
       WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = ${LOCK_CLASS}::oid
         AND objid::bigint >= ${MEMBER_BASE} AND objid::bigint < ${MEMBER_BASE + MEMBER_SLOTS}
-        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)).rows[0]?.n ?? 0;
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)
+      ).rows[0]?.n ?? 0;
 
     out(`pg-sidekick uninstall on ${where} will drop:`);
     const byTable = new Map<string, string[]>();
@@ -67,7 +81,12 @@ export async function uninstallCommand(options: UninstallOptions, io: CommandIO)
     for (const o of objects) out(`    ${o.kind.padEnd(9)} sidekick.${o.name}`);
     const pending = counts.filter((c) => c.n > 0);
     for (const c of pending) {
-      const what = c.name === 'dead_letters' ? 'dead letters' : c.name === 'outbox' || c.name === 'row_changes' ? `undelivered events in sidekick.${c.name}` : 'undelivered events in sink backlogs';
+      const what =
+        c.name === 'dead_letters'
+          ? 'dead letters'
+          : c.name === 'outbox' || c.name === 'row_changes'
+            ? `undelivered events in sidekick.${c.name}`
+            : 'undelivered events in sink backlogs';
       out(`  WARNING: ${c.n} ${what} will be lost`);
     }
     if (drains > 0) {

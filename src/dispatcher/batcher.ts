@@ -9,10 +9,15 @@ import type { Circuit } from './circuit.js';
  * A run of consecutive envelopes of one lane (or one event's retry), sent together and never split
  * across batches. done() hears the run's own outcomes, in order.
  */
-export interface Run { readonly envelopes: readonly Envelope[]; done(outcomes: readonly ItemOutcome[]): void }
+export interface Run {
+  readonly envelopes: readonly Envelope[];
+  done(outcomes: readonly ItemOutcome[]): void;
+}
 
 /** One event's retry, due now: it waits for a send() slot ahead of every first attempt. */
-export interface Retry extends Run { readonly order: number }
+export interface Retry extends Run {
+  readonly order: number;
+}
 
 /** Due retries as a binary min-heap on the event's arrival `order`: the oldest event's first. */
 export class RetryHeap {
@@ -105,7 +110,7 @@ export function createBatcher(params: {
 
   /** The run flush() takes next: a due retry (oldest event first), else the oldest waiting run. */
   function nextRun(): Run {
-    return retries.items.length > 0 ? retries.items[0] as Retry : waiting[waitingHead] as Run;
+    return retries.items.length > 0 ? (retries.items[0] as Retry) : (waiting[waitingHead] as Run);
   }
 
   function takeNext(): Run {
@@ -131,7 +136,10 @@ export function createBatcher(params: {
     const wait = circuit.heldUntil() - now();
     if (wait > 0) {
       if (!lingerTimer) {
-        lingerTimer = setTimeout(() => { lingerTimer = undefined; schedule(); }, wait);
+        lingerTimer = setTimeout(() => {
+          lingerTimer = undefined;
+          schedule();
+        }, wait);
         lingerTimer.unref();
       }
       return;
@@ -140,10 +148,16 @@ export function createBatcher(params: {
       // Let the current burst of lanes submit before sending, so batches fill up.
       if (!flushScheduled) {
         flushScheduled = true;
-        setImmediate(() => { flushScheduled = false; flush(); });
+        setImmediate(() => {
+          flushScheduled = false;
+          flush();
+        });
       }
     } else if (!lingerTimer) {
-      lingerTimer = setTimeout(() => { lingerTimer = undefined; flush(); }, batch.linger);
+      lingerTimer = setTimeout(() => {
+        lingerTimer = undefined;
+        flush();
+      }, batch.linger);
       lingerTimer.unref();
     }
   }
@@ -204,8 +218,10 @@ export function createBatcher(params: {
     if (decision.kind === 'recovered') {
       logger.info({ failures: decision.failures }, 'sink recovered');
     } else if (decision.kind === 'paused' && (decision.failures === 1 || decision.failures % 10 === 0)) {
-      logger.warn({ failures: decision.failures, backoffMs: Math.round(Math.max(decision.askedMs, decision.backoffMs)), err: decision.error.message },
-        'sink failing; backing off');
+      logger.warn(
+        { failures: decision.failures, backoffMs: Math.round(Math.max(decision.askedMs, decision.backoffMs)), err: decision.error.message },
+        'sink failing; backing off',
+      );
     }
     if (groups.length === 1) {
       (groups[0] as Run).done(outcomes);

@@ -71,7 +71,7 @@ export function createCircuit(options: CircuitOptions): Circuit {
 
   return {
     limit: () => (consecutiveFailures > 0 ? 1 : concurrency),
-    heldUntil: () => (pausedUntil > askedUntil ? pausedUntil : askedUntil),
+    heldUntil: () => Math.max(pausedUntil, askedUntil),
     generation: () => generation,
     onBatchResult(outcomes, now, sentIn = generation) {
       // One pass: any success; all failed retriably; all unreachable; the longest Retry-After.

@@ -11,7 +11,6 @@ import { createCircuit } from './circuit.js';
 import { createLanes, type Item, type Lane } from './lanes.js';
 import { createRetries } from './retries.js';
 
-
 /** What finally happened to one envelope at one sink. */
 export type Delivery =
   | { readonly status: 'delivered'; readonly attempts: number }
@@ -42,7 +41,9 @@ export interface Dispatcher {
 }
 
 /** Who hears how an envelope's delivery ended (a method, so a source's own record can be it). */
-export interface DeliveryReceiver { delivered(d: Delivery): void }
+export interface DeliveryReceiver {
+  delivered(d: Delivery): void;
+}
 
 /** The usual outcome, shared (never mutated). */
 const DELIVERED_FIRST_TIME: Delivery = Object.freeze({ status: 'delivered', attempts: 1 });
@@ -179,14 +180,19 @@ export function createDispatcher(params: {
       }
     } else if (result.status === 'dead') {
       metrics?.dead.inc({ sink: sink.name });
-      logger.error({ id: envelope.id, channel: envelope.channel, attempts: result.attempts, code: result.error.code, err: errorMessage(result.error) },
-        'delivery failed for good; the event goes to the dead letters (its source says where it is kept)');
+      logger.error(
+        { id: envelope.id, channel: envelope.channel, attempts: result.attempts, code: result.error.code, err: errorMessage(result.error) },
+        'delivery failed for good; the event goes to the dead letters (its source says where it is kept)',
+      );
     }
   }
 
   let droppedLogged = 0;
   function deliverTo(envelope: Envelope, receiver: DeliveryReceiver, opts?: { force?: boolean }): void {
-    if (stopping) return receiver.delivered({ status: 'aborted', attempts: 0 });
+    if (stopping) {
+      receiver.delivered({ status: 'aborted', attempts: 0 });
+      return;
+    }
     if (size >= maxQueued && !opts?.force) {
       metrics?.dropped.inc({ sink: sink.name });
       const t = now();
@@ -194,7 +200,8 @@ export function createDispatcher(params: {
         droppedLogged = t;
         logger.error({ id: envelope.id, channel: envelope.channel, maxQueued }, 'sink queue full; event dropped (ephemeral events are at-most-once)');
       }
-      return receiver.delivered({ status: 'dropped', attempts: 0 });
+      receiver.delivered({ status: 'dropped', attempts: 0 });
+      return;
     }
     setSize(+1);
     lanes.add(envelope, receiver, arrivals++);
@@ -202,7 +209,9 @@ export function createDispatcher(params: {
 
   return {
     sink,
-    get size() { return size; },
+    get size() {
+      return size;
+    },
     deliver(envelope, opts) {
       return new Promise<Delivery>((resolve) => deliverTo(envelope, { delivered: resolve }, opts));
     },

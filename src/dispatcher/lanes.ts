@@ -100,7 +100,10 @@ export function createLanes(params: {
         if (key === undefined) {
           keyless.set(channel, lane);
         } else {
-          if (!byKey) byChannel.set(channel, byKey = new Map());
+          if (!byKey) {
+            byKey = new Map();
+            byChannel.set(channel, byKey);
+          }
           byKey.set(key, lane);
         }
         if (fresh.length === 0) queueMicrotask(startFresh);

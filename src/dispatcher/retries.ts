@@ -65,38 +65,41 @@ export function createRetries(params: {
     let last: SidekickError | undefined;
     const born = Date.parse(envelope.at);
     try {
-      await pRetry(async () => {
-        attempts++;
-        const outcome = attempts === 1 ? first : await resubmit(order, envelope);
-        if (outcome.ok) return;
-        last = outcome.error;
-        metrics?.failed.inc({ sink: sinkName, retriable: String(outcome.error.retriable) });
-        // A fatal error ends the retries at once; pRetry rethrows it because it is not retriable here.
-        throw outcome.error;
-      }, {
-        // The attempt budget is enforced in shouldRetry, where unreachable-destination failures are
-        // exempt; maxAge bounds those instead.
-        retries: Number.MAX_SAFE_INTEGER,
-        factor: 2,
-        minTimeout: retry.initialDelay,
-        maxTimeout: retry.maxDelay,
-        randomize: true,
-        unref: true,
-        signal,
-        shouldConsumeRetry: ({ error }) => !unreachable(error),
-        shouldRetry: ({ error }) => {
-          if (error instanceof SidekickError && error.retriable && !unreachable(error)) counted++;
-          if (!mayRetry(error, counted, born, now(), retry)) return false;
-          metrics?.retried.inc({ sink: sinkName });
-          logger.debug({ id: envelope.id, attempts, err: error.message }, 'delivery failed; will retry');
-          return true;
+      await pRetry(
+        async () => {
+          attempts++;
+          const outcome = attempts === 1 ? first : await resubmit(order, envelope);
+          if (outcome.ok) return;
+          last = outcome.error;
+          metrics?.failed.inc({ sink: sinkName, retriable: String(outcome.error.retriable) });
+          // A fatal error ends the retries at once; pRetry rethrows it because it is not retriable here.
+          throw outcome.error;
         },
-        onFailedAttempt: async ({ error, retriesConsumed }) => {
-          // Honour Retry-After: the next attempt comes no sooner than asked.
-          const wait = retryAfterWait(error, retriesConsumed, counted, retry);
-          if (wait > 0) await sleep(wait, signal);
+        {
+          // The attempt budget is enforced in shouldRetry, where unreachable-destination failures are
+          // exempt; maxAge bounds those instead.
+          retries: Number.MAX_SAFE_INTEGER,
+          factor: 2,
+          minTimeout: retry.initialDelay,
+          maxTimeout: retry.maxDelay,
+          randomize: true,
+          unref: true,
+          signal,
+          shouldConsumeRetry: ({ error }) => !unreachable(error),
+          shouldRetry: ({ error }) => {
+            if (error instanceof SidekickError && error.retriable && !unreachable(error)) counted++;
+            if (!mayRetry(error, counted, born, now(), retry)) return false;
+            metrics?.retried.inc({ sink: sinkName });
+            logger.debug({ id: envelope.id, attempts, err: error.message }, 'delivery failed; will retry');
+            return true;
+          },
+          onFailedAttempt: async ({ error, retriesConsumed }) => {
+            // Honour Retry-After: the next attempt comes no sooner than asked.
+            const wait = retryAfterWait(error, retriesConsumed, counted, retry);
+            if (wait > 0) await sleep(wait, signal);
+          },
         },
-      });
+      );
       return { status: 'delivered', attempts };
     } catch (error) {
       if (signal.aborted) return { status: 'aborted', attempts };

@@ -65,17 +65,37 @@ export function parseListenArgs(argv: readonly string[]): ParsedArgs {
   // Applies one option; returns a terminal result (help/version) or undefined to go on.
   const apply = (spec: OptionSpec<OptionKey>, value: string | undefined): ParsedArgs | undefined => {
     switch (spec.key) {
-      case 'd': opts.dbname = value; break;
-      case 'h': opts.host = value; break;
-      case 'l': channels.push(value as string); break;
-      case 'p': opts.port = value; break;
-      case 'U': opts.username = value; break;
-      case 'q': quiet = true; break;
-      case 'w': noPassword = true; break;
-      case 'H': context = true; break;
-      case '0': print0 = true; break;
-      case 'V': return { action: 'version' };
-      case '?': return { action: 'help' };
+      case 'd':
+        opts.dbname = value;
+        break;
+      case 'h':
+        opts.host = value;
+        break;
+      case 'l':
+        channels.push(value as string);
+        break;
+      case 'p':
+        opts.port = value;
+        break;
+      case 'U':
+        opts.username = value;
+        break;
+      case 'q':
+        quiet = true;
+        break;
+      case 'w':
+        noPassword = true;
+        break;
+      case 'H':
+        context = true;
+        break;
+      case '0':
+        print0 = true;
+        break;
+      case 'V':
+        return { action: 'version' };
+      case '?':
+        return { action: 'help' };
     }
     return undefined;
   };

@@ -16,8 +16,12 @@ export const EXIT_BADCONN = 2;
  * Exit code: 0 on a signal or a closed stdout, 2 when the first connection fails, 1 when LISTEN fails.
  */
 export async function runListen(options: ListenOptions, io: CommandIO): Promise<number> {
-  const say = (line: string) => { io.stderr.write(`${PROGRAM}: ${line}\n`); };
-  const note = (line: string) => { if (!options.quiet) say(line); };
+  const say = (line: string) => {
+    io.stderr.write(`${PROGRAM}: ${line}\n`);
+  };
+  const note = (line: string) => {
+    if (!options.quiet) say(line);
+  };
 
   let resolved: ResolvedConnection;
   try {
@@ -41,7 +45,9 @@ export async function runListen(options: ListenOptions, io: CommandIO): Promise<
 
   // Ends the run: the first reason wins.
   let finish!: (code: number) => void;
-  const finished = new Promise<number>((resolve) => { finish = resolve; });
+  const finished = new Promise<number>((resolve) => {
+    finish = resolve;
+  });
   let stdoutGone = false;
 
   const stdout = io.stdout as NodeJS.WritableStream & { write(chunk: Buffer, cb?: (e?: Error | null) => void): boolean };
@@ -99,7 +105,10 @@ export async function runListen(options: ListenOptions, io: CommandIO): Promise<
   io.signal.addEventListener('abort', onAbort, { once: true });
 
   // A signal may come while the first connection is still being made: whichever comes first.
-  const started = listener.start().then(() => undefined, (error: unknown) => ({ error }));
+  const started = listener.start().then(
+    () => undefined,
+    (error: unknown) => ({ error }),
+  );
   const first = await Promise.race([started, finished.then(() => undefined)]);
   if (first) {
     await listener.stop();

@@ -23,7 +23,7 @@ const NOTIFICATION = 0x41; // 'A'
  * parsing and emitting 'notification' events as usual.
  */
 export function tapNotifications(client: pg.Client, onFrame: FrameHandler): boolean {
-  const socket = clientSocket(client) as (NodeJS.ReadableStream & { listeners(e: 'data'): Function[] }) | undefined;
+  const socket = clientSocket(client) as (NodeJS.ReadableStream & { listeners(e: 'data'): ((...args: unknown[]) => unknown)[] }) | undefined;
   if (!socket || typeof socket.listeners !== 'function') return false;
   const downstream = socket.listeners('data');
   if (downstream.length !== 1) return false;

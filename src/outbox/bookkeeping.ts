@@ -19,7 +19,11 @@ import { eventRecord, FLUSH, storableText } from './queries.js';
  * is is stored with its images as JSON text (lossless); only if that fails too is the event logged
  * whole and counted as dropped. Throws only for the connection or the server.
  */
-export async function writeBatch(c: pg.Client, batch: Batch, context: { logger: Logger; metrics?: Metrics | undefined }): Promise<(number | undefined)[]> {
+export async function writeBatch(
+  c: pg.Client,
+  batch: Batch,
+  context: { logger: Logger; metrics?: Metrics | undefined },
+): Promise<(number | undefined)[]> {
   try {
     const rows = await write(c, batch.spills, batch.dead, batch.doneBacklog, batch.doneEntries);
     return seqs(batch.spills, rows);
@@ -30,7 +34,11 @@ export async function writeBatch(c: pg.Client, batch: Batch, context: { logger: 
 }
 
 /** A backlog row FLUSH wrote: which (sink, event) got which seq. */
-interface Stored { readonly seq: string; readonly sink: string; readonly event_uid: string }
+interface Stored {
+  readonly seq: string;
+  readonly sink: string;
+  readonly event_uid: string;
+}
 
 const MAX_ERROR_TEXT = 2000;
 
@@ -43,10 +51,18 @@ export function isDataError(error: unknown): boolean {
   return typeof code === 'string' && /^(22|23|54)/.test(code);
 }
 
-async function write(c: pg.Client, spills: readonly Spill[], dead: readonly DeadLetter[], doneBacklog: readonly number[], doneEntries: readonly number[]): Promise<readonly Stored[]> {
+async function write(
+  c: pg.Client,
+  spills: readonly Spill[],
+  dead: readonly DeadLetter[],
+  doneBacklog: readonly number[],
+  doneEntries: readonly number[],
+): Promise<readonly Stored[]> {
   const result = await c.query<Stored>(FLUSH, [
     JSON.stringify(spills.map((s, ord) => ({ sink: s.sink, part: s.part, ord, ...eventRecord(s.envelope) }))),
-    JSON.stringify(dead.map((d) => ({ sink: d.sink, attempts: d.attempts, error_code: d.code, error: storableText(d.error), ...eventRecord(d.envelope) }))),
+    JSON.stringify(
+      dead.map((d) => ({ sink: d.sink, attempts: d.attempts, error_code: d.code, error: storableText(d.error), ...eventRecord(d.envelope) })),
+    ),
     doneBacklog,
     doneEntries,
   ]);
@@ -58,8 +74,13 @@ function seqs(spills: readonly Spill[], rows: readonly Stored[]): (number | unde
   return spills.map((s) => seqOf.get(`${s.sink}\u0000${s.envelope.id}`));
 }
 
-async function writeOneByOne(c: pg.Client, batch: Batch, cause: unknown, { logger, metrics }: { logger: Logger; metrics?: Metrics | undefined }): Promise<(number | undefined)[]> {
-  logger.warn({ err: errorMessage(cause) }, 'the drain\'s bookkeeping refused some event; writing them one by one to set it apart');
+async function writeOneByOne(
+  c: pg.Client,
+  batch: Batch,
+  cause: unknown,
+  { logger, metrics }: { logger: Logger; metrics?: Metrics | undefined },
+): Promise<(number | undefined)[]> {
+  logger.warn({ err: errorMessage(cause) }, "the drain's bookkeeping refused some event; writing them one by one to set it apart");
   const refused = (sink: string, envelope: Envelope, store: string, error: unknown) => {
     metrics?.storeRefused.inc({ sink });
     logger.error({ sink, id: envelope.id, channel: envelope.channel, err: errorMessage(error) }, `event refused by ${store}; set apart`);
@@ -74,13 +95,18 @@ async function writeOneByOne(c: pg.Client, batch: Batch, cause: unknown, { logge
     } catch (error) {
       if (!isDataError(error)) throw error;
       stored.push(undefined);
-      refused(s.sink, s.envelope, 'the sink\'s backlog (sidekick.deliveries)', error);
+      refused(s.sink, s.envelope, "the sink's backlog (sidekick.deliveries)", error);
       if (s.job) {
         keep.add(s.entry as number);
         continue;
       }
-      dead.push({ sink: s.sink, envelope: s.envelope, attempts: 0, code: 'STORE_REFUSED',
-        error: `could not be stored in the sink's backlog: ${errorMessage(error)}`.slice(0, MAX_ERROR_TEXT) });
+      dead.push({
+        sink: s.sink,
+        envelope: s.envelope,
+        attempts: 0,
+        code: 'STORE_REFUSED',
+        error: `could not be stored in the sink's backlog: ${errorMessage(error)}`.slice(0, MAX_ERROR_TEXT),
+      });
     }
   }
   for (const d of dead) {
@@ -90,23 +116,47 @@ async function writeOneByOne(c: pg.Client, batch: Batch, cause: unknown, { logge
       if (!isDataError(error)) throw error;
       refused(d.sink, d.envelope, 'sidekick.dead_letters', error);
       try {
-        await write(c, [], [{ ...d, envelope: asText(d.envelope), code: 'STORE_REFUSED',
-          error: `${d.error} — stored with its images as JSON text: ${errorMessage(error)}`.slice(0, MAX_ERROR_TEXT) }], [], []);
+        await write(
+          c,
+          [],
+          [
+            {
+              ...d,
+              envelope: asText(d.envelope),
+              code: 'STORE_REFUSED',
+              error: `${d.error} — stored with its images as JSON text: ${errorMessage(error)}`.slice(0, MAX_ERROR_TEXT),
+            },
+          ],
+          [],
+          [],
+        );
       } catch (again) {
         if (!isDataError(again)) throw again;
         metrics?.dropped.inc({ sink: d.sink });
-        logger.error({ sink: d.sink, id: d.envelope.id, event: d.envelope, err: errorMessage(again) },
-          'event could not be stored as a dead letter at all; it is dropped (logged here whole)');
+        logger.error(
+          { sink: d.sink, id: d.envelope.id, event: d.envelope, err: errorMessage(again) },
+          'event could not be stored as a dead letter at all; it is dropped (logged here whole)',
+        );
       }
     }
   }
-  await write(c, [], [], batch.doneBacklog, batch.doneEntries.filter((id) => !keep.has(id)));
+  await write(
+    c,
+    [],
+    [],
+    batch.doneBacklog,
+    batch.doneEntries.filter((id) => !keep.has(id)),
+  );
   return stored;
 }
 
 /** An event whose images and payload are replaced by their JSON text (a JSON string): storable anywhere JSON is. */
 function asText(e: Envelope): Envelope {
   const text = (v: unknown) => (v === undefined || v === null ? v : JSON.stringify(v));
-  return { ...e, ...(e.new != null ? { new: text(e.new) as never } : {}), ...(e.old != null ? { old: text(e.old) as never } : {}),
-    ...(e.payload !== undefined ? { payload: text(e.payload) } : {}) };
+  return {
+    ...e,
+    ...(e.new != null ? { new: text(e.new) as never } : {}),
+    ...(e.old != null ? { old: text(e.old) as never } : {}),
+    ...(e.payload !== undefined ? { payload: text(e.payload) } : {}),
+  };
 }

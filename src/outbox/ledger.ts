@@ -62,8 +62,20 @@ export interface Job extends DeliveryReceiver {
  * An event for a sink's backlog. A checkpoint copy (`job` set) is of a live job of entry `entry`: if the
  * backlog refuses it, that entry must stay (the source must not let it go in the same write).
  */
-export interface Spill { readonly sink: string; readonly part: number; readonly envelope: Envelope; readonly job?: Job; readonly entry?: number }
-export interface DeadLetter { readonly sink: string; readonly envelope: Envelope; readonly attempts: number; readonly code: string; readonly error: string }
+export interface Spill {
+  readonly sink: string;
+  readonly part: number;
+  readonly envelope: Envelope;
+  readonly job?: Job;
+  readonly entry?: number;
+}
+export interface DeadLetter {
+  readonly sink: string;
+  readonly envelope: Envelope;
+  readonly attempts: number;
+  readonly code: string;
+  readonly error: string;
+}
 
 /** What must be written now, in one statement when possible. */
 export interface Batch {
@@ -153,7 +165,9 @@ class LiveJob implements Job {
     readonly gen: number,
     readonly entry: Entry | undefined,
   ) {}
-  get sink(): string { return this.state.name; }
+  get sink(): string {
+    return this.state.name;
+  }
   delivered(d: Delivery): void {
     this.ledger.outcome(this, d);
   }
@@ -161,7 +175,9 @@ class LiveJob implements Job {
 
 const MAX_ERROR_TEXT = 2000;
 
-interface LedgerState { outcome(job: LiveJob, d: Delivery): void }
+interface LedgerState {
+  outcome(job: LiveJob, d: Delivery): void;
+}
 
 export function createLedger(options: LedgerOptions, hooks: LedgerHooks): Ledger {
   const { sinkBuffer, checkpointAfter } = options;
@@ -209,7 +225,13 @@ export function createLedger(options: LedgerOptions, hooks: LedgerHooks): Ledger
   function settle(job: LiveJob, d: Delivery): void {
     job.settled = true;
     if (d.status === 'dead') {
-      dead.push({ sink: job.sink, envelope: job.envelope, attempts: d.attempts, code: d.error.code, error: errorMessage(d.error).slice(0, MAX_ERROR_TEXT) });
+      dead.push({
+        sink: job.sink,
+        envelope: job.envelope,
+        attempts: d.attempts,
+        code: d.error.code,
+        error: errorMessage(d.error).slice(0, MAX_ERROR_TEXT),
+      });
     }
     if (job.ckpt === 'queued') {
       // Its backlog copy is not written yet, and not needed any more.
@@ -242,8 +264,12 @@ export function createLedger(options: LedgerOptions, hooks: LedgerHooks): Ledger
   }
 
   return {
-    get entryEvents() { return entryEvents; },
-    get dirty() { return spills.some((x) => x !== CANCELLED) || dead.length + doneBacklog.length + doneEntries.length > 0; },
+    get entryEvents() {
+      return entryEvents;
+    },
+    get dirty() {
+      return spills.some((x) => x !== CANCELLED) || dead.length + doneBacklog.length + doneEntries.length > 0;
+    },
     entryIds: () => entries.keys(),
     load: (part) => partLoad[part] as number,
     mode: (sink) => (sinks.get(sink) as SinkState).mode,
@@ -335,8 +361,12 @@ export function createLedger(options: LedgerOptions, hooks: LedgerHooks): Ledger
       }
       for (const s of live) if (s.job) (s.job as LiveJob).ckpt = 'writing';
       const batch: TakenBatch = {
-        spills: live, dead, doneBacklog: doneBacklog.map((j) => j.seq as number), doneEntries: doneEntries.map((e) => e.id),
-        backlogJobs: doneBacklog, entries: doneEntries,
+        spills: live,
+        dead,
+        doneBacklog: doneBacklog.map((j) => j.seq as number),
+        doneEntries: doneEntries.map((e) => e.id),
+        backlogJobs: doneBacklog,
+        entries: doneEntries,
       };
       spills = [];
       dead = [];

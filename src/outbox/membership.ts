@@ -1,6 +1,13 @@
 import type pg from 'pg';
 import {
-  BACKLOG_SINKS, LIVE_MEMBERS, LOCK_CLASS, MEMBER_SLOTS, PARTITIONS, RELEASE_PARTITION, TAKE_MEMBER_SLOT, TAKE_PARTITIONS,
+  BACKLOG_SINKS,
+  LIVE_MEMBERS,
+  LOCK_CLASS,
+  MEMBER_SLOTS,
+  PARTITIONS,
+  RELEASE_PARTITION,
+  TAKE_MEMBER_SLOT,
+  TAKE_PARTITIONS,
 } from './queries.js';
 
 /**
@@ -65,7 +72,9 @@ export function createMembership(): Membership {
   const owned = new Set<number>();
   let releasing = new Set<number>();
   return {
-    get member() { return member; },
+    get member() {
+      return member;
+    },
     owned: () => [...owned].sort((a, b) => a - b),
     active() {
       if (owned.size === PARTITIONS && releasing.size === 0) return null;

@@ -231,16 +231,18 @@ export function outboxEvents(row: OutboxRow, installation: string): Envelope[] {
   if (row.source !== 'table') {
     // A published event, or a NOTIFY event sent back from the dead letters (no number, no transaction).
     const seq = row.origin_uid !== null && row.origin_id === null ? undefined : (row.origin_id ?? row.id);
-    return [{
-      id: row.origin_uid ?? eventId(installation, seq as string),
-      ...(seq !== undefined ? { seq } : {}),
-      source: row.source,
-      channel: row.channel,
-      ...(row.key !== null ? { key: row.key } : {}),
-      payload: row.payload,
-      at,
-      ...(row.source === 'publish' ? { txid: row.xid } : {}),
-    }];
+    return [
+      {
+        id: row.origin_uid ?? eventId(installation, seq as string),
+        ...(seq !== undefined ? { seq } : {}),
+        source: row.source,
+        channel: row.channel,
+        ...(row.key !== null ? { key: row.key } : {}),
+        payload: row.payload,
+        at,
+        ...(row.source === 'publish' ? { txid: row.xid } : {}),
+      },
+    ];
   }
   type Image = Record<string, unknown> | null;
   // (One loop, one object per event: a backlog drains hundreds of thousands of these.)
@@ -274,7 +276,7 @@ export function outboxEvents(row: OutboxRow, installation: string): Envelope[] {
 }
 
 /** A backlog or dead-letter row (one event) as its envelope. */
-export function rowEnvelope(row: EventRow, installation: string): Envelope {
+export function rowEnvelope(row: EventRow, _installation: string): Envelope {
   const at = iso(row.at);
   const seq = row.event_id ?? undefined;
   const common = {
@@ -302,7 +304,7 @@ export function rowEnvelope(row: EventRow, installation: string): Envelope {
 /** Text that can go into a `text` column: no NUL, no unpaired surrogate (error messages quote receivers). */
 export function storableText(text: string): string {
   // (String.prototype.toWellFormed: Node 20 has it, TypeScript's ES2022 lib does not know it.)
-  return (text.replace(/\u0000/g, '\uFFFD') as unknown as { toWellFormed(): string }).toWellFormed();
+  return (text.replaceAll('\u0000', '\uFFFD') as unknown as { toWellFormed(): string }).toWellFormed();
 }
 
 /** JSON text of a row image or payload, for FLUSH (see RECORD); null stays SQL NULL. */

@@ -52,7 +52,9 @@ export function createScanBound(): ScanBound {
   let floor = 0;
   let probes: Probe[] = [];
   return {
-    get floor() { return floor; },
+    get floor() {
+      return floor;
+    },
     probe(p) {
       probes.push(p);
       if (probes.length > MAX_PROBES) probes = probes.slice(-MAX_PROBES);

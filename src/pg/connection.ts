@@ -31,24 +31,64 @@ export type ConnectionParams = Record<string, string>;
 
 // The keywords this implementation acts on.
 const SUPPORTED_KEYWORDS = new Set([
-  'host', 'hostaddr', 'port', 'dbname', 'user', 'password', 'sslmode', 'sslrootcert', 'sslcert', 'sslkey',
-  'application_name', 'fallback_application_name', 'connect_timeout', 'options', 'client_encoding', 'passfile',
+  'host',
+  'hostaddr',
+  'port',
+  'dbname',
+  'user',
+  'password',
+  'sslmode',
+  'sslrootcert',
+  'sslcert',
+  'sslkey',
+  'application_name',
+  'fallback_application_name',
+  'connect_timeout',
+  'options',
+  'client_encoding',
+  'passfile',
 ]);
 // libpq keywords accepted so that existing connection strings keep working, with no effect here
 // (node-postgres has no equivalent; the defaults are what a single-host client wants).
 const IGNORED_KEYWORDS = new Set([
-  'keepalives', 'keepalives_idle', 'keepalives_interval', 'keepalives_count', 'tcp_user_timeout',
-  'target_session_attrs', 'load_balance_hosts', 'gssencmode', 'krbsrvname', 'gsslib', 'channel_binding',
-  'sslcompression', 'sslcrl', 'sslcrldir', 'sslsni', 'sslpassword', 'ssl_min_protocol_version',
-  'ssl_max_protocol_version', 'requirepeer', 'require_auth',
+  'keepalives',
+  'keepalives_idle',
+  'keepalives_interval',
+  'keepalives_count',
+  'tcp_user_timeout',
+  'target_session_attrs',
+  'load_balance_hosts',
+  'gssencmode',
+  'krbsrvname',
+  'gsslib',
+  'channel_binding',
+  'sslcompression',
+  'sslcrl',
+  'sslcrldir',
+  'sslsni',
+  'sslpassword',
+  'ssl_min_protocol_version',
+  'ssl_max_protocol_version',
+  'requirepeer',
+  'require_auth',
 ]);
 
 // Environment variables libpq reads for each keyword (when the keyword is not given).
 const ENV_KEYWORDS: ReadonlyArray<readonly [string, string]> = [
-  ['host', 'PGHOST'], ['hostaddr', 'PGHOSTADDR'], ['port', 'PGPORT'], ['dbname', 'PGDATABASE'],
-  ['user', 'PGUSER'], ['password', 'PGPASSWORD'], ['sslmode', 'PGSSLMODE'], ['sslrootcert', 'PGSSLROOTCERT'],
-  ['sslcert', 'PGSSLCERT'], ['sslkey', 'PGSSLKEY'], ['application_name', 'PGAPPNAME'],
-  ['connect_timeout', 'PGCONNECT_TIMEOUT'], ['options', 'PGOPTIONS'], ['client_encoding', 'PGCLIENTENCODING'],
+  ['host', 'PGHOST'],
+  ['hostaddr', 'PGHOSTADDR'],
+  ['port', 'PGPORT'],
+  ['dbname', 'PGDATABASE'],
+  ['user', 'PGUSER'],
+  ['password', 'PGPASSWORD'],
+  ['sslmode', 'PGSSLMODE'],
+  ['sslrootcert', 'PGSSLROOTCERT'],
+  ['sslcert', 'PGSSLCERT'],
+  ['sslkey', 'PGSSLKEY'],
+  ['application_name', 'PGAPPNAME'],
+  ['connect_timeout', 'PGCONNECT_TIMEOUT'],
+  ['options', 'PGOPTIONS'],
+  ['client_encoding', 'PGCLIENTENCODING'],
   ['passfile', 'PGPASSFILE'],
 ];
 
@@ -88,15 +128,26 @@ function parseKeywordList(text: string): ConnectionParams {
       for (;;) {
         if (i >= n) throw new Error('unterminated quoted string in connection info string');
         const c = text[i] as string;
-        if (c === '\\' && i + 1 < n) { value += text[i + 1]; i += 2; continue; }
-        if (c === "'") { i++; break; }
+        if (c === '\\' && i + 1 < n) {
+          value += text[i + 1];
+          i += 2;
+          continue;
+        }
+        if (c === "'") {
+          i++;
+          break;
+        }
         value += c;
         i++;
       }
     } else {
       while (i < n && !isSpace(text[i])) {
         const c = text[i] as string;
-        if (c === '\\' && i + 1 < n) { value += text[i + 1]; i += 2; continue; }
+        if (c === '\\' && i + 1 < n) {
+          value += text[i + 1];
+          i += 2;
+          continue;
+        }
         value += c;
         i++;
       }
@@ -287,7 +338,8 @@ export function resolveConnection(options: ResolveOptions = {}): ResolvedConnect
     if (seconds > 0) config.connectionTimeoutMillis = Math.max(seconds, 2) * 1000;
   }
   const startupOptions = [params.options, params.client_encoding ? `-c client_encoding=${params.client_encoding}` : undefined]
-    .filter(Boolean).join(' ');
+    .filter(Boolean)
+    .join(' ');
   if (startupOptions) config.options = startupOptions;
 
   const sslmode = params.sslmode ?? 'prefer';
@@ -337,8 +389,10 @@ export function pgpassLookup(text: string, c: { host: string; port: string; data
     for (let i = 0; i < raw.length; i++) {
       const ch = raw[i] as string;
       if (ch === '\\' && i + 1 < raw.length) current += raw[++i];
-      else if (ch === ':' && fields.length < 4) { fields.push(current); current = ''; }
-      else current += ch;
+      else if (ch === ':' && fields.length < 4) {
+        fields.push(current);
+        current = '';
+      } else current += ch;
     }
     fields.push(current);
     if (fields.length < 5) continue;
@@ -351,7 +405,12 @@ export function pgpassLookup(text: string, c: { host: string; port: string; data
  * node-postgres's `ssl` for an sslmode; for prefer, `ssl: false` and the TLS options to ask the
  * server with on each connection (`prefer`).
  */
-function sslConfig(mode: string, params: ConnectionParams, onSocket: boolean, options: ResolveOptions): { ssl: pg.ClientConfig['ssl']; prefer?: ConnectionOptions } {
+function sslConfig(
+  mode: string,
+  params: ConnectionParams,
+  onSocket: boolean,
+  options: ResolveOptions,
+): { ssl: pg.ClientConfig['ssl']; prefer?: ConnectionOptions } {
   const modes = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
   if (!modes.includes(mode)) throw new Error(`invalid sslmode value: "${mode}"`);
   // libpq never uses SSL over a Unix socket; `allow` starts without SSL, which is all a client needs.
@@ -390,9 +449,14 @@ function dropEmpty(params: ConnectionParams): ConnectionParams {
 }
 
 const ERRNO_TEXT: Record<string, string> = {
-  ECONNREFUSED: 'Connection refused', ENOENT: 'No such file or directory', ETIMEDOUT: 'Connection timed out',
-  EHOSTUNREACH: 'No route to host', ENETUNREACH: 'Network is unreachable', ECONNRESET: 'Connection reset by peer',
-  EACCES: 'Permission denied', EADDRNOTAVAIL: 'Cannot assign requested address',
+  ECONNREFUSED: 'Connection refused',
+  ENOENT: 'No such file or directory',
+  ETIMEDOUT: 'Connection timed out',
+  EHOSTUNREACH: 'No route to host',
+  ENETUNREACH: 'Network is unreachable',
+  ECONNRESET: 'Connection reset by peer',
+  EACCES: 'Permission denied',
+  EADDRNOTAVAIL: 'Cannot assign requested address',
 };
 
 /**

@@ -10,9 +10,7 @@ export interface Notification {
   readonly processId: number;
 }
 
-export type ListenerEvent =
-  | { type: 'connected'; reconnect: boolean }
-  | { type: 'disconnected'; error: Error; retryInMs: number };
+export type ListenerEvent = { type: 'connected'; reconnect: boolean } | { type: 'disconnected'; error: Error; retryInMs: number };
 
 export interface ListenerOptions {
   readonly connection: pg.ClientConfig;
@@ -51,7 +49,7 @@ export interface Listener {
 }
 
 /** The socket node-postgres reads from (no public API exposes it; guarded where used). */
-export function clientSocket(c: pg.Client): NodeJS.ReadableStream & { destroy(): void } | undefined {
+export function clientSocket(c: pg.Client): (NodeJS.ReadableStream & { destroy(): void }) | undefined {
   return (c as unknown as { connection?: { stream?: NodeJS.ReadableStream & { destroy(): void } } }).connection?.stream;
 }
 
@@ -125,7 +123,13 @@ export function createListener(options: ListenerOptions): Listener {
       };
       timer = setTimeout(check, limit);
       timer.unref();
-      c.query('SELECT 1').then(() => clearTimeout(timer), () => { clearTimeout(timer); destroy(c); });
+      c.query('SELECT 1').then(
+        () => clearTimeout(timer),
+        () => {
+          clearTimeout(timer);
+          destroy(c);
+        },
+      );
     }, heartbeatMs);
     heartbeat.unref();
   }
@@ -134,7 +138,9 @@ export function createListener(options: ListenerOptions): Listener {
     return new Promise((resolve) => {
       // The first error says why (the server's FATAL message); later ones only say the socket closed.
       let firstError: Error | undefined;
-      c.on('error', (e) => { firstError ??= e; });
+      c.on('error', (e) => {
+        firstError ??= e;
+      });
       c.once('end', () => resolve(firstError ?? new Error('connection closed')));
       startHeartbeat(c);
     });
@@ -164,10 +170,18 @@ export function createListener(options: ListenerOptions): Listener {
       options.onEvent?.({ type: 'disconnected', error, retryInMs });
       // keepAlive: unlike the other waits, between two connections this timer may be all there is.
       await sleep(retryInMs, stopController.signal, { keepAlive: true });
-      current = await retryForever({
-        signal: stopController.signal, logger, what: 'reconnect failed', level: 'warn', maxDelayMs: maxBackoff, keepAlive: true,
-        onFailure: (e, _attempt, wait) => options.onEvent?.({ type: 'disconnected', error: e as Error, retryInMs: wait }),
-      }, reconnect);
+      current = await retryForever(
+        {
+          signal: stopController.signal,
+          logger,
+          what: 'reconnect failed',
+          level: 'warn',
+          maxDelayMs: maxBackoff,
+          keepAlive: true,
+          onFailure: (e, _attempt, wait) => options.onEvent?.({ type: 'disconnected', error: e as Error, retryInMs: wait }),
+        },
+        reconnect,
+      );
     }
   }
 
@@ -183,7 +197,9 @@ export function createListener(options: ListenerOptions): Listener {
   }
 
   return {
-    get connected() { return connected; },
+    get connected() {
+      return connected;
+    },
     async start() {
       if (loop) throw new Error('listener already started');
       const first = await connectOnce();

@@ -40,10 +40,18 @@ class PreferSslSocket extends EventEmitter {
 
   /** Forwards what node-postgres listens to from `socket`, while it is the active one. */
   private follow(socket: net.Socket): void {
-    socket.on('data', (chunk: Buffer) => { if (this.connected && socket === this.active) this.emit('data', chunk); });
-    socket.on('end', () => { if (socket === this.active) this.emit('end'); });
-    socket.on('error', (error) => { if (socket === this.active) this.emit('error', error); });
-    socket.on('close', () => { if (socket === this.active) this.emit('close'); });
+    socket.on('data', (chunk: Buffer) => {
+      if (this.connected && socket === this.active) this.emit('data', chunk);
+    });
+    socket.on('end', () => {
+      if (socket === this.active) this.emit('end');
+    });
+    socket.on('error', (error) => {
+      if (socket === this.active) this.emit('error', error);
+    });
+    socket.on('close', () => {
+      if (socket === this.active) this.emit('close');
+    });
   }
 
   connect(port: number, host: string): this {

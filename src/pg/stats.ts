@@ -113,7 +113,8 @@ export async function readDatabaseStats(query: QueryFn): Promise<DatabaseStats> 
     `SELECT to_regclass('sidekick.outbox') IS NOT NULL AND to_regclass('sidekick.deliveries') IS NOT NULL
               AND to_regclass('sidekick.dead_letters') IS NOT NULL AS outbox,
             to_regclass('sidekick.events') IS NOT NULL AS events,
-            to_regclass('sidekick.schedules') IS NOT NULL AS schedules`);
+            to_regclass('sidekick.schedules') IS NOT NULL AS schedules`,
+  );
   if (!exists?.outbox) return { installed: false, outbox: EMPTY_OUTBOX, sinks: [], schedules: undefined };
   // Every waiting event: sidekick.outbox and sidekick.row_changes.
   const queue = exists.events ? 'sidekick.events' : 'sidekick.outbox';
@@ -151,7 +152,10 @@ export async function readDatabaseStats(query: QueryFn): Promise<DatabaseStats> 
     installed: true,
     outbox: { rows, events, estimated, oldestAgeSeconds: Math.max(0, outbox?.oldest ?? 0) },
     sinks: sinkRows.map((r) => ({
-      sink: r.sink, backlog: Number(r.backlog), backlogOldestAgeSeconds: Math.max(0, r.oldest ?? 0), deadLetters: Number(r.dead),
+      sink: r.sink,
+      backlog: Number(r.backlog),
+      backlogOldestAgeSeconds: Math.max(0, r.oldest ?? 0),
+      deadLetters: Number(r.dead),
     })),
     schedules,
   };
@@ -177,44 +181,71 @@ export function registerDatabaseGauges(params: {
     if (!cached || Date.now() - cached.at > 1_000) {
       cached = { at: Date.now(), value: readDatabaseStats((sql, values) => params.stats.query(sql, values)) };
       // A failed read is not kept: the next gauge (or scrape) tries again.
-      cached.value.catch(() => { cached = undefined; });
+      cached.value.catch(() => {
+        cached = undefined;
+      });
     }
     return cached.value;
   };
-  createSampledGauge(metrics, {
-    name: 'sidekick_outbox_pending_events',
-    help: `Events in sidekick.outbox and sidekick.row_changes not yet handed to every sink (read on scrape; above ${OUTBOX_COUNT_CAP} rows an estimate).`,
-  }, async (set) => {
-    if (!params.outboxEnabled()) return;
-    set((await read()).outbox.events);
-  }, logger);
-  createSampledGauge(metrics, {
-    name: 'sidekick_outbox_oldest_age_seconds',
-    help: 'Age of the oldest event waiting in sidekick.outbox or sidekick.row_changes (0 when empty; read on scrape).',
-  }, async (set) => {
-    if (!params.outboxEnabled()) return;
-    set((await read()).outbox.oldestAgeSeconds);
-  }, logger);
-  createSampledGauge(metrics, {
-    name: 'sidekick_sink_backlog_oldest_age_seconds',
-    help: 'Age of the oldest event in a sink\'s durable backlog, sidekick.deliveries (0 when empty; read on scrape).',
-    labelNames: ['sink'],
-  }, async (set) => {
-    if (!params.outboxEnabled()) return;
-    const stats = await read();
-    for (const name of params.sinks) set(0, { sink: name });
-    for (const s of stats.sinks) set(s.backlogOldestAgeSeconds, { sink: s.sink });
-  }, logger);
-  createSampledGauge(metrics, {
-    name: 'sidekick_schedules_due',
-    help: 'Enabled schedules that are due and not started yet (read on scrape; 0 without the scheduler tables).',
-  }, async (set) => {
-    set((await read()).schedules?.due ?? 0);
-  }, logger);
-  createSampledGauge(metrics, {
-    name: 'sidekick_schedules_oldest_due_seconds',
-    help: 'How long the most overdue schedule has been due without running (scheduler lag; read on scrape).',
-  }, async (set) => {
-    set((await read()).schedules?.oldestDueSeconds ?? 0);
-  }, logger);
+  createSampledGauge(
+    metrics,
+    {
+      name: 'sidekick_outbox_pending_events',
+      help: `Events in sidekick.outbox and sidekick.row_changes not yet handed to every sink (read on scrape; above ${OUTBOX_COUNT_CAP} rows an estimate).`,
+    },
+    async (set) => {
+      if (!params.outboxEnabled()) return;
+      set((await read()).outbox.events);
+    },
+    logger,
+  );
+  createSampledGauge(
+    metrics,
+    {
+      name: 'sidekick_outbox_oldest_age_seconds',
+      help: 'Age of the oldest event waiting in sidekick.outbox or sidekick.row_changes (0 when empty; read on scrape).',
+    },
+    async (set) => {
+      if (!params.outboxEnabled()) return;
+      set((await read()).outbox.oldestAgeSeconds);
+    },
+    logger,
+  );
+  createSampledGauge(
+    metrics,
+    {
+      name: 'sidekick_sink_backlog_oldest_age_seconds',
+      help: "Age of the oldest event in a sink's durable backlog, sidekick.deliveries (0 when empty; read on scrape).",
+      labelNames: ['sink'],
+    },
+    async (set) => {
+      if (!params.outboxEnabled()) return;
+      const stats = await read();
+      for (const name of params.sinks) set(0, { sink: name });
+      for (const s of stats.sinks) set(s.backlogOldestAgeSeconds, { sink: s.sink });
+    },
+    logger,
+  );
+  createSampledGauge(
+    metrics,
+    {
+      name: 'sidekick_schedules_due',
+      help: 'Enabled schedules that are due and not started yet (read on scrape; 0 without the scheduler tables).',
+    },
+    async (set) => {
+      set((await read()).schedules?.due ?? 0);
+    },
+    logger,
+  );
+  createSampledGauge(
+    metrics,
+    {
+      name: 'sidekick_schedules_oldest_due_seconds',
+      help: 'How long the most overdue schedule has been due without running (scheduler lag; read on scrape).',
+    },
+    async (set) => {
+      set((await read()).schedules?.oldestDueSeconds ?? 0);
+    },
+    logger,
+  );
 }

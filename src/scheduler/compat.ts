@@ -15,7 +15,9 @@ export async function installPgcron(client: pg.ClientBase, schema = 'public'): P
   await client.query('BEGIN');
   try {
     const { rows } = await client.query<{ ok: boolean; s: boolean }>(
-      `SELECT to_regclass('sidekick.schedules') IS NOT NULL AS ok, EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS s`, [schema]);
+      `SELECT to_regclass('sidekick.schedules') IS NOT NULL AS ok, EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS s`,
+      [schema],
+    );
     if (!rows[0]?.ok) throw new Error('sidekick.schedules does not exist: install the sidekick schema first');
     if (!rows[0]?.s) throw new Error(`schema "${schema}" does not exist`);
     await client.query(`SELECT set_config('search_path', $1, true)`, [quoteIdent(schema)]);

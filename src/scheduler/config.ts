@@ -8,7 +8,10 @@ export const pglaterShorthand = z.union([
     /** The channel pglater's notifications arrive on. Default "pglater". */
     channel: z.string().min(1).max(63).default('pglater'),
     /** The generated sink's name (what routes and metrics call it). Default "pglater". */
-    sink: z.string().regex(/^[A-Za-z0-9_.-]+$/).default('pglater'),
+    sink: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]+$/)
+      .default('pglater'),
     /**
      * Regular expressions; when given, only SQL matching one of them is scheduled (the rest is
      * refused, logged and counted). `/pattern/flags` gives flags, e.g. "/^select my_schema\\./i".
@@ -51,10 +54,12 @@ export const schedulerSchema = z.strictObject({
    * schedule's missed-run policy decides whether it still runs). Default 60s.
    */
   missedAfter: duration.default(60_000),
-  history: z.strictObject({
-    /** How long run history (sidekick.schedule_runs) is kept. Default 7d. */
-    retention: duration.default(7 * 24 * 3_600_000),
-  }).prefault({}),
+  history: z
+    .strictObject({
+      /** How long run history (sidekick.schedule_runs) is kept. Default 7d. */
+      retention: duration.default(7 * 24 * 3_600_000),
+    })
+    .prefault({}),
 });
 
 export type SchedulerSection = z.infer<typeof schedulerSchema>;

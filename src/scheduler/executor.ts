@@ -3,8 +3,14 @@ import type { Logger } from 'pino';
 import { errorMessage } from '../errors.js';
 import type { SchedulerMetrics } from './metrics.js';
 import {
-  nextAfterRun, planOccurrence, recurrenceOf, type MissedPolicy, type OverlapPolicy, type PgInterval,
-  type Recurrence, type Skipped,
+  nextAfterRun,
+  planOccurrence,
+  recurrenceOf,
+  type MissedPolicy,
+  type OverlapPolicy,
+  type PgInterval,
+  type Recurrence,
+  type Skipped,
 } from './recurrence.js';
 
 /**
@@ -109,14 +115,30 @@ WITH upd AS (
 SELECT 1`;
 
 interface Update {
-  id: string; due: Date | null; next: Date | null; attempt: number; enabled: boolean;
-  lastRunAt: Date | null; lastOutcome: string | null; lastError: string | null;
+  id: string;
+  due: Date | null;
+  next: Date | null;
+  attempt: number;
+  enabled: boolean;
+  lastRunAt: Date | null;
+  lastOutcome: string | null;
+  lastError: string | null;
 }
 interface RunRecord {
-  scheduleId: string; name: string | null; due: Date; started: Date; finished: Date | null;
-  outcome: 'succeeded' | 'failed' | 'skipped' | 'running'; attempts: number; error: string | null;
+  scheduleId: string;
+  name: string | null;
+  due: Date;
+  started: Date;
+  finished: Date | null;
+  outcome: 'succeeded' | 'failed' | 'skipped' | 'running';
+  attempts: number;
+  error: string | null;
 }
-interface Deferred { row: Row; due: Date; runKey: string }
+interface Deferred {
+  row: Row;
+  due: Date;
+  runKey: string;
+}
 
 interface Outcome {
   readonly ok: boolean;
@@ -192,8 +214,10 @@ export async function runBatch(client: pg.ClientBase, ctx: ExecutorContext): Pro
       // The batch broke while this action ran (it ended the transaction, or its connection): it is
       // rolled back and still due. Next time it runs alone, so it cannot take a batch down again.
       ctx.nonTransactional.add(executing.id);
-      logger.error({ schedule: executing.history_name ?? executing.id, err: errorMessage(error), sql: truncate(executing.sql ?? '') },
-        'the scheduler transaction broke while this action ran; it will run on its own next time');
+      logger.error(
+        { schedule: executing.history_name ?? executing.id, err: errorMessage(error), sql: truncate(executing.sql ?? '') },
+        'the scheduler transaction broke while this action ran; it will run on its own next time',
+      );
     }
     throw error;
   }
@@ -205,7 +229,9 @@ export async function runBatch(client: pg.ClientBase, ctx: ExecutorContext): Pro
 }
 
 async function handleRow(
-  client: pg.ClientBase, row: Row, ctx: ExecutorContext,
+  client: pg.ClientBase,
+  row: Row,
+  ctx: ExecutorContext,
   out: { updates: Update[]; deletes: string[]; runs: RunRecord[]; deferred: Deferred[] },
 ): Promise<void> {
   const { logger, metrics } = ctx;
@@ -223,30 +249,56 @@ async function handleRow(
     return;
   }
   const plan = planOccurrence({
-    recurrence: rec, due: row.due_at, now: row.db_now, missed: row.missed, cap: row.missed_cap,
-    graceMs: ctx.missedAfter, retry: row.attempt > 0, overlap: row.overlap,
+    recurrence: rec,
+    due: row.due_at,
+    now: row.db_now,
+    missed: row.missed,
+    cap: row.missed_cap,
+    graceMs: ctx.missedAfter,
+    retry: row.attempt > 0,
+    overlap: row.overlap,
   });
   if (plan.skipped) {
     const note = describeSkip(`missed-run policy "${row.missed}"`, plan.skipped);
-    out.runs.push({ scheduleId: runKey, name: row.history_name, due: plan.skipped.from, started: row.db_now, finished: row.db_now, outcome: 'skipped', attempts: 0, error: note });
+    out.runs.push({
+      scheduleId: runKey,
+      name: row.history_name,
+      due: plan.skipped.from,
+      started: row.db_now,
+      finished: row.db_now,
+      outcome: 'skipped',
+      attempts: 0,
+      error: note,
+    });
     metrics?.runs.inc({ outcome: 'skipped' }, plan.skipped.count);
     logger.info({ schedule: row.history_name ?? row.id, skipped: plan.skipped.count }, note);
   }
   if (plan.run === null) {
     const next = rec.after(plan.resumeAfter as Date);
     if (next === null && oneShot) out.deletes.push(row.id);
-    else out.updates.push({ id: row.id, due: next, next, attempt: 0, enabled: next !== null, lastRunAt: null, lastOutcome: 'skipped', lastError: null });
+    else
+      out.updates.push({ id: row.id, due: next, next, attempt: 0, enabled: next !== null, lastRunAt: null, lastOutcome: 'skipped', lastError: null });
     return;
   }
   const due = plan.run;
   const attempts = row.attempt + 1;
-  const outcome = ctx.nonTransactional.has(row.id) || (row.sql !== null && controlsTransactions(row.sql))
-    ? { ok: true, deferred: true, started: row.db_now, finished: row.db_now }
-    : await execute(client, row, due, runKey, attempts, ctx);
+  const outcome =
+    ctx.nonTransactional.has(row.id) || (row.sql !== null && controlsTransactions(row.sql))
+      ? { ok: true, deferred: true, started: row.db_now, finished: row.db_now }
+      : await execute(client, row, due, runKey, attempts, ctx);
   if (outcome.deferred) {
     ctx.nonTransactional.add(row.id);
     out.deferred.push({ row, due, runKey });
-    out.runs.push({ scheduleId: runKey, name: row.history_name, due, started: row.db_now, finished: null, outcome: 'running', attempts, error: null });
+    out.runs.push({
+      scheduleId: runKey,
+      name: row.history_name,
+      due,
+      started: row.db_now,
+      finished: null,
+      outcome: 'running',
+      attempts,
+      error: null,
+    });
   } else if (outcome.duplicate) {
     metrics?.runs.inc({ outcome: 'duplicate' });
     logger.warn({ schedule: row.history_name ?? row.id, due: due.toISOString() }, 'this occurrence is already recorded as run; not running it again');
@@ -256,24 +308,63 @@ async function handleRow(
   }
   if (!outcome.ok) {
     const retry = attempts < row.max_attempts;
-    logger.warn({
-      schedule: row.history_name ?? row.id, id: row.id, due: due.toISOString(), attempt: attempts, maxAttempts: row.max_attempts,
-      code: outcome.code, err: outcome.error, sql: truncate(row.sql ?? actionSql(row, due)),
-      ...(retry ? { retryInMs: row.retry_delay_ms } : {}),
-    }, retry ? 'scheduled action failed; will retry' : 'scheduled action failed');
-    out.runs.push({ scheduleId: runKey, name: row.history_name, due, started: outcome.started, finished: outcome.finished, outcome: 'failed', attempts, error: outcome.error ?? 'failed' });
+    logger.warn(
+      {
+        schedule: row.history_name ?? row.id,
+        id: row.id,
+        due: due.toISOString(),
+        attempt: attempts,
+        maxAttempts: row.max_attempts,
+        code: outcome.code,
+        err: outcome.error,
+        sql: truncate(row.sql ?? actionSql(row, due)),
+        ...(retry ? { retryInMs: row.retry_delay_ms } : {}),
+      },
+      retry ? 'scheduled action failed; will retry' : 'scheduled action failed',
+    );
+    out.runs.push({
+      scheduleId: runKey,
+      name: row.history_name,
+      due,
+      started: outcome.started,
+      finished: outcome.finished,
+      outcome: 'failed',
+      attempts,
+      error: outcome.error ?? 'failed',
+    });
     if (retry) {
       const next = new Date(outcome.finished.getTime() + row.retry_delay_ms);
-      out.updates.push({ id: row.id, due, next, attempt: attempts, enabled: true, lastRunAt: outcome.started, lastOutcome: 'failed', lastError: outcome.error ?? null });
+      out.updates.push({
+        id: row.id,
+        due,
+        next,
+        attempt: attempts,
+        enabled: true,
+        lastRunAt: outcome.started,
+        lastOutcome: 'failed',
+        lastError: outcome.error ?? null,
+      });
       return;
     }
   } else if (logger.isLevelEnabled('debug') && !outcome.deferred) {
-    logger.debug({ schedule: row.history_name ?? row.id, due: due.toISOString(), lagMs: outcome.started.getTime() - due.getTime() }, 'scheduled action ran');
+    logger.debug(
+      { schedule: row.history_name ?? row.id, due: due.toISOString(), lagMs: outcome.started.getTime() - due.getTime() },
+      'scheduled action ran',
+    );
   }
   const { next, skipped } = nextAfterRun({ recurrence: rec, ran: due, started: outcome.started, finished: outcome.finished, overlap: row.overlap });
   if (skipped) {
     const note = describeSkip('overlap policy "skip" (the previous run was still going)', skipped);
-    out.runs.push({ scheduleId: runKey, name: row.history_name, due: skipped.from, started: outcome.finished, finished: outcome.finished, outcome: 'skipped', attempts: 0, error: note });
+    out.runs.push({
+      scheduleId: runKey,
+      name: row.history_name,
+      due: skipped.from,
+      started: outcome.finished,
+      finished: outcome.finished,
+      outcome: 'skipped',
+      attempts: 0,
+      error: note,
+    });
     metrics?.runs.inc({ outcome: 'skipped' }, skipped.count);
   }
   const lastOutcome = outcome.deferred ? 'running' : outcome.ok ? 'succeeded' : 'failed';
@@ -281,8 +372,14 @@ async function handleRow(
     out.deletes.push(row.id);
   } else {
     out.updates.push({
-      id: row.id, due: next, next, attempt: 0, enabled: next !== null,
-      lastRunAt: outcome.started, lastOutcome, lastError: outcome.ok ? null : outcome.error ?? null,
+      id: row.id,
+      due: next,
+      next,
+      attempt: 0,
+      enabled: next !== null,
+      lastRunAt: outcome.started,
+      lastOutcome,
+      lastError: outcome.ok ? null : (outcome.error ?? null),
     });
   }
 }
@@ -302,10 +399,10 @@ async function execute(client: pg.ClientBase, row: Row, due: Date, runKey: strin
   const setTimeout = row.timeout_ms !== null ? `SET LOCAL statement_timeout = ${Math.max(1, Math.round(row.timeout_ms))};\n` : '';
   const resetTimeout = row.timeout_ms !== null ? 'SET LOCAL statement_timeout TO DEFAULT;\n' : '';
   // A retry replaces the failed attempt's row; a succeeded row is never replaced: the insert fails instead.
-  const record = (started: string) => `${attempts > 1
-    ? `DELETE FROM sidekick.schedule_runs WHERE schedule_id = ${runKey} AND due_at = ${tsLit(due)} AND outcome = 'failed';\n` : ''}`
-    + `INSERT INTO sidekick.schedule_runs (schedule_id, name, due_at, started_at, finished_at, outcome, attempts) `
-    + `VALUES (${runKey}, ${lit(row.history_name)}, ${tsLit(due)}, ${started}, clock_timestamp(), 'succeeded', ${attempts})`;
+  const record = (started: string) =>
+    `${attempts > 1 ? `DELETE FROM sidekick.schedule_runs WHERE schedule_id = ${runKey} AND due_at = ${tsLit(due)} AND outcome = 'failed';\n` : ''}` +
+    `INSERT INTO sidekick.schedule_runs (schedule_id, name, due_at, started_at, finished_at, outcome, attempts) ` +
+    `VALUES (${runKey}, ${lit(row.history_name)}, ${tsLit(due)}, ${started}, clock_timestamp(), 'succeeded', ${attempts})`;
   let started: Date | undefined;
   try {
     if (row.single_statement) {
@@ -313,14 +410,16 @@ async function execute(client: pg.ClientBase, row: Row, due: Date, runKey: strin
       const r1 = await client.query<{ started: Date }>(`SAVEPOINT ${SAVEPOINT};\n${setTimeout}SELECT clock_timestamp() AS started`);
       started = lastRows(r1)[0]?.started as Date;
       await client.query({ text: sql, queryMode: 'extended' } as pg.QueryConfig);
-      const r3 = await client.query<{ finished: Date }>(`${resetTimeout}${record(tsLit(started))} RETURNING finished_at AS finished;\nRELEASE SAVEPOINT ${SAVEPOINT}`);
+      const r3 = await client.query<{ finished: Date }>(
+        `${resetTimeout}${record(tsLit(started))} RETURNING finished_at AS finished;\nRELEASE SAVEPOINT ${SAVEPOINT}`,
+      );
       return { ok: true, started, finished: rowsOf(r3, -2)[0]?.finished as Date };
     }
     // One round trip: the SQL verbatim (pglater ran it with PQexec, so several statements are fine),
     // on its own lines so a trailing "-- comment" cannot swallow what follows.
     const result = await client.query<{ started: Date; finished: Date }>(
-      `SAVEPOINT ${SAVEPOINT};\n${setTimeout}${sql}\n;\n${resetTimeout}${record('statement_timestamp()')}`
-      + ` RETURNING started_at AS started, finished_at AS finished;\nRELEASE SAVEPOINT ${SAVEPOINT}`,
+      `SAVEPOINT ${SAVEPOINT};\n${setTimeout}${sql}\n;\n${resetTimeout}${record('statement_timestamp()')}` +
+        ` RETURNING started_at AS started, finished_at AS finished;\nRELEASE SAVEPOINT ${SAVEPOINT}`,
     );
     const times = rowsOf(result, -2)[0] as { started: Date; finished: Date };
     return { ok: true, started: times.started, finished: times.finished };
@@ -328,12 +427,16 @@ async function execute(client: pg.ClientBase, row: Row, due: Date, runKey: strin
     const code = pgCode(error);
     let finished: Date;
     try {
-      const r = await client.query<{ finished: Date }>(`ROLLBACK TO SAVEPOINT ${SAVEPOINT}; RELEASE SAVEPOINT ${SAVEPOINT}; SELECT clock_timestamp() AS finished`);
+      const r = await client.query<{ finished: Date }>(
+        `ROLLBACK TO SAVEPOINT ${SAVEPOINT}; RELEASE SAVEPOINT ${SAVEPOINT}; SELECT clock_timestamp() AS finished`,
+      );
       finished = lastRows(r)[0]?.finished as Date;
     } catch (rollbackError) {
       if (pgCode(rollbackError) === '25P01' || pgCode(rollbackError) === '3B001') {
-        ctx.logger.error({ schedule: row.history_name ?? row.id, sql: truncate(sql) },
-          'a scheduled action ended the scheduler\'s transaction (COMMIT or ROLLBACK in a scheduled action is not supported)');
+        ctx.logger.error(
+          { schedule: row.history_name ?? row.id, sql: truncate(sql) },
+          "a scheduled action ended the scheduler's transaction (COMMIT or ROLLBACK in a scheduled action is not supported)",
+        );
       }
       throw rollbackError;
     }
@@ -367,18 +470,21 @@ async function runDeferred(client: pg.ClientBase, d: Deferred, ctx: ExecutorCont
   ctx.metrics?.runs.inc({ outcome: error ? 'failed' : 'succeeded' });
   ctx.metrics?.lag.observe(Math.max(0, started - due.getTime()) / 1000);
   if (error) {
-    ctx.logger.warn({ schedule: row.history_name ?? row.id, due: due.toISOString(), code: pgCode(error), err: errorMessage(error), sql: truncate(sql) },
-      'scheduled action failed (run outside a transaction block: not retried)');
+    ctx.logger.warn(
+      { schedule: row.history_name ?? row.id, due: due.toISOString(), code: pgCode(error), err: errorMessage(error), sql: truncate(sql) },
+      'scheduled action failed (run outside a transaction block: not retried)',
+    );
   }
   const message = error ? errorMessage(error) : null;
   await client.query(
     `UPDATE sidekick.schedule_runs SET outcome = $3, finished_at = clock_timestamp(), error = $4 WHERE schedule_id = $1 AND due_at = $2`,
     [runKey, due, error ? 'failed' : 'succeeded', message],
   );
-  await client.query(
-    `UPDATE sidekick.schedules SET last_outcome = $2, last_error = $3 WHERE id = $1 AND last_outcome = 'running'`,
-    [row.id, error ? 'failed' : 'succeeded', message],
-  );
+  await client.query(`UPDATE sidekick.schedules SET last_outcome = $2, last_error = $3 WHERE id = $1 AND last_outcome = 'running'`, [
+    row.id,
+    error ? 'failed' : 'succeeded',
+    message,
+  ]);
 }
 
 function lastRows<T extends pg.QueryResultRow>(result: pg.QueryResult<T> | pg.QueryResult<T>[]): T[] {
@@ -392,10 +498,22 @@ function rowsOf<T extends pg.QueryResultRow>(result: pg.QueryResult<T> | pg.Quer
 
 function bookkeepingParams(updates: Update[], deletes: string[], runs: RunRecord[]): unknown[] {
   return [
-    updates.map((u) => u.id), updates.map((u) => u.due), updates.map((u) => u.next), updates.map((u) => u.attempt),
-    updates.map((u) => u.enabled), updates.map((u) => u.lastRunAt), updates.map((u) => u.lastOutcome), updates.map((u) => u.lastError),
+    updates.map((u) => u.id),
+    updates.map((u) => u.due),
+    updates.map((u) => u.next),
+    updates.map((u) => u.attempt),
+    updates.map((u) => u.enabled),
+    updates.map((u) => u.lastRunAt),
+    updates.map((u) => u.lastOutcome),
+    updates.map((u) => u.lastError),
     deletes,
-    runs.map((r) => r.scheduleId), runs.map((r) => r.name), runs.map((r) => r.due), runs.map((r) => r.started),
-    runs.map((r) => r.finished), runs.map((r) => r.outcome), runs.map((r) => r.attempts), runs.map((r) => r.error),
+    runs.map((r) => r.scheduleId),
+    runs.map((r) => r.name),
+    runs.map((r) => r.due),
+    runs.map((r) => r.started),
+    runs.map((r) => r.finished),
+    runs.map((r) => r.outcome),
+    runs.map((r) => r.attempts),
+    runs.map((r) => r.error),
   ];
 }

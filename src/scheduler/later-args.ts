@@ -52,24 +52,59 @@ const SPECS: readonly OptionSpec[] = [
 
 export function parseLaterArgs(argv: readonly string[]): LaterArgs {
   const allow: string[] = [];
-  const o: { channel?: string; verbose: boolean; quiet: boolean; noPassword: boolean; install: boolean; dbname?: string; host?: string; port?: string; username?: string } = {
-    verbose: false, quiet: false, noPassword: false, install: true,
+  const o: {
+    channel?: string;
+    verbose: boolean;
+    quiet: boolean;
+    noPassword: boolean;
+    install: boolean;
+    dbname?: string;
+    host?: string;
+    port?: string;
+    username?: string;
+  } = {
+    verbose: false,
+    quiet: false,
+    noPassword: false,
+    install: true,
   };
   // Options act in order: `-V --bogus` prints the version, `--bogus -V` is an error.
   const apply = (spec: OptionSpec, value: string | undefined): LaterArgs | undefined => {
     switch (spec.key) {
-      case 'd': o.dbname = value; break;
-      case 'h': o.host = value; break;
-      case 'l': o.channel = value; break;
-      case 'p': o.port = value; break;
-      case 'U': o.username = value; break;
-      case 'q': o.quiet = true; break;
-      case 'v': o.verbose = true; break;
-      case 'w': o.noPassword = true; break;
-      case 'allow': allow.push(value as string); break;
-      case 'no-install': o.install = false; break;
-      case 'V': return { action: 'version' };
-      case '?': return { action: 'help' };
+      case 'd':
+        o.dbname = value;
+        break;
+      case 'h':
+        o.host = value;
+        break;
+      case 'l':
+        o.channel = value;
+        break;
+      case 'p':
+        o.port = value;
+        break;
+      case 'U':
+        o.username = value;
+        break;
+      case 'q':
+        o.quiet = true;
+        break;
+      case 'v':
+        o.verbose = true;
+        break;
+      case 'w':
+        o.noPassword = true;
+        break;
+      case 'allow':
+        allow.push(value as string);
+        break;
+      case 'no-install':
+        o.install = false;
+        break;
+      case 'V':
+        return { action: 'version' };
+      case '?':
+        return { action: 'help' };
     }
     return undefined;
   };

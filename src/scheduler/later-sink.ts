@@ -1,8 +1,17 @@
 import pg from 'pg';
 import { z } from 'zod';
 import {
-  createLink, defineSink, duration, errorMessage, FatalError, OK, payloadText, RetriableError,
-  type Envelope, type ItemOutcome, type SendResult,
+  createLink,
+  defineSink,
+  duration,
+  errorMessage,
+  FatalError,
+  OK,
+  payloadText,
+  RetriableError,
+  type Envelope,
+  type ItemOutcome,
+  type SendResult,
 } from '../sink-kit.js';
 import { compileAllowEntry, createAllowList, parseLaterPayload } from './payload.js';
 
@@ -45,13 +54,20 @@ export const laterSink = defineSink({
      * counted). `/pattern/flags` gives flags. Jobs that pass run with the extended protocol, which
      * refuses a second statement in the string. Default: none (any SQL).
      */
-    allow: z.array(z.string().min(1).superRefine((entry, ctx) => {
-      try {
-        compileAllowEntry(entry);
-      } catch (error) {
-        ctx.addIssue({ code: 'custom', message: `not a valid regular expression: ${errorMessage(error)}` });
-      }
-    })).optional(),
+    allow: z
+      .array(
+        z
+          .string()
+          .min(1)
+          .superRefine((entry, ctx) => {
+            try {
+              compileAllowEntry(entry);
+            } catch (error) {
+              ctx.addIssue({ code: 'custom', message: `not a valid regular expression: ${errorMessage(error)}` });
+            }
+          }),
+      )
+      .optional(),
     /** Runs per job before it counts as failed (a failed run is retried after retryDelay). Default 1. */
     attempts: z.number().int().min(1).max(1000).default(1),
     /** Wait before running a failed job again. Default 10s. */
@@ -102,17 +118,16 @@ export const laterSink = defineSink({
     /** True when this process schedules the channel's jobs (holds its advisory lock). */
     async function leads(c: pg.Client, channel: string): Promise<boolean> {
       if (leaderOf.has(channel)) return true;
-      const { rows } = await c.query<{ ok: boolean }>(
-        `SELECT pg_try_advisory_lock(hashtext('pg-sidekick:later'), hashtext($1)) AS ok`, [channel]);
+      const { rows } = await c.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(hashtext('pg-sidekick:later'), hashtext($1)) AS ok`, [channel]);
       if (rows[0]?.ok) {
         leaderOf.add(channel);
         standbyLogged.delete(channel);
-        logger.info({ channel }, 'scheduling this channel\'s jobs (other bridges listening on it stand by)');
+        logger.info({ channel }, "scheduling this channel's jobs (other bridges listening on it stand by)");
         return true;
       }
       if (!standbyLogged.has(channel)) {
         standbyLogged.add(channel);
-        logger.info({ channel }, 'another bridge schedules this channel\'s jobs; standing by');
+        logger.info({ channel }, "another bridge schedules this channel's jobs; standing by");
       }
       return false;
     }
@@ -121,7 +136,10 @@ export const laterSink = defineSink({
       const text = payloadText(e);
       const parsed = parseLaterPayload(text);
       if (!parsed.ok) {
-        return { ok: false, error: new FatalError('LATER_MALFORMED', `malformed ${e.channel} notification ${JSON.stringify(text.slice(0, 200))}: ${parsed.reason}`) };
+        return {
+          ok: false,
+          error: new FatalError('LATER_MALFORMED', `malformed ${e.channel} notification ${JSON.stringify(text.slice(0, 200))}: ${parsed.reason}`),
+        };
       }
       if (allowed && !allowed(parsed.sql)) {
         return { ok: false, error: new FatalError('LATER_REFUSED', `refused by the allow-list: ${JSON.stringify(parsed.sql.slice(0, 200))}`) };
@@ -167,8 +185,15 @@ export const laterSink = defineSink({
           `INSERT INTO sidekick.schedules (run_at, sql, origin, single_statement, max_attempts, retry_delay, statement_timeout, missed)
            SELECT r, s, 'later', $3, $4, make_interval(secs => $5), CASE WHEN $6::float8 IS NULL THEN NULL ELSE make_interval(secs => $6::float8) END, $7
              FROM unnest($1::timestamptz[], $2::text[]) AS j(r, s)`,
-          [mine.map((j) => j.runAt), mine.map((j) => j.sql), allowed !== undefined, options.attempts, options.retryDelay / 1000,
-            options.statementTimeout === undefined ? null : options.statementTimeout / 1000, options.missed],
+          [
+            mine.map((j) => j.runAt),
+            mine.map((j) => j.sql),
+            allowed !== undefined,
+            options.attempts,
+            options.retryDelay / 1000,
+            options.statementTimeout === undefined ? null : options.statementTimeout / 1000,
+            options.missed,
+          ],
         );
         if (logger.isLevelEnabled('debug')) {
           for (const j of mine) logger.debug({ channel: j.channel, runAt: j.runAt.toISOString(), sql: j.sql }, 'job scheduled');

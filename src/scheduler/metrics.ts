@@ -7,7 +7,8 @@ export function createSchedulerMetrics(registry?: Registry) {
     runs: new Counter({
       name: 'sidekick_schedule_runs_total',
       help: 'Scheduled occurrences handled, by outcome (succeeded, failed, skipped, duplicate).',
-      labelNames: ['outcome'], registers,
+      labelNames: ['outcome'],
+      registers,
     }),
     lag: new Histogram({
       name: 'sidekick_schedule_lag_seconds',

@@ -27,7 +27,13 @@ export interface IntervalParts {
 
 /** node-postgres' parsed interval (postgres-interval), possibly with fields left out. */
 export interface PgInterval {
-  years?: number; months?: number; days?: number; hours?: number; minutes?: number; seconds?: number; milliseconds?: number;
+  years?: number;
+  months?: number;
+  days?: number;
+  hours?: number;
+  minutes?: number;
+  seconds?: number;
+  milliseconds?: number;
 }
 
 export function intervalParts(v: PgInterval): IntervalParts {
@@ -48,8 +54,14 @@ function formatter(tz: string): Intl.DateTimeFormat {
   let f = formatters.get(tz);
   if (!f) {
     f = new Intl.DateTimeFormat('en-US', {
-      timeZone: tz, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric',
-      hour: 'numeric', minute: 'numeric', second: 'numeric',
+      timeZone: tz,
+      hourCycle: 'h23',
+      year: 'numeric',
+      month: 'numeric',
+      day: 'numeric',
+      hour: 'numeric',
+      minute: 'numeric',
+      second: 'numeric',
     });
     if (formatters.size > 1000) formatters.clear();
     formatters.set(tz, f);
@@ -289,13 +301,10 @@ export function planOccurrence(params: {
  * overlap `skip`, occurrences that came due while it ran are skipped (returned as `skipped`);
  * occurrences that were due before it started are backlog, left to the missed-run policy.
  */
-export function nextAfterRun(params: {
-  recurrence: Recurrence;
-  ran: Date;
-  started: Date;
-  finished: Date;
-  overlap: OverlapPolicy;
-}): { next: Date | null; skipped: Skipped | null } {
+export function nextAfterRun(params: { recurrence: Recurrence; ran: Date; started: Date; finished: Date; overlap: OverlapPolicy }): {
+  next: Date | null;
+  skipped: Skipped | null;
+} {
   const { recurrence: rec, ran, started, finished, overlap } = params;
   const next = rec.after(ran);
   if (!next || overlap === 'queue' || next <= started || next > finished) return { next, skipped: null };

@@ -90,7 +90,8 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
 
   async function checkSchema(p: pg.Pool): Promise<void> {
     const { rows } = await p.query<{ s: string | null; r: string | null }>(
-      `SELECT to_regclass('sidekick.schedules')::text AS s, to_regclass('sidekick.schedule_runs')::text AS r`);
+      `SELECT to_regclass('sidekick.schedules')::text AS s, to_regclass('sidekick.schedule_runs')::text AS r`,
+    );
     if (!rows[0]?.s) throw new SchemaMissing('the table sidekick.schedules');
     if (!rows[0]?.r) throw new SchemaMissing('the table sidekick.schedule_runs');
   }
@@ -105,7 +106,9 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       maxBackoffMs: maxBackoff,
       onNotification: () => wake(),
       // After a reconnect, whatever changed meanwhile is picked up by looking now.
-      onEvent: (event) => { if (event.type === 'connected') wake(); },
+      onEvent: (event) => {
+        if (event.type === 'connected') wake();
+      },
     });
     await listener.start();
     listening = true;
@@ -113,9 +116,18 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
 
   /** Cron rows inserted by plain SQL have no plan yet: compute their first occurrence. */
   async function planUnplanned(p: pg.Pool): Promise<void> {
-    const { rows } = await p.query<{ id: string; cron: string | null; every: null; run_at: null; time_zone: string; starts_at: Date | null; now: Date }>(
+    const { rows } = await p.query<{
+      id: string;
+      cron: string | null;
+      every: null;
+      run_at: null;
+      time_zone: string;
+      starts_at: Date | null;
+      now: Date;
+    }>(
       `SELECT id, cron, time_zone, starts_at, now() AS now FROM sidekick.schedules
-        WHERE enabled AND next_run_at IS NULL ORDER BY id LIMIT ${PLAN_CHUNK}`);
+        WHERE enabled AND next_run_at IS NULL ORDER BY id LIMIT ${PLAN_CHUNK}`,
+    );
     for (const row of rows) {
       let next: Date | null = null;
       let problem: string | undefined;
@@ -133,7 +145,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       }
       if (problem !== undefined) {
         logger.error({ id: row.id, cron: row.cron, err: problem }, 'schedule disabled');
-        await p.query(`UPDATE sidekick.schedules SET enabled = false, last_outcome = 'failed', last_error = $2 WHERE id = $1 AND next_run_at IS NULL`, [row.id, problem]);
+        await p.query(
+          `UPDATE sidekick.schedules SET enabled = false, last_outcome = 'failed', last_error = $2 WHERE id = $1 AND next_run_at IS NULL`,
+          [row.id, problem],
+        );
       } else {
         await p.query(`UPDATE sidekick.schedules SET due_at = $2, next_run_at = $2 WHERE id = $1 AND next_run_at IS NULL`, [row.id, next]);
       }
@@ -145,7 +160,8 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     const { rowCount } = await p.query(
       `DELETE FROM sidekick.schedule_runs WHERE id IN (
          SELECT id FROM sidekick.schedule_runs WHERE started_at < now() - make_interval(secs => $1) LIMIT ${CLEANUP_CHUNK})`,
-      [config.history.retention / 1000]);
+      [config.history.retention / 1000],
+    );
     if (rowCount) logger.debug({ deleted: rowCount }, 'old run history deleted');
     // A full chunk: more to do, soon (but not in a tight loop).
     lastCleanup = rowCount === CLEANUP_CHUNK ? Date.now() - CLEANUP_EVERY_MS + 1_000 : Date.now();
@@ -155,7 +171,8 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   async function nextWait(p: pg.Pool): Promise<number> {
     const { rows } = await p.query<{ ms: number | null }>(
       `SELECT (extract(epoch FROM min(next_run_at) - clock_timestamp()) * 1000)::float8 AS ms
-         FROM sidekick.schedules WHERE enabled`);
+         FROM sidekick.schedules WHERE enabled`,
+    );
     const ms = rows[0]?.ms;
     if (ms === null || ms === undefined) return config.pollInterval;
     // +1 ms: the timer may fire a hair early, and now() must have reached the due time.
@@ -184,7 +201,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     if (helpers >= maxHelpers) return;
     if (!slowLogged) {
       slowLogged = true;
-      logger.warn({ busyForMs: SLOW_MS, connections: config.concurrency + helpers }, 'every scheduler connection is busy with slow actions; adding helper connections for jobs that come due meanwhile');
+      logger.warn(
+        { busyForMs: SLOW_MS, connections: config.concurrency + helpers },
+        'every scheduler connection is busy with slow actions; adding helper connections for jobs that come due meanwhile',
+      );
     }
     helpers++;
     spawn(nextIndex++, p, true);
@@ -235,10 +255,15 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
         }
         active.add(client);
         busySince.set(index, Date.now());
-        let result;
+        let result: Awaited<ReturnType<typeof runBatch>>;
         try {
           result = await runBatch(client, {
-            logger, metrics, batchSize: config.batchSize, missedAfter: config.missedAfter, nonTransactional, signal: lifetime.signal,
+            logger,
+            metrics,
+            batchSize: config.batchSize,
+            missedAfter: config.missedAfter,
+            nonTransactional,
+            signal: lifetime.signal,
           });
           active.delete(client);
           client.release();
@@ -266,7 +291,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
         metrics?.errors.inc();
         const retryInMs = reconnectDelay(failures, maxBackoff);
         if (failures === 1 || failures % 10 === 0) {
-          logger.error({ worker: index, err: errorMessage(error), code: (error as { code?: string }).code, failures, retryInMs }, 'scheduler failed; retrying');
+          logger.error(
+            { worker: index, err: errorMessage(error), code: (error as { code?: string }).code, failures, retryInMs },
+            'scheduler failed; retrying',
+          );
         }
         if (helper) return;
         await sleep(retryInMs, lifetime.signal);
@@ -275,11 +303,18 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   }
 
   return {
-    get ready() { return schemaOk && healthy && heartbeat.alive(); },
+    get ready() {
+      return schemaOk && healthy && heartbeat.alive();
+    },
     wake,
     async start() {
       if (pool) throw new Error('scheduler already started');
-      pool = new pg.Pool({ ...options.connection, max: config.concurrency + maxHelpers + 1, application_name: 'pg-sidekick scheduler', keepAlive: true });
+      pool = new pg.Pool({
+        ...options.connection,
+        max: config.concurrency + maxHelpers + 1,
+        application_name: 'pg-sidekick scheduler',
+        keepAlive: true,
+      });
       // An idle client that dies is dropped by the pool; the next query opens a new one.
       pool.on('error', (error) => logger.debug({ err: errorMessage(error) }, 'idle scheduler connection closed'));
       const p = pool;

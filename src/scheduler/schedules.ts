@@ -57,7 +57,7 @@ export async function addSchedule(client: pg.ClientBase, s: NewSchedule): Promis
   }
   let due: Date | null = null;
   if (s.cron !== undefined) {
-    let cron;
+    let cron: ReturnType<typeof parseCron>;
     try {
       cron = parseCron(s.cron, tz);
     } catch (error) {
@@ -93,12 +93,24 @@ export async function addSchedule(client: pg.ClientBase, s: NewSchedule): Promis
   };
   const names = Object.keys(columns);
   const casts: Record<string, string> = {
-    run_at: 'timestamptz', every: 'interval', starts_at: 'timestamptz', payload: 'jsonb', statement_timeout: 'interval',
-    retry_delay: 'interval', due_at: 'timestamptz', next_run_at: 'timestamptz', missed_cap: 'int', max_attempts: 'int', enabled: 'boolean',
+    run_at: 'timestamptz',
+    every: 'interval',
+    starts_at: 'timestamptz',
+    payload: 'jsonb',
+    statement_timeout: 'interval',
+    retry_delay: 'interval',
+    due_at: 'timestamptz',
+    next_run_at: 'timestamptz',
+    missed_cap: 'int',
+    max_attempts: 'int',
+    enabled: 'boolean',
   };
   const values = names.map((n, i) => `$${i + 1}${casts[n] ? `::${casts[n]}` : ''}`);
   const upsert = s.replace
-    ? ` ON CONFLICT (name) DO UPDATE SET ${names.filter((n) => n !== 'name').map((n) => `${n} = EXCLUDED.${n}`).join(', ')}, attempt = 0`
+    ? ` ON CONFLICT (name) DO UPDATE SET ${names
+        .filter((n) => n !== 'name')
+        .map((n) => `${n} = EXCLUDED.${n}`)
+        .join(', ')}, attempt = 0`
     : '';
   try {
     const { rows } = await client.query<{ id: string; next_run_at: Date | null }>(
@@ -137,7 +149,8 @@ export interface ScheduleRow {
 
 /** Schedules, soonest first. One-shot jobs from the `later` sink and run-now copies only with `all`. */
 export async function listSchedules(client: pg.ClientBase, options: { all?: boolean } = {}): Promise<ScheduleRow[]> {
-  const { rows } = await client.query<ScheduleRow>(`
+  const { rows } = await client.query<ScheduleRow>(
+    `
     SELECT id, name,
            CASE WHEN run_at IS NOT NULL THEN 'once' WHEN every IS NOT NULL THEN 'every' ELSE 'cron' END AS kind,
            coalesce(to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), every::text, cron) AS spec,
@@ -146,7 +159,9 @@ export async function listSchedules(client: pg.ClientBase, options: { all?: bool
            enabled, origin, next_run_at, last_run_at, last_outcome, last_error, missed, overlap
       FROM sidekick.schedules
      WHERE $1 OR origin NOT IN ('later', 'run-now')
-     ORDER BY next_run_at NULLS LAST, id`, [options.all ?? false]);
+     ORDER BY next_run_at NULLS LAST, id`,
+    [options.all ?? false],
+  );
   return rows;
 }
 
@@ -156,7 +171,8 @@ export async function findSchedule(client: pg.ClientBase, ref: string): Promise<
     `SELECT id, name FROM sidekick.schedules WHERE name = $1
      UNION ALL
      SELECT id, name FROM sidekick.schedules WHERE $1 ~ '^[0-9]{1,18}$' AND id = $1::bigint AND NOT EXISTS (SELECT 1 FROM sidekick.schedules WHERE name = $1)`,
-    [ref]);
+    [ref],
+  );
   return rows[0];
 }
 
@@ -181,11 +197,14 @@ export async function setEnabled(client: pg.ClientBase, ref: string, enabled: bo
 export async function runNow(client: pg.ClientBase, ref: string): Promise<string | undefined> {
   const found = await findSchedule(client, ref);
   if (!found) return undefined;
-  const { rows } = await client.query<{ id: string }>(`
+  const { rows } = await client.query<{ id: string }>(
+    `
     INSERT INTO sidekick.schedules (run_at, sql, channel, payload, key, single_statement, statement_timeout, max_attempts, retry_delay, origin, parent_id)
     SELECT clock_timestamp(), sql, channel, payload, key, single_statement, statement_timeout, max_attempts, retry_delay, 'run-now', coalesce(parent_id, id)
       FROM sidekick.schedules WHERE id = $1
-    RETURNING id`, [found.id]);
+    RETURNING id`,
+    [found.id],
+  );
   return rows[0]?.id;
 }
 
@@ -218,12 +237,15 @@ export async function scheduleHistory(client: pg.ClientBase, options: { ref?: st
       name = options.ref;
     }
   }
-  const { rows } = await client.query<RunRow>(`
+  const { rows } = await client.query<RunRow>(
+    `
     SELECT id, schedule_id, name, due_at, started_at, finished_at,
            (extract(epoch FROM duration) * 1000)::float8 AS duration_ms, outcome, attempts, error
       FROM sidekick.schedule_runs
      WHERE ($1::bigint IS NULL AND $2::text IS NULL) OR schedule_id = $1 OR name = $2
      ORDER BY started_at DESC, id DESC
-     LIMIT $3`, [id, name, options.limit ?? 20]);
+     LIMIT $3`,
+    [id, name, options.limit ?? 20],
+  );
   return rows;
 }

@@ -33,7 +33,11 @@ SELECT d.sink, d.event_id, d.event_uid, d.attempts, d.error_code, d.error, d.xid
 FROM json_to_recordset($1::json) AS d(sink text, attempts int, error_code text, error text, event_id bigint, event_uid text, xid text,
   at timestamptz, source text, channel text, op text, schema_name text, table_name text, key text, new text, old text, payload text)`;
 
-interface Letter { readonly sink: string; readonly envelope: Envelope; readonly record: Record<string, unknown> }
+interface Letter {
+  readonly sink: string;
+  readonly envelope: Envelope;
+  readonly record: Record<string, unknown>;
+}
 
 export function createDeadLetterStore(params: { connection: pg.ClientConfig; logger: Logger; metrics?: Metrics }): DeadLetterStore {
   const { metrics } = params;
@@ -48,8 +52,10 @@ export function createDeadLetterStore(params: { connection: pg.ClientConfig; log
 
   function drop(letter: Letter, why: string): void {
     metrics?.dropped.inc({ sink: letter.sink });
-    logger.error({ sink: letter.sink, id: letter.envelope.id, channel: letter.envelope.channel, event: letter.envelope, why },
-      'NOTIFY event failed for good and is dropped, not dead-lettered (logged here whole)');
+    logger.error(
+      { sink: letter.sink, id: letter.envelope.id, channel: letter.envelope.channel, event: letter.envelope, why },
+      'NOTIFY event failed for good and is dropped, not dead-lettered (logged here whole)',
+    );
   }
 
   async function connect(): Promise<pg.Client> {
@@ -79,7 +85,11 @@ export function createDeadLetterStore(params: { connection: pg.ClientConfig; log
       return retry(batch, error);
     }
     if (!installed) {
-      for (const letter of batch) drop(letter, 'the sidekick schema is not installed here (or older than this pg-sidekick): run `sidekick install` to keep NOTIFY dead letters');
+      for (const letter of batch)
+        drop(
+          letter,
+          'the sidekick schema is not installed here (or older than this pg-sidekick): run `sidekick install` to keep NOTIFY dead letters',
+        );
       return;
     }
     try {
@@ -127,10 +137,18 @@ export function createDeadLetterStore(params: { connection: pg.ClientConfig; log
   return {
     add(sink, envelope, attempts, error) {
       const record = {
-        sink, attempts, error_code: error.code, error: storableText(errorMessage(error)).slice(0, MAX_ERROR_TEXT), ...eventRecord(envelope),
+        sink,
+        attempts,
+        error_code: error.code,
+        error: storableText(errorMessage(error)).slice(0, MAX_ERROR_TEXT),
+        ...eventRecord(envelope),
       };
       const letter: Letter = { sink, envelope, record };
-      if (installed === false) return drop(letter, 'the sidekick schema is not installed here (or older than this pg-sidekick): run `sidekick install` to keep NOTIFY dead letters');
+      if (installed === false)
+        return drop(
+          letter,
+          'the sidekick schema is not installed here (or older than this pg-sidekick): run `sidekick install` to keep NOTIFY dead letters',
+        );
       if (closed) return drop(letter, 'the bridge has stopped');
       waiting.push(letter);
       while (waiting.length > MAX_WAITING) drop(waiting.shift() as Letter, `more than ${MAX_WAITING} dead letters waiting for the database`);

@@ -7,8 +7,18 @@ import { writeBatch } from '../outbox/bookkeeping.js';
 import { createLedger, RESET, type Job } from '../outbox/ledger.js';
 import { createMembership } from '../outbox/membership.js';
 import {
-  ARM_WAKEUP, FETCH_BACKLOG, FETCH_OUTBOX, FRESH_XID, INSTALLATION, LAST_VALUE, PARTITIONS, WAKE_CHANNEL,
-  outboxEvents, rowEnvelope, type BacklogRow, type OutboxRow,
+  ARM_WAKEUP,
+  FETCH_BACKLOG,
+  FETCH_OUTBOX,
+  FRESH_XID,
+  INSTALLATION,
+  LAST_VALUE,
+  PARTITIONS,
+  WAKE_CHANNEL,
+  outboxEvents,
+  rowEnvelope,
+  type BacklogRow,
+  type OutboxRow,
 } from '../outbox/queries.js';
 import { createScanBound } from '../outbox/scan-bound.js';
 import { clientSocket, createListener, type Listener } from '../pg/listener.js';
@@ -106,17 +116,20 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
    */
   const maxEvents = Math.max(sinkBuffer - CHUNK_EVENTS, Math.min(batchSize, sinkBuffer));
   const sinkNames = [...pipeline.dispatchers.keys()];
-  const ledger = createLedger({ sinks: sinkNames, sinkBuffer, checkpointAfter: options.checkpointAfter, partitions: PARTITIONS }, {
-    deliver: (job: Job) => pipeline.deliver(job.sink, job.envelope, job, true),
-    modeChanged(sink, mode, why) {
-      metrics?.outboxBacklogMode.set({ sink }, mode === 'backlog' ? 1 : 0);
-      if (why === RESET) return;
-      if (mode === 'backlog') logger.warn({ sink, why }, 'sink is fed from its durable backlog now');
-      else logger.info({ sink }, 'sink caught up with its durable backlog; live again');
+  const ledger = createLedger(
+    { sinks: sinkNames, sinkBuffer, checkpointAfter: options.checkpointAfter, partitions: PARTITIONS },
+    {
+      deliver: (job: Job) => pipeline.deliver(job.sink, job.envelope, job, true),
+      modeChanged(sink, mode, why) {
+        metrics?.outboxBacklogMode.set({ sink }, mode === 'backlog' ? 1 : 0);
+        if (why === RESET) return;
+        if (mode === 'backlog') logger.warn({ sink, why }, 'sink is fed from its durable backlog now');
+        else logger.info({ sink }, 'sink caught up with its durable backlog; live again');
+      },
+      spilled: (sink) => metrics?.outboxSpilled.inc({ sink }),
+      outcome: () => resultsArrived(),
     },
-    spilled: (sink) => metrics?.outboxSpilled.inc({ sink }),
-    outcome: () => resultsArrived(),
-  });
+  );
   const membership = createMembership();
   const bound = createScanBound();
   const stopController = new AbortController();
@@ -143,13 +156,18 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   let listenerStarting = false;
   let listenerTried = 0;
   let firstConnect: () => void = () => {};
-  const firstConnected = new Promise<void>((resolve) => { firstConnect = resolve; });
+  const firstConnected = new Promise<void>((resolve) => {
+    firstConnect = resolve;
+  });
   let resultTimer: NodeJS.Timeout | undefined;
 
   /** Delivery outcomes only need a prompt write while the drain sleeps; batched by 10 ms. */
   function resultsArrived(): void {
     if (idle !== 'asleep' || resultTimer) return;
-    resultTimer = setTimeout(() => { resultTimer = undefined; wakeup.wake(); }, 10);
+    resultTimer = setTimeout(() => {
+      resultTimer = undefined;
+      wakeup.wake();
+    }, 10);
     resultTimer.unref();
   }
 
@@ -195,7 +213,10 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
       if (metrics && first) metrics.received.inc({ source: first.source, channel: first.channel }, events.length);
       // A dead letter sent back goes to its one sink; everything else where the routes say.
       const target = row.target === null ? undefined : [row.target];
-      ledger.admit({ id: Number(row.id), part: row.part, readAt: now }, events.map((envelope) => ({ envelope, sinks: target ?? pipeline.route(envelope) })));
+      ledger.admit(
+        { id: Number(row.id), part: row.part, readAt: now },
+        events.map((envelope) => ({ envelope, sinks: target ?? pipeline.route(envelope) })),
+      );
       count += events.length;
     }
     return count;
@@ -243,7 +264,8 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
     try {
       await c.query('SET synchronous_commit = off');
       const { rows } = await c.query<{ installed: boolean; migrations: boolean }>(
-        `SELECT to_regclass('sidekick.outbox') IS NOT NULL AS installed, to_regclass('sidekick.migrations') IS NOT NULL AS migrations`);
+        `SELECT to_regclass('sidekick.outbox') IS NOT NULL AS installed, to_regclass('sidekick.migrations') IS NOT NULL AS migrations`,
+      );
       const found = rows[0] ?? { installed: false, migrations: false };
       // (A separate query: a reference to a missing table fails even in a branch that is not taken.)
       const recorded = found.migrations ? (await c.query<{ id: number; name: string }>('SELECT id, name FROM sidekick.migrations')).rows : [];
@@ -295,7 +317,9 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
       applicationName: 'pg-sidekick drain wake-up',
       onNotification: () => wakeup.wake(),
       // After a reconnect, catch up on whatever was committed while the wake-ups were lost.
-      onEvent: (event) => { if (event.type === 'connected') wakeup.wake(); },
+      onEvent: (event) => {
+        if (event.type === 'connected') wakeup.wake();
+      },
     });
     try {
       await candidate.start();
@@ -346,7 +370,10 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
         if (closing) return;
         try {
           client = await connect();
-          if (!client) { firstConnect(); return; }
+          if (!client) {
+            firstConnect();
+            return;
+          }
           attempt = 0;
           metrics?.outboxConnected.set(1);
           logger.info({ member: membership.member }, 'outbox drain connected; catching up');
@@ -380,7 +407,10 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
       } catch (error) {
         if (closing && stopController.signal.aborted) return;
         // Whatever failed, the state may no longer match the database: start over from it.
-        logger.error({ err: errorMessage(error) }, 'outbox drain lost its connection or failed; reconnecting and catching up (events in flight may be delivered again)');
+        logger.error(
+          { err: errorMessage(error) },
+          'outbox drain lost its connection or failed; reconnecting and catching up (events in flight may be delivered again)',
+        );
         metrics?.outboxConnected.set(0);
         client = undefined;
         resetState();
@@ -394,8 +424,13 @@ export function createOutboxSource(params: OutboxSourceParams): OutboxSource {
   return {
     get status() {
       return {
-        enabled, connected: client !== undefined, listening: listener?.connected ?? false, partitions: membership.owned(),
-        inFlight: [...ledger.entryIds()], floor: bound.floor, asleep: idle === 'asleep',
+        enabled,
+        connected: client !== undefined,
+        listening: listener?.connected ?? false,
+        partitions: membership.owned(),
+        inFlight: [...ledger.entryIds()],
+        floor: bound.floor,
+        asleep: idle === 'asleep',
       };
     },
     start() {

@@ -12,7 +12,9 @@ export interface Migration {
 
 /** sql/NNN_name.sql, in order. Numbers are unique and never reused (forward-only). */
 export function listMigrations(dir = SQL_DIR): Migration[] {
-  const files = readdirSync(dir).filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f)).sort();
+  const files = readdirSync(dir)
+    .filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f))
+    .sort();
   const seen = new Set<number>();
   return files.map((file) => {
     const id = Number(file.slice(0, 3));
@@ -36,7 +38,9 @@ export function isFolded(name: string): boolean {
 /** The schema predates the fold of the migrations (see FOLDED): uninstall and install again. */
 export class PreFoldSchema extends ConfigError {
   constructor() {
-    super('the sidekick schema in this database was installed by a development version of pg-sidekick from before its migrations were folded into one (0.1.0 is unreleased): run `sidekick uninstall --yes` (it drops the undelivered events, backlogs and dead letters) and then `sidekick install`');
+    super(
+      'the sidekick schema in this database was installed by a development version of pg-sidekick from before its migrations were folded into one (0.1.0 is unreleased): run `sidekick uninstall --yes` (it drops the undelivered events, backlogs and dead letters) and then `sidekick install`',
+    );
   }
 }
 
@@ -72,7 +76,9 @@ export async function migrate(client: pg.Client, options: { dir?: string; onAppl
     const newer = rows.filter((r) => !known.has(r.id));
     if (newer.some((r) => FOLDED.has(r.name))) throw new PreFoldSchema();
     if (newer.length > 0) {
-      throw new Error(`the database has pg-sidekick migrations this version does not know (${newer.map((r) => r.name).join(', ')}): it was installed by a newer pg-sidekick`);
+      throw new Error(
+        `the database has pg-sidekick migrations this version does not know (${newer.map((r) => r.name).join(', ')}): it was installed by a newer pg-sidekick`,
+      );
     }
     const applied: string[] = [];
     for (const m of migrations) {

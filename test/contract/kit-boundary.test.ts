@@ -24,9 +24,7 @@ function tsFiles(dir: string): string[] {
 function srcImports(file: string): string[] {
   const text = readFileSync(file, 'utf8');
   const specifiers = [...text.matchAll(/(?:from|import)\s*\(?\s*'(\.[^']+)'/g)].map((m) => m[1] as string);
-  return specifiers
-    .map((s) => relative(root, resolve(dirname(file), s)).replace(/\.js$/, '.ts'))
-    .filter((path) => path.startsWith('src/'));
+  return specifiers.map((s) => relative(root, resolve(dirname(file), s)).replace(/\.js$/, '.ts')).filter((path) => path.startsWith('src/'));
 }
 
 describe('sink kit boundary', () => {
@@ -40,11 +38,15 @@ describe('sink kit boundary', () => {
   it('every file of a sink folder imports from src/ only the sink kit', () => {
     const offending = files
       .filter((f) => relative(root, f) !== 'sinks/index.ts')
-      .flatMap((f) => srcImports(f).filter((path) => path !== KIT).map((path) => `${relative(root, f)} → ${path}`));
+      .flatMap((f) =>
+        srcImports(f)
+          .filter((path) => path !== KIT)
+          .map((path) => `${relative(root, f)} → ${path}`),
+      );
     expect(offending).toEqual([]);
   });
 
-  it('the registry imports from src/ only the kit and the scheduler\'s later sink', () => {
+  it("the registry imports from src/ only the kit and the scheduler's later sink", () => {
     const registry = srcImports(join(root, 'sinks/index.ts'));
     expect(registry.filter((path) => !REGISTRY_MAY_IMPORT.has(path))).toEqual([]);
   });

@@ -33,17 +33,33 @@ export function testEnvelope(over: Partial<Envelope> = {}): Envelope {
   seq++;
   const id = `contract-${process.pid}-${Date.now()}-${seq}`;
   return {
-    id, source: 'table', channel: 'public.contract', op: 'INSERT', schema: 'public', table: 'contract',
-    key: String(seq), new: { id: seq, note: 'ünïcode ✓' }, old: null, payload: undefined,
-    at: new Date().toISOString(), txid: '1', ...over,
+    id,
+    source: 'table',
+    channel: 'public.contract',
+    op: 'INSERT',
+    schema: 'public',
+    table: 'contract',
+    key: String(seq),
+    new: { id: seq, note: 'ünïcode ✓' },
+    old: null,
+    payload: undefined,
+    at: new Date().toISOString(),
+    txid: '1',
+    ...over,
   };
 }
 
 export function sinkContract(subject: ContractSubject): void {
   describe(`sink contract: ${subject.name}`, () => {
     const open: Sink[] = [];
-    const track = async (s: Sink | Promise<Sink>) => { const sink = await s; open.push(sink); return sink; };
-    afterEach(async () => { await Promise.all(open.splice(0).map((s) => s.stop().catch(() => {}))); });
+    const track = async (s: Sink | Promise<Sink>) => {
+      const sink = await s;
+      open.push(sink);
+      return sink;
+    };
+    afterEach(async () => {
+      await Promise.all(open.splice(0).map((s) => s.stop().catch(() => {})));
+    });
 
     it('start → send → stop delivers every envelope with one outcome each, in order', async () => {
       const sink = await track(subject.create());

@@ -12,11 +12,17 @@ sinkContract({
   create() {
     out = new PassThrough();
     text = '';
-    out.on('data', (c: Buffer) => { text += c.toString(); });
+    out.on('data', (c: Buffer) => {
+      text += c.toString();
+    });
     return stdoutSink.create({ format: 'json' }, contractContext('console', { stdout: out }));
   },
   async received() {
-    return text.trim().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { id: string }).id);
+    return text
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { id: string }).id);
   },
 });
 

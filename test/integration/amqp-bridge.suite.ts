@@ -28,7 +28,8 @@ export function amqpBridgeSuite(): void {
       db = await createTestDatabase();
       const exchange = randomName('sk-bridge');
       const channel = 'orders_events';
-      const config = parseConfig(parseYaml(`
+      const config = parseConfig(
+        parseYaml(`
   database: ${db.url}
   listen: [${channel}]
   sinks:
@@ -40,7 +41,9 @@ export function amqpBridgeSuite(): void {
       headers: { origin: bridge-test }
   routes:
     - { from: ${channel}, to: rabbit }
-  `), { env: { AMQP_URL: serviceEnv().AMQP_URL }, sinks: sinkDefinitions });
+  `),
+        { env: { AMQP_URL: serviceEnv().AMQP_URL }, sinks: sinkDefinitions },
+      );
 
       // The consumer binds its queue before the bridge publishes (mandatory: unroutable would be retried).
       const connection = await amqp.connect(serviceEnv().AMQP_URL);
@@ -50,7 +53,13 @@ export function amqpBridgeSuite(): void {
       const { queue } = await ch.assertQueue('', { exclusive: true });
       await ch.bindQueue(queue, exchange, `${channel}.#`);
       const got: ConsumeMessage[] = [];
-      await ch.consume(queue, (m) => { if (m) got.push(m); }, { noAck: true });
+      await ch.consume(
+        queue,
+        (m) => {
+          if (m) got.push(m);
+        },
+        { noAck: true },
+      );
       try {
         bridge = createBridge({ config, logger: quietLogger });
         await bridge.start();

@@ -36,11 +36,19 @@ export async function createTcpProxy(target: { host: string; port: number }): Pr
   const open = new Set<Socket>();
   let refusing = false;
   const server: Server = createServer((client) => {
-    if (refusing) { client.destroy(); return; }
+    if (refusing) {
+      client.destroy();
+      return;
+    }
     const upstream = connect(target.port, target.host);
     open.add(client);
     open.add(upstream);
-    const drop = () => { client.destroy(); upstream.destroy(); open.delete(client); open.delete(upstream); };
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      open.delete(client);
+      open.delete(upstream);
+    };
     client.on('error', drop).on('close', drop);
     upstream.on('error', drop).on('close', drop);
     client.pipe(upstream);
@@ -49,9 +57,16 @@ export async function createTcpProxy(target: { host: string; port: number }): Pr
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     port: (server.address() as { port: number }).port,
-    cut() { for (const s of open) s.destroy(); open.clear(); },
-    refuse(on) { refusing = on; },
-    get connections() { return open.size / 2; },
+    cut() {
+      for (const s of open) s.destroy();
+      open.clear();
+    },
+    refuse(on) {
+      refusing = on;
+    },
+    get connections() {
+      return open.size / 2;
+    },
     async close() {
       for (const s of open) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -68,35 +83,59 @@ export function rowChanges(count: number, keys: number, tag = randomName('rc')):
     const seq = (perKey.get(k) ?? 0) + 1;
     perKey.set(k, seq);
     out.push({
-      id: `${tag}-${i}`, source: 'table', channel: 'public.items', op: seq === 1 ? 'INSERT' : 'UPDATE',
-      schema: 'public', table: 'items', key: String(k), new: { id: k, seq, i }, old: null,
-      at: new Date().toISOString(), txid: String(1000 + i),
+      id: `${tag}-${i}`,
+      source: 'table',
+      channel: 'public.items',
+      op: seq === 1 ? 'INSERT' : 'UPDATE',
+      schema: 'public',
+      table: 'items',
+      key: String(k),
+      new: { id: k, seq, i },
+      old: null,
+      at: new Date().toISOString(),
+      txid: String(1000 + i),
     });
   }
   return out;
 }
 
-export interface Received { readonly id: string; readonly key: string; readonly seq: number }
+export interface Received {
+  readonly id: string;
+  readonly key: string;
+  readonly seq: number;
+}
 
 /**
  * Checks what a consumer read against what was sent: every id present (duplicates allowed:
  * at-least-once), and per key the first copies of the events come in the order they were sent.
  * Returns the problems found (empty = good) and the number of duplicates.
  */
-export function verifyDelivery(sent: readonly Envelope[], received: readonly Received[]): { problems: string[]; duplicates: number; distinct: number; missing: string[] } {
+export function verifyDelivery(
+  sent: readonly Envelope[],
+  received: readonly Received[],
+): { problems: string[]; duplicates: number; distinct: number; missing: string[] } {
   const problems: string[] = [];
   const seen = new Set<string>();
   const lastSeq = new Map<string, number>();
   let duplicates = 0;
   for (const r of received) {
-    if (seen.has(r.id)) { duplicates++; continue; }
+    if (seen.has(r.id)) {
+      duplicates++;
+      continue;
+    }
     seen.add(r.id);
     const last = lastSeq.get(r.key) ?? 0;
     if (r.seq <= last && problems.length < 20) problems.push(`key ${r.key}: seq ${r.seq} (${r.id}) arrived after seq ${last}`);
     lastSeq.set(r.key, Math.max(last, r.seq));
   }
   const missing = sent.filter((e) => !seen.has(e.id));
-  if (missing.length > 0) problems.push(`${missing.length} of ${sent.length} missing, e.g. ${missing.slice(0, 5).map((e) => e.id).join(', ')}`);
+  if (missing.length > 0)
+    problems.push(
+      `${missing.length} of ${sent.length} missing, e.g. ${missing
+        .slice(0, 5)
+        .map((e) => e.id)
+        .join(', ')}`,
+    );
   const sentIds = new Set(sent.map((e) => e.id));
   const extra = [...seen].filter((id) => !sentIds.has(id));
   if (extra.length > 0) problems.push(`${extra.length} unexpected ids, e.g. ${extra.slice(0, 5).join(', ')}`);
@@ -132,6 +171,8 @@ export function within<T>(promise: Promise<T>, ms: number, what: string): Promis
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
     promise,
-    new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms); }),
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    }),
   ]).finally(() => clearTimeout(timer));
 }

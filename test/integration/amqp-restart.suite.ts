@@ -35,9 +35,15 @@ export function amqpRestartSuite(): void {
       await ch.bindQueue(queue, exchange, '#');
       await setup.close();
 
-      const sink = amqpSink.create(z.strictObject(amqpOptions).parse({ url: AMQP_URL, exchange, connectTimeout: 2_000, heartbeat: 5_000 }),
-        contractContext('rabbit-restart'));
-      const dispatcher = createDispatcher({ sink, options: dispatchOptions({ retry: { attempts: 1000, initialDelay: 100, maxDelay: 1_000 } }), logger: quietLogger });
+      const sink = amqpSink.create(
+        z.strictObject(amqpOptions).parse({ url: AMQP_URL, exchange, connectTimeout: 2_000, heartbeat: 5_000 }),
+        contractContext('rabbit-restart'),
+      );
+      const dispatcher = createDispatcher({
+        sink,
+        options: dispatchOptions({ retry: { attempts: 1000, initialDelay: 100, maxDelay: 1_000 } }),
+        logger: quietLogger,
+      });
       await sink.start(new AbortController().signal);
 
       const all = rowChanges(200_000, 100);
@@ -92,8 +98,10 @@ export function amqpRestartSuite(): void {
       await reader.close();
 
       const report = verifyDelivery(sent, got);
-      console.info(`amqp restart: ${sent.length} events (${sentAtStop} before the stop), down ${down.ms} ms, up ${up.ms} ms, `
-        + `${report.distinct} distinct received, ${report.duplicates} duplicates`);
+      console.info(
+        `amqp restart: ${sent.length} events (${sentAtStop} before the stop), down ${down.ms} ms, up ${up.ms} ms, ` +
+          `${report.distinct} distinct received, ${report.duplicates} duplicates`,
+      );
       expect(report.problems).toEqual([]);
     }, 180_000);
   });

@@ -5,7 +5,7 @@ import { amqpSink } from '../../sinks/amqp/index.js';
 import { amqpOptions, type AmqpOptions } from '../../sinks/amqp/options.js';
 import { createDispatcher } from '../../src/dispatcher/index.js';
 import { envelopeJson, notifyEnvelope } from '../../src/envelope.js';
-import { FatalError, RetriableError, SidekickError } from '../../src/errors.js';
+import { FatalError, RetriableError, type SidekickError } from '../../src/errors.js';
 import type { Sink } from '../../src/sink.js';
 import { contractContext, quietLogger, sinkContract, testEnvelope } from '../contract/sink-contract.js';
 import { waitFor } from '../support/db.js';
@@ -43,7 +43,11 @@ async function adminChannel(): Promise<Channel> {
   return admin.channel;
 }
 
-async function createReader(exchange: string, bindings: string[], queueOptions: amqp.Options.AssertQueue = { autoDelete: false, durable: false }): Promise<Reader> {
+async function createReader(
+  exchange: string,
+  bindings: string[],
+  queueOptions: amqp.Options.AssertQueue = { autoDelete: false, durable: false },
+): Promise<Reader> {
   const connection = await amqp.connect(AMQP_URL);
   connection.on('error', () => {});
   const channel = await connection.createChannel();
@@ -52,7 +56,13 @@ async function createReader(exchange: string, bindings: string[], queueOptions: 
   const { queue } = await channel.assertQueue(randomName('sk-q'), queueOptions);
   for (const b of bindings) await channel.bindQueue(queue, exchange, b);
   let got: ConsumeMessage[] = [];
-  await channel.consume(queue, (m) => { if (m) got.push(m); }, { noAck: true });
+  await channel.consume(
+    queue,
+    (m) => {
+      if (m) got.push(m);
+    },
+    { noAck: true },
+  );
   return {
     queue,
     async drain() {
@@ -75,7 +85,9 @@ afterEach(async () => {
   await Promise.all(sinks.splice(0).map((s) => s.stop().catch(() => {})));
   await Promise.all(readers.splice(0).map((r) => r.close()));
 });
-afterAll(async () => { await admin.connection?.close().catch(() => {}); });
+afterAll(async () => {
+  await admin.connection?.close().catch(() => {});
+});
 
 function makeSink(over: Record<string, unknown>): Sink {
   const sink = amqpSink.create(optionsFor(over), contractContext('rabbit'));
@@ -102,7 +114,10 @@ const signal = () => new AbortController().signal;
       return seen;
     },
     async createUnreachable() {
-      return amqpSink.create(optionsFor({ url: `amqp://guest:guest@127.0.0.1:${await closedPort()}`, exchange, connectTimeout: 2_000 }), contractContext('rabbit'));
+      return amqpSink.create(
+        optionsFor({ url: `amqp://guest:guest@127.0.0.1:${await closedPort()}`, exchange, connectTimeout: 2_000 }),
+        contractContext('rabbit'),
+      );
     },
     async fatalCase() {
       // Only routing key "kept" is bound: the middle event comes back unroutable → fatal.
@@ -113,7 +128,9 @@ const signal = () => new AbortController().signal;
       return { sink, batch, fatal: [1] };
     },
   });
-  afterAll(async () => { await reader?.close(); });
+  afterAll(async () => {
+    await reader?.close();
+  });
 }
 
 // ---- what lands on the broker ----------------------------------------------------------------
@@ -131,10 +148,22 @@ describe('amqp sink against real RabbitMQ', () => {
     expect(m!.fields.routingKey).toBe('public.orders.INSERT');
     expect(m!.fields.exchange).toBe(exchange);
     expect(m!.properties).toMatchObject({
-      messageId: e.id, deliveryMode: 2, contentType: 'application/json', appId: 'pg-sidekick',
+      messageId: e.id,
+      deliveryMode: 2,
+      contentType: 'application/json',
+      appId: 'pg-sidekick',
       timestamp: Math.floor(Date.parse(e.at) / 1000),
     });
-    expect(m!.properties.headers).toEqual({ tenant: 'acme', source: 'table', channel: 'public.contract', seq: '42', op: 'INSERT', schema: 'public', table: 'orders', key: '42' });
+    expect(m!.properties.headers).toEqual({
+      tenant: 'acme',
+      source: 'table',
+      channel: 'public.contract',
+      seq: '42',
+      op: 'INSERT',
+      schema: 'public',
+      table: 'orders',
+      key: '42',
+    });
     expect(JSON.parse(m!.content.toString('utf8'))).toEqual(envelopeJson(e));
   });
 
@@ -159,8 +188,13 @@ describe('amqp sink against real RabbitMQ', () => {
     expect(event!.properties.contentType).toBe('application/cloudevents+json; charset=utf-8');
     // The one CloudEvents mapping (docs/cloudevents.md): a text payload is text/plain data.
     expect(JSON.parse(event!.content.toString('utf8'))).toEqual({
-      specversion: '1.0', id: n.id, source: '/pg-sidekick/orders', type: 'pg-sidekick.notify', time: n.at,
-      datacontenttype: 'text/plain', data: 'not json ✓',
+      specversion: '1.0',
+      id: n.id,
+      source: '/pg-sidekick/orders',
+      type: 'pg-sidekick.notify',
+      time: n.at,
+      datacontenttype: 'text/plain',
+      data: 'not json ✓',
     });
   });
 
@@ -173,7 +207,7 @@ describe('amqp sink against real RabbitMQ', () => {
       const e = testEnvelope();
       expect(await sink.send([e], signal())).toEqual([{ ok: true }]);
       const m = await ch.get(queue, { noAck: true });
-      expect(m && m.properties.messageId).toBe(e.id);
+      expect(m ? m.properties.messageId : m).toBe(e.id);
     } finally {
       await ch.deleteQueue(queue);
     }
@@ -217,7 +251,7 @@ describe('amqp sink against real RabbitMQ', () => {
       expect(result[2]!.ok).toBe(false);
       expect((result[2] as { error: SidekickError }).error).toMatchObject({ code: 'AMQP_NACK', retriable: true });
       const first = await ch.get(queue, { noAck: true });
-      expect(first && first.properties.messageId).toBe(batch[0]!.id);
+      expect(first ? first.properties.messageId : first).toBe(batch[0]!.id);
     } finally {
       await ch.deleteQueue(queue);
       await ch.deleteExchange(exchange);
@@ -227,7 +261,10 @@ describe('amqp sink against real RabbitMQ', () => {
   it('declare: false checks that the exchange exists; a missing one keeps the sink unavailable with a clear error', async () => {
     const missing = randomName('sk-missing');
     const sink = makeSink({ exchange: missing, declare: false });
-    const error = await sink.start(signal()).then(() => undefined, (e: unknown) => e);
+    const error = await sink.start(signal()).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(RetriableError);
     expect(error).toMatchObject({ code: 'AMQP_NOT_FOUND', unavailable: true });
     expect((error as Error).message).toContain(`exchange "${missing}" does not exist (declare: false)`);
@@ -285,7 +322,10 @@ describe('amqp sink against real RabbitMQ', () => {
 
       // While the broker "is down", a send fails fast and retriably.
       proxy.refuse(true);
-      const down = await sink.send([testEnvelope()], signal()).then(() => undefined, (e: unknown) => e);
+      const down = await sink.send([testEnvelope()], signal()).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(down).toMatchObject({ retriable: true, unavailable: true });
       proxy.refuse(false);
 
@@ -349,10 +389,15 @@ describe('amqp sink: 10 000 row changes through the dispatcher', () => {
 
 async function readBack(reader: Reader, expected: number, timeoutMs = 20_000): Promise<Received[]> {
   const received: Received[] = [];
-  await waitFor(async () => {
-    for (const m of await reader.drain()) received.push(toReceived(m));
-    return new Set(received.map((r) => r.id)).size >= expected;
-  }, `${expected} messages in ${reader.queue}`, timeoutMs, 50).catch(() => undefined);
+  await waitFor(
+    async () => {
+      for (const m of await reader.drain()) received.push(toReceived(m));
+      return new Set(received.map((r) => r.id)).size >= expected;
+    },
+    `${expected} messages in ${reader.queue}`,
+    timeoutMs,
+    50,
+  ).catch(() => undefined);
   return received;
 }
 
@@ -360,7 +405,6 @@ function toReceived(m: ConsumeMessage): Received {
   const body = JSON.parse(m.content.toString('utf8')) as { id: string; key: string; new: { seq: number } };
   return { id: body.id, key: body.key, seq: body.new.seq };
 }
-
 
 // Last, in this file's sequence: end to end through a bridge, then RabbitMQ restarted mid-stream.
 amqpBridgeSuite();

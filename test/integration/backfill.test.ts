@@ -15,29 +15,52 @@ function io(signal = new AbortController().signal): CommandIO & { out: () => str
   const stderr = new PassThrough();
   let out = '';
   let err = '';
-  stdout.on('data', (d) => { out += String(d); });
-  stderr.on('data', (d) => { err += String(d); });
+  stdout.on('data', (d) => {
+    out += String(d);
+  });
+  stderr.on('data', (d) => {
+    err += String(d);
+  });
   return { stdout, stderr, env: {}, signal, out: () => out, err: () => err };
 }
 
-interface Line { id: string; seq: string; op: string; key?: string; channel: string; new: Record<string, unknown> | null; old: unknown }
+interface Line {
+  id: string;
+  seq: string;
+  op: string;
+  key?: string;
+  channel: string;
+  new: Record<string, unknown> | null;
+  old: unknown;
+}
 
 /** A bridge with a stdout sink writing into memory; `lines()` are the envelopes it printed. */
 async function stdoutBridge(url: string): Promise<{ bridge: Bridge; lines: () => Line[] }> {
   const out = new PassThrough();
   let text = '';
-  out.on('data', (d) => { text += String(d); });
-  const config = parseConfig({ database: url, sinks: { out: { type: 'stdout' } }, routes: [{ from: 'public.*', to: 'out' }] },
-    { file: 'test', env: {}, sinks: sinkDefinitions });
+  out.on('data', (d) => {
+    text += String(d);
+  });
+  const config = parseConfig(
+    { database: url, sinks: { out: { type: 'stdout' } }, routes: [{ from: 'public.*', to: 'out' }] },
+    { file: 'test', env: {}, sinks: sinkDefinitions },
+  );
   const bridge = createBridge({ config, logger: createLogger({ level: 'silent' }), stdout: out });
   await bridge.start();
-  return { bridge, lines: () => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line) };
+  return {
+    bridge,
+    lines: () =>
+      text
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Line),
+  };
 }
 
 describe('sidekick backfill (real PostgreSQL)', () => {
   const bed = useTestBed();
   let db: TestDatabase | undefined;
-  let bridge: Bridge | undefined;
+  let _bridge: Bridge | undefined;
 
   it('enqueues 5000 rows as READ events that a stdout sink prints in key order', async () => {
     db = await bed.database();
@@ -53,7 +76,7 @@ describe('sidekick backfill (real PostgreSQL)', () => {
     expect(term.err()).toMatch(/backfill public\.items: 5,000\/5,000 rows \(100%\)/);
 
     const run = await stdoutBridge(db.url);
-    bridge = run.bridge;
+    _bridge = run.bridge;
     bed.defer(() => run.bridge.stop());
     await waitFor(() => run.lines().length >= 5000, '5000 events on stdout', 30_000);
     const lines = run.lines();
@@ -82,7 +105,9 @@ describe('sidekick backfill (real PostgreSQL)', () => {
     expect(await backfillCommand({ database: db.url, table: 'public.items', batch: 300 }, stopped)).toBe(130);
     expect(stopped.err()).toMatch(/resuming after 900 rows/);
     // Different options do not silently mix with the unfinished run.
-    await expect(backfillCommand({ database: db.url, table: 'public.items', batch: 300, where: 'a = 1' }, io())).rejects.toThrow(/unfinished backfill .*--restart/);
+    await expect(backfillCommand({ database: db.url, table: 'public.items', batch: 300, where: 'a = 1' }, io())).rejects.toThrow(
+      /unfinished backfill .*--restart/,
+    );
 
     const second = io();
     expect(await backfillCommand({ database: db.url, table: 'public.items', batch: 300 }, second)).toBe(0);
@@ -96,7 +121,7 @@ describe('sidekick backfill (real PostgreSQL)', () => {
     expect(rows.map((r) => r.k)).toEqual(expected);
   });
 
-  it('--where filters, and the capture config\'s key and column selection apply', async () => {
+  it("--where filters, and the capture config's key and column selection apply", async () => {
     db = await bed.database();
     const c = await db.client();
     await install(c);
@@ -106,19 +131,24 @@ describe('sidekick backfill (real PostgreSQL)', () => {
     const { join } = await import('node:path');
     const { tmpdir } = await import('node:os');
     const file = join(mkdtempSync(join(tmpdir(), 'sk-backfill-')), 'sidekick.yaml');
-    writeFileSync(file, `database: ${db.url}\nsinks:\n  out: { type: stdout }\nroutes:\n  - { from: "public.*", to: out }\ncapture:\n  - table: public.accounts\n    key: [region]\n    columns: [email]\n`);
+    writeFileSync(
+      file,
+      `database: ${db.url}\nsinks:\n  out: { type: stdout }\nroutes:\n  - { from: "public.*", to: out }\ncapture:\n  - table: public.accounts\n    key: [region]\n    columns: [email]\n`,
+    );
     await capture(c, [{ table: 'public.accounts', key: ['region'], columns: ['email'] }]);
     const term = io();
     expect(await backfillCommand({ config: file, table: 'accounts', where: `region = 'eu' AND id <= 150`, batch: 20 }, term)).toBe(0);
     expect(term.out()).toMatch(/enqueued 50 rows/);
     const run = await stdoutBridge(db.url);
-    bridge = run.bridge;
+    _bridge = run.bridge;
     bed.defer(() => run.bridge.stop());
     await waitFor(() => run.lines().length >= 50, '50 events');
     const lines = run.lines();
     expect(lines).toHaveLength(50);
     expect(lines.every((l) => l.op === 'READ' && l.key === 'eu' && Object.keys(l.new ?? {}).join() === 'email')).toBe(true);
     expect(lines.map((l) => l.new?.email)).toEqual(Array.from({ length: 50 }, (_, i) => `u${(i + 1) * 3}@x`));
-    await expect(backfillCommand({ database: db.url, table: 'accounts', where: 'nope = 1', restart: true }, io())).rejects.toThrow(/--where "nope = 1": column "nope" does not exist/);
+    await expect(backfillCommand({ database: db.url, table: 'accounts', where: 'nope = 1', restart: true }, io())).rejects.toThrow(
+      /--where "nope = 1": column "nope" does not exist/,
+    );
   });
 });

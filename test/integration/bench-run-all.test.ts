@@ -15,7 +15,9 @@ describe('bench/run-all.mjs (report of every benchmark)', () => {
   it('runs each bench with --quick, writes REPORT.md with the machine, a summary table and an SVG chart, and names failures and missing benches', () => {
     const bench = join(dir, 'bench');
     mkdirSync(bench);
-    writeFileSync(join(bench, 'webhook.mjs'), `
+    writeFileSync(
+      join(bench, 'webhook.mjs'),
+      `
 import { mkdirSync, writeFileSync } from 'node:fs';
 const quick = process.argv.includes('--quick');
 const table = [
@@ -29,17 +31,27 @@ const table = [
 console.log(table);
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
 writeFileSync(new URL('./results/webhook.md', import.meta.url), table + '\\n');
-`);
-    writeFileSync(join(bench, 'scheduler.mjs'), `
+`,
+    );
+    writeFileSync(
+      join(bench, 'scheduler.mjs'),
+      `
 console.log('| runner | jobs/s | × baseline |\\n|---|---:|---:|\\n| baseline: plain client | 1,086 | 1.00× |\\n| scheduler | 2,105 | 1.94× |');
-`);
+`,
+    );
     writeFileSync(join(bench, 'capture.mjs'), `console.error('capture: cannot reach the database'); process.exit(3);`);
     writeFileSync(join(bench, '_shared.mjs'), `throw new Error('a helper must not be run as a benchmark');`);
 
     const report = join(bench, 'REPORT.md');
-    const run = spawnSync(process.execPath, [join(REPO_ROOT, 'bench', 'run-all.mjs'), '--bench-dir', bench, '--report', report, '--no-build', '--quick'], {
-      cwd: REPO_ROOT, encoding: 'utf8', timeout: 60_000,
-    });
+    const run = spawnSync(
+      process.execPath,
+      [join(REPO_ROOT, 'bench', 'run-all.mjs'), '--bench-dir', bench, '--report', report, '--no-build', '--quick'],
+      {
+        cwd: REPO_ROOT,
+        encoding: 'utf8',
+        timeout: 60_000,
+      },
+    );
     expect(run.status).toBe(1); // one benchmark failed
     const text = readFileSync(report, 'utf8');
 
@@ -57,7 +69,9 @@ console.log('| runner | jobs/s | × baseline |\\n|---|---:|---:|\\n| baseline: p
     expect(text).toContain('| webhook | backlog → instant receiver · sequential (skor) | 5,155 events/s | 226.9 ms | 460.6 ms |');
     expect(text).toContain('| scheduler | baseline: plain client | 1,086 jobs/s | — | — |');
     // Each benchmark's own table, under its own heading (from results/<name>.md when written).
-    expect(text).toMatch(/## webhook\n\n`node bench\/webhook\.mjs --quick` — ok, \d+ s; table from results\/webhook\.md\.\n\n### Webhook sink \(--quick\)/);
+    expect(text).toMatch(
+      /## webhook\n\n`node bench\/webhook\.mjs --quick` — ok, \d+ s; table from results\/webhook\.md\.\n\n### Webhook sink \(--quick\)/,
+    );
     expect(text).toMatch(/## scheduler\n\n.*table from its standard output/);
     expect(text).toContain('![events/s per workload](chart.svg)');
 

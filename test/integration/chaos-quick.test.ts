@@ -22,8 +22,13 @@ describe('chaos (quick): faults under load lose nothing and keep per-key order',
       expect(row.results.length, `${row.name}: ${row.failures.join('; ')}`).toBeGreaterThan(0);
       expect(row.written, row.name).toBeGreaterThan(100);
       for (const sink of row.results) {
-        expect({ scenario: row.name, sink: sink.sink, lost: sink.lost, order: sink.order, lostSample: sink.lostSample })
-          .toEqual({ scenario: row.name, sink: sink.sink, lost: 0, order: 0, lostSample: [] });
+        expect({ scenario: row.name, sink: sink.sink, lost: sink.lost, order: sink.order, lostSample: sink.lostSample }).toEqual({
+          scenario: row.name,
+          sink: sink.sink,
+          lost: 0,
+          order: 0,
+          lostSample: [],
+        });
       }
       // … and every check of the scenario passed (no error, settled in time).
       expect(row.failures, row.name).toEqual([]);

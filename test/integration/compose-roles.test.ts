@@ -77,7 +77,8 @@ describe('least-privilege roles (examples/compose/init.sql, real PostgreSQL)', (
 
     const check = await connect(bridge);
     try {
-      const { rows: tables } = await check.query<{ name: string; dml: boolean; truncate: boolean; app_select: boolean }>(`
+      const { rows: tables } = await check.query<{ name: string; dml: boolean; truncate: boolean; app_select: boolean }>(
+        `
         SELECT c.oid::regclass::text AS name,
                -- (a list of privileges would mean "any of them": ask for each)
                has_table_privilege(c.oid, 'SELECT') AND has_table_privilege(c.oid, 'INSERT')
@@ -85,7 +86,9 @@ describe('least-privilege roles (examples/compose/init.sql, real PostgreSQL)', (
                has_table_privilege(c.oid, 'TRUNCATE') AS truncate,
                has_table_privilege($1, c.oid, 'SELECT') AS app_select
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'sidekick' AND c.relkind IN ('r', 'u', 'p')`, [app]);
+        WHERE n.nspname = 'sidekick' AND c.relkind IN ('r', 'u', 'p')`,
+        [app],
+      );
       expect(tables.map((t) => t.name)).toContain('sidekick.migrations');
       for (const t of tables) expect(t, t.name).toMatchObject({ dml: true, truncate: false, app_select: false });
       // Nothing on the application's data, no DDL.

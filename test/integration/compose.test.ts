@@ -18,8 +18,13 @@ const path = (...p: string[]) => join(REPO_ROOT, ...p);
 const read = (...p: string[]) => readFileSync(path(...p), 'utf8');
 
 type Service = {
-  image?: string; build?: unknown; command?: unknown; environment?: Record<string, unknown>;
-  volumes?: string[]; ports?: string[]; healthcheck?: { test: unknown };
+  image?: string;
+  build?: unknown;
+  command?: unknown;
+  environment?: Record<string, unknown>;
+  volumes?: string[];
+  ports?: string[];
+  healthcheck?: { test: unknown };
   depends_on?: Record<string, { condition: string }>;
 };
 const compose = parseYaml(read('docker-compose.yml'), { merge: true }) as { services: Record<string, Service> };
@@ -83,9 +88,15 @@ describe('docker-compose.yml (validated offline)', () => {
   // dclint (devDependency, pinned): its errors — e.g. no-build-and-image, a service with both `build`
   // and `image` but no pull_policy — fail the test; its style warnings do not.
   it('passes dclint without errors, and dclint catches a service with both build and image', () => {
-    const dclint = (file: string) => spawnSync(process.execPath, [path('node_modules', 'dclint', 'bin', 'dclint.cjs'), file, '--formatter', 'json'], { cwd: REPO_ROOT, encoding: 'utf8' });
-    const errorsOf = (r: ReturnType<typeof dclint>) => (JSON.parse(r.stdout) as { messages: { type: string; rule: string; message: string }[] }[])
-      .flatMap((f) => f.messages).filter((m) => m.type === 'error');
+    const dclint = (file: string) =>
+      spawnSync(process.execPath, [path('node_modules', 'dclint', 'bin', 'dclint.cjs'), file, '--formatter', 'json'], {
+        cwd: REPO_ROOT,
+        encoding: 'utf8',
+      });
+    const errorsOf = (r: ReturnType<typeof dclint>) =>
+      (JSON.parse(r.stdout) as { messages: { type: string; rule: string; message: string }[] }[])
+        .flatMap((f) => f.messages)
+        .filter((m) => m.type === 'error');
     const ok = dclint('docker-compose.yml');
     expect(errorsOf(ok), ok.stdout).toEqual([]);
     expect(ok.status).toBe(0);
@@ -151,12 +162,15 @@ describe('docker-compose.yml (validated offline)', () => {
 
   const composeConfig = read('examples', 'compose', 'sidekick.yaml');
   const missing = missingFeatures(composeConfig);
-  it.skipIf(missing.length > 0)(`examples/compose/sidekick.yaml passes the project's config schema${missing.length ? ` — SKIPPED until these land: ${missing.join(', ')}` : ''}`, () => {
-    const env = Object.fromEntries(Object.entries(services.sidekick?.environment ?? {}).map(([k, v]) => [k, String(v)]));
-    const config = parseConfig(parseYaml(composeConfig), { file: 'examples/compose/sidekick.yaml', env, sinks: sinkDefinitions });
-    expect(config.sinks.map((s) => s.type).sort()).toEqual(['amqp', 'kafka', 'redis-stream', 'stdout', 'webhook']);
-    expect(config.http).toEqual({ enabled: true, host: '0.0.0.0', port: 9187 });
-  });
+  it.skipIf(missing.length > 0)(
+    `examples/compose/sidekick.yaml passes the project's config schema${missing.length ? ` — SKIPPED until these land: ${missing.join(', ')}` : ''}`,
+    () => {
+      const env = Object.fromEntries(Object.entries(services.sidekick?.environment ?? {}).map(([k, v]) => [k, String(v)]));
+      const config = parseConfig(parseYaml(composeConfig), { file: 'examples/compose/sidekick.yaml', env, sinks: sinkDefinitions });
+      expect(config.sinks.map((s) => s.type).sort()).toEqual(['amqp', 'kafka', 'redis-stream', 'stdout', 'webhook']);
+      expect(config.http).toEqual({ enabled: true, host: '0.0.0.0', port: 9187 });
+    },
+  );
 });
 
 describe('Dockerfile', () => {
@@ -177,10 +191,13 @@ describe('Dockerfile', () => {
 
 describe('deploy/ (Kubernetes example)', () => {
   const kustomization = parseYaml(read('deploy', 'kustomization.yaml')) as { resources: string[] };
-  const docs = kustomization.resources.flatMap((file) => parseAllDocuments(read('deploy', file)).map((d) => {
-    expect(d.errors, file).toEqual([]);
-    return d.toJS() as { kind: string; metadata: { name: string }; spec?: any; data?: Record<string, string>; stringData?: Record<string, string> };
-  }));
+  const docs = kustomization.resources.flatMap((file) =>
+    parseAllDocuments(read('deploy', file)).map((d) => {
+      expect(d.errors, file).toEqual([]);
+      // biome-ignore lint/suspicious/noExplicitAny: a Kubernetes manifest's spec, read as loosely as the tests below read it
+      return d.toJS() as { kind: string; metadata: { name: string }; spec?: any; data?: Record<string, string>; stringData?: Record<string, string> };
+    }),
+  );
   const byKind = (kind: string) => docs.find((d) => d.kind === kind)!;
 
   it('parses, and kustomization lists every manifest in deploy/', () => {
@@ -211,27 +228,34 @@ describe('deploy/ (Kubernetes example)', () => {
     expect(Number.parseInt(config.shutdown.timeout, 10) + 5).toBeLessThanOrEqual(grace); // +5 s: the CLI's margin for closing sinks
   });
 
-  it('provides every ${VAR} of the ConfigMap\'s config from the Secret or the container env', () => {
+  it("provides every ${VAR} of the ConfigMap's config from the Secret or the container env", () => {
     const text = byKind('ConfigMap').data!['sidekick.yaml'] as string;
     const container = byKind('Deployment').spec.template.spec.containers[0];
     const provided = new Set([...Object.keys(byKind('Secret').stringData ?? {}), ...container.env.map((e: { name: string }) => e.name)]);
     for (const v of requiredVariables(text)) expect(provided.has(v), `${v} is provided`).toBe(true);
   });
 
-  const k8sConfig = (parseAllDocuments(read('deploy', 'configmap.yaml'))[0]!.toJS() as { data: Record<string, string> }).data['sidekick.yaml'] as string;
+  const k8sConfig = (parseAllDocuments(read('deploy', 'configmap.yaml'))[0]!.toJS() as { data: Record<string, string> }).data[
+    'sidekick.yaml'
+  ] as string;
   const k8sMissing = missingFeatures(k8sConfig);
-  it.skipIf(k8sMissing.length > 0)(`the ConfigMap's sidekick.yaml passes the project's config schema${k8sMissing.length ? ` — SKIPPED until these land: ${k8sMissing.join(', ')}` : ''}`, () => {
-    const env = { ...byKind('Secret').stringData, KAFKA_BROKERS: 'kafka-0:9092,kafka-1:9092' };
-    const config = parseConfig(parseYaml(k8sConfig), { file: 'deploy/configmap.yaml', env, sinks: sinkDefinitions });
-    expect(config.http).toEqual({ enabled: true, host: '0.0.0.0', port: 9187 });
-    expect(config.listen).toEqual([]); // replicas would each receive every plain NOTIFY
-  });
+  it.skipIf(k8sMissing.length > 0)(
+    `the ConfigMap's sidekick.yaml passes the project's config schema${k8sMissing.length ? ` — SKIPPED until these land: ${k8sMissing.join(', ')}` : ''}`,
+    () => {
+      const env = { ...byKind('Secret').stringData, KAFKA_BROKERS: 'kafka-0:9092,kafka-1:9092' };
+      const config = parseConfig(parseYaml(k8sConfig), { file: 'deploy/configmap.yaml', env, sinks: sinkDefinitions });
+      expect(config.http).toEqual({ enabled: true, host: '0.0.0.0', port: 9187 });
+      expect(config.listen).toEqual([]); // replicas would each receive every plain NOTIFY
+    },
+  );
 });
 
 describe('examples/webhook-receiver.mjs', () => {
   const secret = 'whsec_c2lkZWtpY2stZGVtby1zZWNyZXQtMzItYnl0ZXMhIQ==';
   const children: ReturnType<typeof spawn>[] = [];
-  afterAll(() => { for (const c of children) c.kill('SIGKILL'); });
+  afterAll(() => {
+    for (const c of children) c.kill('SIGKILL');
+  });
 
   it('prints each request, answers 204, and refuses a bad Standard Webhooks signature with 401', async () => {
     const child = spawn(process.execPath, [path('examples', 'webhook-receiver.mjs')], {
@@ -241,8 +265,12 @@ describe('examples/webhook-receiver.mjs', () => {
     children.push(child);
     let out = '';
     let err = '';
-    child.stdout!.on('data', (c: Buffer) => { out += c.toString(); });
-    child.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
+    child.stdout!.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    child.stderr!.on('data', (c: Buffer) => {
+      err += c.toString();
+    });
     const port = await waitFor(() => /listening on [\d.]+:(\d+)/.exec(err)?.[1], 'the receiver to listen');
     const body = JSON.stringify({ id: '42', op: 'INSERT', table: 'orders' });
     const id = randomUUID();
@@ -250,14 +278,20 @@ describe('examples/webhook-receiver.mjs', () => {
     // Signed here from the spec, independently of the receiver's code.
     const key = Buffer.from(secret.slice('whsec_'.length), 'base64');
     const signature = `v1,${createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64')}`;
-    const post = (sig: string) => fetch(`http://127.0.0.1:${port}/hooks/public/orders`, {
-      method: 'POST', body, headers: { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': timestamp, 'webhook-signature': sig },
-    });
+    const post = (sig: string) =>
+      fetch(`http://127.0.0.1:${port}/hooks/public/orders`, {
+        method: 'POST',
+        body,
+        headers: { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': timestamp, 'webhook-signature': sig },
+      });
     expect((await post(signature)).status).toBe(204);
     expect((await post(`v1,${Buffer.from('forged').toString('base64')}`)).status).toBe(401);
     expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(204);
     await waitFor(() => out.trim().split('\n').length >= 2, 'two printed requests');
-    const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines[0]).toMatchObject({ method: 'POST', path: '/hooks/public/orders', id, signature: 'ok', body: { id: '42', op: 'INSERT' } });
     expect(lines[1]).toMatchObject({ signature: 'INVALID' });
     child.kill('SIGTERM');

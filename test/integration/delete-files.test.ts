@@ -80,7 +80,16 @@ describe('examples/delete-files.sh', () => {
     expect(r.status).toBe(0);
     expect(existsSync(join(outside, 'secret.txt'))).toBe(true);
     expect(existsSync(join(base, 'keep.txt'))).toBe(true);
-    expect(readdirSync(base).sort()).toEqual(['escape', 'keep.txt', 'link-in.txt', 'link-out.txt', 'new\nline.txt', 'plain.txt', 'sub', 'with space.txt']);
+    expect(readdirSync(base).sort()).toEqual([
+      'escape',
+      'keep.txt',
+      'link-in.txt',
+      'link-out.txt',
+      'new\nline.txt',
+      'plain.txt',
+      'sub',
+      'with space.txt',
+    ]);
     expect(r.stderr).toMatch(/refused link-out\.txt: a symbolic link/);
     expect(r.stderr).toMatch(/refused link-in\.txt: a symbolic link/);
     expect(r.stderr).toMatch(/refused sub: not a regular file/);
@@ -99,22 +108,34 @@ describe('examples/delete-files.sh', () => {
 
   describe('behind pglisten --print0 (real PostgreSQL)', () => {
     let db: TestDatabase | undefined;
-    afterEach(async () => { await db?.drop(); db = undefined; });
+    afterEach(async () => {
+      await db?.drop();
+      db = undefined;
+    });
 
     it('deletes what pg_notify names and refuses the escape attempts', async () => {
       setup();
       db = await createTestDatabase();
       const admin = await db.client();
-      const pipeline = spawn('bash', ['-c', `"${process.execPath}" "${join(REPO_ROOT, 'dist/src/bin/pglisten.js')}" -d "$URL" --listen=del --print0 | "${SCRIPT}" "$DIR"`], {
-        env: { PATH: process.env.PATH, HOME: process.env.HOME, URL: db.url, DIR: base },
-        stdio: ['ignore', 'ignore', 'pipe'],
-        detached: true, // its own process group, so that the whole pipeline can be ended at once
-      });
+      const pipeline = spawn(
+        'bash',
+        ['-c', `"${process.execPath}" "${join(REPO_ROOT, 'dist/src/bin/pglisten.js')}" -d "$URL" --listen=del --print0 | "${SCRIPT}" "$DIR"`],
+        {
+          env: { PATH: process.env.PATH, HOME: process.env.HOME, URL: db.url, DIR: base },
+          stdio: ['ignore', 'ignore', 'pipe'],
+          detached: true, // its own process group, so that the whole pipeline can be ended at once
+        },
+      );
       let stderr = '';
-      pipeline.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+      pipeline.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+      });
       try {
         await waitFor(async () => {
-          const { rows } = await admin.query(`SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pglisten' AND query LIKE 'LISTEN %' AND state = 'idle'`, [db?.name]);
+          const { rows } = await admin.query(
+            `SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pglisten' AND query LIKE 'LISTEN %' AND state = 'idle'`,
+            [db?.name],
+          );
           return rows.length === 1;
         }, 'pglisten to listen');
         for (const name of ['with space.txt', '../outside/secret.txt', 'new\nline.txt', 'link-out.txt']) {

@@ -12,8 +12,13 @@ function run(args: string[], onStdout?: (text: string, child: ReturnType<typeof 
     const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString(); onStdout?.(stdout, child); });
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+      onStdout?.(stdout, child);
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
@@ -30,7 +35,10 @@ describe('sidekick demo (embedded PostgreSQL)', () => {
     const dir = dataDir();
     const { code, stdout, stderr } = await run(['demo', '--once', '--dir', dir]);
     expect(code, stderr).toBe(0);
-    const envelopes = stdout.trim().split('\n').map((l) => JSON.parse(l) as { channel: string; source: string });
+    const envelopes = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { channel: string; source: string });
     expect(envelopes.length).toBeGreaterThanOrEqual(3);
     expect(envelopes.every((e) => e.channel === 'demo' || e.source === 'table')).toBe(true);
     expect(stderr).toContain('psql');
@@ -57,7 +65,10 @@ describe('sidekick demo (embedded PostgreSQL)', () => {
     const dir = dataDir();
     let sent = false;
     const { code, stderr } = await run(['demo', '--dir', dir], (text, child) => {
-      if (!sent && text.split('\n').length > 3) { sent = true; child.kill('SIGINT'); }
+      if (!sent && text.split('\n').length > 3) {
+        sent = true;
+        child.kill('SIGINT');
+      }
     });
     expect(sent).toBe(true);
     expect(code, stderr).toBe(0);

@@ -28,11 +28,15 @@ describe('/metrics: outbox backlog, oldest age, sink backlog and due schedules (
     const out = memory.get('out');
     let failing = true;
     out.behaviour = () => (failing ? { ok: false, error: new RetriableError('DOWN', 'test: sink down', { unavailable: true }) } : OK);
-    bridge = await bed.bridge(db.url, {
-      http: { port: 0 },
-      sinks: { out: { type: 'memory', retry: { attempts: 1000, initialDelay: 20, maxDelay: 50 } } },
-      routes: [{ from: 'public.*', to: 'out' }],
-    }, [memory.definition]);
+    bridge = await bed.bridge(
+      db.url,
+      {
+        http: { port: 0 },
+        sinks: { out: { type: 'memory', retry: { attempts: 1000, initialDelay: 20, maxDelay: 50 } } },
+        routes: [{ from: 'public.*', to: 'out' }],
+      },
+      [memory.definition],
+    );
     const url = `http://127.0.0.1:${bridge.http?.address()?.port}/metrics`;
     const scrape = async () => (await fetch(url)).text();
 
@@ -43,7 +47,10 @@ describe('/metrics: outbox backlog, oldest age, sink backlog and due schedules (
     await waitFor(async () => {
       const text = await scrape();
       const waiting = sample(text, 'sidekick_outbox_pending_events') + sample(text, 'sidekick_sink_backlog', 'sink="out"');
-      const age = Math.max(sample(text, 'sidekick_outbox_oldest_age_seconds'), sample(text, 'sidekick_sink_backlog_oldest_age_seconds', 'sink="out"'));
+      const age = Math.max(
+        sample(text, 'sidekick_outbox_oldest_age_seconds'),
+        sample(text, 'sidekick_sink_backlog_oldest_age_seconds', 'sink="out"'),
+      );
       return waiting === 21 && age > 0;
     }, '21 events waiting with an age > 0 on /metrics');
 
@@ -51,8 +58,12 @@ describe('/metrics: outbox backlog, oldest age, sink backlog and due schedules (
     await waitFor(() => out.received.length >= 21, 'delivery after recovery');
     await waitFor(async () => {
       const text = await scrape();
-      return sample(text, 'sidekick_outbox_pending_events') === 0 && sample(text, 'sidekick_outbox_oldest_age_seconds') === 0
-        && sample(text, 'sidekick_sink_backlog', 'sink="out"') === 0 && sample(text, 'sidekick_sink_backlog_oldest_age_seconds', 'sink="out"') === 0;
+      return (
+        sample(text, 'sidekick_outbox_pending_events') === 0 &&
+        sample(text, 'sidekick_outbox_oldest_age_seconds') === 0 &&
+        sample(text, 'sidekick_sink_backlog', 'sink="out"') === 0 &&
+        sample(text, 'sidekick_sink_backlog_oldest_age_seconds', 'sink="out"') === 0
+      );
     }, 'backlog and age back to 0');
     const text = await scrape();
     expect(sample(text, 'sidekick_schedules_due')).toBe(0);
@@ -76,10 +87,16 @@ describe('/metrics: outbox backlog, oldest age, sink backlog and due schedules (
 
   it('leaves the database gauges out without failing the scrape when the database is unreachable', async () => {
     // start() waits for the drain's first connection (which never comes): serve /metrics regardless.
-    const config = parseConfig({
-      database: 'postgres://postgres@127.0.0.1:1/nowhere',
-      http: { port: 0 }, outbox: { enabled: true }, sinks: { out: { type: 'stdout' } }, routes: [{ from: '*', to: 'out' }],
-    }, { file: 'test', env: {}, sinks: sinkDefinitions });
+    const config = parseConfig(
+      {
+        database: 'postgres://postgres@127.0.0.1:1/nowhere',
+        http: { port: 0 },
+        outbox: { enabled: true },
+        sinks: { out: { type: 'stdout' } },
+        routes: [{ from: '*', to: 'out' }],
+      },
+      { file: 'test', env: {}, sinks: sinkDefinitions },
+    );
     bridge = createBridge({ config, logger: createLogger({ level: 'silent' }) });
     const started = bridge;
     bed.defer(() => started.stop());
@@ -90,7 +107,7 @@ describe('/metrics: outbox backlog, oldest age, sink backlog and due schedules (
     const text = await response.text();
     expect(sample(text, 'sidekick_outbox_oldest_age_seconds')).toBeNaN();
     // prom-client writes NaN as "Nan".
-    expect(text).toMatch(/^sidekick_outbox_oldest_age_seconds NaN$/mi);
-    expect(text).toMatch(/^sidekick_schedules_due NaN$/mi);
+    expect(text).toMatch(/^sidekick_outbox_oldest_age_seconds NaN$/im);
+    expect(text).toMatch(/^sidekick_schedules_due NaN$/im);
   });
 });

@@ -53,15 +53,20 @@ describe('HTTP endpoint: /metrics, /healthz, /readyz (real bridge, real PostgreS
   function startBridge(url: string, extra: Record<string, unknown> = {}) {
     const stdout = new PassThrough();
     let text = '';
-    stdout.on('data', (c: Buffer) => { text += c.toString(); });
-    const config = parseConfig({
-      database: url,
-      listen: ['jobs', 'stray'],
-      sinks: { console: { type: 'stdout', format: 'json' } },
-      routes: [{ from: 'jobs', to: ['console'] }],
-      http: { port: 0 },
-      ...extra,
-    }, { file: 'http-test.yaml', env: {}, sinks: sinkDefinitions });
+    stdout.on('data', (c: Buffer) => {
+      text += c.toString();
+    });
+    const config = parseConfig(
+      {
+        database: url,
+        listen: ['jobs', 'stray'],
+        sinks: { console: { type: 'stdout', format: 'json' } },
+        routes: [{ from: 'jobs', to: ['console'] }],
+        http: { port: 0 },
+        ...extra,
+      },
+      { file: 'http-test.yaml', env: {}, sinks: sinkDefinitions },
+    );
     const b = createBridge({ config, logger: quiet, metrics: createMetrics({ defaultMetrics: true }), stdout });
     return { bridge: b, lines: () => text.split('\n').filter(Boolean) };
   }
@@ -123,8 +128,13 @@ describe('HTTP endpoint: /metrics, /healthz, /readyz (real bridge, real PostgreS
     expect(res.status).toBe(200);
     const m = parseMetrics(res.text);
     for (const sink of ['console', 'audit']) {
-      for (const name of ['sidekick_events_delivered_total', 'sidekick_events_retried_total', 'sidekick_events_dead_lettered_total',
-        'sidekick_events_dropped_total', 'sidekick_outbox_spilled_total']) {
+      for (const name of [
+        'sidekick_events_delivered_total',
+        'sidekick_events_retried_total',
+        'sidekick_events_dead_lettered_total',
+        'sidekick_events_dropped_total',
+        'sidekick_outbox_spilled_total',
+      ]) {
         expect(m.get(`${name}{sink="${sink}"}`), `${name}{sink="${sink}"}`).toBe(0);
       }
       expect(m.get(`sidekick_delivery_failures_total{sink="${sink}",retriable="true"}`)).toBe(0);
@@ -165,7 +175,9 @@ describe('HTTP endpoint: /metrics, /healthz, /readyz (real bridge, real PostgreS
       return r.status === 503 ? r : undefined;
     }, '/readyz to answer 503');
     expect(JSON.parse(down.text)).toEqual({
-      ready: false, checks: { 'sink:console': true, listener: false, running: true }, failing: ['listener'],
+      ready: false,
+      checks: { 'sink:console': true, listener: false, running: true },
+      failing: ['listener'],
     });
     // /healthz stays 200 (the process is alive), and /metrics still answers, without the database's numbers.
     expect((await get(base, '/healthz')).status).toBe(200);

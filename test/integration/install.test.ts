@@ -11,7 +11,10 @@ import { adminUrl, createTestDatabase, type TestDatabase } from '../support/db.j
 
 describe('sidekick install (real PostgreSQL)', () => {
   let db: TestDatabase | undefined;
-  afterEach(async () => { await db?.drop(); db = undefined; });
+  afterEach(async () => {
+    await db?.drop();
+    db = undefined;
+  });
 
   it('applies every migration once, records it, and is idempotent', async () => {
     db = await createTestDatabase();
@@ -24,13 +27,15 @@ describe('sidekick install (real PostgreSQL)', () => {
     expect(rows.map((r) => r.name)).toEqual(first.applied);
   });
 
-  it('gives sidekick.row_changes exactly the columns, in order, that a capture trigger\'s one-row insert names', async () => {
+  it("gives sidekick.row_changes exactly the columns, in order, that a capture trigger's one-row insert names", async () => {
     // The generated one-row insert names every column in table order so that PostgreSQL can drop a
     // scan node from its plan; a migration that adds a column must add it there too.
     db = await createTestDatabase();
     const c = await db.client();
     await migrate(c);
-    const { rows } = await c.query(`SELECT attname FROM pg_attribute WHERE attrelid = 'sidekick.row_changes'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`);
+    const { rows } = await c.query(
+      `SELECT attname FROM pg_attribute WHERE attrelid = 'sidekick.row_changes'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+    );
     expect(rows.map((r) => r.attname)).toEqual(ROW_CHANGE_COLUMNS);
   });
 
@@ -85,7 +90,9 @@ describe('sidekick install by a role without CREATE on the database (real Postgr
   function io(): CommandIO & { out: () => string } {
     const stdout = new PassThrough();
     let out = '';
-    stdout.on('data', (c: Buffer) => { out += c.toString(); });
+    stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
     return { stdout, stderr: new PassThrough(), env: {}, signal: new AbortController().signal, out: () => out };
   }
 
@@ -99,7 +106,10 @@ describe('sidekick install by a role without CREATE on the database (real Postgr
     const url = new URL(db.url);
     url.username = role;
 
-    const error = await installCommand({ database: url.toString() }, io()).then(() => undefined, (e: unknown) => e);
+    const error = await installCommand({ database: url.toString() }, io()).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(SidekickError);
     const message = (error as SidekickError).message;
     expect((error as SidekickError).code).toBe('INSTALL_PRIVILEGE');

@@ -93,27 +93,43 @@ async function readAll(topics: readonly string[], timeoutMs = 60_000): Promise<R
   const total = await endOffsets(topics);
   if (total === 0) return [];
   const consumer = reader.consumer({
-    groupId: `sk-test-group-${randomBytes(4).toString('hex')}`, sessionTimeout: 10_000, heartbeatInterval: 500, maxWaitTimeInMs: 100,
+    groupId: `sk-test-group-${randomBytes(4).toString('hex')}`,
+    sessionTimeout: 10_000,
+    heartbeatInterval: 500,
+    maxWaitTimeInMs: 100,
   });
   const got: Received[] = [];
   try {
     await consumer.connect();
     await consumer.subscribe({ topics: [...topics], fromBeginning: true });
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`read ${got.length} of ${total} records from ${topics.join(', ')} within ${timeoutMs} ms`)), timeoutMs);
-      consumer.run({
-        eachBatch: async ({ batch }) => {
-          for (const m of batch.messages) {
-            const headers: Record<string, string> = {};
-            for (const [k, v] of Object.entries(m.headers ?? {})) headers[k] = String(v);
-            got.push({
-              topic: batch.topic, partition: batch.partition, offset: Number(m.offset), key: m.key === null ? null : m.key.toString(),
-              value: m.value?.toString() ?? '', headers, timestamp: m.timestamp,
-            });
-          }
-          if (got.length >= total) { clearTimeout(timer); resolve(); }
-        },
-      }).catch(reject);
+      const timer = setTimeout(
+        () => reject(new Error(`read ${got.length} of ${total} records from ${topics.join(', ')} within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      consumer
+        .run({
+          eachBatch: async ({ batch }) => {
+            for (const m of batch.messages) {
+              const headers: Record<string, string> = {};
+              for (const [k, v] of Object.entries(m.headers ?? {})) headers[k] = String(v);
+              got.push({
+                topic: batch.topic,
+                partition: batch.partition,
+                offset: Number(m.offset),
+                key: m.key === null ? null : m.key.toString(),
+                value: m.value?.toString() ?? '',
+                headers,
+                timestamp: m.timestamp,
+              });
+            }
+            if (got.length >= total) {
+              clearTimeout(timer);
+              resolve();
+            }
+          },
+        })
+        .catch(reject);
     });
   } finally {
     await consumer.disconnect();
@@ -141,9 +157,18 @@ function rowChanges(keys: number, perKey: number, channel = 'public.orders'): En
     for (let k = 0; k < keys; k++) {
       const row = { id: k, status: version === 0 ? 'new' : 'paid', version, total: `${(k * 3.7).toFixed(2)}`, note: 'ünïcode ✓' };
       out.push({
-        id: String(++id), source: 'table', channel, op: version === 0 ? 'INSERT' : 'UPDATE', schema: 'public', table: 'orders',
-        key: String(k), new: row, old: version === 0 ? null : { ...row, version: version - 1 }, payload: undefined,
-        at: new Date(base + id).toISOString(), txid: String(5000 + id),
+        id: String(++id),
+        source: 'table',
+        channel,
+        op: version === 0 ? 'INSERT' : 'UPDATE',
+        schema: 'public',
+        table: 'orders',
+        key: String(k),
+        new: row,
+        old: version === 0 ? null : { ...row, version: version - 1 },
+        payload: undefined,
+        at: new Date(base + id).toISOString(),
+        txid: String(5000 + id),
       });
     }
   }
@@ -258,11 +283,29 @@ describe('kafka sink (librdkafka mock cluster, Kafka wire protocol)', () => {
     const { options, dispatch } = configure({ topic });
     const inner = kafkaSink.create(options, contractContext('kafka'));
     let sends = 0;
-    const sink: Sink = { ...inner, ordered: inner.ordered, start: (s) => inner.start(s), stop: () => inner.stop(), send: (b, s) => { sends++; return inner.send(b, s); } };
+    const sink: Sink = {
+      ...inner,
+      ordered: inner.ordered,
+      start: (s) => inner.start(s),
+      stop: () => inner.stop(),
+      send: (b, s) => {
+        sends++;
+        return inner.send(b, s);
+      },
+    };
     const dispatcher = dispatcherFor(sink, dispatch);
-    const envelopes = Array.from({ length: 3_000 }, (_, i): Envelope => ({
-      id: `busy-${i}`, source: 'notify', channel: 'jobs', payload: { job: i }, raw: `{"job":${i}}`, at: new Date().toISOString(), pid: 1,
-    }));
+    const envelopes = Array.from(
+      { length: 3_000 },
+      (_, i): Envelope => ({
+        id: `busy-${i}`,
+        source: 'notify',
+        channel: 'jobs',
+        payload: { job: i },
+        raw: `{"job":${i}}`,
+        at: new Date().toISOString(),
+        pid: 1,
+      }),
+    );
     try {
       await sink.start(new AbortController().signal);
       const results = await Promise.all(envelopes.map((e) => dispatcher.deliver(e)));
@@ -278,7 +321,7 @@ describe('kafka sink (librdkafka mock cluster, Kafka wire protocol)', () => {
     expect(records.sort((a, b) => a.offset - b.offset).map((r) => r.headers.id)).toEqual(envelopes.map((e) => e.id));
   });
 
-  it('after a failed request, the rest of the topic\'s batch is not sent (nothing overtakes what failed)', async () => {
+  it("after a failed request, the rest of the topic's batch is not sent (nothing overtakes what failed)", async () => {
     const topic = await newTopic('overtake', 1);
     const sink = makeSink({ topic });
     // 8 changes of one row, ~100 kB each: more than one produce request (512 KiB each) for one key's run.
@@ -306,22 +349,42 @@ describe('kafka sink (librdkafka mock cluster, Kafka wire protocol)', () => {
       gzip: { format: 'envelope', compression: 'gzip' },
     } as const;
     // Count what kafkajs' GZIP codec compresses: proves the records really went out gzipped.
-    const codecs = kafkajs.CompressionCodecs as Record<number, () => { compress(e: unknown): Promise<Buffer>; decompress(b: Buffer): Promise<Buffer> }>;
+    const codecs = kafkajs.CompressionCodecs as Record<
+      number,
+      () => { compress(e: unknown): Promise<Buffer>; decompress(b: Buffer): Promise<Buffer> }
+    >;
     const gzipFactory = codecs[kafkajs.CompressionTypes.GZIP]!;
     let gzipped = 0;
     codecs[kafkajs.CompressionTypes.GZIP] = () => {
       const codec = gzipFactory();
-      return { compress: (e) => { gzipped++; return codec.compress(e); }, decompress: (b) => codec.decompress(b) };
+      return {
+        compress: (e) => {
+          gzipped++;
+          return codec.compress(e);
+        },
+        decompress: (b) => codec.decompress(b),
+      };
     };
     const topics: Record<string, string> = {};
     const row = rowChanges(1, 2)[1]!;
-    const notify: Envelope = { id: 'n-1', source: 'notify', channel: 'jobs', payload: 'run report 7', raw: 'run report 7', at: new Date().toISOString(), pid: 42 };
+    const notify: Envelope = {
+      id: 'n-1',
+      source: 'notify',
+      channel: 'jobs',
+      payload: 'run report 7',
+      raw: 'run report 7',
+      at: new Date().toISOString(),
+      pid: 42,
+    };
     try {
       for (const [name, opts] of Object.entries(formats)) {
         topics[name] = await newTopic(name, 1);
         const sink = makeSink({ topic: topics[name], ...opts });
         const result = await sink.send([row, notify], new AbortController().signal);
-        expect(result.every((o) => o.ok), name).toBe(true);
+        expect(
+          result.every((o) => o.ok),
+          name,
+        ).toBe(true);
         await sink.stop();
       }
     } finally {
@@ -346,8 +409,14 @@ describe('kafka sink (librdkafka mock cluster, Kafka wire protocol)', () => {
 
     const [binRow] = of('binary');
     expect(binRow!.headers).toMatchObject({
-      ce_specversion: '1.0', ce_id: row.id, ce_source: '/pg-sidekick/public.orders', ce_type: 'pg-sidekick.row.update',
-      ce_time: row.at, ce_subject: row.key, 'content-type': 'application/json', id: row.id,
+      ce_specversion: '1.0',
+      ce_id: row.id,
+      ce_source: '/pg-sidekick/public.orders',
+      ce_type: 'pg-sidekick.row.update',
+      ce_time: row.at,
+      ce_subject: row.key,
+      'content-type': 'application/json',
+      id: row.id,
     });
     // The one CloudEvents mapping (docs/cloudevents.md): data is the row change, not the envelope.
     const data = { op: 'UPDATE', schema: 'public', table: 'orders', key: row.key, new: row.new, old: row.old, txid: row.txid };
@@ -401,8 +470,10 @@ describe('kafka sink (librdkafka mock cluster, Kafka wire protocol)', () => {
 
   it('recovers the producer when the broker drops every connection mid-stream: nothing lost, per-key order kept', async () => {
     const topic = await newTopic('outage', 4);
-    const { options, dispatch } = configure({ topic, connectionTimeout: 500, timeout: 2_000 },
-      { retry: { initialDelay: 50, maxDelay: 400, maxAge: '60s' }, batch: { size: 100 } });
+    const { options, dispatch } = configure(
+      { topic, connectionTimeout: 500, timeout: 2_000 },
+      { retry: { initialDelay: 50, maxDelay: 400, maxAge: '60s' }, batch: { size: 100 } },
+    );
     const inner = kafkaSink.create(options, contractContext('kafka'));
     // Watch the sink's outcomes: the outage must really have hit it.
     let unavailable = 0;
@@ -454,7 +525,10 @@ describe('kafka sink (librdkafka mock cluster, Kafka wire protocol)', () => {
     try {
       await kafkaControl('broker-down');
       try {
-        const failed = await sink.start(new AbortController().signal).then(() => undefined, (e: unknown) => e);
+        const failed = await sink.start(new AbortController().signal).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
         expect(failed).toBeInstanceOf(RetriableError);
         expect((failed as RetriableError).unavailable).toBe(true);
         const [outcome] = await sink.send([testEnvelope()], new AbortController().signal);
@@ -473,7 +547,10 @@ describe('kafka sink (librdkafka mock cluster, Kafka wire protocol)', () => {
   it('a connection the brokers refuse (here: SASL, which the mock does not speak) makes the sink unavailable, not the events fatal', async () => {
     const sink = makeSink({ topic: 't', sasl: { mechanism: 'plain', username: 'u', password: 'p' } });
     try {
-      const failed = await sink.start(new AbortController().signal).then(() => undefined, (e: unknown) => e);
+      const failed = await sink.start(new AbortController().signal).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(failed).toBeInstanceOf(RetriableError);
       expect((failed as RetriableError).unavailable).toBe(true);
       expect((failed as Error).message).toMatch(/^cannot connect to the Kafka brokers \(127\.0\.0\.1:\d+\): /);
@@ -488,12 +565,15 @@ describe('kafka sink (librdkafka mock cluster, Kafka wire protocol)', () => {
     const db = await createTestDatabase('skkafka');
     const topic = await newTopic('bridge', 2);
     const channel = `orders_${randomBytes(3).toString('hex')}`;
-    const config = parseConfig({
-      database: db.url,
-      listen: [channel],
-      sinks: { kafka: { type: 'kafka', brokers: '${KAFKA_BROKERS}', topic, format: 'envelope' } },
-      routes: [{ from: channel, to: 'kafka' }],
-    }, { sinks: sinkDefinitions, env: { KAFKA_BROKERS: brokers() } });
+    const config = parseConfig(
+      {
+        database: db.url,
+        listen: [channel],
+        sinks: { kafka: { type: 'kafka', brokers: '${KAFKA_BROKERS}', topic, format: 'envelope' } },
+        routes: [{ from: channel, to: 'kafka' }],
+      },
+      { sinks: sinkDefinitions, env: { KAFKA_BROKERS: brokers() } },
+    );
     const bridge = createBridge({ config, logger: quietLogger });
     try {
       await bridge.start();

@@ -152,9 +152,16 @@ describe('sidekick later / pglater as a process (real PostgreSQL)', () => {
     await c.query('CREATE TABLE t (n int)');
     let stderr = '';
     child = spawn(process.execPath, [bin, '-v', '-d', db.url], { stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     await waitFor(() => stderr.includes('scheduler running'), `pglater to start (stderr so far: ${stderr})`, 20_000, 50);
-    await waitFor(async () => (await c.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'pg-sidekick listen' AND datname = $1`, [db!.name])).rowCount, 'its LISTEN connection', 10_000);
+    await waitFor(
+      async () =>
+        (await c.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'pg-sidekick listen' AND datname = $1`, [db!.name])).rowCount,
+      'its LISTEN connection',
+      10_000,
+    );
     await c.query(`SELECT pg_notify('pglater', 'not a job')`);
     await c.query(`SELECT pg_notify('pglater', '1 insert into t values (1)')`);
     await waitFor(async () => (await c.query('SELECT 1 FROM t WHERE n = 1')).rowCount, 'the job to run', 10_000);
@@ -169,7 +176,9 @@ describe('sidekick later / pglater as a process (real PostgreSQL)', () => {
     const bin = join(PACKAGE_ROOT, 'dist', 'src', 'bin', 'pglater.js');
     child = spawn(process.execPath, [bin, '-h', '127.0.0.1', '-p', '1', '-d', 'nowhere'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     const code = await new Promise((r) => child!.once('exit', r));
     expect(code).toBe(2);
     expect(stderr).toMatch(/pglater: cannot connect/);

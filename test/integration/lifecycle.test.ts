@@ -63,8 +63,12 @@ function start(args: string[], env: Record<string, string> = {}): Running {
   children.push(child);
   let out = '';
   let err = '';
-  child.stdout!.on('data', (c: Buffer) => { out += c.toString(); });
-  child.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
+  child.stdout!.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  child.stderr!.on('data', (c: Buffer) => {
+    err += c.toString();
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on('exit', (code, signal) => resolve({ code, signal }));
   });
@@ -72,7 +76,11 @@ function start(args: string[], env: Record<string, string> = {}): Running {
     child,
     stdout: () => out,
     stderr: () => err,
-    logs: () => err.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
+    logs: () =>
+      err
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
     exited,
   };
 }
@@ -81,7 +89,9 @@ async function exitOf(run: Running, timeoutMs = 20_000) {
   let timer: NodeJS.Timeout | undefined;
   const result = await Promise.race([
     run.exited,
-    new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`the CLI did not exit within ${timeoutMs} ms; stderr:\n${run.stderr()}`)), timeoutMs); }),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the CLI did not exit within ${timeoutMs} ms; stderr:\n${run.stderr()}`)), timeoutMs);
+    }),
   ]);
   clearTimeout(timer);
   return result;
@@ -89,13 +99,16 @@ async function exitOf(run: Running, timeoutMs = 20_000) {
 
 /** The port the bridge bound for /metrics (config says port 0), from its log line. */
 async function httpBase(run: Running): Promise<string> {
-  const line = await waitFor(() => run.logs().find((l) => l.msg === 'serving /metrics, /healthz, /readyz'), `the HTTP endpoint; stderr:\n${run.stderr()}`);
+  const line = await waitFor(
+    () => run.logs().find((l) => l.msg === 'serving /metrics, /healthz, /readyz'),
+    `the HTTP endpoint; stderr:\n${run.stderr()}`,
+  );
   return `http://127.0.0.1:${line.port as number}`;
 }
 
 async function readyz(base: string): Promise<{ status: number; body: { ready: boolean; checks: Record<string, boolean> } }> {
   const res = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(5_000) });
-  return { status: res.status, body: await res.json() as { ready: boolean; checks: Record<string, boolean> } };
+  return { status: res.status, body: (await res.json()) as { ready: boolean; checks: Record<string, boolean> } };
 }
 
 function bridgeConfig(database: string, extra = '', sinkExtra = ''): string {
@@ -113,9 +126,19 @@ describe('sidekick run: a broken config exits 1 naming the file and the key (bui
   const cases: [string, string, Record<string, string>, RegExp][] = [
     ['an unknown key', 'sinks:\n  console: { type: stdout, colour: red }\n', {}, /sinks\.console\.colour: unknown key/],
     ['a wrong type', 'sinks:\n  console: { type: stdout, concurrency: many }\n', {}, /sinks\.console\.concurrency: .*number/],
-    ['a route to a missing sink', 'sinks:\n  console: { type: stdout }\nroutes:\n  - { from: "*", to: [console, nope] }\n', {}, /routes\[0\]\.to\[1\]: no sink named "nope"/],
+    [
+      'a route to a missing sink',
+      'sinks:\n  console: { type: stdout }\nroutes:\n  - { from: "*", to: [console, nope] }\n',
+      {},
+      /routes\[0\]\.to\[1\]: no sink named "nope"/,
+    ],
     ['a YAML syntax error', 'sinks:\n  console: { type: stdout\nroutes: []\n', {}, /invalid YAML in .* at line \d+, column \d+/],
-    ['a missing environment variable', 'database: ${SIDEKICK_TEST_NO_SUCH_VAR}\nsinks: {}\n', {}, /database: environment variable SIDEKICK_TEST_NO_SUCH_VAR is not set/],
+    [
+      'a missing environment variable',
+      'database: ${SIDEKICK_TEST_NO_SUCH_VAR}\nsinks: {}\n',
+      {},
+      /database: environment variable SIDEKICK_TEST_NO_SUCH_VAR is not set/,
+    ],
     ['an unknown LOG_LEVEL', 'sinks: {}\n', { LOG_LEVEL: 'loud' }, /LOG_LEVEL: unknown level "loud"/],
   ];
   it.each(cases)('%s', async (_what, text, env, reason) => {
@@ -135,13 +158,23 @@ describe('sidekick run: a broken config exits 1 naming the file and the key (bui
 describe('every command: an unreachable database or a broken config is one line, never a stack (built CLI)', () => {
   const down = 'postgres://nobody@127.0.0.1:1/none';
   const commands: string[][] = [
-    ['install'], ['uninstall', '--yes'], ['status'], ['dlq', 'list'], ['dlq', 'retry', '--all'], ['dlq', 'purge', '--all'],
-    ['schedule', 'list'], ['schedule', 'add', 'nightly', '--cron', '0 3 * * *', '--sql', 'select 1'], ['schedule', 'remove', 'nightly'],
-    ['schedule', 'history'], ['backfill', 'public.orders'], ['triggers', '--apply'],
+    ['install'],
+    ['uninstall', '--yes'],
+    ['status'],
+    ['dlq', 'list'],
+    ['dlq', 'retry', '--all'],
+    ['dlq', 'purge', '--all'],
+    ['schedule', 'list'],
+    ['schedule', 'add', 'nightly', '--cron', '0 3 * * *', '--sql', 'select 1'],
+    ['schedule', 'remove', 'nightly'],
+    ['schedule', 'history'],
+    ['backfill', 'public.orders'],
+    ['triggers', '--apply'],
   ];
   const capture = () => configFile(`database: ${down}\nsinks: {}\ncapture:\n  - { table: public.orders }\n`);
   // A wrong type, an unknown sink type, an unknown key and a route to a missing sink: all reported.
-  const broken = () => configFile('lisen: [x]\nsinks:\n  hook: { type: webhook, url: 42 }\n  k: { type: kafak }\nroutes:\n  - { from: "*", to: [nope] }\n');
+  const broken = () =>
+    configFile('lisen: [x]\nsinks:\n  hook: { type: webhook, url: 42 }\n  k: { type: kafak }\nroutes:\n  - { from: "*", to: [nope] }\n');
 
   it.each(commands)('%s … with the database down', async (...args) => {
     const run = start([...args, ...(args[0] === 'triggers' ? ['--config', capture()] : ['--database', down])]);
@@ -167,7 +200,12 @@ describe('every command: an unreachable database or a broken config is one line,
 
   it('a YAML alias bomb is one line naming the file', async () => {
     const levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]'];
-    for (let i = 1; i < 8; i++) levels.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);
+    for (let i = 1; i < 8; i++)
+      levels.push(
+        `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9)
+          .fill(`*${String.fromCharCode(96 + i)}`)
+          .join(',')}]`,
+      );
     const file = configFile(`${levels.join('\n')}\nsinks: {}\n`);
     const run = start(['check', '--config', file]);
     expect((await exitOf(run)).code).toBe(1);
@@ -224,7 +262,9 @@ describe('sidekick run: signals and lost connections (built CLI, real PostgreSQL
     expect(received).toBeLessThanOrEqual(sent);
     expect(stopped).toMatchObject({ delivered: received, deadLettered: 0, dropped: 0 });
     expect(printed).toEqual(Array.from({ length: received }, (_, i) => String(i)));
-    const stopping = run.logs().find((l) => l.msg === 'stopping: taking no new events, finishing in-flight deliveries (send the signal again to exit at once)');
+    const stopping = run
+      .logs()
+      .find((l) => l.msg === 'stopping: taking no new events, finishing in-flight deliveries (send the signal again to exit at once)');
     expect(stopping).toMatchObject({ signal: 'SIGTERM' });
     expect(stopping!.inFlight).toBeGreaterThan(0);
   });
@@ -232,7 +272,9 @@ describe('sidekick run: signals and lost connections (built CLI, real PostgreSQL
   it('a second signal forces the exit (130) while the first one is still stopping', async () => {
     // A "database" that accepts connections and never answers: connecting hangs, so the graceful
     // stop has something to wait for (up to shutdown.timeout plus a margin).
-    silent = createServer((socket) => { sockets.push(socket); });
+    silent = createServer((socket) => {
+      sockets.push(socket);
+    });
     await new Promise<void>((resolve) => silent!.listen(0, '127.0.0.1', resolve));
     const port = (silent.address() as { port: number }).port;
     const run = start(['run', '--config', bridgeConfig(`postgres://nobody@127.0.0.1:${port}/none`, 'shutdown: { timeout: 60s }')]);
@@ -309,11 +351,16 @@ describe('sidekick run: SIGTERM with the database gone (built CLI, a private Pos
   it('exits within shutdown.timeout plus 2 s, with deliveries hanging and every connection down, and logs `stopped`', async () => {
     server = await startPrivatePostgres();
     // A webhook receiver that accepts connections and never answers: deliveries stay in flight.
-    silent = createServer((socket) => { sockets.push(socket); });
+    silent = createServer((socket) => {
+      sockets.push(socket);
+    });
     await new Promise<void>((resolve) => silent!.listen(0, '127.0.0.1', resolve));
     const hook = `http://127.0.0.1:${(silent.address() as { port: number }).port}/hook`;
     const timeoutMs = 3_000;
-    const run = start(['run', '--config', configFile(`database: ${server.url}
+    const run = start([
+      'run',
+      '--config',
+      configFile(`database: ${server.url}
 listen: [burst]
 outbox: { enabled: true, pollInterval: 200ms }
 scheduler: { enabled: true }
@@ -325,7 +372,8 @@ routes:
   - { from: "*", to: [hook] }
 http: { port: 0 }
 shutdown: { timeout: ${timeoutMs}ms }
-`)]);
+`),
+    ]);
     const base = await httpBase(run);
     await waitFor(async () => (await readyz(base)).status === 200, `the bridge to be ready; stderr:\n${run.stderr()}`);
     const c = new pg.Client({ connectionString: server.url });
@@ -342,8 +390,11 @@ shutdown: { timeout: ${timeoutMs}ms }
     // its backoff is capped lower): the stop must not wait for the sleep in progress, nor for the
     // connect after it.
     const drainRetries = () => run.logs().filter((l) => l.msg === 'outbox drain cannot connect; retrying');
-    await waitFor(() => drainRetries().some((l) => Number(l.retryInMs) >= 5_000) || drainRetries().length >= 6,
-      'the outbox drain to back off for seconds', 40_000);
+    await waitFor(
+      () => drainRetries().some((l) => Number(l.retryInMs) >= 5_000) || drainRetries().length >= 6,
+      'the outbox drain to back off for seconds',
+      40_000,
+    );
 
     const signalled = Date.now();
     run.child.kill('SIGTERM');
@@ -376,7 +427,12 @@ describe('sidekick run: ready again soon after a database outage (built CLI, thr
       const upstream = connect(Number(target.port), target.hostname);
       links.add(client).add(upstream);
       client.pipe(upstream).pipe(client);
-      const drop = () => { client.destroy(); upstream.destroy(); links.delete(client); links.delete(upstream); };
+      const drop = () => {
+        client.destroy();
+        upstream.destroy();
+        links.delete(client);
+        links.delete(upstream);
+      };
       client.on('error', drop).on('close', drop);
       upstream.on('error', drop).on('close', drop);
     });
@@ -392,7 +448,10 @@ describe('sidekick run: ready again soon after a database outage (built CLI, thr
     const port = await openProxy(target, 0);
     const via = new URL(db.url);
     via.host = `127.0.0.1:${port}`;
-    const run = start(['run', '--config', configFile(`database: ${via.toString()}
+    const run = start([
+      'run',
+      '--config',
+      configFile(`database: ${via.toString()}
 listen: [burst]
 outbox: { enabled: true }
 scheduler: { enabled: true }
@@ -401,13 +460,17 @@ sinks:
 routes:
   - { from: "*", to: [console] }
 http: { port: 0 }
-`)]);
+`),
+    ]);
     const base = await httpBase(run);
     await waitFor(async () => (await readyz(base)).status === 200, `the bridge to be ready; stderr:\n${run.stderr()}`, 20_000);
 
     // The outage: connections cut, new ones refused, for long enough that a backoff capped at
     // 30 s would be waiting ~7 s (then ~20 s) by the end of it.
-    await new Promise<void>((resolve) => { proxy!.close(() => resolve()); for (const s of links) s.destroy(); });
+    await new Promise<void>((resolve) => {
+      proxy!.close(() => resolve());
+      for (const s of links) s.destroy();
+    });
     await waitFor(async () => (await readyz(base)).status === 503, '/readyz 503 during the outage');
     await new Promise((resolve) => setTimeout(resolve, 12_000)); // the outage's length is the point here
     await openProxy(target, port);
@@ -422,7 +485,10 @@ http: { port: 0 }
 
 describe('sidekick check (built CLI)', () => {
   let db: TestDatabase | undefined;
-  afterEach(async () => { await db?.drop(); db = undefined; });
+  afterEach(async () => {
+    await db?.drop();
+    db = undefined;
+  });
 
   it('exit 0 with one ok line for the config, the database and each sink', async () => {
     db = await createTestDatabase();

@@ -40,7 +40,9 @@ function start(args: string[], options: { bin?: 'sidekick' | 'pglisten'; env?: N
   const out: Buffer[] = [];
   let err = '';
   child.stdout?.on('data', (d: Buffer) => out.push(d));
-  child.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
+  child.stderr?.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on('exit', (code, signal) => resolve({ code, signal }));
   });
@@ -63,7 +65,9 @@ async function listening(db: TestDatabase, admin: pg.Client): Promise<number> {
 
 async function exitOf(r: Running, what: string): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   let result: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  void r.exited.then((x) => { result = x; });
+  void r.exited.then((x) => {
+    result = x;
+  });
   return waitFor(() => result, what);
 }
 
@@ -76,7 +80,7 @@ describe('sidekick listen / pglisten (real PostgreSQL)', () => {
     db = undefined;
   });
 
-  const payloads = ['hello', 'multi\nline\npayload', '', 'ünïcödé ✓ 😀', 'tab\there', "quote ' and \" and \\", 'x'.repeat(7999)];
+  const payloads = ['hello', 'multi\nline\npayload', '', 'ünïcödé ✓ 😀', 'tab\there', 'quote \' and " and \\', 'x'.repeat(7999)];
 
   /** Sends `payloads` on channel `a` from one session; returns that session's backend pid. */
   async function sendAll(sender: pg.Client): Promise<number> {
@@ -86,7 +90,12 @@ describe('sidekick listen / pglisten (real PostgreSQL)', () => {
     return rows[0]?.pid as number;
   }
 
-  for (const [flags, bin] of [[[], 'sidekick'], [['-0'], 'pglisten'], [['-H'], 'sidekick'], [['--context', '--print0'], 'pglisten']] as const) {
+  for (const [flags, bin] of [
+    [[], 'sidekick'],
+    [['-0'], 'pglisten'],
+    [['-H'], 'sidekick'],
+    [['--context', '--print0'], 'pglisten'],
+  ] as const) {
     it(`writes exactly pglisten's bytes with ${flags.join(' ') || 'no flags'} (${bin})`, async () => {
       db = await createTestDatabase();
       const admin = await db.client();
@@ -145,7 +154,9 @@ describe('sidekick listen / pglisten (real PostgreSQL)', () => {
     // and buffering, the backend would have sent everything well within the second we watch it).
     const blockedBackend = async () => {
       const { rows } = await admin.query<{ n: string }>(
-        `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pglisten' AND wait_event = 'ClientWrite'`, [db?.name]);
+        `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pglisten' AND wait_event = 'ClientWrite'`,
+        [db?.name],
+      );
       return Number(rows[0]?.n) === 1;
     };
     await waitFor(blockedBackend, 'the listener backend to block on writing');
@@ -173,7 +184,9 @@ describe('sidekick listen / pglisten (real PostgreSQL)', () => {
     expect(newPid).not.toBe(pid);
     await admin.query(`SELECT pg_notify('a', 'after')`);
     await waitFor(() => r.stdout().toString() === 'before\nafter\n', 'the notification after the reconnect');
-    expect(r.stderr()).toMatch(/^pglisten: connection lost \(.*terminating connection due to administrator command.*\); reconnecting in \d+\.\d s\npglisten: reconnected; listening again on "a"/);
+    expect(r.stderr()).toMatch(
+      /^pglisten: connection lost \(.*terminating connection due to administrator command.*\); reconnecting in \d+\.\d s\npglisten: reconnected; listening again on "a"/,
+    );
     expect(r.child.exitCode).toBe(null);
   });
 
@@ -183,7 +196,10 @@ describe('sidekick listen / pglisten (real PostgreSQL)', () => {
     const r = start(['-q', '-d', db.url, '-l', 'a']);
     const pid = await listening(db, admin);
     await admin.query('SELECT pg_terminate_backend($1)', [pid]);
-    const newPid = await waitFor(async () => { const p = await listening(db as TestDatabase, admin); return p !== pid && p; }, 'the new backend');
+    const newPid = await waitFor(async () => {
+      const p = await listening(db as TestDatabase, admin);
+      return p !== pid && p;
+    }, 'the new backend');
     expect(newPid).not.toBe(pid);
     await admin.query(`SELECT pg_notify('a', 'after')`);
     await waitFor(() => r.stdout().toString() === 'after\n', 'the notification after the reconnect');
@@ -199,7 +215,14 @@ describe('sidekick listen / pglisten (real PostgreSQL)', () => {
   });
 
   it('exits 2 naming the database that does not exist', async () => {
-    const url = new URL((await createTestDatabase().then(async (d) => { await d.drop(); return d; })).url);
+    const url = new URL(
+      (
+        await createTestDatabase().then(async (d) => {
+          await d.drop();
+          return d;
+        })
+      ).url,
+    );
     const r = start(['-d', url.toString(), '-l', 'a'], { bin: 'pglisten' });
     const { code } = await exitOf(r, 'the exit');
     expect(code).toBe(2);
@@ -216,7 +239,9 @@ describe('sidekick listen / pglisten (real PostgreSQL)', () => {
     const viaUrl = start(['-l', 'a'], { env: baseEnv({ DATABASE_URL: db.url }) });
     await waitFor(async () => {
       const { rows } = await admin.query<{ n: string }>(
-        `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pglisten' AND state = 'idle' AND query LIKE 'LISTEN %'`, [db?.name]);
+        `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'pglisten' AND state = 'idle' AND query LIKE 'LISTEN %'`,
+        [db?.name],
+      );
       return Number(rows[0]?.n) === 3;
     }, 'three listeners');
     await admin.query(`SELECT pg_notify('a', 'to all')`);
@@ -232,10 +257,14 @@ describe('sidekick listen / pglisten (real PostgreSQL)', () => {
     const err = join(REPO_ROOT, `.listen-head-${process.pid}-${Date.now()}.err`);
     const shell = spawn('bash', ['-c', script], { env: baseEnv({ URL: db.url, ERR: err }), stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    shell.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    shell.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
     const done = new Promise<void>((resolve) => shell.on('exit', () => resolve()));
     let finished = false;
-    void done.then(() => { finished = true; });
+    void done.then(() => {
+      finished = true;
+    });
     await listening(db, admin);
     // head exits after three lines; pglisten notices at its next write.
     for (let i = 1; !finished && i < 500; i++) {

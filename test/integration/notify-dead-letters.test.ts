@@ -13,8 +13,18 @@ function io() {
   let out = '';
   let err = '';
   return {
-    stdout: { write: (s: string) => { out += s; return true; } },
-    stderr: { write: (s: string) => { err += s; return true; } },
+    stdout: {
+      write: (s: string) => {
+        out += s;
+        return true;
+      },
+    },
+    stderr: {
+      write: (s: string) => {
+        err += s;
+        return true;
+      },
+    },
     env: {},
     out: () => out,
     err: () => err,
@@ -34,15 +44,37 @@ describe('NOTIFY dead letters (real PostgreSQL)', () => {
     const out = memory.get('out');
     let refuse = true;
     out.behaviour = () => (refuse ? { ok: false, error: new FatalError('HTTP_422', 'unprocessable') } : OK);
-    bridge = await bed.bridge(db.url, { listen: ['jobs'], sinks: { out: { type: 'memory' } }, routes: [{ from: 'jobs', to: 'out' }] }, [memory.definition]);
+    bridge = await bed.bridge(db.url, { listen: ['jobs'], sinks: { out: { type: 'memory' } }, routes: [{ from: 'jobs', to: 'out' }] }, [
+      memory.definition,
+    ]);
     await c.query(`SELECT pg_notify('jobs', 'plain text')`);
     await c.query(`SELECT pg_notify('jobs', $1)`, [String.raw`{"a":"\u0000"}`]);
     await waitFor(async () => (await c.query('SELECT count(*)::int AS n FROM sidekick.dead_letters')).rows[0].n === 2, 'two dead letters');
     const attempted = out.attempts.map((e) => e.id);
-    const { rows } = await c.query(`SELECT sink, event_id, event_uid, source, channel, xid, error_code, payload::text AS payload FROM sidekick.dead_letters ORDER BY id`);
+    const { rows } = await c.query(
+      `SELECT sink, event_id, event_uid, source, channel, xid, error_code, payload::text AS payload FROM sidekick.dead_letters ORDER BY id`,
+    );
     expect(rows).toEqual([
-      { sink: 'out', event_id: null, event_uid: attempted[0], source: 'notify', channel: 'jobs', xid: null, error_code: 'HTTP_422', payload: '"plain text"' },
-      { sink: 'out', event_id: null, event_uid: attempted[1], source: 'notify', channel: 'jobs', xid: null, error_code: 'HTTP_422', payload: String.raw`{"a":"\u0000"}` },
+      {
+        sink: 'out',
+        event_id: null,
+        event_uid: attempted[0],
+        source: 'notify',
+        channel: 'jobs',
+        xid: null,
+        error_code: 'HTTP_422',
+        payload: '"plain text"',
+      },
+      {
+        sink: 'out',
+        event_id: null,
+        event_uid: attempted[1],
+        source: 'notify',
+        channel: 'jobs',
+        xid: null,
+        error_code: 'HTTP_422',
+        payload: String.raw`{"a":"\u0000"}`,
+      },
     ]);
     const list = io();
     expect(await dlqListCommand({ database: db.url, json: true }, list as never)).toBe(0);
@@ -66,8 +98,12 @@ describe('NOTIFY dead letters (real PostgreSQL)', () => {
     const memory = createMemorySinks();
     memory.get('out').behaviour = () => ({ ok: false, error: new FatalError('HTTP_422', 'unprocessable') });
     const lines: string[] = [];
-    bridge = await bed.bridge(db.url, { listen: ['jobs'], sinks: { out: { type: 'memory' } }, routes: [{ from: 'jobs', to: 'out' }] },
-      [memory.definition], { write: (line: string) => lines.push(line) });
+    bridge = await bed.bridge(
+      db.url,
+      { listen: ['jobs'], sinks: { out: { type: 'memory' } }, routes: [{ from: 'jobs', to: 'out' }] },
+      [memory.definition],
+      { write: (line: string) => lines.push(line) },
+    );
     await c.query(`SELECT pg_notify('jobs', 'lost')`);
     await waitFor(() => lines.find((l) => l.includes('is dropped, not dead-lettered')), 'the line that says so');
     const line = JSON.parse(lines.find((l) => l.includes('is dropped, not dead-lettered')) as string) as { event: { payload: string }; why: string };

@@ -10,7 +10,7 @@ import { triggersCommand } from '../../src/commands/triggers.js';
 import { uninstallCommand } from '../../src/commands/uninstall.js';
 import { FatalError } from '../../src/errors.js';
 import { OK } from '../../src/sink.js';
-import { capture, capturedClient, install } from '../support/bridge.js';
+import { capturedClient, install } from '../support/bridge.js';
 import { waitFor, type TestDatabase } from '../support/db.js';
 import { useTestBed } from '../support/bed.js';
 import { createMemorySinks } from '../support/memory-sink.js';
@@ -20,8 +20,12 @@ function io(): CommandIO & { out: () => string; err: () => string } {
   const stderr = new PassThrough();
   let out = '';
   let err = '';
-  stdout.on('data', (d) => { out += String(d); });
-  stderr.on('data', (d) => { err += String(d); });
+  stdout.on('data', (d) => {
+    out += String(d);
+  });
+  stderr.on('data', (d) => {
+    err += String(d);
+  });
   return { stdout, stderr, env: {}, signal: new AbortController().signal, out: () => out, err: () => err };
 }
 
@@ -67,7 +71,10 @@ describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
       [`INSERT INTO skor_test_t3 (c1, c2) VALUES (1, 'hello')`, { table: 'skor_test_t3', op: 'INSERT', data: { c1: 1 } }],
       [`UPDATE skor_test_t3 SET c2 = 'world' WHERE c1 = 1`, { table: 'skor_test_t3', op: 'UPDATE', data: { c1: 1 } }],
       [`DELETE FROM skor_test_t3 WHERE c1 = 1`, { table: 'skor_test_t3', op: 'DELETE', data: { c1: 1 } }],
-      [`INSERT INTO skor_test_t4 (c1, c2, c3) VALUES (1, 'hello', 'world')`, { table: 'skor_test_t4', op: 'INSERT', data: { c1: 1, c2: 'hello', c3: 'world' } }],
+      [
+        `INSERT INTO skor_test_t4 (c1, c2, c3) VALUES (1, 'hello', 'world')`,
+        { table: 'skor_test_t4', op: 'INSERT', data: { c1: 1, c2: 'hello', c3: 'world' } },
+      ],
       [`UPDATE skor_test_t4 SET c2 = 'ahoy' WHERE c1 = 1`, { table: 'skor_test_t4', op: 'UPDATE', data: { c1: 1, c2: 'ahoy' } }],
       [`DELETE FROM skor_test_t4 WHERE c1 = 1`, { table: 'skor_test_t4', op: 'DELETE', data: { c1: 1 } }],
     ];
@@ -86,7 +93,10 @@ describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
     await install(c);
     const long = 'a_table_with_a_rather_long_name_that_goes_on_and_on_for_ever_x'; // 62 bytes
     await c.query(`CREATE TABLE "${long}" (id int PRIMARY KEY); CREATE TABLE "Orders" ("Id" int PRIMARY KEY, "Total" int)`);
-    const config = file('sidekick.yaml', `database: ${db.url}\ncapture:\n  - table: public.${long}\n  - table: '"Orders"'\n    columns: [Id]\n    operations: [insert]\nsinks: {}\n`);
+    const config = file(
+      'sidekick.yaml',
+      `database: ${db.url}\ncapture:\n  - table: public.${long}\n  - table: '"Orders"'\n    columns: [Id]\n    operations: [insert]\nsinks: {}\n`,
+    );
     const printed = io();
     expect(await triggersCommand({ config }, printed)).toBe(0);
     expect(printed.out()).toMatch(/^-- pg-sidekick capture triggers/);
@@ -96,27 +106,40 @@ describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
     // Printing changed nothing.
     expect((await c.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgname LIKE 'sidekick_%'`)).rows[0].n).toBe(0);
     expect(await triggersCommand({ config, apply: true }, io())).toBe(0);
-    const fns = (await c.query(`SELECT proname FROM pg_proc WHERE pronamespace = 'sidekick'::regnamespace AND proname LIKE '%:%' ORDER BY 1`)).rows.map((r) => r.proname as string);
+    const fns = (
+      await c.query(`SELECT proname FROM pg_proc WHERE pronamespace = 'sidekick'::regnamespace AND proname LIKE '%:%' ORDER BY 1`)
+    ).rows.map((r) => r.proname as string);
     expect(fns).toContain('public.Orders:insert');
     for (const f of fns) expect(Buffer.byteLength(f)).toBeLessThanOrEqual(63);
     expect(fns.filter((f) => f.startsWith('public.a_table_with'))).toHaveLength(3);
     expect(new Set(fns).size).toBe(fns.length);
     // Writes go through both.
     await c.query(`INSERT INTO "${long}" VALUES (1); INSERT INTO "Orders" VALUES (1, 10)`);
-    expect((await c.query(`SELECT coalesce(channel, schema_name || '.' || table_name) AS channel, CASE WHEN event_ids IS NULL THEN new ELSE new -> 0 END AS new FROM sidekick.events ORDER BY id`)).rows).toEqual([
+    expect(
+      (
+        await c.query(
+          `SELECT coalesce(channel, schema_name || '.' || table_name) AS channel, CASE WHEN event_ids IS NULL THEN new ELSE new -> 0 END AS new FROM sidekick.events ORDER BY id`,
+        )
+      ).rows,
+    ).toEqual([
       { channel: `public.${long}`, new: { id: 1 } },
       { channel: 'public.Orders', new: { Id: 1 } },
     ]);
     // An unknown column is an error naming the entry; nothing is applied.
     const bad = file('triggers.json', JSON.stringify([{ table: 'Orders', columns: { insert: ['Id', 'nope'] } }]));
-    await expect(triggersCommand({ file: bad, config: 'x', database: db.url, apply: true }, io()))
-      .rejects.toThrow(/triggers\.json entry 1 \(table Orders\): insert: unknown column "nope" in public\.Orders/);
+    await expect(triggersCommand({ file: bad, config: 'x', database: db.url, apply: true }, io())).rejects.toThrow(
+      /triggers\.json entry 1 \(table Orders\): insert: unknown column "nope" in public\.Orders/,
+    );
     const badOp = file('triggers.json', JSON.stringify([{ table: 'Orders', columns: { upsert: '*' } }]));
-    await expect(triggersCommand({ file: badOp, config: 'x', database: db.url }, io())).rejects.toThrow(/entry 1 \(table Orders\): unknown operation "upsert"/);
+    await expect(triggersCommand({ file: badOp, config: 'x', database: db.url }, io())).rejects.toThrow(
+      /entry 1 \(table Orders\): unknown operation "upsert"/,
+    );
     // --drop --apply removes them again.
     expect(await triggersCommand({ config, drop: true, apply: true }, io())).toBe(0);
     expect((await c.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgname LIKE 'sidekick_%'`)).rows[0].n).toBe(0);
-    expect((await c.query(`SELECT count(*)::int AS n FROM pg_proc WHERE pronamespace = 'sidekick'::regnamespace AND proname LIKE '%:%'`)).rows[0].n).toBe(0);
+    expect(
+      (await c.query(`SELECT count(*)::int AS n FROM pg_proc WHERE pronamespace = 'sidekick'::regnamespace AND proname LIKE '%:%'`)).rows[0].n,
+    ).toBe(0);
   });
 
   it('uninstall lists what it drops, refuses without --yes and while a bridge runs, then removes everything', async () => {
@@ -136,7 +159,18 @@ describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
     expect(noTty.out()).toContain('table     sidekick.outbox');
     expect(noTty.out()).toContain('--yes');
     const asked: string[] = [];
-    expect(await uninstallCommand({ database: db.url, confirm: async (q) => { asked.push(q); return false; } }, io())).toBe(2);
+    expect(
+      await uninstallCommand(
+        {
+          database: db.url,
+          confirm: async (q) => {
+            asked.push(q);
+            return false;
+          },
+        },
+        io(),
+      ),
+    ).toBe(2);
     expect(asked).toHaveLength(1);
     expect((await c.query(`SELECT to_regnamespace('sidekick') IS NOT NULL AS ok`)).rows[0].ok).toBe(true);
     const done = io();

@@ -57,41 +57,50 @@ describe('outbox: nothing is lost (real PostgreSQL, real processes)', () => {
   it('every row arrives although the bridge (node dist/src/cli.js run) is killed with SIGKILL again and again', async () => {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
     db = await createTestDatabase();
-    const c = await capturedClient(db, 'CREATE TABLE t (id serial PRIMARY KEY, n int)', [{ table: 't' }]);
+    const _c = await capturedClient(db, 'CREATE TABLE t (id serial PRIMARY KEY, n int)', [{ table: 't' }]);
     const dir = mkdtempSync(join(tmpdir(), 'sk-kill-'));
     const config = join(dir, 'sidekick.yaml');
-    writeFileSync(config, [
-      `database: ${db.url}`,
-      'log: { level: info }',
-      'outbox: { pollInterval: 200ms, batchSize: 100 }',
-      'sinks:',
-      '  out: { type: stdout, format: json }',
-      'routes:',
-      '  - { from: public.t, to: out }',
-    ].join('\n'));
+    writeFileSync(
+      config,
+      [
+        `database: ${db.url}`,
+        'log: { level: info }',
+        'outbox: { pollInterval: 200ms, batchSize: 100 }',
+        'sinks:',
+        '  out: { type: stdout, format: json }',
+        'routes:',
+        '  - { from: public.t, to: out }',
+      ].join('\n'),
+    );
     // The bridge's stdout is a pipe this test reads slowly: deliveries back up inside the bridge, so a
     // kill catches events in flight, and only what reached the pipe counts as delivered.
     const outputs: string[] = [];
     /** Starts the bridge; resolves once it drains (its log says so), so every kill hits a working bridge. */
-    const startBridgeProcess = () => new Promise<void>((resolveStarted, reject) => {
-      const proc = spawn(process.execPath, [CLI, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-      child = proc;
-      const index = outputs.push('') - 1;
-      proc.stdout?.on('data', (d: Buffer) => { outputs[index] += String(d); });
-      // Half of the time the pipe is not read (while rows are written); a full pipe blocks the bridge.
-      const throttle = setInterval(() => {
-        if (!writing) return;
-        proc.stdout?.pause();
-        setTimeout(() => proc.stdout?.resume(), 100).unref();
-      }, 200);
-      proc.once('exit', () => clearInterval(throttle));
-      let log = '';
-      const timer = setTimeout(() => reject(new Error(`the bridge did not start within 30 s:\n${log}`)), 30_000);
-      proc.stderr?.on('data', (d: Buffer) => {
-        log += String(d);
-        if (log.includes('draining outbox partitions')) { clearTimeout(timer); resolveStarted(); }
+    const startBridgeProcess = () =>
+      new Promise<void>((resolveStarted, reject) => {
+        const proc = spawn(process.execPath, [CLI, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+        child = proc;
+        const index = outputs.push('') - 1;
+        proc.stdout?.on('data', (d: Buffer) => {
+          outputs[index] += String(d);
+        });
+        // Half of the time the pipe is not read (while rows are written); a full pipe blocks the bridge.
+        const throttle = setInterval(() => {
+          if (!writing) return;
+          proc.stdout?.pause();
+          setTimeout(() => proc.stdout?.resume(), 100).unref();
+        }, 200);
+        proc.once('exit', () => clearInterval(throttle));
+        let log = '';
+        const timer = setTimeout(() => reject(new Error(`the bridge did not start within 30 s:\n${log}`)), 30_000);
+        proc.stderr?.on('data', (d: Buffer) => {
+          log += String(d);
+          if (log.includes('draining outbox partitions')) {
+            clearTimeout(timer);
+            resolveStarted();
+          }
+        });
       });
-    });
     let writing = true;
     await startBridgeProcess();
     const written = writeContinuously(db.url, () => !writing);
@@ -133,19 +142,23 @@ describe('outbox: nothing is lost (real PostgreSQL, real processes)', () => {
   it('every row arrives although a bridge with a slow asynchronous sink is killed with SIGKILL while events are in flight', async () => {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
     db = await createTestDatabase();
-    const c = await capturedClient(db, 'CREATE TABLE t (id serial PRIMARY KEY, n int)', [{ table: 't' }]);
+    const _c = await capturedClient(db, 'CREATE TABLE t (id serial PRIMARY KEY, n int)', [{ table: 't' }]);
     const output = join(mkdtempSync(join(tmpdir(), 'sk-kill-')), 'events.jsonl');
     writeFileSync(output, '');
-    const startChild = () => new Promise<void>((resolveStarted, reject) => {
-      const proc = spawn(process.execPath, [resolve('test/support/bridge-child.mjs'), db!.url, output], { stdio: ['ignore', 'ignore', 'pipe'] });
-      child = proc;
-      let log = '';
-      const timer = setTimeout(() => reject(new Error(`the bridge did not start within 30 s:\n${log}`)), 30_000);
-      proc.stderr?.on('data', (d: Buffer) => {
-        log += String(d);
-        if (log.includes('draining outbox partitions')) { clearTimeout(timer); resolveStarted(); }
+    const startChild = () =>
+      new Promise<void>((resolveStarted, reject) => {
+        const proc = spawn(process.execPath, [resolve('test/support/bridge-child.mjs'), db!.url, output], { stdio: ['ignore', 'ignore', 'pipe'] });
+        child = proc;
+        let log = '';
+        const timer = setTimeout(() => reject(new Error(`the bridge did not start within 30 s:\n${log}`)), 30_000);
+        proc.stderr?.on('data', (d: Buffer) => {
+          log += String(d);
+          if (log.includes('draining outbox partitions')) {
+            clearTimeout(timer);
+            resolveStarted();
+          }
+        });
       });
-    });
     let writing = true;
     await startChild();
     const written = writeContinuously(db.url, () => !writing);
@@ -160,7 +173,13 @@ describe('outbox: nothing is lost (real PostgreSQL, real processes)', () => {
     writing = false;
     const committed = await written;
     expect(committed.length).toBeGreaterThan(100);
-    const seen = () => new Set(readFileSync(output, 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { new: { id: number } }).new.id));
+    const seen = () =>
+      new Set(
+        readFileSync(output, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => (JSON.parse(l) as { new: { id: number } }).new.id),
+      );
     await waitFor(() => committed.every((id) => seen().has(id)), `all ${committed.length} committed rows`, 30_000, 200);
   }, 120_000);
 
@@ -173,7 +192,11 @@ describe('outbox: nothing is lost (real PostgreSQL, real processes)', () => {
     await capture(c, [{ table: 't' }]);
     await c.end();
     const memory = createMemorySinks();
-    bridge = await startBridge(server.url, { outbox: { pollInterval: '200ms', batchSize: 50 }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    bridge = await startBridge(
+      server.url,
+      { outbox: { pollInterval: '200ms', batchSize: 50 }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] },
+      [memory.definition],
+    );
     const deadline = Date.now() + 4000;
     const writing = writeContinuously(server.url, () => Date.now() > deadline);
     await sleep(1000);

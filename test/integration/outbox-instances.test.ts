@@ -26,7 +26,10 @@ describe('outbox: two bridge instances on one database (real PostgreSQL)', () =>
       await c.query(`CREATE TABLE ${t} (id int PRIMARY KEY, v int)`);
       await c.query(`INSERT INTO ${t} SELECT g, 0 FROM generate_series(1, 8) g`);
     }
-    await capture(c, tables.map((table) => ({ table })));
+    await capture(
+      c,
+      tables.map((table) => ({ table })),
+    );
     // One record per sink name, shared by both instances: what "the receiver" sees.
     const memory = createMemorySinks();
     const doc = { sinks: { a: { type: 'memory' }, b: { type: 'memory' } }, routes: [{ from: '*', to: ['a', 'b'] }], outbox: { batchSize: 50 } };
@@ -37,19 +40,21 @@ describe('outbox: two bridge instances on one database (real PostgreSQL)', () =>
     expect(new Set([...one.outbox!.partitions, ...two.outbox!.partitions]).size).toBe(16);
 
     const writers = await Promise.all(Array.from({ length: 4 }, () => db!.client()));
-    await Promise.all(writers.map(async (w, n) => {
-      for (let i = 1; i <= 20; i++) {
-        await w.query('BEGIN');
-        for (const t of tables) await w.query(`UPDATE ${t} SET v = $1 WHERE id % 4 = $2`, [i, n]);
-        await w.query(`SELECT sidekick.publish('jobs', jsonb_build_object('v', $1::int), 'job-' || $2)`, [i, n]);
-        await w.query('COMMIT');
-      }
-    }));
+    await Promise.all(
+      writers.map(async (w, n) => {
+        for (let i = 1; i <= 20; i++) {
+          await w.query('BEGIN');
+          for (const t of tables) await w.query(`UPDATE ${t} SET v = $1 WHERE id % 4 = $2`, [i, n]);
+          await w.query(`SELECT sidekick.publish('jobs', jsonb_build_object('v', $1::int), 'job-' || $2)`, [i, n]);
+          await w.query('COMMIT');
+        }
+      }),
+    );
     const total = (8 * 8 + 4) * 20;
     const value = (e: Envelope) => (e.source === 'table' ? (e.new as { v: number }).v : (e.payload as { v: number }).v);
     for (const name of ['a', 'b']) {
       const sink = memory.get(name);
-      await waitFor(() => sink.received.length >= total, `${total} events at sink ${name}`, 20_000)
+      await waitFor(() => sink.received.length >= total, `${total} events at sink ${name}`, 20_000);
       await new Promise((r) => setTimeout(r, 100));
       // Once each: no event was delivered by both instances.
       expect(sink.received).toHaveLength(total);
@@ -70,7 +75,10 @@ describe('outbox: two bridge instances on one database (real PostgreSQL)', () =>
     await waitFor(() => two.outbox?.partitions.length === 16, 'the survivor owning all 16 partitions', 15_000);
     for (const t of tables) await c.query(`UPDATE ${t} SET v = 100`);
     for (const name of ['a', 'b']) {
-      await waitFor(() => memory.get(name).received.filter((e) => e.source === 'table' && value(e) === 100).length === 64, `the last 64 events at ${name}`);
+      await waitFor(
+        () => memory.get(name).received.filter((e) => e.source === 'table' && value(e) === 100).length === 64,
+        `the last 64 events at ${name}`,
+      );
     }
   });
 });

@@ -46,7 +46,11 @@ describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
     await c.query('CREATE TABLE t (id int PRIMARY KEY)');
     await capture(c, [{ table: 't' }]);
     const memory = createMemorySinks();
-    bridge = await startBridge(server.url, { outbox: { pollInterval: '100ms' }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    bridge = await startBridge(
+      server.url,
+      { outbox: { pollInterval: '100ms' }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] },
+      [memory.definition],
+    );
     const a = new pg.Client({ connectionString: server.url });
     const b = new pg.Client({ connectionString: server.url });
     await a.connect();
@@ -67,7 +71,7 @@ describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
 
   it('delivers a transaction that took a lower id but committed after a later one', async () => {
     db = await createTestDatabase();
-    const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, who text)', [{ table: 't' }]);
+    const _c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, who text)', [{ table: 't' }]);
     const memory = createMemorySinks();
     bridge = await startBridge(db.url, { sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
     const out = memory.get('out');
@@ -90,24 +94,28 @@ describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
 
   it('loses nothing under many concurrent writers committing out of id order', async () => {
     db = await createTestDatabase();
-    const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, k int, v int)', [{ table: 't', key: ['k'] }]);
+    const _c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, k int, v int)', [{ table: 't', key: ['k'] }]);
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, { outbox: { batchSize: 20 }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    bridge = await startBridge(db.url, { outbox: { batchSize: 20 }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [
+      memory.definition,
+    ]);
     const out = memory.get('out');
     const writers = await Promise.all(Array.from({ length: 12 }, () => db!.client()));
     let next = 0;
     const committed: number[] = [];
-    await Promise.all(writers.map(async (w) => {
-      for (let i = 0; i < 40; i++) {
-        const id = next++;
-        await w.query('BEGIN');
-        await w.query('INSERT INTO t VALUES ($1, $2, 0)', [id, id % 7]);
-        // Random hold times make later ids commit before earlier ones.
-        await new Promise((r) => setTimeout(r, Math.random() * 8));
-        await w.query('COMMIT');
-        committed.push(id);
-      }
-    }));
+    await Promise.all(
+      writers.map(async (w) => {
+        for (let i = 0; i < 40; i++) {
+          const id = next++;
+          await w.query('BEGIN');
+          await w.query('INSERT INTO t VALUES ($1, $2, 0)', [id, id % 7]);
+          // Random hold times make later ids commit before earlier ones.
+          await new Promise((r) => setTimeout(r, Math.random() * 8));
+          await w.query('COMMIT');
+          committed.push(id);
+        }
+      }),
+    );
     await waitFor(() => new Set(out.received.map((e) => e.id)).size >= committed.length, `${committed.length} events`, 20_000);
     const seen = new Set(out.received.map((e) => (e.new as { id: number }).id));
     expect(committed.filter((id) => !seen.has(id))).toEqual([]);
@@ -119,13 +127,15 @@ describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
     const memory = createMemorySinks();
     const out = memory.get('out');
     let failing = true;
-    out.behaviour = (e) => (failing && e.key === '1'
-      ? { ok: false, error: new RetriableError('TEST_DOWN', 'key 1 is refused for now') }
-      : OK);
-    bridge = await startBridge(db.url, {
-      sinks: { out: { type: 'memory', retry: { attempts: 1000, initialDelay: 20, maxDelay: 50 } } },
-      routes: [{ from: '*', to: 'out' }],
-    }, [memory.definition]);
+    out.behaviour = (e) => (failing && e.key === '1' ? { ok: false, error: new RetriableError('TEST_DOWN', 'key 1 is refused for now') } : OK);
+    bridge = await startBridge(
+      db.url,
+      {
+        sinks: { out: { type: 'memory', retry: { attempts: 1000, initialDelay: 20, maxDelay: 50 } } },
+        routes: [{ from: '*', to: 'out' }],
+      },
+      [memory.definition],
+    );
     await c.query('INSERT INTO t VALUES (1, 0)');
     await c.query('UPDATE t SET v = 1 WHERE id = 1');
     await c.query('UPDATE t SET v = 2 WHERE id = 1');
@@ -136,10 +146,14 @@ describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
     failing = false;
     await waitFor(() => out.received.length >= 22, 'key 1 after it recovered');
     const key1 = out.received.filter((e) => e.key === '1');
-    expect(key1.map((e) => [e.op, (e.new as { v: number }).v])).toEqual([['INSERT', 0], ['UPDATE', 1], ['UPDATE', 2]]);
+    expect(key1.map((e) => [e.op, (e.new as { v: number }).v])).toEqual([
+      ['INSERT', 0],
+      ['UPDATE', 1],
+      ['UPDATE', 2],
+    ]);
   });
 
-  it('keeps per-key order through a slow sink\'s durable backlog and checkpoints', async () => {
+  it("keeps per-key order through a slow sink's durable backlog and checkpoints", async () => {
     db = await createTestDatabase();
     const c = await db.client();
     await install(c);
@@ -151,16 +165,25 @@ describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
     // Slow: one delivery at a time, 3 ms each, so the 8 events it may hold in memory take longer
     // than checkpointAfter: they get backlog copies, the drain fetches more, and the sink's events
     // pile up beyond sinkBuffer and go to its durable backlog.
-    out.behaviour = async () => { await new Promise((r) => setTimeout(r, 3)); return OK; };
-    bridge = await startBridge(db.url, {
-      outbox: { sinkBuffer: 8, checkpointAfter: 15, batchSize: 50 },
-      sinks: { out: { type: 'memory', concurrency: 1, batch: { size: 1 } } },
-      routes: [{ from: '*', to: 'out' }],
-    }, [memory.definition]);
+    out.behaviour = async () => {
+      await new Promise((r) => setTimeout(r, 3));
+      return OK;
+    };
+    bridge = await startBridge(
+      db.url,
+      {
+        outbox: { sinkBuffer: 8, checkpointAfter: 15, batchSize: 50 },
+        sinks: { out: { type: 'memory', concurrency: 1, batch: { size: 1 } } },
+        routes: [{ from: '*', to: 'out' }],
+      },
+      [memory.definition],
+    );
     const writers = await Promise.all(Array.from({ length: 4 }, () => db!.client()));
-    await Promise.all(writers.map(async (w, n) => {
-      for (let i = 1; i <= 25; i++) await w.query('UPDATE t SET v = $1 WHERE id % 4 = $2', [i, n]);
-    }));
+    await Promise.all(
+      writers.map(async (w, n) => {
+        for (let i = 1; i <= 25; i++) await w.query('UPDATE t SET v = $1 WHERE id % 4 = $2', [i, n]);
+      }),
+    );
     const total = 20 * 25;
     await waitFor(() => out.received.length >= total, `${total} updates`, 30_000);
     expectPerKeyOrder(out.received);
@@ -170,7 +193,11 @@ describe('outbox: no gaps and per-key order (real PostgreSQL)', () => {
     }
     const spilled = await bridge.metrics.outboxSpilled.get();
     expect(spilled.values[0]?.value ?? 0, 'the backlog path was used').toBeGreaterThan(0);
-    await waitFor(async () => (await c.query('SELECT (SELECT count(*) FROM sidekick.events) + (SELECT count(*) FROM sidekick.deliveries) AS n')).rows[0].n === '0', 'empty queues');
+    await waitFor(
+      async () =>
+        (await c.query('SELECT (SELECT count(*) FROM sidekick.events) + (SELECT count(*) FROM sidekick.deliveries) AS n')).rows[0].n === '0',
+      'empty queues',
+    );
     void pg;
   });
 });

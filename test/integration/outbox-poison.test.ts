@@ -15,7 +15,7 @@ import { createMemorySinks } from '../support/memory-sink.js';
  */
 const POISON = [String.raw`{"a":"\u0000"}`, String.raw`{"a":"\ud800"}`];
 const docOf = (e: Envelope) => (e.new as { doc: { a?: string } } | null)?.doc;
-const isPoison = (e: Envelope) => typeof docOf(e)?.a === 'string' && /\u0000|[\ud800-\udfff]/.test(docOf(e)?.a as string);
+const isPoison = (e: Envelope) => typeof docOf(e)?.a === 'string' && (docOf(e)?.a === '\u0000' || docOf(e)?.a === '\ud800');
 const count = async (c: { query: (q: string) => Promise<{ rows: { n: number }[] }> }, sql: string) => (await c.query(sql)).rows[0]?.n;
 
 describe('outbox: events that jsonb refuses (real PostgreSQL)', () => {
@@ -30,15 +30,19 @@ describe('outbox: events that jsonb refuses (real PostgreSQL)', () => {
     const all = memory.get('all');
     const picky = memory.get('picky');
     picky.behaviour = (e) => (isPoison(e) ? { ok: false, error: new FatalError('HTTP_400', 'bad request') } : OK);
-    bridge = await bed.bridge(db.url, {
-      sinks: { all: { type: 'memory' }, picky: { type: 'memory' } },
-      routes: [{ from: '*', to: ['all', 'picky'] }],
-    }, [memory.definition]);
+    bridge = await bed.bridge(
+      db.url,
+      {
+        sinks: { all: { type: 'memory' }, picky: { type: 'memory' } },
+        routes: [{ from: '*', to: ['all', 'picky'] }],
+      },
+      [memory.definition],
+    );
     await c.query(`INSERT INTO t VALUES (1, '{"a":"fine"}')`);
     await c.query('INSERT INTO t VALUES (2, $1), (3, $2)', POISON);
     for (let id = 4; id <= 50; id++) await c.query(`INSERT INTO t VALUES ($1, '{"a":"fine"}')`, [id]);
-    await waitFor(async () => await count(c, 'SELECT count(*)::int AS n FROM sidekick.events') === 0, 'an empty outbox', 10_000);
-    await waitFor(async () => await count(c, 'SELECT count(*)::int AS n FROM sidekick.dead_letters') === 2, 'two dead letters', 10_000);
+    await waitFor(async () => (await count(c, 'SELECT count(*)::int AS n FROM sidekick.events')) === 0, 'an empty outbox', 10_000);
+    await waitFor(async () => (await count(c, 'SELECT count(*)::int AS n FROM sidekick.dead_letters')) === 2, 'two dead letters', 10_000);
     // Delivered once each: the drain never started over (it would have sent everything in flight again).
     expect(all.received.map((e) => (e.new as { id: number }).id)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
     expect(docOf(all.received[1] as Envelope)?.a).toBe('\u0000');
@@ -52,10 +56,15 @@ describe('outbox: events that jsonb refuses (real PostgreSQL)', () => {
     picky.behaviour = () => OK;
     await c.query('SELECT sidekick.retry_dead_letters(array_agg(id)) FROM sidekick.dead_letters');
     await waitFor(() => picky.received.length === 50, 'the two retried events');
-    expect(picky.received.slice(48).map((e) => docOf(e)?.a).sort()).toEqual(['\u0000', '\ud800']);
+    expect(
+      picky.received
+        .slice(48)
+        .map((e) => docOf(e)?.a)
+        .sort(),
+    ).toEqual(['\u0000', '\ud800']);
   });
 
-  it('wait in a failing sink\'s durable backlog exactly as they are, and arrive intact once it is back', async () => {
+  it("wait in a failing sink's durable backlog exactly as they are, and arrive intact once it is back", async () => {
     db = await bed.database();
     const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, doc json)', [{ table: 't' }]);
     const memory = createMemorySinks();
@@ -63,15 +72,23 @@ describe('outbox: events that jsonb refuses (real PostgreSQL)', () => {
     const down = memory.get('down');
     let failing = true;
     down.behaviour = () => (failing ? { ok: false, error: new RetriableError('ECONNREFUSED', 'connection refused', { unavailable: true }) } : OK);
-    bridge = await bed.bridge(db.url, {
-      outbox: { checkpointAfter: 100 },
-      sinks: { all: { type: 'memory' }, down: { type: 'memory', retry: { initialDelay: 20, maxDelay: 50 } } },
-      routes: [{ from: '*', to: ['all', 'down'] }],
-    }, [memory.definition]);
+    bridge = await bed.bridge(
+      db.url,
+      {
+        outbox: { checkpointAfter: 100 },
+        sinks: { all: { type: 'memory' }, down: { type: 'memory', retry: { initialDelay: 20, maxDelay: 50 } } },
+        routes: [{ from: '*', to: ['all', 'down'] }],
+      },
+      [memory.definition],
+    );
     await c.query('INSERT INTO t VALUES (1, $1), (2, $2)', POISON);
     await c.query(`INSERT INTO t VALUES (3, '{"a":"fine"}')`);
-    await waitFor(async () => await count(c, `SELECT count(*)::int AS n FROM sidekick.deliveries WHERE sink = 'down'`) === 3, 'the backlog', 10_000);
-    await waitFor(async () => await count(c, 'SELECT count(*)::int AS n FROM sidekick.events') === 0, 'an empty outbox');
+    await waitFor(
+      async () => (await count(c, `SELECT count(*)::int AS n FROM sidekick.deliveries WHERE sink = 'down'`)) === 3,
+      'the backlog',
+      10_000,
+    );
+    await waitFor(async () => (await count(c, 'SELECT count(*)::int AS n FROM sidekick.events')) === 0, 'an empty outbox');
     const stored = await c.query<{ t: string }>(`SELECT new::text AS t FROM sidekick.deliveries WHERE key IN ('1', '2') ORDER BY key`);
     expect(stored.rows.map((r) => r.t)).toEqual([`{"id":1,"doc":${POISON[0]}}`, `{"id":2,"doc":${POISON[1]}}`]);
     expect(all.received).toHaveLength(3);
@@ -79,7 +96,7 @@ describe('outbox: events that jsonb refuses (real PostgreSQL)', () => {
     await waitFor(() => down.received.length === 3, 'the backlog delivered', 10_000);
     expect(down.received.map((e) => docOf(e)?.a)).toEqual(['\u0000', '\ud800', 'fine']);
     expect(all.received).toHaveLength(3);
-    await waitFor(async () => await count(c, 'SELECT count(*)::int AS n FROM sidekick.deliveries') === 0, 'an empty backlog');
+    await waitFor(async () => (await count(c, 'SELECT count(*)::int AS n FROM sidekick.deliveries')) === 0, 'an empty backlog');
   });
 
   it('one event a store refuses for any reason (here a CHECK constraint added by the test) is set apart; the rest of the round is written', async () => {
@@ -100,21 +117,31 @@ describe('outbox: events that jsonb refuses (real PostgreSQL)', () => {
       if ((e.new as { id: number }).id === 13) return { ok: false, error: new FatalError('HTTP_400', 'bad request') };
       return failing ? { ok: false, error: new RetriableError('ECONNREFUSED', 'connection refused', { unavailable: true }) } : OK;
     };
-    bridge = await bed.bridge(db.url, {
-      outbox: { checkpointAfter: 100, sinkBuffer: 2, batchSize: 2 },
-      sinks: { all: { type: 'memory' }, slow: { type: 'memory', retry: { initialDelay: 20, maxDelay: 50 } } },
-      routes: [{ from: '*', to: ['all', 'slow'] }],
-    }, [memory.definition]);
+    bridge = await bed.bridge(
+      db.url,
+      {
+        outbox: { checkpointAfter: 100, sinkBuffer: 2, batchSize: 2 },
+        sinks: { all: { type: 'memory' }, slow: { type: 'memory', retry: { initialDelay: 20, maxDelay: 50 } } },
+        routes: [{ from: '*', to: ['all', 'slow'] }],
+      },
+      [memory.definition],
+    );
     for (let id = 1; id <= 12; id++) await c.query(`INSERT INTO t VALUES ($1, '{}')`, [id]);
-    await waitFor(async () => await count(c, `SELECT count(*)::int AS n FROM sidekick.deliveries WHERE sink = 'slow'`) === 10, 'the backlog without keys 1 and 7', 10_000);
-    await waitFor(async () => await count(c, 'SELECT count(*)::int AS n FROM sidekick.events') === 1, 'only key 1 left in the outbox');
-    await waitFor(async () => await count(c, 'SELECT count(*)::int AS n FROM sidekick.dead_letters') === 1, 'the dead letter of key 7');
+    await waitFor(
+      async () => (await count(c, `SELECT count(*)::int AS n FROM sidekick.deliveries WHERE sink = 'slow'`)) === 10,
+      'the backlog without keys 1 and 7',
+      10_000,
+    );
+    await waitFor(async () => (await count(c, 'SELECT count(*)::int AS n FROM sidekick.events')) === 1, 'only key 1 left in the outbox');
+    await waitFor(async () => (await count(c, 'SELECT count(*)::int AS n FROM sidekick.dead_letters')) === 1, 'the dead letter of key 7');
     const dead = await c.query<{ key: string; error_code: string; error: string }>('SELECT key, error_code, error FROM sidekick.dead_letters');
-    expect(dead.rows).toEqual([{ key: '7', error_code: 'STORE_REFUSED', error: expect.stringContaining("could not be stored in the sink's backlog") }]);
+    expect(dead.rows).toEqual([
+      { key: '7', error_code: 'STORE_REFUSED', error: expect.stringContaining("could not be stored in the sink's backlog") },
+    ]);
     await c.query(`INSERT INTO t VALUES (13, '{}'), (14, '{}')`);
     failing = false;
     await waitFor(() => slow.received.length === 12, 'the backlog, 1 and 14 delivered', 10_000);
-    await waitFor(async () => await count(c, 'SELECT count(*)::int AS n FROM sidekick.events') === 0, 'an empty outbox');
+    await waitFor(async () => (await count(c, 'SELECT count(*)::int AS n FROM sidekick.events')) === 0, 'an empty outbox');
     // Each event once: no round was repeated (a failed bookkeeping statement makes the drain start over).
     expect(all.received.map((e) => (e.new as { id: number }).id)).toEqual(Array.from({ length: 14 }, (_, i) => i + 1));
     expect(slow.received.map((e) => (e.new as { id: number }).id).sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 14]);

@@ -13,7 +13,9 @@ function io(): CommandIO & { out: () => string } {
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   let text = '';
-  stdout.on('data', (d) => { text += String(d); });
+  stdout.on('data', (d) => {
+    text += String(d);
+  });
   stderr.resume();
   return { stdout, stderr, env: {}, signal: new AbortController().signal, out: () => text };
 }
@@ -77,7 +79,10 @@ describe('outbox: least privilege (real PostgreSQL, non-superuser roles)', () =>
     const { tmpdir } = await import('node:os');
     const dir = mkdtempSync(join(tmpdir(), 'sk-sec-'));
     const file = join(dir, 'sidekick.yaml');
-    writeFileSync(file, `database: ${ownerUrl}\ncapture:\n  - table: public.orders\nsinks:\n  out: { type: stdout }\nroutes:\n  - { from: "*", to: out }\n`);
+    writeFileSync(
+      file,
+      `database: ${ownerUrl}\ncapture:\n  - table: public.orders\nsinks:\n  out: { type: stdout }\nroutes:\n  - { from: "*", to: out }\n`,
+    );
     const cmd = io();
     expect(await triggersCommand({ config: file, apply: true }, cmd)).toBe(0);
     expect(cmd.out()).toMatch(/capturing public\.orders: insert, update, delete \(statement-level, key id\)/);
@@ -87,7 +92,11 @@ describe('outbox: least privilege (real PostgreSQL, non-superuser roles)', () =>
     await o.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA sidekick TO ${bridgeRole}`);
     await o.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA sidekick TO ${bridgeRole}`);
     const memory = createMemorySinks();
-    bridge = await startBridge(bridgeUrl, { capture: [{ table: 'public.orders' }], sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    bridge = await startBridge(
+      bridgeUrl,
+      { capture: [{ table: 'public.orders' }], sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] },
+      [memory.definition],
+    );
     const out = memory.get('out');
     const b = await connect(bridgeUrl);
     await expect(b.query('SELECT * FROM orders')).rejects.toThrow(/permission denied/);
@@ -98,21 +107,26 @@ describe('outbox: least privilege (real PostgreSQL, non-superuser roles)', () =>
     const a = await connect(appUrl);
     await a.query(`INSERT INTO orders VALUES (1, 'new')`);
     await a.query(`UPDATE orders SET status = 'paid'`);
-    await waitFor(() => out.received.length >= 2, 'the application role\'s changes');
+    await waitFor(() => out.received.length >= 2, "the application role's changes");
     expect(out.received.map((e) => e.op)).toEqual(['INSERT', 'UPDATE']);
 
     // The application role cannot read, write or publish into the outbox.
     await expect(a.query('SELECT * FROM sidekick.outbox')).rejects.toThrow(/permission denied/);
     await expect(a.query(`INSERT INTO sidekick.outbox (source, channel) VALUES ('publish', 'forged')`)).rejects.toThrow(/permission denied/);
     await expect(a.query('SELECT * FROM sidekick.row_changes')).rejects.toThrow(/permission denied/);
-    await expect(a.query(`INSERT INTO sidekick.row_changes VALUES (1, '1', now(), '{INSERT,public,orders,id}', '{}')`)).rejects.toThrow(/permission denied/);
+    await expect(a.query(`INSERT INTO sidekick.row_changes VALUES (1, '1', now(), '{INSERT,public,orders,id}', '{}')`)).rejects.toThrow(
+      /permission denied/,
+    );
     await expect(a.query('SELECT * FROM sidekick.events')).rejects.toThrow(/permission denied/);
     await expect(a.query(`SELECT sidekick.publish('forged', '{}')`)).rejects.toThrow(/permission denied/);
     await expect(a.query('SELECT * FROM sidekick.dead_letters')).rejects.toThrow(/permission denied/);
     // …nor attach pg-sidekick's capture function to a table of its own.
     await a.query('CREATE TEMP TABLE mine (id int)');
-    await expect(a.query('CREATE TRIGGER x AFTER INSERT ON mine REFERENCING NEW TABLE AS sidekick_new FOR EACH STATEMENT EXECUTE FUNCTION sidekick."public.orders:insert"()'))
-      .rejects.toThrow(/permission denied/);
+    await expect(
+      a.query(
+        'CREATE TRIGGER x AFTER INSERT ON mine REFERENCING NEW TABLE AS sidekick_new FOR EACH STATEMENT EXECUTE FUNCTION sidekick."public.orders:insert"()',
+      ),
+    ).rejects.toThrow(/permission denied/);
     // A forged NOTIFY on the wake-up channel only wakes the drain: nothing is delivered.
     await a.query(`NOTIFY sidekick, '{"id": 1, "channel": "public.orders", "op": "DELETE"}'`);
     // (A sentinel change after it: the forged one would have come first.)

@@ -39,10 +39,16 @@ describe('outbox: a schema behind this version (real PostgreSQL)', () => {
     // not know to be the shape it reads and writes. It says why and waits.
     const memory = createMemorySinks();
     const lines: string[] = [];
-    bridge = await startBridge(db.url, {
-      outbox: { pollInterval: 200 },
-      sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }],
-    }, [memory.definition], { write: (line: string) => lines.push(line) });
+    bridge = await startBridge(
+      db.url,
+      {
+        outbox: { pollInterval: 200 },
+        sinks: { out: { type: 'memory' } },
+        routes: [{ from: '*', to: 'out' }],
+      },
+      [memory.definition],
+      { write: (line: string) => lines.push(line) },
+    );
     const out = memory.get('out');
     await waitFor(() => lines.some((l) => l.includes('older than this pg-sidekick needs')), 'the error that says so');
     expect(bridge.readiness().ready).toBe(false);
@@ -66,9 +72,17 @@ describe('outbox: a schema behind this version (real PostgreSQL)', () => {
     await expect(migrate(c)).rejects.toThrow(/before its migrations were folded into one .*sidekick uninstall --yes.*sidekick install/);
     const lines: string[] = [];
     const memory = createMemorySinks();
-    bridge = await startBridge(db.url, {
-      capture: [], outbox: { enabled: true }, sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }],
-    }, [memory.definition], { write: (line: string) => lines.push(line) });
+    bridge = await startBridge(
+      db.url,
+      {
+        capture: [],
+        outbox: { enabled: true },
+        sinks: { out: { type: 'memory' } },
+        routes: [{ from: '*', to: 'out' }],
+      },
+      [memory.definition],
+      { write: (line: string) => lines.push(line) },
+    );
     await waitFor(() => lines.some((l) => l.includes('before its migrations were folded')), 'the drain says so');
     expect(bridge.readiness().ready).toBe(false);
   });

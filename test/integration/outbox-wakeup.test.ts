@@ -18,7 +18,9 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
 
   /** A bridge delivering everything to the memory sink `out`. */
   async function startDrain(memory: ReturnType<typeof createMemorySinks>, outbox?: { pollInterval: string }) {
-    bridge = await bed.bridge(db!.url, { ...(outbox ? { outbox } : {}), sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [memory.definition]);
+    bridge = await bed.bridge(db!.url, { ...(outbox ? { outbox } : {}), sinks: { out: { type: 'memory' } }, routes: [{ from: '*', to: 'out' }] }, [
+      memory.definition,
+    ]);
   }
 
   it('catches up on start with what was written while no bridge ran', async () => {
@@ -60,22 +62,26 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
   });
 
   it('busy writers do not NOTIFY: only transactions that find the drain asleep do', async () => {
-    const c = await capturedTable('id serial PRIMARY KEY, w int');
+    const _c = await capturedTable('id serial PRIMARY KEY, w int');
     const memory = createMemorySinks();
     await startDrain(memory);
     const listener = await db!.client();
     let notifications = 0;
-    listener.on('notification', () => { notifications++; });
+    listener.on('notification', () => {
+      notifications++;
+    });
     await listener.query('LISTEN sidekick');
     const writers = await Promise.all(Array.from({ length: 4 }, () => db!.client()));
     let transactions = 0;
     const until = Date.now() + 1500;
-    await Promise.all(writers.map(async (w, n) => {
-      while (Date.now() < until) {
-        await w.query('INSERT INTO t (w) VALUES ($1)', [n]);
-        transactions++;
-      }
-    }));
+    await Promise.all(
+      writers.map(async (w, n) => {
+        while (Date.now() < until) {
+          await w.query('INSERT INTO t (w) VALUES ($1)', [n]);
+          transactions++;
+        }
+      }),
+    );
     await waitFor(() => memory.get('out').received.length >= transactions, `${transactions} events`, 20_000);
     // A few wake-ups at the start and whenever the drain had caught up and dozed off; never one per transaction.
     expect(transactions).toBeGreaterThan(200);
@@ -101,7 +107,9 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
     // The next writer takes 1025 and NOTIFYs; the ninth after the mark does not.
     const listener = await db!.client();
     const heard: string[] = [];
-    listener.on('notification', (n) => { heard.push(n.channel); });
+    listener.on('notification', (n) => {
+      heard.push(n.channel);
+    });
     await listener.query('LISTEN sidekick');
     await c.query('INSERT INTO t VALUES (200)');
     await waitFor(() => heard.length === 1, 'a NOTIFY from the first writer after the mark');
@@ -118,7 +126,10 @@ describe('outbox: waking the drain (real PostgreSQL)', () => {
     await startDrain(memory, { pollInterval: '60s' });
     await c.query('INSERT INTO t VALUES (1)');
     await waitFor(() => memory.get('out').received.length === 1, 'the first event');
-    await waitFor(async () => (await c.query('SELECT last_value % 1024 = 0 AS armed FROM sidekick.outbox_id_seq')).rows[0].armed, 'the drain asleep behind its mark');
+    await waitFor(
+      async () => (await c.query('SELECT last_value % 1024 = 0 AS armed FROM sidekick.outbox_id_seq')).rows[0].armed,
+      'the drain asleep behind its mark',
+    );
     for (let i = 0; i < 3; i++) {
       await c.query('BEGIN');
       await c.query('INSERT INTO t VALUES (2)');

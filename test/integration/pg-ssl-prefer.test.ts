@@ -36,7 +36,9 @@ async function fakeServer(answer: string, talk: (socket: net.Socket) => void) {
       socket.write(answer);
       if (answer !== 'S') return talk(socket);
       const secure = new tls.TLSSocket(socket, { isServer: true, key, cert });
-      secure.on('secure', () => { entry.secure = true; });
+      secure.on('secure', () => {
+        entry.secure = true;
+      });
       secure.on('error', () => {});
       talk(secure);
     });

@@ -28,7 +28,8 @@ export function redisBridgeSuite(): void {
       db = await createTestDatabase();
       const prefix = randomName('sk-bridge');
       const channel = 'orders_events';
-      const config = parseConfig(parseYaml(`
+      const config = parseConfig(
+        parseYaml(`
   database: ${db.url}
   listen: [${channel}]
   sinks:
@@ -39,7 +40,9 @@ export function redisBridgeSuite(): void {
       maxLen: 100000
   routes:
     - { from: ${channel}, to: redis }
-  `), { env: { REDIS_URL: serviceEnv().REDIS_URL }, sinks: sinkDefinitions });
+  `),
+        { env: { REDIS_URL: serviceEnv().REDIS_URL }, sinks: sinkDefinitions },
+      );
       const reader = new Redis(serviceEnv().REDIS_URL);
       const key = `${prefix}:${channel}`;
       try {

@@ -30,15 +30,47 @@ describe('redis-stream sink against a real Redis Cluster (3 masters, started by 
     for (let i = 0; i < 3; i++) {
       const port = await closedPort();
       ports.push(port);
-      nodes.push(spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--dir', dir, '--save', '', '--appendonly', 'no',
-        '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--protected-mode', 'no'], { stdio: 'ignore' }));
+      nodes.push(
+        spawn(
+          'redis-server',
+          [
+            '--bind',
+            '127.0.0.1',
+            '--port',
+            String(port),
+            '--dir',
+            dir,
+            '--save',
+            '',
+            '--appendonly',
+            'no',
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            `nodes-${port}.conf`,
+            '--protected-mode',
+            'no',
+          ],
+          { stdio: 'ignore' },
+        ),
+      );
     }
     for (const port of ports) {
-      await waitFor(async () => (await run('redis-cli', ['-p', String(port), 'ping']).catch(() => ({ stdout: '' }))).stdout.trim() === 'PONG', `node ${port}`, 10_000, 50);
+      await waitFor(
+        async () => (await run('redis-cli', ['-p', String(port), 'ping']).catch(() => ({ stdout: '' }))).stdout.trim() === 'PONG',
+        `node ${port}`,
+        10_000,
+        50,
+      );
     }
     await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes']);
     for (const port of ports) {
-      await waitFor(async () => /cluster_state:ok/.test((await run('redis-cli', ['-p', String(port), 'cluster', 'info'])).stdout), `cluster state ok on ${port}`, 15_000, 50);
+      await waitFor(
+        async () => /cluster_state:ok/.test((await run('redis-cli', ['-p', String(port), 'cluster', 'info'])).stdout),
+        `cluster state ok on ${port}`,
+        15_000,
+        50,
+      );
     }
     reader = new Cluster([{ host: '127.0.0.1', port: ports[0]! }]);
   }, 60_000);
@@ -51,7 +83,10 @@ describe('redis-stream sink against a real Redis Cluster (3 masters, started by 
 
   it('writes each stream to the node of its slot, in per-key order, with per-item outcomes', async () => {
     const p = randomName('sk-cl');
-    const sink = redisStreamSink.create(schema.parse({ cluster: { nodes: [`127.0.0.1:${ports[0]}`] }, stream: `${p}:{key}` }), contractContext('redis-cluster'));
+    const sink = redisStreamSink.create(
+      schema.parse({ cluster: { nodes: [`127.0.0.1:${ports[0]}`] }, stream: `${p}:{key}` }),
+      contractContext('redis-cluster'),
+    );
     try {
       await sink.start(new AbortController().signal);
       expect(await sink.check!(new AbortController().signal)).toMatch(/^cluster 127\.0\.0\.1:\d+/);
@@ -74,7 +109,10 @@ describe('redis-stream sink against a real Redis Cluster (3 masters, started by 
 
       // A key holding a string on one node: WRONGTYPE for that item only.
       await reader.set(`${p}:taken`, 'x');
-      const result = await sink.send([testEnvelope({ key: 'a' }), testEnvelope({ key: 'taken' }), testEnvelope({ key: 'b' })], new AbortController().signal);
+      const result = await sink.send(
+        [testEnvelope({ key: 'a' }), testEnvelope({ key: 'taken' }), testEnvelope({ key: 'b' })],
+        new AbortController().signal,
+      );
       expect(result[0]).toEqual({ ok: true });
       expect((result[1] as { error: SidekickError }).error).toMatchObject({ code: 'REDIS_WRONGTYPE', retriable: false });
       expect(result[2]).toEqual({ ok: true });

@@ -57,12 +57,37 @@ function startProducer(all: readonly Envelope[], deliver: (e: Envelope) => Promi
       await new Promise((r) => setTimeout(r, 25));
     }
   })();
-  return { sent, results, async stop() { producing = false; await done; } };
+  return {
+    sent,
+    results,
+    async stop() {
+      producing = false;
+      await done;
+    },
+  };
 }
 
 async function startRedis(port: number, dir: string): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--dir', dir, '--save', '',
-    '--appendonly', 'yes', '--appendfsync', 'always', '--protected-mode', 'no'], { stdio: 'ignore' });
+  const child = spawn(
+    'redis-server',
+    [
+      '--bind',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--dir',
+      dir,
+      '--save',
+      '',
+      '--appendonly',
+      'yes',
+      '--appendfsync',
+      'always',
+      '--protected-mode',
+      'no',
+    ],
+    { stdio: 'ignore' },
+  );
   const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => 20, maxRetriesPerRequest: null });
   probe.on('error', () => {});
   try {
@@ -85,7 +110,11 @@ export function redisRestartSuite(): void {
       let server = await startRedis(port, dir);
       const stream = randomName('sk-aof');
       const sink = redisStreamSink.create(schema.parse({ url: `redis://127.0.0.1:${port}`, stream }), contractContext('redis-aof'));
-      const dispatcher = createDispatcher({ sink, options: dispatchOptions({ retry: { attempts: 1000, initialDelay: 50, maxDelay: 500 } }), logger: quietLogger });
+      const dispatcher = createDispatcher({
+        sink,
+        options: dispatchOptions({ retry: { attempts: 1000, initialDelay: 50, maxDelay: 500 } }),
+        logger: quietLogger,
+      });
       try {
         await sink.start(new AbortController().signal);
         const producer = startProducer(rowChanges(200_000, 100), (e) => dispatcher.deliver(e));
@@ -106,7 +135,9 @@ export function redisRestartSuite(): void {
         const got = (await reader.xrange(stream, '-', '+')).map(([, flat]) => row({ fields: toFields(flat) }));
         reader.disconnect();
         const report = verifyDelivery(producer.sent, got);
-        console.info(`redis (AOF) kill -9: ${producer.sent.length} events (${atKill} before the kill), ${report.distinct} distinct in the stream, ${report.duplicates} duplicates`);
+        console.info(
+          `redis (AOF) kill -9: ${producer.sent.length} events (${atKill} before the kill), ${report.distinct} distinct in the stream, ${report.duplicates} duplicates`,
+        );
         expect(report.problems).toEqual([]);
       } finally {
         await dispatcher.stop(1_000);
@@ -120,7 +151,11 @@ export function redisRestartSuite(): void {
       const url = serviceEnv().REDIS_URL;
       const stream = randomName('sk-restart');
       const sink = redisStreamSink.create(schema.parse({ url, stream }), contractContext('redis-restart'));
-      const dispatcher = createDispatcher({ sink, options: dispatchOptions({ retry: { attempts: 1000, initialDelay: 50, maxDelay: 500 } }), logger: quietLogger });
+      const dispatcher = createDispatcher({
+        sink,
+        options: dispatchOptions({ retry: { attempts: 1000, initialDelay: 50, maxDelay: 500 } }),
+        logger: quietLogger,
+      });
 
       // The independent consumer: XREAD BLOCK from its own connection, recording entries as they come.
       const consumer = new Redis(url, { maxRetriesPerRequest: null, retryStrategy: () => 50 });
@@ -162,13 +197,22 @@ export function redisRestartSuite(): void {
         expect(outcomes.filter((o) => o.status !== 'delivered')).toEqual([]);
         expect(outcomes.some((o) => o.attempts > 1)).toBe(true);
         const late = new Set(producer.sent.slice(afterUp).map((e) => e.id));
-        await waitFor(() => { const read = new Set(got.map((r) => r.id)); return [...late].every((id) => read.has(id)); },
-          'the consumer to read every event handed over after the restart', 10_000, 20).catch(() => undefined);
+        await waitFor(
+          () => {
+            const read = new Set(got.map((r) => r.id));
+            return [...late].every((id) => read.has(id));
+          },
+          'the consumer to read every event handed over after the restart',
+          10_000,
+          20,
+        ).catch(() => undefined);
 
         const report = verifyDelivery(producer.sent, got);
         const lateMissing = report.missing.filter((id) => late.has(id));
-        console.info(`redis restart (services.sh): ${producer.sent.length} events, down ${down.ms} ms (${atStop} handed over by then), up ${up.ms} ms; `
-          + `${report.distinct} distinct read, ${report.duplicates} duplicates, ${report.missing.length} lost with Redis's memory before being read`);
+        console.info(
+          `redis restart (services.sh): ${producer.sent.length} events, down ${down.ms} ms (${atStop} handed over by then), up ${up.ms} ms; ` +
+            `${report.distinct} distinct read, ${report.duplicates} duplicates, ${report.missing.length} lost with Redis's memory before being read`,
+        );
         expect(lateMissing).toEqual([]);
         expect(report.problems.filter((p) => !/missing/.test(p))).toEqual([]);
       } finally {

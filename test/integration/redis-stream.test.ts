@@ -29,7 +29,9 @@ afterEach(async () => {
   await Promise.all(sinks.splice(0).map((s) => s.stop().catch(() => {})));
   if (keys.length > 0) await reader.del(...keys.splice(0));
 });
-afterAll(async () => { reader.disconnect(); });
+afterAll(async () => {
+  reader.disconnect();
+});
 
 /** A fresh stream-key prefix for one test (deleted afterwards). */
 function prefix(): string {
@@ -127,7 +129,11 @@ describe('redis-stream sink against real Redis', () => {
     const p = prefix();
     const sink = makeSink({ stream: p, maxLen: 100 });
     await sink.start(signal());
-    for (let i = 0; i < 10; i++) await sink.send(Array.from({ length: 500 }, () => testEnvelope()), signal());
+    for (let i = 0; i < 10; i++)
+      await sink.send(
+        Array.from({ length: 500 }, () => testEnvelope()),
+        signal(),
+      );
     keys.push(p);
     const length = await reader.xlen(p);
     // "~" trims whole radix-tree nodes (100 entries by default): never below 100, far below 5000.
@@ -159,7 +165,10 @@ describe('redis-stream sink against real Redis', () => {
     const u = new URL(REDIS_URL);
     const sink = makeSink({ url: `redis://default:hunter2@${u.host}` });
     // The server has no password: AUTH with one fails, and the error must not leak it either.
-    const error = await sink.check!(signal()).then(() => undefined, (e: Error) => e);
+    const error = await sink.check!(signal()).then(
+      () => undefined,
+      (e: Error) => e,
+    );
     if (error) expect(error.message).not.toContain('hunter2');
     const plain = makeSink({});
     expect(await plain.check!(signal())).toMatch(/^redis:\/\/127\.0\.0\.1:\d+ \(Redis \d+\.\d+/);
@@ -175,15 +184,25 @@ describe('redis-stream sink against real Redis', () => {
       const first = testEnvelope();
       expect(await sink.send([first], signal())).toEqual([{ ok: true }]);
       proxy.refuse(true);
-      const inFlight = sink.send(Array.from({ length: 2000 }, () => testEnvelope({ new: { pad: 'x'.repeat(1000) } })), signal())
-        .then((r) => r.filter((o) => !o.ok).map((o) => (o as { error: SidekickError }).error), (e: SidekickError) => [e]);
+      const inFlight = sink
+        .send(
+          Array.from({ length: 2000 }, () => testEnvelope({ new: { pad: 'x'.repeat(1000) } })),
+          signal(),
+        )
+        .then(
+          (r) => r.filter((o) => !o.ok).map((o) => (o as { error: SidekickError }).error),
+          (e: SidekickError) => [e],
+        );
       setImmediate(() => proxy.cut());
       const failures = await inFlight;
       expect(failures.length, 'the cut must catch the batch in flight').toBeGreaterThan(0);
       for (const f of failures) expect(f).toMatchObject({ retriable: true, unavailable: true });
       // Disconnected: fails fast instead of queueing in ioredis.
       const started = Date.now();
-      const down = await sink.send([testEnvelope()], signal()).then(() => undefined, (e: unknown) => e);
+      const down = await sink.send([testEnvelope()], signal()).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(down).toBeInstanceOf(RetriableError);
       expect(down).toMatchObject({ unavailable: true });
       expect(Date.now() - started).toBeLessThan(1_000);

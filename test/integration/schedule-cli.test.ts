@@ -4,7 +4,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { CommandIO } from '../../src/commands/io.js';
 import { installCommand } from '../../src/commands/install.js';
 import {
-  scheduleAddCommand, scheduleEnableCommand, scheduleHistoryCommand, scheduleListCommand, scheduleRemoveCommand,
+  scheduleAddCommand,
+  scheduleEnableCommand,
+  scheduleHistoryCommand,
+  scheduleListCommand,
+  scheduleRemoveCommand,
   scheduleRunNowCommand,
 } from '../../src/commands/schedule.js';
 import { ConfigError } from '../../src/errors.js';
@@ -16,8 +20,12 @@ function captureIO(): CommandIO & { out(): string; err(): string } {
   const stderr = new PassThrough();
   let out = '';
   let err = '';
-  stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  stderr.on('data', (d: Buffer) => { err += d.toString(); });
+  stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
   return { stdout, stderr, env: {}, signal: new AbortController().signal, out: () => out, err: () => err };
 }
 
@@ -36,18 +44,30 @@ describe('sidekick schedule … (real PostgreSQL)', () => {
     await c.query('CREATE TABLE hits (n int)');
     const database = db.url;
     let io = captureIO();
-    expect(await scheduleAddCommand('cleanup', { database, every: '1h', sql: 'INSERT INTO hits VALUES (1)', start: '2100-01-01T00:00:00Z' }, io)).toBe(0);
+    expect(
+      await scheduleAddCommand('cleanup', { database, every: '1h', sql: 'INSERT INTO hits VALUES (1)', start: '2100-01-01T00:00:00Z' }, io),
+    ).toBe(0);
     expect(io.out()).toMatch(/schedule "cleanup" \(id \d+\) added: next run 2100-01-01T00:00:00Z/);
     io = captureIO();
-    expect(await scheduleAddCommand('nightly', { database, cron: '0 3 * * *', tz: 'Europe/Paris', sql: 'SELECT 1', missed: 'skip', overlap: 'queue', timeout: '30s' }, io)).toBe(0);
-    const { rows } = await c.query(`SELECT missed, overlap, statement_timeout::text AS t, time_zone, next_run_at FROM sidekick.schedules WHERE name = 'nightly'`);
+    expect(
+      await scheduleAddCommand(
+        'nightly',
+        { database, cron: '0 3 * * *', tz: 'Europe/Paris', sql: 'SELECT 1', missed: 'skip', overlap: 'queue', timeout: '30s' },
+        io,
+      ),
+    ).toBe(0);
+    const { rows } = await c.query(
+      `SELECT missed, overlap, statement_timeout::text AS t, time_zone, next_run_at FROM sidekick.schedules WHERE name = 'nightly'`,
+    );
     expect(rows[0]).toMatchObject({ missed: 'skip', overlap: 'queue', t: '00:00:30', time_zone: 'Europe/Paris' });
     // 03:00 in Paris is 01:00 or 02:00 UTC
     expect([1, 2]).toContain(rows[0].next_run_at.getUTCHours());
     await expect(scheduleAddCommand('cleanup', { database, every: '1h', sql: 'SELECT 1' }, captureIO())).rejects.toThrow(/already exists/);
     await expect(scheduleAddCommand('bad', { database, cron: 'nope', sql: 'SELECT 1' }, captureIO())).rejects.toThrow(ConfigError);
     await expect(scheduleAddCommand('bad', { database, every: '1h' }, captureIO())).rejects.toThrow(/--sql and --emit/);
-    await expect(scheduleAddCommand('bad', { database, every: '1h', cron: '* * * * *', sql: 'SELECT 1' }, captureIO())).rejects.toThrow(/exactly one of/);
+    await expect(scheduleAddCommand('bad', { database, every: '1h', cron: '* * * * *', sql: 'SELECT 1' }, captureIO())).rejects.toThrow(
+      /exactly one of/,
+    );
     await expect(scheduleAddCommand('bad', { database, every: 'often', sql: 'SELECT 1' }, captureIO())).rejects.toThrow(/interval/);
     await expect(scheduleAddCommand('bad', { database, every: '1h', sql: 'SELECT 1', missed: 'maybe' }, captureIO())).rejects.toThrow(/--missed/);
 
@@ -68,7 +88,9 @@ describe('sidekick schedule … (real PostgreSQL)', () => {
     io = captureIO();
     expect(await scheduleHistoryCommand(undefined, { database, json: true }, io)).toBe(0);
     expect(JSON.parse(io.out().trim().split('\n')[0]!)).toMatchObject({ name: 'cleanup', outcome: 'succeeded' });
-    expect((await c.query(`SELECT next_run_at FROM sidekick.schedules WHERE name = 'cleanup'`)).rows[0].next_run_at.toISOString()).toBe('2100-01-01T00:00:00.000Z');
+    expect((await c.query(`SELECT next_run_at FROM sidekick.schedules WHERE name = 'cleanup'`)).rows[0].next_run_at.toISOString()).toBe(
+      '2100-01-01T00:00:00.000Z',
+    );
 
     expect(await scheduleEnableCommand('nightly', false, { database }, captureIO())).toBe(0);
     expect((await c.query(`SELECT enabled FROM sidekick.schedules WHERE name = 'nightly'`)).rows[0].enabled).toBe(false);
@@ -79,7 +101,13 @@ describe('sidekick schedule … (real PostgreSQL)', () => {
     expect(io.err()).toMatch(/no schedule named "nightly"/);
     io = captureIO();
     expect(await scheduleListCommand({ database, json: true }, io)).toBe(0);
-    expect(io.out().trim().split('\n').map((l) => JSON.parse(l).name)).toEqual(['cleanup']);
+    expect(
+      io
+        .out()
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).name),
+    ).toEqual(['cleanup']);
   });
 
   it('says to run `sidekick install` when the schema is missing', async () => {
@@ -106,7 +134,7 @@ describe('pgcron.sql compatibility: sidekick install --pgcron (real PostgreSQL)'
     return db.url;
   }
 
-  it('the seed README\'s example runs now and then every 20 minutes', async () => {
+  it("the seed README's example runs now and then every 20 minutes", async () => {
     const url = await setup();
     await c.query(`CREATE TABLE spool (id int, expires timestamptz)`);
     await c.query(`INSERT INTO spool VALUES (1, now() - interval '1 hour'), (2, now() + interval '1 hour')`);
@@ -116,7 +144,10 @@ describe('pgcron.sql compatibility: sidekick install --pgcron (real PostgreSQL)'
             $$delete from spool where expires < current_timestamp$$);`);
     await stack.scheduler(url).start();
     await waitFor(async () => (await count(c, 'SELECT 1 FROM spool')) === 1, 'the expired spool row to be deleted');
-    await waitFor(async () => (await count(c, `SELECT 1 FROM scheduled_events WHERE run_at > now() + interval '19 minutes'`)) === 1, 'the event to move 20 minutes on');
+    await waitFor(
+      async () => (await count(c, `SELECT 1 FROM scheduled_events WHERE run_at > now() + interval '19 minutes'`)) === 1,
+      'the event to move 20 minutes on',
+    );
     const { rows } = await c.query(`SELECT period::text, run_action FROM scheduled_events`);
     expect(rows).toEqual([{ period: '00:20:00', run_action: 'delete from spool where expires < current_timestamp' }]);
   });
@@ -150,22 +181,27 @@ describe('pgcron.sql compatibility: sidekick install --pgcron (real PostgreSQL)'
     await waitFor(async () => (await count(c, 'SELECT 1 FROM log')) === 74, 'the event after the restart');
   });
 
-  it('migrates a table left by the seed\'s pgcron.sql, and applying twice is harmless', async () => {
+  it("migrates a table left by the seed's pgcron.sql, and applying twice is harmless", async () => {
     db = await createTestDatabase('pgcron');
     c = await db.client();
     await c.query(`create table scheduled_events (id serial not null, run_at timestamptz not null, period interval, run_action text not null)`);
     await c.query(`create function events_changed() returns trigger as $$ begin return new; end $$ language plpgsql`);
     await c.query(`create trigger events_changed after insert or update on scheduled_events for each statement execute procedure events_changed()`);
-    await c.query(`insert into scheduled_events (run_at, period, run_action) values (now() + interval '1 hour', '1 day', 'select 1'), (now() + interval '2 hours', null, 'select 2')`);
+    await c.query(
+      `insert into scheduled_events (run_at, period, run_action) values (now() + interval '1 hour', '1 day', 'select 1'), (now() + interval '2 hours', null, 'select 2')`,
+    );
     expect(await installCommand({ database: db.url, pgcron: true }, captureIO())).toBe(0);
     expect(await installCommand({ database: db.url, pgcron: true }, captureIO())).toBe(0);
     const { rows } = await c.query(`SELECT period::text, run_action FROM scheduled_events ORDER BY run_at`);
-    expect(rows).toEqual([{ period: '1 day', run_action: 'select 1' }, { period: null, run_action: 'select 2' }]);
+    expect(rows).toEqual([
+      { period: '1 day', run_action: 'select 1' },
+      { period: null, run_action: 'select 2' },
+    ]);
     expect((await c.query(`SELECT to_regprocedure('events_changed()') AS f`)).rows[0].f).toBeNull();
     expect((await c.query(`SELECT relkind FROM pg_class WHERE relname = 'scheduled_events'`)).rows[0].relkind).toBe('v');
   });
 
-  it('update and delete through the view; the seed\'s run_events() answers the seconds to the next event', async () => {
+  it("update and delete through the view; the seed's run_events() answers the seconds to the next event", async () => {
     await setup();
     await c.query(`insert into scheduled_events (run_at, period, run_action) values (now() + interval '1 hour', '1 day', 'select 1')`);
     await c.query(`update scheduled_events set period = '2 days', run_action = 'select 2'`);

@@ -54,7 +54,14 @@ describe('scheduler (real PostgreSQL)', () => {
     const url = await setup();
     await stack.scheduler(url, { concurrency: 2, batchSize: 1 }).start();
     await c.query(`INSERT INTO sidekick.schedules (run_at, sql) VALUES (now(), 'SELECT pg_sleep(4)'), (now(), 'SELECT pg_sleep(4)')`);
-    await waitFor(async () => (await count(c, `SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND state = 'active' AND datname = current_database() AND pid <> pg_backend_pid()`)) === 2, 'both sleepers running');
+    await waitFor(
+      async () =>
+        (await count(
+          c,
+          `SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND state = 'active' AND datname = current_database() AND pid <> pg_backend_pid()`,
+        )) === 2,
+      'both sleepers running',
+    );
     await c.query(`INSERT INTO sidekick.schedules (run_at, sql) VALUES (now() + interval '500 milliseconds', 'INSERT INTO hits (job) VALUES (1)')`);
     const t0 = Date.now();
     await waitFor(async () => (await count(c, 'SELECT 1 FROM hits')) === 1, 'the job due meanwhile', 10_000, 20);
@@ -80,7 +87,10 @@ describe('scheduler (real PostgreSQL)', () => {
     await c.query(`INSERT INTO sidekick.schedules (name, cron, sql) VALUES ('broken', 'every tuesday', 'SELECT 1')`);
     await stack.scheduler(url).start();
     await waitFor(async () => (await count(c, 'SELECT 1 FROM hits WHERE job = 7')) >= 1, 'the plain-SQL cron row to run', 5_000, 50);
-    await waitFor(async () => (await count(c, `SELECT 1 FROM sidekick.schedules WHERE name = 'broken' AND NOT enabled`)) === 1, 'the broken row to be disabled');
+    await waitFor(
+      async () => (await count(c, `SELECT 1 FROM sidekick.schedules WHERE name = 'broken' AND NOT enabled`)) === 1,
+      'the broken row to be disabled',
+    );
     const { rows } = await c.query(`SELECT last_error FROM sidekick.schedules WHERE name = 'broken'`);
     expect(rows[0].last_error).toMatch(/invalid cron expression/);
   });
@@ -91,10 +101,16 @@ describe('scheduler (real PostgreSQL)', () => {
                                     RETURNING missed, overlap, enabled, max_attempts, next_run_at IS NOT NULL AS planned`);
     expect(rows[0]).toEqual({ missed: 'once', overlap: 'skip', enabled: true, max_attempts: 1, planned: true });
     await expect(c.query(`INSERT INTO sidekick.schedules (sql) VALUES ('SELECT 1')`)).rejects.toThrow(/schedules_one_timing/);
-    await expect(c.query(`INSERT INTO sidekick.schedules (every, sql, channel) VALUES ('1 minute', 'SELECT 1', 'x')`)).rejects.toThrow(/schedules_one_action/);
+    await expect(c.query(`INSERT INTO sidekick.schedules (every, sql, channel) VALUES ('1 minute', 'SELECT 1', 'x')`)).rejects.toThrow(
+      /schedules_one_action/,
+    );
     await expect(c.query(`INSERT INTO sidekick.schedules (every, sql) VALUES ('-1 minute', 'SELECT 1')`)).rejects.toThrow(/every_check/);
-    await expect(c.query(`INSERT INTO sidekick.schedules (every, sql, missed) VALUES ('1 minute', 'SELECT 1', 'sometimes')`)).rejects.toThrow(/missed_check/);
-    await expect(c.query(`INSERT INTO sidekick.schedules (every, sql, time_zone) VALUES ('1 minute', 'SELECT 1', 'Mars/Olympus')`)).rejects.toThrow(/time zone/);
+    await expect(c.query(`INSERT INTO sidekick.schedules (every, sql, missed) VALUES ('1 minute', 'SELECT 1', 'sometimes')`)).rejects.toThrow(
+      /missed_check/,
+    );
+    await expect(c.query(`INSERT INTO sidekick.schedules (every, sql, time_zone) VALUES ('1 minute', 'SELECT 1', 'Mars/Olympus')`)).rejects.toThrow(
+      /time zone/,
+    );
   });
 
   it('a statement that returns no rows is a success; a failing one is recorded with its error and the loop goes on', async () => {
@@ -118,7 +134,13 @@ describe('scheduler (real PostgreSQL)', () => {
   it('retries a failing occurrence when configured, and records the attempts', async () => {
     const url = await setup('CREATE SEQUENCE tries; CREATE TABLE hits (job int)');
     // Fails twice (the sequence is not rolled back with the failure), then succeeds.
-    await addSchedule(c, { name: 'flaky', at: 'now', attempts: 3, retryDelay: '100ms', sql: 'INSERT INTO hits SELECT 1 / (CASE WHEN nextval(\'tries\') < 3 THEN 0 ELSE 1 END)' });
+    await addSchedule(c, {
+      name: 'flaky',
+      at: 'now',
+      attempts: 3,
+      retryDelay: '100ms',
+      sql: "INSERT INTO hits SELECT 1 / (CASE WHEN nextval('tries') < 3 THEN 0 ELSE 1 END)",
+    });
     await addSchedule(c, { name: 'hopeless', at: 'now', attempts: 2, retryDelay: '100ms', sql: 'SELECT 1 / 0' });
     await stack.scheduler(url).start();
     await waitFor(async () => (await count(c, 'SELECT 1 FROM sidekick.schedules')) === 0, 'both to finish', 10_000);
@@ -149,21 +171,40 @@ describe('scheduler (real PostgreSQL)', () => {
     await stack.scheduler(url).start();
     await waitFor(async () => (await count(c, `SELECT 1 FROM sidekick.schedule_runs WHERE outcome = 'succeeded'`)) === 1, 'vacuum to run');
     // Cumulative statistics are flushed about once a second.
-    await waitFor(async () => (await count(c, `SELECT 1 FROM pg_stat_user_tables WHERE relname = 'hits' AND vacuum_count > 0`)) === 1, 'the vacuum to show in pg_stat_user_tables', 10_000, 200);
+    await waitFor(
+      async () => (await count(c, `SELECT 1 FROM pg_stat_user_tables WHERE relname = 'hits' AND vacuum_count > 0`)) === 1,
+      'the vacuum to show in pg_stat_user_tables',
+      10_000,
+      200,
+    );
   });
 
   it('missed-run policies: skip drops a late one-shot, once runs it; all catches up at most missed_cap', async () => {
     const url = await setup();
-    await addSchedule(c, { name: 'late-skip', at: `${new Date(Date.now() - 120_000).toISOString()}`, missed: 'skip', sql: 'INSERT INTO hits (job) VALUES (1)' });
-    await addSchedule(c, { name: 'late-once', at: `${new Date(Date.now() - 120_000).toISOString()}`, missed: 'once', sql: 'INSERT INTO hits (job) VALUES (2)' });
+    await addSchedule(c, {
+      name: 'late-skip',
+      at: `${new Date(Date.now() - 120_000).toISOString()}`,
+      missed: 'skip',
+      sql: 'INSERT INTO hits (job) VALUES (1)',
+    });
+    await addSchedule(c, {
+      name: 'late-once',
+      at: `${new Date(Date.now() - 120_000).toISOString()}`,
+      missed: 'once',
+      sql: 'INSERT INTO hits (job) VALUES (2)',
+    });
     // Every second since 10.5 s ago: 11 occurrences due; `all` with cap 3 runs the 3 most recent.
     const start = new Date(Date.now() - 10_500).toISOString();
     await addSchedule(c, { name: 'backlog-all', every: '1s', start, missed: 'all', missedCap: 3, sql: 'INSERT INTO hits (job) VALUES (3)' });
     await addSchedule(c, { name: 'backlog-once', every: '1s', start, missed: 'once', sql: 'INSERT INTO hits (job) VALUES (4)' });
     await stack.scheduler(url, { missedAfter: 30_000 }).start();
-    await waitFor(async () => (await count(c, `SELECT 1 FROM sidekick.schedule_runs WHERE name = 'backlog-all' AND outcome = 'succeeded'`)) >= 3, 'the backlog');
+    await waitFor(
+      async () => (await count(c, `SELECT 1 FROM sidekick.schedule_runs WHERE name = 'backlog-all' AND outcome = 'succeeded'`)) >= 3,
+      'the backlog',
+    );
     await waitFor(async () => (await count(c, `SELECT 1 FROM sidekick.schedule_runs WHERE name LIKE 'late%'`)) === 2, 'the late one-shots');
-    const runs = async (name: string) => (await c.query(`SELECT outcome, due_at, error FROM sidekick.schedule_runs WHERE name = $1 ORDER BY due_at`, [name])).rows;
+    const runs = async (name: string) =>
+      (await c.query(`SELECT outcome, due_at, error FROM sidekick.schedule_runs WHERE name = $1 ORDER BY due_at`, [name])).rows;
     expect((await runs('late-skip')).map((r) => r.outcome)).toEqual(['skipped']);
     expect((await runs('late-once')).map((r) => r.outcome)).toEqual(['succeeded']);
     const all = await runs('backlog-all');
@@ -185,8 +226,18 @@ describe('scheduler (real PostgreSQL)', () => {
     await addSchedule(c, { name: 'queue', every: '200ms', overlap: 'queue', sql: `INSERT INTO hits (job) VALUES (2); SELECT pg_sleep(0.5)` });
     // One worker per schedule, so that neither waits for the other.
     await stack.scheduler(url, { concurrency: 2, batchSize: 1 }).start();
-    await waitFor(async () => (await count(c, `SELECT 1 FROM sidekick.schedule_runs WHERE name = 'skip' AND outcome = 'succeeded'`)) >= 3, 'three runs of skip', 15_000, 50);
-    await waitFor(async () => (await count(c, `SELECT 1 FROM sidekick.schedule_runs WHERE name = 'queue' AND outcome = 'succeeded'`)) >= 3, 'three runs of queue', 15_000, 50);
+    await waitFor(
+      async () => (await count(c, `SELECT 1 FROM sidekick.schedule_runs WHERE name = 'skip' AND outcome = 'succeeded'`)) >= 3,
+      'three runs of skip',
+      15_000,
+      50,
+    );
+    await waitFor(
+      async () => (await count(c, `SELECT 1 FROM sidekick.schedule_runs WHERE name = 'queue' AND outcome = 'succeeded'`)) >= 3,
+      'three runs of queue',
+      15_000,
+      50,
+    );
     const skip = (await c.query(`SELECT outcome, due_at FROM sidekick.schedule_runs WHERE name = 'skip' ORDER BY due_at`)).rows;
     expect(skip.some((r) => r.outcome === 'skipped')).toBe(true);
     const ranSkip = skip.filter((r) => r.outcome === 'succeeded');
@@ -204,15 +255,25 @@ describe('scheduler (real PostgreSQL)', () => {
     await addSchedule(c, { name: 'custom', at: 'now', emit: 'heartbeat', payload: { hello: 'world' } });
     const out = new PassThrough();
     let text = '';
-    out.on('data', (d: Buffer) => { text += d.toString(); });
-    const bridge = stack.bridge(url, {
-      scheduler: { pollInterval: 200 },
-      sinks: { console: { type: 'stdout', format: 'json' } },
-      routes: [{ from: 'heartbeat', to: 'console' }],
-    }, { stdout: out });
+    out.on('data', (d: Buffer) => {
+      text += d.toString();
+    });
+    const bridge = stack.bridge(
+      url,
+      {
+        scheduler: { pollInterval: 200 },
+        sinks: { console: { type: 'stdout', format: 'json' } },
+        routes: [{ from: 'heartbeat', to: 'console' }],
+      },
+      { stdout: out },
+    );
     await bridge.start();
     await waitFor(() => text.trim().split('\n').filter(Boolean).length >= 2, 'both events on the stdout sink', 15_000);
-    const events = text.trim().split('\n').map((l) => JSON.parse(l)).sort((a, b) => String(a.key).localeCompare(String(b.key)));
+    const events = text
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .sort((a, b) => String(a.key).localeCompare(String(b.key)));
     expect(events[0]).toMatchObject({ source: 'publish', channel: 'heartbeat', key: 'k1', payload: { schedule: 'beat' } });
     expect(events[0].payload.due_at).toMatch(/^\d{4}-/);
     expect(events[1]).toMatchObject({ source: 'publish', channel: 'heartbeat', payload: { hello: 'world' } });

@@ -17,8 +17,7 @@ const DUMP = join(REPO_ROOT, 'test', 'schema', 'installed.sql');
  * comments, SET lines, the random key of \restrict).
  */
 async function dump(url: string): Promise<string> {
-  const { stdout } = await run(`${PG_BIN}/pg_dump`, ['--schema-only', '--schema=sidekick', '--no-owner', '--dbname', url],
-    { maxBuffer: 16 << 20 });
+  const { stdout } = await run(`${PG_BIN}/pg_dump`, ['--schema-only', '--schema=sidekick', '--no-owner', '--dbname', url], { maxBuffer: 16 << 20 });
   return `${stdout
     .split('\n')
     .filter((l) => !l.startsWith('--') && !/^SET /.test(l) && !/^SELECT pg_catalog\.set_config/.test(l) && !/^\\(un)?restrict /.test(l))

@@ -4,7 +4,7 @@ import type { Bridge } from '../../src/bridge.js';
 import type { CommandIO } from '../../src/commands/io.js';
 import { statusCommand, type Status } from '../../src/commands/status.js';
 import { FatalError, RetriableError } from '../../src/errors.js';
-import { capturedClient, install } from '../support/bridge.js';
+import { capturedClient } from '../support/bridge.js';
 import { waitFor, type TestDatabase } from '../support/db.js';
 import { useTestBed } from '../support/bed.js';
 import { createMemorySinks } from '../support/memory-sink.js';
@@ -14,8 +14,12 @@ function io(): CommandIO & { out: () => string; err: () => string } {
   const stderr = new PassThrough();
   let out = '';
   let err = '';
-  stdout.on('data', (d) => { out += String(d); });
-  stderr.on('data', (d) => { err += String(d); });
+  stdout.on('data', (d) => {
+    out += String(d);
+  });
+  stderr.on('data', (d) => {
+    err += String(d);
+  });
   return { stdout, stderr, env: {}, signal: new AbortController().signal, out: () => out, err: () => err };
 }
 
@@ -28,7 +32,7 @@ async function status(url: string): Promise<Status> {
 describe('sidekick status (real PostgreSQL)', () => {
   const bed = useTestBed();
   let db: TestDatabase | undefined;
-  let bridge: Bridge | undefined;
+  let _bridge: Bridge | undefined;
 
   it('reports the backlog, its age, dead letters per sink, the drain and its connections; --json and tables', async () => {
     db = await bed.database();
@@ -48,11 +52,15 @@ describe('sidekick status (real PostgreSQL)', () => {
     const memory = createMemorySinks();
     memory.get('down').behaviour = () => ({ ok: false, error: new RetriableError('DOWN', 'test: down', { unavailable: true }) });
     memory.get('broken').behaviour = () => ({ ok: false, error: new FatalError('BAD', 'test: rejected') });
-    bridge = await bed.bridge(db.url, {
-      outbox: { checkpointAfter: 100 },
-      sinks: { down: { type: 'memory' }, broken: { type: 'memory' } },
-      routes: [{ from: 'public.*', to: ['down', 'broken'] }],
-    }, [memory.definition]);
+    _bridge = await bed.bridge(
+      db.url,
+      {
+        outbox: { checkpointAfter: 100 },
+        sinks: { down: { type: 'memory' }, broken: { type: 'memory' } },
+        routes: [{ from: 'public.*', to: ['down', 'broken'] }],
+      },
+      [memory.definition],
+    );
     await waitFor(async () => {
       s = await status(db!.url);
       const down = s.sinks.find((k) => k.sink === 'down');

@@ -19,12 +19,15 @@ async function setUp(sink: Record<string, unknown>, channels: string[]): Promise
   cleanup.push(() => db.drop());
   const receiver = await startReceiver();
   cleanup.push(() => receiver.close());
-  const config = parseConfig({
-    database: db.url,
-    listen: channels,
-    sinks: { hook: { type: 'webhook', url: `${receiver.url}/in/{channel}`, ...sink } },
-    routes: [{ from: channels, to: 'hook' }],
-  }, { sinks: sinkDefinitions });
+  const config = parseConfig(
+    {
+      database: db.url,
+      listen: channels,
+      sinks: { hook: { type: 'webhook', url: `${receiver.url}/in/{channel}`, ...sink } },
+      routes: [{ from: channels, to: 'hook' }],
+    },
+    { sinks: sinkDefinitions },
+  );
   const bridge = createBridge({ config, logger: quietLogger });
   cleanup.push(() => bridge.stop());
   await bridge.start();
@@ -38,14 +41,21 @@ describe('webhook end to end: pg_notify → bridge → HTTP receiver', () => {
     for (let i = 1; i <= 5; i++) await client.query('SELECT pg_notify($1, $2)', ['orders_chan', `{"order": ${i}}`]);
     await client.query("SELECT pg_notify('orders_chan', 'not json')");
     await waitFor(() => receiver.requests.length >= 6, 'six webhook requests');
-    expect(receiver.requests.map((q) => q.body)).toEqual(['{"order": 1}', '{"order": 2}', '{"order": 3}', '{"order": 4}', '{"order": 5}', 'not json']);
+    expect(receiver.requests.map((q) => q.body)).toEqual([
+      '{"order": 1}',
+      '{"order": 2}',
+      '{"order": 3}',
+      '{"order": 4}',
+      '{"order": 5}',
+      'not json',
+    ]);
     expect(receiver.requests.every((q) => q.path === '/in/orders_chan')).toBe(true);
     expect(receiver.requests[5]!.headers['content-type']).toBe('text/plain; charset=utf-8');
     expect(new Set(receiver.requests.map((q) => q.headers['webhook-id'])).size).toBe(6);
     expect(receiver.requests.every((q) => /^v1,[A-Za-z0-9+/]+=*$/.test(String(q.headers['webhook-signature'])))).toBe(true);
   });
 
-  it('skor drop-in: skor\'s own notify_skor triggers + format: skor → the bodies skor posted', async () => {
+  it("skor drop-in: skor's own notify_skor triggers + format: skor → the bodies skor posted", async () => {
     const { db, receiver } = await setUp({ format: 'skor' }, ['skor']);
     const client = await db.client();
     // The trigger shape skor's gen-triggers.py installs: pg_notify('skor', json_build_object(table, schema, op, data)).

@@ -42,12 +42,19 @@ export async function startReceiver(
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const received: ReceivedRequest = {
-        method: req.method ?? '', path: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), at: Date.now(),
+        method: req.method ?? '',
+        path: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+        at: Date.now(),
       };
       const index = requests.push(received) - 1;
       void Promise.resolve(reply(received, index)).then((r) => {
         if (r === 'hang') return;
-        if (r === 'destroy') { req.socket.destroy(); return; }
+        if (r === 'destroy') {
+          req.socket.destroy();
+          return;
+        }
         res.writeHead(r.status, r.headers ?? {});
         res.end(r.body ?? '');
       });
@@ -63,10 +70,11 @@ export async function startReceiver(
     });
     return server;
   };
-  const listen = (server: Server, port: number) => new Promise<number>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
-  });
+  const listen = (server: Server, port: number) =>
+    new Promise<number>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
+    });
   let server = make();
   const port = await listen(server, options.port ?? 0);
   let open = true;
@@ -74,7 +82,9 @@ export async function startReceiver(
     url: `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     port,
     requests,
-    get connections() { return connections; },
+    get connections() {
+      return connections;
+    },
     async close() {
       if (!open) return;
       open = false;

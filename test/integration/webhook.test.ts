@@ -17,7 +17,7 @@ import { RetriableError, type SidekickError } from '../../src/errors.js';
 import { createLogger } from '../../src/logger.js';
 import type { Sink } from '../../src/sink.js';
 import { contractContext, quietLogger, sinkContract, testEnvelope } from '../contract/sink-contract.js';
-import { startReceiver, type Receiver, type ReceivedRequest } from './webhook-receiver.js';
+import { startReceiver, type Receiver } from './webhook-receiver.js';
 
 // Every test here talks to a real HTTP server on 127.0.0.1 (node:http), over TCP, through undici.
 
@@ -40,7 +40,8 @@ function sink(options: Record<string, unknown>, logger = quietLogger): Sink {
 
 function dispatch(s: Sink, over: Partial<DispatchOptions> = {}) {
   return createDispatcher({
-    sink: s, logger: quietLogger,
+    sink: s,
+    logger: quietLogger,
     options: { retry: { attempts: 5, initialDelay: 20, maxDelay: 500 }, concurrency: 32, batch: { size: 1, linger: 0 }, maxQueued: 10_000, ...over },
   });
 }
@@ -53,7 +54,15 @@ async function sendOne(s: Sink, e: Envelope) {
 afterEach(async () => {
   await Promise.all(sinks.splice(0).map((s) => s.stop()));
   await Promise.all(receivers.splice(0).map((r) => r.close()));
-  await Promise.all(servers.splice(0).map((s) => new Promise((r) => { s.closeAllConnections(); s.close(r); })));
+  await Promise.all(
+    servers.splice(0).map(
+      (s) =>
+        new Promise((r) => {
+          s.closeAllConnections();
+          s.close(r);
+        }),
+    ),
+  );
 });
 
 /**
@@ -150,23 +159,28 @@ describe('webhook sink against a real HTTP server', () => {
     expect(results.every((x) => x.status === 'delivered' && x.attempts === 3)).toBe(true);
     const successes = r.requests.filter((q) => (seen.get(q.headers['webhook-id'] as string) ?? 0) >= 3);
     // exactly one successful request per event: the third one
-    const okIds = r.requests.filter((_q, i) => {
-      const id = r.requests[i]!.headers['webhook-id'] as string;
-      return r.requests.slice(0, i + 1).filter((p) => p.headers['webhook-id'] === id).length === 3;
-    }).map((q) => q.headers['webhook-id']);
+    const okIds = r.requests
+      .filter((_q, i) => {
+        const id = r.requests[i]!.headers['webhook-id'] as string;
+        return r.requests.slice(0, i + 1).filter((p) => p.headers['webhook-id'] === id).length === 3;
+      })
+      .map((q) => q.headers['webhook-id']);
     expect(new Set(okIds).size).toBe(30);
     expect(okIds).toHaveLength(30);
     expect(successes.length).toBe(90);
     // every attempt of one event carried the same webhook-id, and per key the successes are in order
     for (let k = 0; k < 3; k++) {
-      const order = okIds.map((id) => events.find((e) => e.id === id)!).filter((e) => e.key === `k${k}`).map((e) => (e.new as { seq: number }).seq);
+      const order = okIds
+        .map((id) => events.find((e) => e.id === id)!)
+        .filter((e) => e.key === `k${k}`)
+        .map((e) => (e.new as { seq: number }).seq);
       expect(order).toEqual([...order].sort((a, b) => a - b));
       expect(order).toHaveLength(10);
     }
     await d.stop(1000);
   });
 
-  it('a receiver failing each event\'s first two attempts, one key per event: retries are not starved by the sink-wide pause', async () => {
+  it("a receiver failing each event's first two attempts, one key per event: retries are not starved by the sink-wide pause", async () => {
     // Issue 16 item 2, end to end. Every first attempt fails, so the sink pauses and probes with one
     // request at a time; that probe used to be a fresh event's first attempt every time (0 delivered
     // in 70 s with 120 events). Now it is the oldest event whose retry is due.
@@ -288,8 +302,15 @@ describe('webhook sink against a real HTTP server', () => {
     await sendOne(s, e);
     expect(r.requests[0]!.headers['content-type']).toBe('application/cloudevents+json; charset=utf-8');
     expect(JSON.parse(r.requests[0]!.body)).toEqual({
-      specversion: '1.0', id: e.id, source: '/pg-sidekick/public.contract', type: 'pg-sidekick.row.delete', subject: '7', time: e.at, seq: '7',
-      datacontenttype: 'application/json', data: { op: 'DELETE', schema: 'public', table: 'contract', key: '7', new: null, old: { id: 7 }, txid: '1' },
+      specversion: '1.0',
+      id: e.id,
+      source: '/pg-sidekick/public.contract',
+      type: 'pg-sidekick.row.delete',
+      subject: '7',
+      time: e.at,
+      seq: '7',
+      datacontenttype: 'application/json',
+      data: { op: 'DELETE', schema: 'public', table: 'contract', key: '7', new: null, old: { id: 7 }, txid: '1' },
     });
   });
 
@@ -299,7 +320,8 @@ describe('webhook sink against a real HTTP server', () => {
     await sendOne(s, notifyEnvelope('c', '{ "spaced" : true }', 1));
     await sendOne(s, notifyEnvelope('c', 'plain text', 1));
     expect(r.requests.map((q) => [q.method, q.body, q.headers['content-type']])).toEqual([
-      ['PUT', '{ "spaced" : true }', 'application/json'], ['PUT', 'plain text', 'text/plain; charset=utf-8'],
+      ['PUT', '{ "spaced" : true }', 'application/json'],
+      ['PUT', 'plain text', 'text/plain; charset=utf-8'],
     ]);
   });
 
@@ -325,23 +347,43 @@ describe('webhook sink against a real HTTP server', () => {
     expect(verifyStandardWebhook('k', moved.headers, moved.body)).toBe(true);
 
     // to another origin: configured credentials are dropped, the signature stays
-    expect(await sendOne(sink({ url: `${r.url}/away`, followRedirects: 2, secret: 'k', headers: { Authorization: 'Bearer x' } }), testEnvelope())).toEqual({ ok: true });
+    expect(
+      await sendOne(sink({ url: `${r.url}/away`, followRedirects: 2, secret: 'k', headers: { Authorization: 'Bearer x' } }), testEnvelope()),
+    ).toEqual({ ok: true });
     const there = target.requests.find((q) => q.path === '/there')!;
     expect(there.headers.authorization).toBeUndefined();
     expect(verifyStandardWebhook('k', there.headers, there.body)).toBe(true);
 
     // 301 would turn the POST into a GET without a body: never followed
-    expect(await sendOne(sink({ url: `${r.url}/perm`, followRedirects: true }), testEnvelope())).toMatchObject({ ok: false, error: { code: 'HTTP_301' } });
+    expect(await sendOne(sink({ url: `${r.url}/perm`, followRedirects: true }), testEnvelope())).toMatchObject({
+      ok: false,
+      error: { code: 'HTTP_301' },
+    });
     expect(target.requests.filter((q) => q.path === '/moved')).toHaveLength(0);
   });
 
   it('never logs header values or secrets, even while failing', async () => {
     const lines: string[] = [];
-    const logger = createLogger({ level: 'trace', destination: new Writable({ write(c, _e, cb) { lines.push(String(c)); cb(); } }) });
+    const logger = createLogger({
+      level: 'trace',
+      destination: new Writable({
+        write(c, _e, cb) {
+          lines.push(String(c));
+          cb();
+        },
+      }),
+    });
     const r = await receiver((_q, i) => (i < 2 ? { status: 503 } : { status: 400, body: 'no' }));
-    const s = sink({ url: `${r.url}/x?token=querysecret`, headers: { Authorization: 'Bearer hdrsecret', 'X-Api-Key': 'keysecret' }, secret: 'signsecret' }, logger);
+    const s = sink(
+      { url: `${r.url}/x?token=querysecret`, headers: { Authorization: 'Bearer hdrsecret', 'X-Api-Key': 'keysecret' }, secret: 'signsecret' },
+      logger,
+    );
     await s.start(new AbortController().signal);
-    const d = createDispatcher({ sink: s, logger, options: { retry: { attempts: 5, initialDelay: 5, maxDelay: 20 }, concurrency: 4, batch: { size: 1, linger: 0 }, maxQueued: 100 } });
+    const d = createDispatcher({
+      sink: s,
+      logger,
+      options: { retry: { attempts: 5, initialDelay: 5, maxDelay: 20 }, concurrency: 4, batch: { size: 1, linger: 0 }, maxQueued: 100 },
+    });
     expect((await d.deliver(testEnvelope())).status).toBe('dead');
     await d.stop(100);
     const text = lines.join('');
@@ -387,7 +429,10 @@ describe('webhook sink against a real HTTP server', () => {
     const url = await hostile((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/plain' });
       const chunk = 'x'.repeat(16_384);
-      const pump = () => { while (!res.destroyed && res.write(chunk)); if (!res.destroyed) res.once('drain', pump); };
+      const pump = () => {
+        while (!res.destroyed && res.write(chunk));
+        if (!res.destroyed) res.once('drain', pump);
+      };
       pump();
     });
     // The body timeout (30 s) would end it too, much later: only the size cap ends it this soon.
@@ -466,7 +511,12 @@ describe('webhook sink against a real HTTP server', () => {
   it('with proxy: env (the default), takes HTTP_PROXY as it was when the sink started, and goes direct without one', async () => {
     const r = await receiver();
     const proxy = await tunnellingProxy();
-    const saved = { HTTP_PROXY: process.env.HTTP_PROXY, http_proxy: process.env.http_proxy, NO_PROXY: process.env.NO_PROXY, no_proxy: process.env.no_proxy };
+    const saved = {
+      HTTP_PROXY: process.env.HTTP_PROXY,
+      http_proxy: process.env.http_proxy,
+      NO_PROXY: process.env.NO_PROXY,
+      no_proxy: process.env.no_proxy,
+    };
     try {
       for (const name of Object.keys(saved)) delete process.env[name];
       const direct = sink({ url: `${r.url}/direct` });
@@ -496,8 +546,22 @@ describe('webhook sink over TLS (certificates made with openssl for this run)', 
     writeFileSync(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
     for (const who of ['server', 'client']) {
       run('req', ...ec, '-keyout', `${who}.key`, '-out', `${who}.csr`, '-subj', `/CN=${who}`);
-      run('x509', '-req', '-in', `${who}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${who}.crt`, '-days', '2',
-        ...(who === 'server' ? ['-extfile', 'san.ext'] : []));
+      run(
+        'x509',
+        '-req',
+        '-in',
+        `${who}.csr`,
+        '-CA',
+        'ca.crt',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-out',
+        `${who}.crt`,
+        '-days',
+        '2',
+        ...(who === 'server' ? ['-extfile', 'san.ext'] : []),
+      );
     }
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -511,7 +575,9 @@ describe('webhook sink over TLS (certificates made with openssl for this run)', 
   });
 
   it('presents a client certificate (mutual TLS, inline PEM)', async () => {
-    const r = await receiver(undefined, { tls: { key: pem('server.key'), cert: pem('server.crt'), ca: pem('ca.crt'), requestCert: true, rejectUnauthorized: true } });
+    const r = await receiver(undefined, {
+      tls: { key: pem('server.key'), cert: pem('server.crt'), ca: pem('ca.crt'), requestCert: true, rejectUnauthorized: true },
+    });
     const withCert = sink({ url: r.url, tls: { ca: pem('ca.crt'), cert: pem('client.crt'), key: pem('client.key') } });
     expect(await sendOne(withCert, testEnvelope())).toEqual({ ok: true });
     const without = await sendOne(sink({ url: r.url, tls: { ca: pem('ca.crt') } }), testEnvelope());
@@ -530,7 +596,9 @@ const fatalIds = new Set<string>();
 sinkContract({
   name: 'webhook',
   async create() {
-    contractReceiver ??= await startReceiver((req) => (fatalIds.has(req.headers['webhook-id'] as string) ? { status: 400, body: 'rejected' } : { status: 204 }));
+    contractReceiver ??= await startReceiver((req) =>
+      fatalIds.has(req.headers['webhook-id'] as string) ? { status: 400, body: 'rejected' } : { status: 204 },
+    );
     return webhookSink.create(schema.parse({ url: `${contractReceiver.url}/contract` }), contractContext('contract-hook'));
   },
   async received() {
@@ -542,10 +610,18 @@ sinkContract({
     return webhookSink.create(schema.parse({ url: r.url }), contractContext('contract-hook'));
   },
   async fatalCase() {
-    contractReceiver ??= await startReceiver((req) => (fatalIds.has(req.headers['webhook-id'] as string) ? { status: 400, body: 'rejected' } : { status: 204 }));
+    contractReceiver ??= await startReceiver((req) =>
+      fatalIds.has(req.headers['webhook-id'] as string) ? { status: 400, body: 'rejected' } : { status: 204 },
+    );
     const batch = [testEnvelope(), testEnvelope(), testEnvelope()];
     fatalIds.add(batch[1]!.id);
-    return { sink: webhookSink.create(schema.parse({ url: `${contractReceiver.url}/contract` }), contractContext('contract-hook')), batch, fatal: [1] };
+    return {
+      sink: webhookSink.create(schema.parse({ url: `${contractReceiver.url}/contract` }), contractContext('contract-hook')),
+      batch,
+      fatal: [1],
+    };
   },
 });
-afterAll(async () => { await contractReceiver?.close(); });
+afterAll(async () => {
+  await contractReceiver?.close();
+});

@@ -28,12 +28,17 @@ const slowFile = {
     };
   },
 };
-const config = parseConfig({
-  database: url,
-  outbox: { pollInterval: '200ms', batchSize: 100 },
-  sinks: { out: { type: 'slowfile', concurrency: 2, batch: { size: 20 } } },
-  routes: [{ from: '*', to: 'out' }],
-}, { file: 'bridge-child', env: {}, sinks: [...sinkDefinitions, slowFile] });
+const config = parseConfig(
+  {
+    database: url,
+    outbox: { pollInterval: '200ms', batchSize: 100 },
+    sinks: { out: { type: 'slowfile', concurrency: 2, batch: { size: 20 } } },
+    routes: [{ from: '*', to: 'out' }],
+  },
+  { file: 'bridge-child', env: {}, sinks: [...sinkDefinitions, slowFile] },
+);
 const bridge = createBridge({ config, logger: createLogger({ level: 'info' }) });
 await bridge.start();
-process.on('SIGTERM', () => { void bridge.stop().then(() => process.exit(0)); });
+process.on('SIGTERM', () => {
+  void bridge.stop().then(() => process.exit(0));
+});

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { sinkDefinitions } from '../../sinks/index.js';
 import { createBridge, type Bridge } from '../../src/bridge.js';
 import { parseConfig } from '../../src/config.js';
@@ -8,11 +8,17 @@ import { migrate } from '../../src/sql/migrate.js';
 import type { TestDatabase } from './db.js';
 
 /** A bridge in this process on `url`, from a config document (sinks may use the test-only types). */
-export async function startBridge(url: string, document: Record<string, unknown>, extraSinks: readonly SinkDefinition[] = [],
+export async function startBridge(
+  url: string,
+  document: Record<string, unknown>,
+  extraSinks: readonly SinkDefinition[] = [],
   /** Where its log lines go (at info level), for tests that read them. */
-  logTo?: { write(line: string): unknown }): Promise<Bridge> {
+  logTo?: { write(line: string): unknown },
+): Promise<Bridge> {
   const config = parseConfig({ database: url, ...document }, { file: 'test', env: {}, sinks: [...sinkDefinitions, ...extraSinks] });
-  const logger = logTo ? createLogger({ level: 'info', destination: logTo as NodeJS.WritableStream }) : createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const logger = logTo
+    ? createLogger({ level: 'info', destination: logTo as NodeJS.WritableStream })
+    : createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const bridge = createBridge({ config, logger });
   await bridge.start();
   return bridge;

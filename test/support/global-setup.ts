@@ -11,7 +11,10 @@ const ALL: readonly ServiceName[] = ['pg', 'redis', 'rabbitmq', 'kafka'];
 function wantedServices(): ServiceName[] {
   const raw = process.env.SIDEKICK_SERVICES?.trim();
   if (!raw) return [...ALL];
-  const names = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const names = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   for (const n of names) {
     if (!(ALL as readonly string[]).includes(n)) {
       throw new Error(`SIDEKICK_SERVICES: unknown service "${n}" (known: ${ALL.join(', ')})`);

@@ -39,14 +39,16 @@ export function createMemorySinks(): { definition: SinkDefinition; get(name: str
         type: 'memory',
         async start() {},
         async send(batch) {
-          return Promise.all(batch.map(async (e) => {
-            const attempt = (tries.get(e.id) ?? 0) + 1;
-            tries.set(e.id, attempt);
-            record.attempts.push(e);
-            const outcome = await record.behaviour(e, attempt);
-            if (outcome.ok) record.received.push(e);
-            return outcome;
-          }));
+          return Promise.all(
+            batch.map(async (e) => {
+              const attempt = (tries.get(e.id) ?? 0) + 1;
+              tries.set(e.id, attempt);
+              record.attempts.push(e);
+              const outcome = await record.behaviour(e, attempt);
+              if (outcome.ok) record.received.push(e);
+              return outcome;
+            }),
+          );
         },
         async stop() {},
       };

@@ -18,7 +18,12 @@ export async function installedDatabase(): Promise<{ db: TestDatabase; c: pg.Cli
 }
 
 export const testSchedulerConfig = (over: Partial<SchedulerConfig> = {}): Omit<SchedulerConfig, 'enabled'> => ({
-  pollInterval: 250, concurrency: 2, batchSize: 50, missedAfter: 60_000, history: { retention: 7 * 86_400_000 }, ...over,
+  pollInterval: 250,
+  concurrency: 2,
+  batchSize: 50,
+  missedAfter: 60_000,
+  history: { retention: 7 * 86_400_000 },
+  ...over,
 });
 
 /** Things to stop after each test, in reverse order. */
@@ -26,7 +31,12 @@ export function createStack() {
   const stoppers: (() => Promise<void>)[] = [];
   return {
     scheduler(url: string, over: Partial<SchedulerConfig> = {}): Scheduler {
-      const s = createScheduler({ connection: { connectionString: url }, config: testSchedulerConfig(over), logger: quietLogger, metrics: createSchedulerMetrics() });
+      const s = createScheduler({
+        connection: { connectionString: url },
+        config: testSchedulerConfig(over),
+        logger: quietLogger,
+        metrics: createSchedulerMetrics(),
+      });
       stoppers.push(() => s.stop(5_000));
       return s;
     },
@@ -36,7 +46,9 @@ export function createStack() {
       stoppers.push(() => b.stop());
       return b;
     },
-    defer(stop: () => Promise<void>) { stoppers.push(stop); },
+    defer(stop: () => Promise<void>) {
+      stoppers.push(stop);
+    },
     async stopAll() {
       for (const stop of stoppers.splice(0).reverse()) await stop().catch(() => {});
     },

@@ -74,9 +74,7 @@ export function serviceEnv(): ServiceEnv {
       enumerable: true,
       get(): string {
         if (value === undefined) {
-          throw new Error(
-            `${key} is not set and not in ${envFilePath()}; start the service: scripts/services.sh up ${service}`,
-          );
+          throw new Error(`${key} is not set and not in ${envFilePath()}; start the service: scripts/services.sh up ${service}`);
         }
         return value;
       },
@@ -120,9 +118,7 @@ export function kafkaMockCommand(command: string, options: KafkaMockCommandOptio
   if (/[\r\n]/.test(command)) throw new TypeError('a control command is a single line');
   const address = serviceEnv().KAFKA_CONTROL;
   if (address === undefined) {
-    return Promise.reject(
-      new Error(`KAFKA_CONTROL is not set and not in ${envFilePath()}; start the mock: scripts/services.sh up kafka`),
-    );
+    return Promise.reject(new Error(`KAFKA_CONTROL is not set and not in ${envFilePath()}; start the mock: scripts/services.sh up kafka`));
   }
   const colon = address.lastIndexOf(':');
   const host = address.slice(0, colon);
@@ -147,10 +143,7 @@ export function kafkaMockCommand(command: string, options: KafkaMockCommandOptio
       else resolve(reply ?? '');
     };
     const onAbort = (): void => finish(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
-    const timer = setTimeout(
-      () => finish(new Error(`kafka mock control ${address}: no answer to "${command}" within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
+    const timer = setTimeout(() => finish(new Error(`kafka mock control ${address}: no answer to "${command}" within ${timeoutMs} ms`)), timeoutMs);
     timer.unref();
     signal?.addEventListener('abort', onAbort, { once: true });
 

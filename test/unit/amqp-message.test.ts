@@ -6,17 +6,37 @@ import { amqpOptions } from '../../sinks/amqp/options.js';
 import { envelopeJson, notifyEnvelope, type Envelope } from '../../src/envelope.js';
 
 const row: Envelope = {
-  id: '17', source: 'table', channel: 'public.orders', op: 'UPDATE', schema: 'public', table: 'orders', key: '5',
-  new: { id: 5, total: 10 }, old: { id: 5, total: 9 }, at: '2024-05-01T12:00:00.250Z', txid: '99',
+  id: '17',
+  source: 'table',
+  channel: 'public.orders',
+  op: 'UPDATE',
+  schema: 'public',
+  table: 'orders',
+  key: '5',
+  new: { id: 5, total: 10 },
+  old: { id: 5, total: 9 },
+  at: '2024-05-01T12:00:00.250Z',
+  txid: '99',
 };
 
 describe('amqp options', () => {
   const schema = z.strictObject(amqpOptions);
   it('fills the documented defaults', () => {
     expect(schema.parse({ url: 'amqp://localhost' })).toEqual({
-      url: 'amqp://localhost', exchange: 'pg-sidekick', exchangeType: 'topic', declare: true, routingKey: '{channel}.{op}',
-      format: 'envelope', cloudevents: { source: '/pg-sidekick/{channel}' }, persistent: true, headers: {}, mandatory: true,
-      unroutable: 'retry', heartbeat: 30_000, connectTimeout: 10_000, confirmTimeout: 30_000,
+      url: 'amqp://localhost',
+      exchange: 'pg-sidekick',
+      exchangeType: 'topic',
+      declare: true,
+      routingKey: '{channel}.{op}',
+      format: 'envelope',
+      cloudevents: { source: '/pg-sidekick/{channel}' },
+      persistent: true,
+      headers: {},
+      mandatory: true,
+      unroutable: 'retry',
+      heartbeat: 30_000,
+      connectTimeout: 10_000,
+      confirmTimeout: 30_000,
     });
   });
   it('rejects a non-AMQP URL, an unknown template field and unknown keys, naming them', () => {
@@ -34,12 +54,19 @@ describe('amqp message', () => {
     expect(m.routingKey).toBe('public.orders.UPDATE');
     expect(JSON.parse(m.content.toString())).toEqual(envelopeJson(row));
     expect(m.properties).toEqual({
-      mandatory: true, deliveryMode: 2, messageId: '17', contentType: 'application/json', appId: 'pg-sidekick',
-      timestamp: 1714564800, headers: { source: 'table', channel: 'public.orders', op: 'UPDATE', schema: 'public', table: 'orders', key: '5' },
+      mandatory: true,
+      deliveryMode: 2,
+      messageId: '17',
+      contentType: 'application/json',
+      appId: 'pg-sidekick',
+      timestamp: 1714564800,
+      headers: { source: 'table', channel: 'public.orders', op: 'UPDATE', schema: 'public', table: 'orders', key: '5' },
     });
   });
   it('static headers are added; the envelope headers win on a clash; contentType can be overridden', () => {
-    const m = createMessageBuilder({ ...base, headers: { tenant: 'a', channel: 'spoof' }, contentType: 'application/vnd.x+json', persistent: false })(row);
+    const m = createMessageBuilder({ ...base, headers: { tenant: 'a', channel: 'spoof' }, contentType: 'application/vnd.x+json', persistent: false })(
+      row,
+    );
     expect(m.properties.headers).toMatchObject({ tenant: 'a', channel: 'public.orders' });
     expect(m.properties.contentType).toBe('application/vnd.x+json');
     expect(m.properties.deliveryMode).toBe(1);
@@ -56,8 +83,13 @@ describe('amqp message', () => {
     expect(m.properties.headers).toEqual({ source: 'notify', channel: 'jobs' });
   });
   it('a routing key template the event cannot fill is a per-event FatalError, not the routing key "..NOTIFY"', () => {
-    expect(() => createMessageBuilder(base)(notifyEnvelope('jobs', 'hello', 3)))
-      .toThrow(expect.objectContaining({ code: 'TEMPLATE_FIELD_MISSING', retriable: false, message: expect.stringMatching(/^routingKey "\{schema\}\.\{table\}\.\{op\}" needs \{schema\}/) }));
+    expect(() => createMessageBuilder(base)(notifyEnvelope('jobs', 'hello', 3))).toThrow(
+      expect.objectContaining({
+        code: 'TEMPLATE_FIELD_MISSING',
+        retriable: false,
+        message: expect.stringMatching(/^routingKey "\{schema\}\.\{table\}\.\{op\}" needs \{schema\}/),
+      }),
+    );
   });
 });
 
@@ -78,8 +110,13 @@ describe('broker body formats', () => {
   it('cloudevents: the one CloudEvents mapping of every sink (test/contract/cloudevents.test.ts), structured', () => {
     const body = createBodyFormatter('cloudevents')(row);
     expect(JSON.parse(body.text)).toEqual({
-      specversion: '1.0', id: '17', source: '/pg-sidekick/public.orders', type: 'pg-sidekick.row.update', subject: '5',
-      time: row.at, datacontenttype: 'application/json',
+      specversion: '1.0',
+      id: '17',
+      source: '/pg-sidekick/public.orders',
+      type: 'pg-sidekick.row.update',
+      subject: '5',
+      time: row.at,
+      datacontenttype: 'application/json',
       data: { op: 'UPDATE', schema: 'public', table: 'orders', key: '5', new: row.new, old: row.old, txid: '99' },
     });
     expect(body.contentType).toBe('application/cloudevents+json; charset=utf-8');

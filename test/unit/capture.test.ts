@@ -8,9 +8,15 @@ import { sinkDefinitions } from '../../sinks/index.js';
 
 function resolved(over: Partial<ResolvedCapture> = {}): ResolvedCapture {
   return {
-    origin: 'capture[0]', schema: 'public', table: 'orders', mode: 'statement',
+    origin: 'capture[0]',
+    schema: 'public',
+    table: 'orders',
+    mode: 'statement',
     operations: { insert: '*', update: '*', delete: '*' },
-    key: ['id'], keySource: 'primary key', tableColumns: ['id', 'status'], ...over,
+    key: ['id'],
+    keySource: 'primary key',
+    tableColumns: ['id', 'status'],
+    ...over,
   };
 }
 
@@ -68,8 +74,9 @@ describe('capture: config entries', () => {
     expect(a?.operations).toEqual({ insert: '*', update: '*', delete: '*' });
     expect(b).toMatchObject({ operations: { insert: ['id'], delete: ['id'] }, key: ['id'], mode: 'row' });
     expect(c?.operations).toEqual({ update: ['id'], delete: '*' });
-    expect(() => captureSpecsFromConfig([{ table: 'x', operations: ['insert'], columns: { update: ['id'] }, mode: 'statement' }]))
-      .toThrow(/capture\[0\] \(table x\) in config: columns has update but operations does not list it/);
+    expect(() => captureSpecsFromConfig([{ table: 'x', operations: ['insert'], columns: { update: ['id'] }, mode: 'statement' }])).toThrow(
+      /capture\[0\] \(table x\) in config: columns has update but operations does not list it/,
+    );
   });
 
   it('is validated with the rest of the config (strict keys, operations, defaults)', () => {
@@ -80,7 +87,9 @@ describe('capture: config entries', () => {
     expect(() => parse({ capture: [{ table: 'orders', colums: '*' }] })).toThrow(/capture\[0\]\.colums: unknown key/);
     expect(() => parse({ capture: [{ table: 'orders', operations: ['upsert'] }] })).toThrow(/capture\[0\]\.operations\[0\]/);
     expect(() => parse({ outbox: { pollInterval: 'soon' } })).toThrow(/outbox\.pollInterval: not a duration/);
-    expect(() => parse({ capture: [{ table: 'a.b.c' }] })).toThrow(/capture\[0\] \(table a\.b\.c\) in c\.yaml: table name "a\.b\.c" has more than two parts/);
+    expect(() => parse({ capture: [{ table: 'a.b.c' }] })).toThrow(
+      /capture\[0\] \(table a\.b\.c\) in c\.yaml: table name "a\.b\.c" has more than two parts/,
+    );
   });
 });
 
@@ -127,8 +136,12 @@ describe('capture: generated SQL', () => {
     // The chunked insert leaves source and channel implied (column default; the drain reads
     // "<schema>.<table>"); a row alone goes to the narrow sidekick.row_changes, every column named,
     // what changed as one constant.
-    expect(sql).toContain(`INSERT INTO sidekick.outbox (op, schema_name, table_name, key_columns, event_ids, new)\n    SELECT 'INSERT', 'public', 'orders', '{"id"}'::text[],`);
-    expect(sql).toContain(`INSERT INTO sidekick.row_changes (${ROW_CHANGE_COLUMNS.join(', ')})\n  SELECT nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), '{"INSERT","public","orders","id"}'::text[], t.x, NULL::json, NULL::json\n`);
+    expect(sql).toContain(
+      `INSERT INTO sidekick.outbox (op, schema_name, table_name, key_columns, event_ids, new)\n    SELECT 'INSERT', 'public', 'orders', '{"id"}'::text[],`,
+    );
+    expect(sql).toContain(
+      `INSERT INTO sidekick.row_changes (${ROW_CHANGE_COLUMNS.join(', ')})\n  SELECT nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), '{"INSERT","public","orders","id"}'::text[], t.x, NULL::json, NULL::json\n`,
+    );
     expect(sql).toContain(`'{"UPDATE","public","orders","id"}'::text[], n.x, o.x, NULL::json\n`);
     expect(sql).not.toContain('TG_TABLE_');
     expect(sql).not.toContain('drain_idle');
@@ -150,7 +163,9 @@ describe('capture: generated SQL', () => {
   it('writes row-level triggers on request and NULL keys for tables without one', () => {
     const sql = captureStatements([resolved({ mode: 'row', key: [], keySource: 'none', operations: { insert: '*' } })]);
     // No key column after op, schema and table: the drain reads no key (one ordered stream).
-    expect(sql).toContain(`INSERT INTO sidekick.row_changes (id, xid, at, capture, new, old, keys)\n  VALUES (nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), '{"INSERT","public","orders"}'::text[], row_to_json(NEW), NULL::json, NULL::json)`);
+    expect(sql).toContain(
+      `INSERT INTO sidekick.row_changes (id, xid, at, capture, new, old, keys)\n  VALUES (nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), '{"INSERT","public","orders"}'::text[], row_to_json(NEW), NULL::json, NULL::json)`,
+    );
     expect(sql).toContain('RETURNING id % 1024 < 8 INTO v_wake');
     expect(sql).toContain('FOR EACH ROW EXECUTE FUNCTION');
     expect(sql).toContain('no key (no primary key');
@@ -177,7 +192,7 @@ describe('capture: generated SQL', () => {
   });
 
   it('wraps a script in one transaction and drops what it created', () => {
-    expect(script('t', 'SELECT 1;')).toMatch(/^-- t\n[^]*BEGIN;\n\nSELECT 1;\n\nCOMMIT;\n$/);
+    expect(script('t', 'SELECT 1;')).toMatch(/^-- t\n[\s\S]*BEGIN;\n\nSELECT 1;\n\nCOMMIT;\n$/);
     const drop = dropStatements([{ schema: 'public', table: 'orders' }]);
     expect(drop.match(/DROP TRIGGER IF EXISTS/g)).toHaveLength(3);
     expect(drop.match(/DROP FUNCTION IF EXISTS sidekick\."public\.orders:(insert|update|delete)"\(\);/g)).toHaveLength(3);

@@ -19,7 +19,7 @@ describe('expectedFailure: one line for what a command can expect, undefined (a 
     expect(line).toContain('CREATE SCHEMA sidekick AUTHORIZATION <role>');
   });
 
-  it('keeps the message of an error that wraps the database\'s, with the hint of the cause', () => {
+  it("keeps the message of an error that wraps the database's, with the hint of the cause", () => {
     const cause = serverError('42P01', 'relation "sidekick.outbox" does not exist');
     const line = expectedFailure(new Error('uninstall failed, nothing was dropped: relation "sidekick.outbox" does not exist', { cause }));
     expect(line).toMatch(/^uninstall failed, nothing was dropped: .*SQLSTATE 42P01.*run `sidekick install`/);

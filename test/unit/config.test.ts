@@ -32,8 +32,9 @@ describe('config', () => {
   it('parses durations', () => {
     const c = parse({ sinks: { console: { type: 'stdout', retry: { initialDelay: '250ms', maxDelay: '5m', maxAge: '24h' } } } });
     expect(c.sinks[0]?.dispatch.retry).toMatchObject({ initialDelay: 250, maxDelay: 300_000, maxAge: 86_400_000 });
-    expect(errorOf(() => parse({ sinks: { console: { type: 'stdout', retry: { maxDelay: 'soon' } } } })).message)
-      .toContain('sinks.console.retry.maxDelay: not a duration: "soon"');
+    expect(errorOf(() => parse({ sinks: { console: { type: 'stdout', retry: { maxDelay: 'soon' } } } })).message).toContain(
+      'sinks.console.retry.maxDelay: not a duration: "soon"',
+    );
   });
 
   it('names the file and the path of an unknown key', () => {
@@ -49,8 +50,9 @@ describe('config', () => {
   });
 
   it('rejects a route to a sink that does not exist, and unknown sink types', () => {
-    expect(errorOf(() => parse({ ...minimal, routes: [{ from: 'a', to: ['console', 'nope'] }] })).message)
-      .toContain('routes[0].to[1]: no sink named "nope"');
+    expect(errorOf(() => parse({ ...minimal, routes: [{ from: 'a', to: ['console', 'nope'] }] })).message).toContain(
+      'routes[0].to[1]: no sink named "nope"',
+    );
     expect(errorOf(() => parse({ sinks: { k: { type: 'kafak' } } })).message).toContain('sinks.k.type: unknown sink type "kafak"');
   });
 
@@ -58,15 +60,18 @@ describe('config', () => {
     const c = parse({ database: '${DB}', listen: ['${CH:-fallback}', '$${literal}'], ...minimal }, { DB: 'postgres://x/y' });
     expect(c.database).toBe('postgres://x/y');
     expect(c.listen).toEqual(['fallback', '${literal}']);
-    expect(errorOf(() => parse({ database: 'postgres://${PGPASS_MISSING}@h', ...minimal })).message)
-      .toContain('database: environment variable PGPASS_MISSING is not set');
+    expect(errorOf(() => parse({ database: 'postgres://${PGPASS_MISSING}@h', ...minimal })).message).toContain(
+      'database: environment variable PGPASS_MISSING is not set',
+    );
   });
 
   it('reports YAML syntax errors with file, line and column', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
     const file = join(dir, 'bad.yaml');
     writeFileSync(file, 'sinks:\n  console: { type: stdout\nroutes: []\n');
-    expect(errorOf(() => loadConfig(file, { env: {}, sinks: sinkDefinitions })).message).toMatch(/invalid YAML in .*bad\.yaml at line \d+, column \d+/);
+    expect(errorOf(() => loadConfig(file, { env: {}, sinks: sinkDefinitions })).message).toMatch(
+      /invalid YAML in .*bad\.yaml at line \d+, column \d+/,
+    );
     const json = join(dir, 'bad.json');
     writeFileSync(json, '{"sinks": ');
     expect(errorOf(() => loadConfig(json, { env: {}, sinks: sinkDefinitions })).message).toContain(`invalid JSON in ${json}`);
@@ -75,14 +80,20 @@ describe('config', () => {
 
   // Issue 16 item 7: the first problem used to hide the others (one fix, one run, the next problem).
   it('reports every problem of a config in one error, each with its path', () => {
-    const message = errorOf(() => parse({
-      sinks: {
-        hook: { type: 'webhook', url: 42 },
-        k: { type: 'kafak' },
-        console: { type: 'stdout', colour: 'red' },
-      },
-      routes: [{ from: 'a', to: ['console'] }, { from: 'b', to: 'nope' }, { from: 'c', to: ['hook', 'gone'] }],
-    })).message;
+    const message = errorOf(() =>
+      parse({
+        sinks: {
+          hook: { type: 'webhook', url: 42 },
+          k: { type: 'kafak' },
+          console: { type: 'stdout', colour: 'red' },
+        },
+        routes: [
+          { from: 'a', to: ['console'] },
+          { from: 'b', to: 'nope' },
+          { from: 'c', to: ['hook', 'gone'] },
+        ],
+      }),
+    ).message;
     expect(message).toContain('in test.yaml');
     expect(message).toMatch(/sinks\.hook\.url: .*string/i);
     expect(message).toContain('sinks.k.type: unknown sink type "kafak"');
@@ -93,13 +104,15 @@ describe('config', () => {
   });
 
   it('reports sink and route problems along with top-level ones (wrong type, unknown key, missing variable)', () => {
-    const message = errorOf(() => parse({
-      listen: 'jobs',
-      lisen: ['x'],
-      shutdown: { timeout: '${NO_SUCH_TIMEOUT}' },
-      sinks: { k: { type: 'kafak' }, console: { type: 'stdout', concurrency: 'many' } },
-      routes: [{ from: '*', to: ['console', 'nope'] }],
-    })).message;
+    const message = errorOf(() =>
+      parse({
+        listen: 'jobs',
+        lisen: ['x'],
+        shutdown: { timeout: '${NO_SUCH_TIMEOUT}' },
+        sinks: { k: { type: 'kafak' }, console: { type: 'stdout', concurrency: 'many' } },
+        routes: [{ from: '*', to: ['console', 'nope'] }],
+      }),
+    ).message;
     expect(message).toMatch(/listen: .*array/i);
     expect(message).toContain('lisen: unknown key');
     expect(message).toContain('shutdown.timeout: environment variable NO_SUCH_TIMEOUT is not set');

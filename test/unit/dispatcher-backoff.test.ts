@@ -29,7 +29,10 @@ function recordingSink(decide: (e: Envelope, attempt: number) => ItemOutcome, de
   const counts = new Map<string, number>();
   let inFlight = 0;
   const sink: Sink = {
-    name: 'rec', type: 'memory', async start() {}, async stop() {},
+    name: 'rec',
+    type: 'memory',
+    async start() {},
+    async stop() {},
     async send(batch) {
       inFlight++;
       try {
@@ -51,14 +54,25 @@ function recordingSink(decide: (e: Envelope, attempt: number) => ItemOutcome, de
 /** Runs the fake clock 1 ms at a time until `p` settles (at most `limitMs`), then returns it. */
 async function settle<T>(p: Promise<T>, limitMs = 60_000): Promise<T> {
   let done = false;
-  void p.then(() => { done = true; }, () => { done = true; });
+  void p.then(
+    () => {
+      done = true;
+    },
+    () => {
+      done = true;
+    },
+  );
   const started = Date.now();
   while (!done && Date.now() - started < limitMs) await vi.advanceTimersByTimeAsync(1);
   return p;
 }
 
-beforeEach(() => { vi.useFakeTimers(); });
-afterEach(() => { vi.useRealTimers(); });
+beforeEach(() => {
+  vi.useFakeTimers();
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
 
 describe('dispatcher: Retry-After and sink-wide backoff', () => {
   it('waits at least Retry-After before retrying that event', async () => {
@@ -108,7 +122,10 @@ describe('dispatcher: Retry-After and sink-wide backoff', () => {
   });
 
   it('a Retry-After holds the whole sink that long, even when other events of the batch succeeded', async () => {
-    const rec = recordingSink((e, n) => (e.id === '0' && n === 1 ? { ok: false, error: new RetriableError('HTTP_429', 'rate', { retryAfterMs: 300 }) } : OK), 2);
+    const rec = recordingSink(
+      (e, n) => (e.id === '0' && n === 1 ? { ok: false, error: new RetriableError('HTTP_429', 'rate', { retryAfterMs: 300 }) } : OK),
+      2,
+    );
     const d = createDispatcher({ sink: rec.sink, options: options({ concurrency: 1, batch: { size: 2, linger: 0 } }), logger: quiet });
     const first = [d.deliver(env(0, 'a')), d.deliver(env(1, 'b'))];
     await settle(first[1] as Promise<unknown>);

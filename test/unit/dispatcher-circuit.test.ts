@@ -10,8 +10,10 @@ import { OK, type ItemOutcome } from '../../src/sink.js';
 // end to end (dispatcher-backoff.test.ts, on fake timers).
 
 const T = 1_000_000;
-const fail = (code = 'HTTP_503', extra: { retryAfterMs?: number; unavailable?: boolean } = {}): ItemOutcome =>
-  ({ ok: false, error: new RetriableError(code, code, extra) });
+const fail = (code = 'HTTP_503', extra: { retryAfterMs?: number; unavailable?: boolean } = {}): ItemOutcome => ({
+  ok: false,
+  error: new RetriableError(code, code, extra),
+});
 const refused = (): ItemOutcome => fail('ECONNREFUSED', { unavailable: true });
 const fatal = (): ItemOutcome => ({ ok: false, error: new FatalError('HTTP_400', 'bad request') });
 
@@ -131,7 +133,7 @@ describe('dispatcher circuit: Retry-After holds the whole sink', () => {
   });
 });
 
-describe('dispatcher retries: one event\'s policy', () => {
+describe("dispatcher retries: one event's policy", () => {
   const retry = { attempts: 3, initialDelay: 100, maxDelay: 1_000, maxAge: 60_000 };
 
   it('retries a retriable failure until the attempts are used up; never a fatal one', () => {

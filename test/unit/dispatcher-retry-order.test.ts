@@ -34,7 +34,10 @@ function failingFirstAttempts(failures: number) {
   const attempts = new Map<string, number>();
   const log: { id: string; attempt: number; at: number }[] = [];
   const sink: Sink = {
-    name: 'flaky', type: 'memory', async start() {}, async stop() {},
+    name: 'flaky',
+    type: 'memory',
+    async start() {},
+    async stop() {},
     async send(batch) {
       await new Promise((r) => setTimeout(r, 5)); // the request's round trip
       return batch.map((e): ItemOutcome => {
@@ -58,14 +61,21 @@ async function settle(results: (Delivery | undefined)[], limitMs: number): Promi
 }
 
 describe('dispatcher: retries are not starved by the sink-wide pause', () => {
-  beforeEach(() => { vi.useFakeTimers(); });
-  afterEach(() => { vi.useRealTimers(); });
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
 
   it('120 events, each failing its first two attempts: all delivered at attempt 3, within seconds', async () => {
     const rx = failingFirstAttempts(2);
     const d = createDispatcher({ sink: rx.sink, options: options(), logger: quiet });
     const results: (Delivery | undefined)[] = new Array(120).fill(undefined);
-    for (let i = 0; i < 120; i++) void d.deliver(env(i, `k${i}`)).then((r) => { results[i] = r; });
+    for (let i = 0; i < 120; i++)
+      void d.deliver(env(i, `k${i}`)).then((r) => {
+        results[i] = r;
+      });
     const took = await settle(results, 120_000);
     expect(results.filter((r) => r?.status === 'delivered')).toHaveLength(120);
     expect(results.every((r) => r?.status === 'delivered' && r.attempts === 3)).toBe(true);
@@ -80,7 +90,10 @@ describe('dispatcher: retries are not starved by the sink-wide pause', () => {
     const rx = failingFirstAttempts(2);
     const d = createDispatcher({ sink: rx.sink, options: options({ concurrency: 4 }), logger: quiet });
     const results: (Delivery | undefined)[] = new Array(60).fill(undefined);
-    for (let i = 0; i < 60; i++) void d.deliver(env(i, `k${i}`)).then((r) => { results[i] = r; });
+    for (let i = 0; i < 60; i++)
+      void d.deliver(env(i, `k${i}`)).then((r) => {
+        results[i] = r;
+      });
     await settle(results, 120_000);
     expect(results.every((r) => r?.status === 'delivered' && r.attempts === 3)).toBe(true);
     // The first event to succeed is one of the first wave (0–3): their retries went before the
@@ -96,7 +109,10 @@ describe('dispatcher: retries are not starved by the sink-wide pause', () => {
     const order: string[] = [];
     const results: (Delivery | undefined)[] = new Array(10).fill(undefined);
     for (let i = 0; i < 10; i++) {
-      void d.deliver(env(i, 'same')).then((r) => { results[i] = r; order.push(String(i)); });
+      void d.deliver(env(i, 'same')).then((r) => {
+        results[i] = r;
+        order.push(String(i));
+      });
     }
     await settle(results, 300_000);
     expect(results.every((r) => r?.status === 'delivered' && r.attempts === 3)).toBe(true);

@@ -85,10 +85,13 @@ describe('dispatcher (in-memory sink)', () => {
     expect(order.indexOf('3')).toBeLessThan(order.indexOf('1')); // B was not held up by A's retries
   });
 
-  it('a lane is a channel and a key: one key on two channels, and a channel\'s keyless events, are separate lanes', async () => {
+  it("a lane is a channel and a key: one key on two channels, and a channel's keyless events, are separate lanes", async () => {
     const order: string[] = [];
     const sink: Sink = {
-      name: 'mem', type: 'memory', async start() {}, async stop() {},
+      name: 'mem',
+      type: 'memory',
+      async start() {},
+      async stop() {},
       async send(batch) {
         await new Promise((r) => setImmediate(r));
         return batch.map((e) => {
@@ -103,10 +106,19 @@ describe('dispatcher (in-memory sink)', () => {
     };
     const d = createDispatcher({ sink, options: options(), logger: quiet });
     const at = new Date().toISOString();
-    const e = (id: string, channel: string, key?: string): Envelope => ({ id, source: 'publish', channel, at, ...(key === undefined ? {} : { key }) });
+    const e = (id: string, channel: string, key?: string): Envelope => ({
+      id,
+      source: 'publish',
+      channel,
+      at,
+      ...(key === undefined ? {} : { key }),
+    });
     const results = await Promise.all([
-      d.deliver(e('a1', 'a', '1')), d.deliver(e('a2', 'a', '1')), d.deliver(e('b1', 'b', '1')),
-      d.deliver(e('n1', 'a')), d.deliver(e('n2', 'a')),
+      d.deliver(e('a1', 'a', '1')),
+      d.deliver(e('a2', 'a', '1')),
+      d.deliver(e('b1', 'b', '1')),
+      d.deliver(e('n1', 'a')),
+      d.deliver(e('n2', 'a')),
     ]);
     expect(results.map((r) => r.status)).toEqual(['delivered', 'delivered', 'delivered', 'delivered', 'delivered']);
     expect(order.indexOf('a1')).toBeLessThan(order.indexOf('a2'));
@@ -135,20 +147,29 @@ describe('dispatcher (in-memory sink)', () => {
   });
 
   it('does not use up attempts while the destination is unreachable, but honours maxAge', async () => {
-    const mem = memorySink((_e, attempt) => (attempt <= 6 ? { ok: false, error: new RetriableError('ECONNREFUSED', 'refused', { unavailable: true }) } : OK));
+    const mem = memorySink((_e, attempt) =>
+      attempt <= 6 ? { ok: false, error: new RetriableError('ECONNREFUSED', 'refused', { unavailable: true }) } : OK,
+    );
     const d = createDispatcher({ sink: mem.sink, options: options({ retry: { attempts: 2, initialDelay: 1, maxDelay: 2 } }), logger: quiet });
     expect(await d.deliver(env(1, 'A'))).toEqual({ status: 'delivered', attempts: 7 });
 
     const down = memorySink(() => ({ ok: false, error: new RetriableError('ECONNREFUSED', 'refused', { unavailable: true }) }));
     const old = { ...env(2, 'B'), at: new Date(Date.now() - 60_000).toISOString() };
-    const d2 = createDispatcher({ sink: down.sink, options: options({ retry: { attempts: 2, initialDelay: 1, maxDelay: 2, maxAge: 30_000 } }), logger: quiet });
+    const d2 = createDispatcher({
+      sink: down.sink,
+      options: options({ retry: { attempts: 2, initialDelay: 1, maxDelay: 2, maxAge: 30_000 } }),
+      logger: quiet,
+    });
     expect(await d2.deliver(old)).toMatchObject({ status: 'dead', attempts: 1 });
   });
 
   it('treats a send() that throws as a failure of the whole batch, classified', async () => {
     let calls = 0;
     const sink: Sink = {
-      name: 'throws', type: 'memory', async start() {}, async stop() {},
+      name: 'throws',
+      type: 'memory',
+      async start() {},
+      async stop() {},
       async send(batch) {
         calls++;
         if (calls === 1) throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
@@ -157,7 +178,13 @@ describe('dispatcher (in-memory sink)', () => {
     };
     const d = createDispatcher({ sink, options: options(), logger: quiet });
     expect(await d.deliver(env(1, 'A'))).toEqual({ status: 'delivered', attempts: 2 });
-    const bug: Sink = { ...sink, name: 'bug', async send() { throw new TypeError('x is undefined'); } };
+    const bug: Sink = {
+      ...sink,
+      name: 'bug',
+      async send() {
+        throw new TypeError('x is undefined');
+      },
+    };
     const d2 = createDispatcher({ sink: bug, options: options(), logger: quiet });
     expect(await d2.deliver(env(1, 'A'))).toMatchObject({ status: 'dead', attempts: 1, error: { code: 'SINK_BUG' } });
   });
@@ -165,8 +192,19 @@ describe('dispatcher (in-memory sink)', () => {
   it('refuses events beyond maxQueued (counted), unless forced', async () => {
     const metrics = createMetrics();
     let release!: () => void;
-    const gate = new Promise<void>((r) => { release = r; });
-    const sink: Sink = { name: 'slow', type: 'memory', async start() {}, async stop() {}, async send(b) { await gate; return b.map(() => OK); } };
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const sink: Sink = {
+      name: 'slow',
+      type: 'memory',
+      async start() {},
+      async stop() {},
+      async send(b) {
+        await gate;
+        return b.map(() => OK);
+      },
+    };
     const d = createDispatcher({ sink, options: options({ maxQueued: 3 }), logger: quiet, metrics });
     const p = [1, 2, 3].map((i) => d.deliver(env(i, `k${i}`)));
     expect(await d.deliver(env(4, 'k4'))).toEqual({ status: 'dropped', attempts: 0 });
@@ -191,10 +229,16 @@ describe('dispatcher (in-memory sink)', () => {
   it('stop() gives back events still waiting for a send slot as aborted (never dead-lettered)', async () => {
     // One send at a time; the first hangs until aborted, so the second waits in the batcher.
     const sink: Sink = {
-      name: 'hang', type: 'memory', async start() {}, async stop() {},
-      send: (batch, signal) => new Promise((resolve) => {
-        signal.addEventListener('abort', () => resolve(batch.map(() => ({ ok: false, error: new RetriableError('ABORTED', 'aborted') }))), { once: true });
-      }),
+      name: 'hang',
+      type: 'memory',
+      async start() {},
+      async stop() {},
+      send: (batch, signal) =>
+        new Promise((resolve) => {
+          signal.addEventListener('abort', () => resolve(batch.map(() => ({ ok: false, error: new RetriableError('ABORTED', 'aborted') }))), {
+            once: true,
+          });
+        }),
     };
     const d = createDispatcher({ sink, options: options({ concurrency: 1, batch: { size: 1, linger: 0 } }), logger: quiet });
     const first = d.deliver(env(1, 'A'));
@@ -211,7 +255,10 @@ describe('dispatcher (in-memory sink)', () => {
       let down = true;
       const times: number[] = [];
       const sink: Sink = {
-        name: 'flaky', type: 'memory', async start() {}, async stop() {},
+        name: 'flaky',
+        type: 'memory',
+        async start() {},
+        async stop() {},
         async send(b) {
           times.push(Date.now());
           return b.map(() => (down ? { ok: false, error: new RetriableError('ECONNREFUSED', 'refused', { unavailable: true }) } : OK));
@@ -223,7 +270,9 @@ describe('dispatcher (in-memory sink)', () => {
       const callsWhileDown = times.length;
       down = false;
       let settled = false;
-      const all = Promise.all(many).finally(() => { settled = true; });
+      const all = Promise.all(many).finally(() => {
+        settled = true;
+      });
       while (!settled) await vi.advanceTimersByTimeAsync(1);
       const results = await all;
       expect(results.every((r) => r.status === 'delivered')).toBe(true);
@@ -235,16 +284,24 @@ describe('dispatcher (in-memory sink)', () => {
     }
   });
 
-  it('an ordered batch of several runs gives each run its own outcomes, even when a run\'s lane has more waiting', async () => {
+  it("an ordered batch of several runs gives each run its own outcomes, even when a run's lane has more waiting", async () => {
     // One batch holds A's run (3) and B's run (2); A4 arrives while it is in flight, so A's next
     // run (1 envelope) is ready the moment A's outcomes are handed over — B must still get its own.
     let release: () => void = () => {};
-    const inFlight = new Promise<void>((resolve) => { release = resolve; });
+    const inFlight = new Promise<void>((resolve) => {
+      release = resolve;
+    });
     let sent: () => void = () => {};
-    const firstSent = new Promise<void>((resolve) => { sent = resolve; });
+    const firstSent = new Promise<void>((resolve) => {
+      sent = resolve;
+    });
     const batches: string[][] = [];
     const sink: Sink = {
-      name: 'ordered', type: 'memory', ordered: true, async start() {}, async stop() {},
+      name: 'ordered',
+      type: 'memory',
+      ordered: true,
+      async start() {},
+      async stop() {},
       async send(batch) {
         batches.push(batch.map((e) => e.id));
         if (batches.length === 1) {
@@ -271,12 +328,19 @@ describe('dispatcher (in-memory sink)', () => {
     const batches: string[][] = [];
     let failedOnce = false;
     const sink: Sink = {
-      name: 'ordered', type: 'memory', ordered: true, async start() {}, async stop() {},
+      name: 'ordered',
+      type: 'memory',
+      ordered: true,
+      async start() {},
+      async stop() {},
       async send(batch) {
         batches.push(batch.map((e) => e.id));
         await new Promise((r) => setImmediate(r));
         return batch.map((e) => {
-          if (e.id === '5' && !failedOnce) { failedOnce = true; return { ok: false, error: new RetriableError('BROKER', 'not leader') }; }
+          if (e.id === '5' && !failedOnce) {
+            failedOnce = true;
+            return { ok: false, error: new RetriableError('BROKER', 'not leader') };
+          }
           seen.push(e.id);
           return OK;
         });
@@ -294,13 +358,21 @@ describe('dispatcher (in-memory sink)', () => {
     expect(results[5]).toEqual({ status: 'delivered', attempts: 2 });
   });
 
-  it('reports each sink\'s queue size and delivered count on /metrics, read at scrape time', async () => {
+  it("reports each sink's queue size and delivered count on /metrics, read at scrape time", async () => {
     const metrics = createMetrics();
     let release: () => void = () => {};
-    const held = new Promise<void>((resolve) => { release = resolve; });
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
     const sink: Sink = {
-      name: 'slow', type: 'memory', async start() {}, async stop() {},
-      async send(batch) { await held; return batch.map(() => OK); },
+      name: 'slow',
+      type: 'memory',
+      async start() {},
+      async stop() {},
+      async send(batch) {
+        await held;
+        return batch.map(() => OK);
+      },
     };
     const d = createDispatcher({ sink, options: options({ concurrency: 2, batch: { size: 1, linger: 0 } }), logger: quiet, metrics });
     const results = Array.from({ length: 5 }, (_, i) => d.deliver(env(i, `k${i}`)));

@@ -8,7 +8,12 @@ import { parseConfig } from '../../src/config.js';
 // Every config a user may copy from the README or docs/ must pass the real schema. A block counts as
 // a config when its top level has one of the config's own keys (sinks, capture, listen, routes, scheduler).
 const ROOT = join(import.meta.dirname, '../..');
-const files = ['README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+const files = [
+  'README.md',
+  ...readdirSync(join(ROOT, 'docs'))
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => `docs/${f}`),
+];
 const TOP = new Set(['sinks', 'capture', 'listen', 'routes', 'scheduler', 'database', 'http', 'outbox']);
 // ${VAR} placeholders get harmless values of the right shape.
 function placeholder(name: string): string {
@@ -26,7 +31,10 @@ function configBlocks(file: string): { line: number; text: string }[] {
   const out: { line: number; text: string }[] = [];
   for (const m of text.matchAll(/^( *)```ya?ml\n([\s\S]*?)^\1```/gm)) {
     const indent = m[1]!.length;
-    const body = m[2]!.split('\n').map((l) => l.slice(indent)).join('\n');
+    const body = m[2]!
+      .split('\n')
+      .map((l) => l.slice(indent))
+      .join('\n');
     out.push({ line: text.slice(0, m.index).split('\n').length, text: body });
   }
   return out;
@@ -36,7 +44,11 @@ describe('configs shown in the README and docs/ pass the schema', () => {
   for (const file of files) {
     for (const block of configBlocks(file)) {
       let doc: unknown;
-      try { doc = parse(block.text); } catch { continue; } // not YAML we can read: not a config
+      try {
+        doc = parse(block.text);
+      } catch {
+        continue;
+      } // not YAML we can read: not a config
       if (!doc || typeof doc !== 'object' || Array.isArray(doc)) continue;
       const keys = Object.keys(doc);
       if (!keys.some((k) => TOP.has(k)) || !keys.every((k) => TOP.has(k) || k === 'log' || k === 'shutdown')) continue;

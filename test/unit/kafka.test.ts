@@ -8,15 +8,25 @@ import { parseConfig } from '../../src/config.js';
 import { envelopeJson, notifyEnvelope, type Envelope } from '../../src/envelope.js';
 import { FatalError, RetriableError } from '../../src/errors.js';
 
-const { KafkaJSConnectionError, KafkaJSNonRetriableError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError,
-  KafkaJSRequestTimeoutError } = kafkajs;
+const { KafkaJSConnectionError, KafkaJSNonRetriableError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError, KafkaJSRequestTimeoutError } =
+  kafkajs;
 
 // kafkajs' retrier passes { cause } too; its typings declare only the message.
 const wrapNonRetriable = (e: Error) => new (KafkaJSNonRetriableError as unknown as new (e: Error, o: { cause: Error }) => Error)(e, { cause: e });
 
 const row: Envelope = {
-  id: '42', source: 'table', channel: 'public.orders', op: 'UPDATE', schema: 'public', table: 'orders', key: '7',
-  new: { id: 7, status: 'paid' }, old: { id: 7, status: 'new' }, at: '2026-01-02T03:04:05.678Z', txid: '991', payload: undefined,
+  id: '42',
+  source: 'table',
+  channel: 'public.orders',
+  op: 'UPDATE',
+  schema: 'public',
+  table: 'orders',
+  key: '7',
+  new: { id: 7, status: 'paid' },
+  old: { id: 7, status: 'new' },
+  at: '2026-01-02T03:04:05.678Z',
+  txid: '991',
+  payload: undefined,
 };
 
 function parse(sink: Record<string, unknown>, env: Record<string, string> = {}) {
@@ -28,8 +38,14 @@ describe('kafka sink config', () => {
     const config = parse({ brokers: '${KAFKA_BROKERS}' }, { KAFKA_BROKERS: 'a:9092, b:9093' });
     const entry = config.sinks[0]!;
     expect(entry.options).toMatchObject({
-      brokers: ['a:9092', 'b:9093'], clientId: 'pg-sidekick', topic: 'pg.{schema}.{table}', key: '{key}',
-      format: 'envelope', acks: -1, compression: 'none', timeout: 30_000,
+      brokers: ['a:9092', 'b:9093'],
+      clientId: 'pg-sidekick',
+      topic: 'pg.{schema}.{table}',
+      key: '{key}',
+      format: 'envelope',
+      acks: -1,
+      compression: 'none',
+      timeout: 30_000,
     });
     expect(entry.dispatch.batch.size).toBe(500);
     expect(parse({ brokers: ['h:1'] }).sinks[0]!.options.brokers).toEqual(['h:1']);
@@ -53,14 +69,19 @@ describe('kafka sink config', () => {
   });
 
   it('passes ssl and sasl through', () => {
-    const o = parse({ brokers: 'h:1', ssl: { rejectUnauthorized: false, ca: 'PEM' }, sasl: { mechanism: 'scram-sha-512', username: 'u', password: 'p' } }).sinks[0]!.options;
+    const o = parse({
+      brokers: 'h:1',
+      ssl: { rejectUnauthorized: false, ca: 'PEM' },
+      sasl: { mechanism: 'scram-sha-512', username: 'u', password: 'p' },
+    }).sinks[0]!.options;
     expect(o.ssl).toEqual({ rejectUnauthorized: false, ca: 'PEM' });
     expect(o.sasl).toEqual({ mechanism: 'scram-sha-512', username: 'u', password: 'p' });
   });
 });
 
 describe('kafka records (topic, key, headers, value per format)', () => {
-  const build = (over: Partial<MessageOptions> = {}) => createMessageBuilder({ topic: 'pg.{schema}.{table}', key: '{key}', format: 'envelope', ...over });
+  const build = (over: Partial<MessageOptions> = {}) =>
+    createMessageBuilder({ topic: 'pg.{schema}.{table}', key: '{key}', format: 'envelope', ...over });
 
   it('durable events: a seq header (order per key) beside the id header (dedupe)', () => {
     const r = build()({ ...row, id: '3f9c2a1b7d4e6f80-42', seq: '42' });
@@ -101,8 +122,15 @@ describe('kafka records (topic, key, headers, value per format)', () => {
   it('cloudevents binary: ce_ headers per the Kafka protocol binding, the row change as data', () => {
     const r = build({ format: 'cloudevents', cloudevents: { mode: 'binary', source: '/pg-sidekick/{channel}' } })(row);
     expect(r.headers).toMatchObject({
-      ce_specversion: '1.0', ce_id: '42', ce_source: '/pg-sidekick/public.orders', ce_type: 'pg-sidekick.row.update',
-      ce_time: row.at, ce_subject: '7', ce_partitionkey: '7', 'content-type': JSON_TYPE, id: '42',
+      ce_specversion: '1.0',
+      ce_id: '42',
+      ce_source: '/pg-sidekick/public.orders',
+      ce_type: 'pg-sidekick.row.update',
+      ce_time: row.at,
+      ce_subject: '7',
+      ce_partitionkey: '7',
+      'content-type': JSON_TYPE,
+      id: '42',
     });
     expect(JSON.parse(r.value)).toEqual(data);
   });
@@ -112,8 +140,15 @@ describe('kafka records (topic, key, headers, value per format)', () => {
     expect(r.headers['content-type']).toBe(CLOUDEVENTS_TYPE);
     expect(Object.keys(r.headers).some((h) => h.startsWith('ce_'))).toBe(false);
     expect(JSON.parse(r.value)).toEqual({
-      specversion: '1.0', id: '42', source: '/db/public', type: 'com.example.orders.UPDATE', time: row.at, subject: '7',
-      partitionkey: '7', datacontenttype: JSON_TYPE, data,
+      specversion: '1.0',
+      id: '42',
+      source: '/db/public',
+      type: 'com.example.orders.UPDATE',
+      time: row.at,
+      subject: '7',
+      partitionkey: '7',
+      datacontenttype: JSON_TYPE,
+      data,
     });
     expect(CLOUDEVENTS_TYPE).toBe('application/cloudevents+json; charset=utf-8');
     const n = build({ topic: 't', format: 'cloudevents' })(notifyEnvelope('c', 'x', 1));
@@ -134,8 +169,11 @@ describe('kafka records (topic, key, headers, value per format)', () => {
 describe('kafka error classification (real kafkajs error classes)', () => {
   // kafkajs builds these from its error table; its typings only declare the message form.
   const protocol = (type: string, retriable: boolean) => new KafkaJSProtocolError({ type, code: 1, retriable, message: type } as unknown as Error);
-  it('a missing topic is fatal and names the topic, even wrapped by kafkajs\' retrier', () => {
-    const e = classifyKafkaError(new KafkaJSNumberOfRetriesExceeded(protocol('UNKNOWN_TOPIC_OR_PARTITION', true), { retryCount: 0, retryTime: 1 }), 'pg.x');
+  it("a missing topic is fatal and names the topic, even wrapped by kafkajs' retrier", () => {
+    const e = classifyKafkaError(
+      new KafkaJSNumberOfRetriesExceeded(protocol('UNKNOWN_TOPIC_OR_PARTITION', true), { retryCount: 0, retryTime: 1 }),
+      'pg.x',
+    );
     expect(e).toBeInstanceOf(FatalError);
     expect(e.code).toBe('KAFKA_TOPIC_MISSING');
     expect(e.message).toBe('topic "pg.x" does not exist; create it first (pg-sidekick never relies on topic auto-creation)');
@@ -154,7 +192,10 @@ describe('kafka error classification (real kafkajs error classes)', () => {
     }
   });
   it('other retriable protocol errors stay retriable (counted attempts); non-retriable ones are fatal', () => {
-    const moved = classifyKafkaError(new KafkaJSNumberOfRetriesExceeded(protocol('NOT_LEADER_FOR_PARTITION', true), { retryCount: 0, retryTime: 1 }), 't');
+    const moved = classifyKafkaError(
+      new KafkaJSNumberOfRetriesExceeded(protocol('NOT_LEADER_FOR_PARTITION', true), { retryCount: 0, retryTime: 1 }),
+      't',
+    );
     expect(moved).toBeInstanceOf(RetriableError);
     expect((moved as RetriableError).unavailable).toBe(false);
     expect(moved.code).toBe('KAFKA_NOT_LEADER_FOR_PARTITION');
@@ -171,7 +212,7 @@ describe('kafka produce requests (grouping)', () => {
     const groups = groupRecords([rec('a'), rec('b'), undefined, rec('a')]);
     expect(groups.map((t) => t.map((g) => [g.topic, g.indexes]))).toEqual([[['a', [0, 3]]], [['b', [1]]]]);
   });
-  it('cuts a topic\'s records into requests of at most maxBytes; a record larger than that goes alone', () => {
+  it("cuts a topic's records into requests of at most maxBytes; a record larger than that goes alone", () => {
     const groups = groupRecords([rec('a', 400), rec('a', 400), rec('a', 400), rec('a', 5000), rec('a', 10)], 1000);
     expect(groups.map((t) => t.map((g) => g.indexes))).toEqual([[[0, 1], [2], [3], [4]]]);
   });

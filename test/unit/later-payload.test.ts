@@ -20,7 +20,7 @@ describe('pglater payload "<seconds> <sql>"', () => {
     // the rest is verbatim: inner and trailing whitespace, several statements, newlines, comments, quotes
     ['2 select 1;  select 2  ', 2, 'select 1;  select 2  '],
     ['2 select $$a\nb$$ -- trailing comment', 2, 'select $$a\nb$$ -- trailing comment'],
-    ['2 select \'ünïcode ✓\'', 2, 'select \'ünïcode ✓\''],
+    ["2 select 'ünïcode ✓'", 2, "select 'ünïcode ✓'"],
     ['2147483647 select 1', 2147483647, 'select 1'],
     ['-2147483648 select 1', -2147483648, 'select 1'],
     // not SQL we judge: whatever follows is the statement (it fails when it runs, as in pglater)

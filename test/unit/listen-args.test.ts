@@ -1,7 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { helpText, parseListenArgs, type ListenOptions } from '../../src/listen/args.js';
 import { ConfigError } from '../../src/errors.js';
-import { connectFailureMessage, databaseConnection, parseConnectionString, pgpassLookup, resolveConnection, type ResolveOptions } from '../../src/pg/connection.js';
+import {
+  connectFailureMessage,
+  databaseConnection,
+  parseConnectionString,
+  pgpassLookup,
+  resolveConnection,
+  type ResolveOptions,
+} from '../../src/pg/connection.js';
 
 function listen(argv: string[]): { options: ListenOptions; warnings: readonly string[] } {
   const parsed = parseListenArgs(argv);
@@ -11,8 +18,7 @@ function listen(argv: string[]): { options: ListenOptions; warnings: readonly st
 
 describe('pglisten arguments (getopt_long semantics)', () => {
   it('takes --listen=X, --listen X, -l X and -lX, in order, repeatable', () => {
-    expect(listen(['--listen=a', '--listen', 'b', '-l', 'c', '-ld', '-l', '--weird']).options.channels)
-      .toEqual(['a', 'b', 'c', 'd', '--weird']);
+    expect(listen(['--listen=a', '--listen', 'b', '-l', 'c', '-ld', '-l', '--weird']).options.channels).toEqual(['a', 'b', 'c', 'd', '--weird']);
   });
 
   it('keeps channel names exactly as written (case, spaces, quotes)', () => {
@@ -22,8 +28,15 @@ describe('pglisten arguments (getopt_long semantics)', () => {
   it('parses flags, clusters and connection options', () => {
     const { options } = listen(['-H0qw', '-d', 'app', '-h', '/tmp', '-p5433', '--username=bob']);
     expect(options).toEqual({
-      channels: [], print0: true, context: true, quiet: true, noPassword: true,
-      dbname: 'app', host: '/tmp', port: '5433', username: 'bob',
+      channels: [],
+      print0: true,
+      context: true,
+      quiet: true,
+      noPassword: true,
+      dbname: 'app',
+      host: '/tmp',
+      port: '5433',
+      username: 'bob',
     });
     const cluster = listen(['-H0lchan']).options;
     expect(cluster).toMatchObject({ context: true, print0: true, channels: ['chan'] });
@@ -31,8 +44,13 @@ describe('pglisten arguments (getopt_long semantics)', () => {
   });
 
   it('accepts unambiguous abbreviations of long options', () => {
-    expect(listen(['--lis=a', '--con', '--pr', '--no-p', '--db', 'x']).options)
-      .toMatchObject({ channels: ['a'], context: true, print0: true, noPassword: true, dbname: 'x' });
+    expect(listen(['--lis=a', '--con', '--pr', '--no-p', '--db', 'x']).options).toMatchObject({
+      channels: ['a'],
+      context: true,
+      print0: true,
+      noPassword: true,
+      dbname: 'x',
+    });
     expect(parseListenArgs(['--p'])).toEqual({ action: 'error', message: "option '--p' is ambiguous; possibilities: '--port' '--print0'" });
   });
 
@@ -61,8 +79,19 @@ describe('pglisten arguments (getopt_long semantics)', () => {
 
   it('documents every option in --help', () => {
     const help = helpText('1.2.3');
-    for (const flag of ['-l, --listen=CHANNEL', '-H, --context', '-0, --print0', '-q, --quiet', '-V, --version', '-?, --help',
-      '-h, --host=HOSTNAME', '-p, --port=PORT', '-U, --username=USERNAME', '-d, --dbname=DBNAME', '-w, --no-password']) {
+    for (const flag of [
+      '-l, --listen=CHANNEL',
+      '-H, --context',
+      '-0, --print0',
+      '-q, --quiet',
+      '-V, --version',
+      '-?, --help',
+      '-h, --host=HOSTNAME',
+      '-p, --port=PORT',
+      '-U, --username=USERNAME',
+      '-d, --dbname=DBNAME',
+      '-w, --no-password',
+    ]) {
       expect(help).toContain(flag);
     }
   });
@@ -70,17 +99,35 @@ describe('pglisten arguments (getopt_long semantics)', () => {
 
 describe('libpq-style connection settings', () => {
   const base: ResolveOptions = {
-    env: {}, socketExists: () => false, osUser: () => 'osuser', readFile: () => { throw new Error('no file'); }, homeDir: '/nonexistent',
+    env: {},
+    socketExists: () => false,
+    osUser: () => 'osuser',
+    readFile: () => {
+      throw new Error('no file');
+    },
+    homeDir: '/nonexistent',
     readPassfile: () => undefined,
   };
 
   it('parses URIs and keyword/value strings into libpq keywords', () => {
-    expect(parseConnectionString('postgres://u%40x:p%3Aw@db.example:6543/my%20db?sslmode=require&application_name=a'))
-      .toEqual({ user: 'u@x', password: 'p:w', host: 'db.example', port: '6543', dbname: 'my db', sslmode: 'require', application_name: 'a' });
+    expect(parseConnectionString('postgres://u%40x:p%3Aw@db.example:6543/my%20db?sslmode=require&application_name=a')).toEqual({
+      user: 'u@x',
+      password: 'p:w',
+      host: 'db.example',
+      port: '6543',
+      dbname: 'my db',
+      sslmode: 'require',
+      application_name: 'a',
+    });
     expect(parseConnectionString('postgresql://[::1]:5433/db')).toEqual({ host: '::1', port: '5433', dbname: 'db' });
     expect(parseConnectionString('postgresql:///db?host=%2Fvar%2Frun%2Fpostgresql')).toEqual({ dbname: 'db', host: '/var/run/postgresql' });
-    expect(parseConnectionString("host=db port = 5432 dbname='my \\'db\\'' password=a\\ b user=''"))
-      .toEqual({ host: 'db', port: '5432', dbname: "my 'db'", password: 'a b', user: '' });
+    expect(parseConnectionString("host=db port = 5432 dbname='my \\'db\\'' password=a\\ b user=''")).toEqual({
+      host: 'db',
+      port: '5432',
+      dbname: "my 'db'",
+      password: 'a b',
+      user: '',
+    });
     expect(() => parseConnectionString('host=db bogus=1')).toThrow('invalid connection option "bogus"');
     expect(() => parseConnectionString("dbname='open")).toThrow('unterminated quoted string');
     expect(() => parseConnectionString('postgres://a,b/db')).toThrow('several hosts');
@@ -94,9 +141,25 @@ describe('libpq-style connection settings', () => {
   });
 
   it('reads the PG* environment variables for whatever is not given', () => {
-    const env = { PGHOST: 'envhost', PGPORT: '6000', PGUSER: 'envuser', PGPASSWORD: 'secret', PGDATABASE: 'envdb', PGSSLMODE: 'disable', PGAPPNAME: 'app' };
+    const env = {
+      PGHOST: 'envhost',
+      PGPORT: '6000',
+      PGUSER: 'envuser',
+      PGPASSWORD: 'secret',
+      PGDATABASE: 'envdb',
+      PGSSLMODE: 'disable',
+      PGAPPNAME: 'app',
+    };
     const r = resolveConnection({ ...base, env });
-    expect(r.config).toMatchObject({ host: 'envhost', port: 6000, user: 'envuser', password: 'secret', database: 'envdb', ssl: false, application_name: 'app' });
+    expect(r.config).toMatchObject({
+      host: 'envhost',
+      port: 6000,
+      user: 'envuser',
+      password: 'secret',
+      database: 'envdb',
+      ssl: false,
+      application_name: 'app',
+    });
     expect(resolveConnection({ ...base, env, explicit: { host: 'flag' } }).config.host).toBe('flag');
   });
 
@@ -123,17 +186,30 @@ describe('libpq-style connection settings', () => {
     const req = resolveConnection({ ...base, dbname: 'host=db sslmode=require' });
     expect(req.config.ssl).toEqual({ rejectUnauthorized: false });
     expect(req.config.stream).toBeUndefined();
-    const full = resolveConnection({ ...base, dbname: 'host=db sslmode=verify-full sslrootcert=/ca.pem', readFile: (p) => {
-      if (p === '/ca.pem' || p.startsWith('/home/u/.postgresql/')) return `pem:${p}`;
-      throw new Error('ENOENT');
-    } });
+    const full = resolveConnection({
+      ...base,
+      dbname: 'host=db sslmode=verify-full sslrootcert=/ca.pem',
+      readFile: (p) => {
+        if (p === '/ca.pem' || p.startsWith('/home/u/.postgresql/')) return `pem:${p}`;
+        throw new Error('ENOENT');
+      },
+    });
     expect(full.config.ssl).toEqual({ rejectUnauthorized: true, ca: 'pem:/ca.pem' });
     // A client certificate in ~/.postgresql is picked up, as libpq does.
-    const withCert = resolveConnection({ ...base, homeDir: '/home/u', dbname: 'host=db sslmode=require', readFile: (p) => {
-      if (p.startsWith('/home/u/.postgresql/postgresql.')) return `pem:${p}`;
-      throw new Error('ENOENT');
-    } });
-    expect(withCert.config.ssl).toEqual({ rejectUnauthorized: false, cert: 'pem:/home/u/.postgresql/postgresql.crt', key: 'pem:/home/u/.postgresql/postgresql.key' });
+    const withCert = resolveConnection({
+      ...base,
+      homeDir: '/home/u',
+      dbname: 'host=db sslmode=require',
+      readFile: (p) => {
+        if (p.startsWith('/home/u/.postgresql/postgresql.')) return `pem:${p}`;
+        throw new Error('ENOENT');
+      },
+    });
+    expect(withCert.config.ssl).toEqual({
+      rejectUnauthorized: false,
+      cert: 'pem:/home/u/.postgresql/postgresql.crt',
+      key: 'pem:/home/u/.postgresql/postgresql.key',
+    });
     expect(() => resolveConnection({ ...base, dbname: 'sslmode=sometimes' })).toThrow('invalid sslmode value: "sometimes"');
   });
 
@@ -156,25 +232,44 @@ describe('libpq-style connection settings', () => {
     // The same in a URI, in PGSSLMODE/PGSSLROOTCERT, and as the bridge's `database:` (one resolver for all).
     const uri = resolveConnection({ ...base, homeDir: '/nowhere', dbname: 'postgres://db/app?sslmode=verify-ca&sslrootcert=/ca.pem', readFile });
     expect(uri.config.ssl).toMatchObject({ rejectUnauthorized: true, ca: 'pem:/ca.pem' });
-    const env = resolveConnection({ ...base, homeDir: '/nowhere', env: { PGHOST: 'db', PGSSLMODE: 'verify-ca', PGSSLROOTCERT: '/ca.pem' }, readFile });
+    const env = resolveConnection({
+      ...base,
+      homeDir: '/nowhere',
+      env: { PGHOST: 'db', PGSSLMODE: 'verify-ca', PGSSLROOTCERT: '/ca.pem' },
+      readFile,
+    });
     expect(env.config.ssl).toMatchObject({ rejectUnauthorized: true, ca: 'pem:/ca.pem' });
-    expect(() => databaseConnection('host=db sslmode=verify-ca sslrootcert=/no/such/ca.pem', {}))
-      .toThrow(/^database: ENOENT: no such file or directory, open '\/no\/such\/ca\.pem'/);
+    expect(() => databaseConnection('host=db sslmode=verify-ca sslrootcert=/no/such/ca.pem', {})).toThrow(
+      /^database: ENOENT: no such file or directory, open '\/no\/such\/ca\.pem'/,
+    );
   });
 
   it('the bridge and the commands resolve `database` the same way (a ConfigError naming it when libpq would refuse it)', () => {
     const r = databaseConnection('host=db port=6000 dbname=app user=me password=pw application_name=x', {});
     expect(r.config).toMatchObject({ host: 'db', port: 6000, database: 'app', user: 'me', password: 'pw', application_name: 'x', ssl: false });
-    expect(databaseConnection(undefined, { DATABASE_URL: 'postgres://u@h:7/d' }).config).toMatchObject({ host: 'h', port: 7, user: 'u', database: 'd' });
-    expect(databaseConnection('postgres://u@h/d', { DATABASE_URL: 'postgres://other@elsewhere/x' }).config).toMatchObject({ host: 'h', database: 'd' });
+    expect(databaseConnection(undefined, { DATABASE_URL: 'postgres://u@h:7/d' }).config).toMatchObject({
+      host: 'h',
+      port: 7,
+      user: 'u',
+      database: 'd',
+    });
+    expect(databaseConnection('postgres://u@h/d', { DATABASE_URL: 'postgres://other@elsewhere/x' }).config).toMatchObject({
+      host: 'h',
+      database: 'd',
+    });
     expect(() => databaseConnection('host=db bogus=1', {})).toThrow(ConfigError);
     expect(() => databaseConnection('host=db bogus=1', {})).toThrow('database: invalid connection option "bogus"');
   });
 
-  it('pglater\'s -h/-p/-U win over a connection string in -d (PQsetdbLogin), pglisten\'s do not (expand_dbname)', () => {
+  it("pglater's -h/-p/-U win over a connection string in -d (PQsetdbLogin), pglisten's do not (expand_dbname)", () => {
     const explicit = { host: 'flaghost', port: '1111' };
     const dbname = 'postgres://urluser@urlhost:2222/urldb';
-    expect(resolveConnection({ ...base, explicit, dbname, explicitWins: true }).config).toMatchObject({ host: 'flaghost', port: 1111, user: 'urluser', database: 'urldb' });
+    expect(resolveConnection({ ...base, explicit, dbname, explicitWins: true }).config).toMatchObject({
+      host: 'flaghost',
+      port: 1111,
+      user: 'urluser',
+      database: 'urldb',
+    });
     expect(resolveConnection({ ...base, explicit, dbname }).config).toMatchObject({ host: 'urlhost', port: 2222 });
   });
 
@@ -213,12 +308,15 @@ describe('libpq-style connection settings', () => {
 
   it('words connection failures as libpq does, on one line', () => {
     const r = resolveConnection({ ...base, explicit: { host: '127.0.0.1', port: '1' } });
-    expect(connectFailureMessage(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), r))
-      .toBe('connection to server at "127.0.0.1", port 1 failed: Connection refused');
-    expect(connectFailureMessage(Object.assign(new Error('database "x" does not exist'), { severity: 'FATAL' }), r))
-      .toBe('connection to server at "127.0.0.1", port 1 failed: FATAL:  database "x" does not exist');
-    expect(connectFailureMessage(Object.assign(new Error('getaddrinfo ENOTFOUND nope'), { code: 'ENOTFOUND', hostname: 'nope' }), r))
-      .toBe('could not translate host name "nope" to address: Name or service not known');
+    expect(connectFailureMessage(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), r)).toBe(
+      'connection to server at "127.0.0.1", port 1 failed: Connection refused',
+    );
+    expect(connectFailureMessage(Object.assign(new Error('database "x" does not exist'), { severity: 'FATAL' }), r)).toBe(
+      'connection to server at "127.0.0.1", port 1 failed: FATAL:  database "x" does not exist',
+    );
+    expect(connectFailureMessage(Object.assign(new Error('getaddrinfo ENOTFOUND nope'), { code: 'ENOTFOUND', hostname: 'nope' }), r)).toBe(
+      'could not translate host name "nope" to address: Name or service not known',
+    );
     expect(connectFailureMessage(new Error('two\nlines'), r)).not.toContain('\n');
   });
 });

@@ -62,11 +62,14 @@ describe('notification splitter', () => {
   function run(chunks: Buffer[]) {
     const frames: string[] = [];
     const forwarded: Buffer[] = [];
-    const split = createSplitter((buf, start, end) => {
-      const body = buf.subarray(start, end);
-      const zero = body.indexOf(0, 4);
-      frames.push(`${body.readInt32BE(0)}|${body.subarray(4, zero).toString()}|${body.subarray(zero + 1, body.length - 1).toString()}`);
-    }, (b) => forwarded.push(Buffer.from(b)));
+    const split = createSplitter(
+      (buf, start, end) => {
+        const body = buf.subarray(start, end);
+        const zero = body.indexOf(0, 4);
+        frames.push(`${body.readInt32BE(0)}|${body.subarray(4, zero).toString()}|${body.subarray(zero + 1, body.length - 1).toString()}`);
+      },
+      (b) => forwarded.push(Buffer.from(b)),
+    );
     for (const c of chunks) split(c);
     return { frames, forwarded: Buffer.concat(forwarded) };
   }
@@ -94,7 +97,7 @@ describe('notification splitter', () => {
 });
 
 describe('tapNotifications (a stand-in for a node-postgres client, no I/O)', () => {
-  it('takes over the socket\'s single data listener and passes other messages on to it', () => {
+  it("takes over the socket's single data listener and passes other messages on to it", () => {
     const socket = new EventEmitter();
     const seen: Buffer[] = [];
     socket.on('data', (b: Buffer) => seen.push(b));
@@ -141,7 +144,15 @@ describe('pglisten output', () => {
   it('-H: a new sender or channel gets its own prefix', async () => {
     const s = fakeStream();
     const out = createOutput(s, { print0: false, context: true });
-    for (const [pid, channel] of [[7, 'a'], [7, 'b'], [8, 'b'], [8, 'b'], [8, 'bb'], [-5, 'a']] as const) out.frame(...frameOf(pid, channel, 'x'));
+    for (const [pid, channel] of [
+      [7, 'a'],
+      [7, 'b'],
+      [8, 'b'],
+      [8, 'b'],
+      [8, 'bb'],
+      [-5, 'a'],
+    ] as const)
+      out.frame(...frameOf(pid, channel, 'x'));
     await tick();
     expect(s.text()).toBe('a: (7) x\nb: (7) x\nb: (8) x\nb: (8) x\nbb: (8) x\na: (-5) x\n');
   });

@@ -11,7 +11,9 @@ import { defineSink } from '../../src/sink.js';
 function capture() {
   const stream = new PassThrough();
   let text = '';
-  stream.on('data', (c: Buffer) => { text += c.toString(); });
+  stream.on('data', (c: Buffer) => {
+    text += c.toString();
+  });
   return { stream, text: () => text };
 }
 
@@ -26,23 +28,28 @@ const fakeWebhook = defineSink({
     secret: z.union([z.string(), z.array(z.string())]).optional(),
     sasl: z.object({ mechanism: z.string(), username: z.string(), password: z.string() }).optional(),
   },
-  create() { throw new Error('not used'); },
+  create() {
+    throw new Error('not used');
+  },
 });
 
 describe('logger: secrets never reach a line', () => {
   it('removes headers.Authorization, signing secrets, SASL passwords and URL passwords from the effective-config line', () => {
-    const config = parseConfig({
-      database: 'postgres://app:hunter2-db@db.internal:5432/app',
-      sinks: {
-        hook: {
-          type: 'fake-webhook',
-          url: 'https://bob:hunter2-url@hooks.example.com/in',
-          headers: { Authorization: 'Bearer hunter2-bearer', 'X-Api-Key': 'hunter2-apikey', Accept: 'application/json' },
-          secret: ['whsec_hunter2-one', 'whsec_hunter2-two'],
-          sasl: { mechanism: 'plain', username: 'svc', password: 'hunter2-sasl' },
+    const config = parseConfig(
+      {
+        database: 'postgres://app:hunter2-db@db.internal:5432/app',
+        sinks: {
+          hook: {
+            type: 'fake-webhook',
+            url: 'https://bob:hunter2-url@hooks.example.com/in',
+            headers: { Authorization: 'Bearer hunter2-bearer', 'X-Api-Key': 'hunter2-apikey', Accept: 'application/json' },
+            secret: ['whsec_hunter2-one', 'whsec_hunter2-two'],
+            sasl: { mechanism: 'plain', username: 'svc', password: 'hunter2-sasl' },
+          },
         },
       },
-    }, { file: 'x.yaml', env: {}, sinks: [...sinkDefinitions, fakeWebhook] });
+      { file: 'x.yaml', env: {}, sinks: [...sinkDefinitions, fakeWebhook] },
+    );
     const out = capture();
     const logger = createLogger({ level: 'debug', destination: out.stream });
     logger.debug({ effective: configSummary(config) }, 'effective config');
@@ -65,7 +72,7 @@ describe('logger: secrets never reach a line', () => {
     const child = logger.child({ sink: 'x', options: { headers: { authorization: 'Basic hunter2-child' } } });
     child.info('connecting to postgres://u:hunter2-msg@h/db');
     child.error({ err: new Error('failed for amqp://guest:hunter2-err@rabbit:5672') }, 'boom');
-    logger.warn({ database: "host=db password=hunter2-conninfo dbname=app" }, 'conninfo');
+    logger.warn({ database: 'host=db password=hunter2-conninfo dbname=app' }, 'conninfo');
     logger.info({ token: 12345, hookSecret: 'hunter2-camel', apiKey: null, key: 'order-7' }, 'odd shapes');
     const text = out.text();
     expect(text).not.toMatch(/hunter2|12345/);
@@ -84,16 +91,19 @@ describe('logger: secrets never reach a line', () => {
 // userinfo or query string reaches a log line, at any level, from any option or error message.
 describe('logger: URL userinfo and query strings never reach a line', () => {
   it('the effective config at debug: webhook, database, AMQP, Redis and Kafka URLs', () => {
-    const config = parseConfig({
-      database: 'postgres://app:hunter2-dbpw@db.internal:5432/app?sslmode=require&sslpassword=hunter2-sslpw',
-      sinks: {
-        hook: { type: 'webhook', url: 'https://hooks.example.com/in/{channel}?token=hunter2-token&v=1' },
-        bare: { type: 'webhook', url: 'https://hunter2-usertoken@hooks.example.com/in' },
-        rabbit: { type: 'amqp', url: 'amqp://svc:hunter2-amqp@rabbit:5672/vhost?heartbeat=30&auth=hunter2-amqpq' },
-        redis: { type: 'redis-stream', url: 'redis://:hunter2-redis@redis:6379/0?password=hunter2-redisq' },
-        kafka: { type: 'kafka', brokers: ['kafka-1:9092', 'kafka-2:9092'] },
+    const config = parseConfig(
+      {
+        database: 'postgres://app:hunter2-dbpw@db.internal:5432/app?sslmode=require&sslpassword=hunter2-sslpw',
+        sinks: {
+          hook: { type: 'webhook', url: 'https://hooks.example.com/in/{channel}?token=hunter2-token&v=1' },
+          bare: { type: 'webhook', url: 'https://hunter2-usertoken@hooks.example.com/in' },
+          rabbit: { type: 'amqp', url: 'amqp://svc:hunter2-amqp@rabbit:5672/vhost?heartbeat=30&auth=hunter2-amqpq' },
+          redis: { type: 'redis-stream', url: 'redis://:hunter2-redis@redis:6379/0?password=hunter2-redisq' },
+          kafka: { type: 'kafka', brokers: ['kafka-1:9092', 'kafka-2:9092'] },
+        },
       },
-    }, { file: 'x.yaml', env: {}, sinks: sinkDefinitions });
+      { file: 'x.yaml', env: {}, sinks: sinkDefinitions },
+    );
     const out = capture();
     const logger = createLogger({ level: 'debug', destination: out.stream });
     logger.debug({ effective: configSummary(config) }, 'effective config');

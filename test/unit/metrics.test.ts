@@ -18,8 +18,14 @@ describe('metrics: every per-sink series exists from the start (issue 16 item 10
     for (const sink of ['hook', 'kafka']) metrics.watchSink(sink, { queued: () => 0, delivered: () => 0 });
     const m = samples(await metrics.registry.metrics());
     for (const sink of ['hook', 'kafka']) {
-      for (const name of ['sidekick_events_delivered_total', 'sidekick_events_retried_total', 'sidekick_events_dead_lettered_total',
-        'sidekick_events_dropped_total', 'sidekick_outbox_spilled_total', 'sidekick_events_store_refused_total']) {
+      for (const name of [
+        'sidekick_events_delivered_total',
+        'sidekick_events_retried_total',
+        'sidekick_events_dead_lettered_total',
+        'sidekick_events_dropped_total',
+        'sidekick_outbox_spilled_total',
+        'sidekick_events_store_refused_total',
+      ]) {
         expect(m.get(`${name}{sink="${sink}"}`), `${name}{sink="${sink}"}`).toBe(0);
       }
       expect(m.get(`sidekick_delivery_failures_total{sink="${sink}",retriable="true"}`)).toBe(0);

@@ -54,8 +54,11 @@ describe('classifyError reads the table', () => {
   });
 
   it('a code wrapped in an AggregateError (happy-eyeballs connect) counts too', () => {
-    expect(classifyError(new AggregateError([withCode('ECONNREFUSED')], 'all addresses refused')))
-      .toMatchObject({ code: 'ECONNREFUSED', unavailable: true, message: 'all addresses refused' });
+    expect(classifyError(new AggregateError([withCode('ECONNREFUSED')], 'all addresses refused'))).toMatchObject({
+      code: 'ECONNREFUSED',
+      unavailable: true,
+      message: 'all addresses refused',
+    });
   });
 
   it('anything else: programmer errors fatal, the rest retriable SINK_ERROR', () => {

@@ -35,7 +35,9 @@ describe('readiness checks', () => {
     expect(checks.evaluate()).toEqual({ ready: true, checks: {} });
     let ok = true;
     const remove = checks.register('a', () => ok);
-    checks.register('b', () => { throw new Error('broken'); });
+    checks.register('b', () => {
+      throw new Error('broken');
+    });
     expect(checks.evaluate()).toEqual({ ready: false, checks: { a: true, b: false } });
     expect(() => checks.register('a', () => true)).toThrow(/already registered/);
     ok = false;

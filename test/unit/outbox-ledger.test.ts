@@ -7,7 +7,14 @@ import { createLedger, type Job, type Ledger, type SinkMode } from '../../src/ou
 const DELIVERED: Delivery = { status: 'delivered', attempts: 1 };
 const DEAD: Delivery = { status: 'dead', attempts: 3, error: new FatalError('HTTP_400', 'bad request') };
 
-const event = (seq: number): Envelope => ({ id: `i-${seq}`, seq: String(seq), source: 'table', channel: 'public.t', key: String(seq), at: '2026-01-01T00:00:00.000Z' });
+const event = (seq: number): Envelope => ({
+  id: `i-${seq}`,
+  seq: String(seq),
+  source: 'table',
+  channel: 'public.t',
+  key: String(seq),
+  at: '2026-01-01T00:00:00.000Z',
+});
 
 /** A ledger whose deliveries are kept for the test to settle; the sinks' mode changes are recorded. */
 function setup(options: Partial<{ sinkBuffer: number; checkpointAfter: number; sinks: string[] }> = {}) {
@@ -55,9 +62,15 @@ describe('outbox ledger (pure: no database)', () => {
     const { ledger, jobs, modes } = setup({ sinkBuffer: 2 });
     for (let i = 1; i <= 3; i++) ledger.admit({ id: i, part: 0, readAt: 0 }, [{ envelope: event(i), sinks: ['a', 'b'] }]);
     expect(jobs.filter((j) => j.sink === 'a').map((j) => j.envelope.seq)).toEqual(['1', '2']);
-    expect(modes).toEqual([['a', 'backlog'], ['b', 'backlog']]);
+    expect(modes).toEqual([
+      ['a', 'backlog'],
+      ['b', 'backlog'],
+    ]);
     const batch = ledger.take()!;
-    expect(batch.spills.map((s) => [s.sink, s.envelope.seq, s.job])).toEqual([['a', '3', undefined], ['b', '3', undefined]]);
+    expect(batch.spills.map((s) => [s.sink, s.envelope.seq, s.job])).toEqual([
+      ['a', '3', undefined],
+      ['b', '3', undefined],
+    ]);
     expect(batch.doneEntries).toEqual([3]);
     expect(ledger.backlogRoom('a')).toBe(0);
   });

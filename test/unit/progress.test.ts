@@ -5,7 +5,9 @@ import { createProgress } from '../../src/commands/progress.js';
 function stream(tty: boolean): PassThrough & { text: () => string } {
   const s = new PassThrough() as PassThrough & { isTTY?: boolean; text: () => string };
   let text = '';
-  s.on('data', (d) => { text += String(d); });
+  s.on('data', (d) => {
+    text += String(d);
+  });
   if (tty) s.isTTY = true;
   s.text = () => text;
   return s;
@@ -17,7 +19,7 @@ describe('progress output', () => {
     const p = createProgress(s, 'backfill t', 200);
     p.update(50);
     p.finish(200);
-    expect(s.text()).toMatch(/^\rbackfill t \[#{8}-{22}\]  25%  50\/200 rows .*\rbackfill t \[#{30}\] 100%  200\/200 rows .*\n$/s);
+    expect(s.text()).toMatch(/^\rbackfill t \[#{8}-{22}\] {2}25% {2}50\/200 rows .*\rbackfill t \[#{30}\] 100% {2}200\/200 rows .*\n$/s);
   });
 
   it('writes plain lines (no carriage returns) when stderr is not a terminal', () => {

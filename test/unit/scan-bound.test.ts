@@ -5,7 +5,7 @@ const probe = (lastValue: number, xid: number) => ({ lastValue, xid: BigInt(xid)
 const fetch = (xmin: number, truncated = false, lastId?: number) => ({ xmin: BigInt(xmin), truncated, lastId });
 
 describe('outbox scan bound', () => {
-  it('moves past ids only once every transaction older than the probe\'s fresh xid has ended', () => {
+  it("moves past ids only once every transaction older than the probe's fresh xid has ended", () => {
     const b = createScanBound();
     b.probe(probe(50, 110)); // ids ≤ 50 were taken by transactions with xids below 110
     b.observe(fetch(100)); // xid 100 may still be running

@@ -10,11 +10,20 @@ describe('scheduler config', () => {
   it('is off by default, on with a section or a later sink, with documented defaults', () => {
     expect(parse({ sinks: {} }).scheduler.enabled).toBe(false);
     const on = parse({ sinks: {}, scheduler: {} }).scheduler;
-    expect(on).toEqual({ enabled: true, pollInterval: 1000, concurrency: 2, batchSize: 50, missedAfter: 60_000, history: { retention: 7 * 86_400_000 } });
+    expect(on).toEqual({
+      enabled: true,
+      pollInterval: 1000,
+      concurrency: 2,
+      batchSize: 50,
+      missedAfter: 60_000,
+      history: { retention: 7 * 86_400_000 },
+    });
     expect(parse({ sinks: { l: { type: 'later' } } }).scheduler.enabled).toBe(true);
     expect(parse({ sinks: { l: { type: 'later' } }, scheduler: { enabled: false } }).scheduler.enabled).toBe(false);
-    expect(parse({ sinks: {}, scheduler: { pollInterval: '250ms', history: { retention: '1d' } } }).scheduler)
-      .toMatchObject({ pollInterval: 250, history: { retention: 86_400_000 } });
+    expect(parse({ sinks: {}, scheduler: { pollInterval: '250ms', history: { retention: '1d' } } }).scheduler).toMatchObject({
+      pollInterval: 250,
+      history: { retention: 86_400_000 },
+    });
   });
 
   it('pglater: true is shorthand for LISTEN pglater → later sink, with the route', () => {
@@ -37,13 +46,32 @@ describe('scheduler config', () => {
 });
 
 describe('pglater command line', () => {
-  it('reads pglater\'s options the getopt way', () => {
-    expect(parseLaterArgs([])).toEqual({ action: 'run', options: { channel: 'pglater', verbose: false, quiet: false, noPassword: false, install: true, allow: [] } });
+  it("reads pglater's options the getopt way", () => {
+    expect(parseLaterArgs([])).toEqual({
+      action: 'run',
+      options: { channel: 'pglater', verbose: false, quiet: false, noPassword: false, install: true, allow: [] },
+    });
     const r = parseLaterArgs(['-vl', 'jobs', '-hdb.local', '--port=5433', '-U', 'app', '-w', 'mydb']);
-    expect(r).toEqual({ action: 'run', options: { channel: 'jobs', verbose: true, quiet: false, noPassword: true, install: true, host: 'db.local', port: '5433', username: 'app', dbname: 'mydb', allow: [] } });
+    expect(r).toEqual({
+      action: 'run',
+      options: {
+        channel: 'jobs',
+        verbose: true,
+        quiet: false,
+        noPassword: true,
+        install: true,
+        host: 'db.local',
+        port: '5433',
+        username: 'app',
+        dbname: 'mydb',
+        allow: [],
+      },
+    });
     expect(parseLaterArgs(['mydb', 'me'])).toMatchObject({ options: { dbname: 'mydb', username: 'me' } });
     expect(parseLaterArgs(['--list', 'x', '--verb'])).toMatchObject({ options: { channel: 'x', verbose: true } });
-    expect(parseLaterArgs(['--allow', '^select ', '--allow=/^delete /i', '--no-install'])).toMatchObject({ options: { allow: ['^select ', '/^delete /i'], install: false } });
+    expect(parseLaterArgs(['--allow', '^select ', '--allow=/^delete /i', '--no-install'])).toMatchObject({
+      options: { allow: ['^select ', '/^delete /i'], install: false },
+    });
     expect(parseLaterArgs(['--help'])).toEqual({ action: 'help' });
     expect(parseLaterArgs(['-?'])).toEqual({ action: 'help' });
     expect(parseLaterArgs(['-V', '--bogus'])).toEqual({ action: 'version' });
@@ -59,8 +87,14 @@ describe('pglater command line', () => {
     const machine = { socketExists: () => false, osUser: () => 'os', homeDir: '/nowhere', readPassfile: () => undefined };
     const config = (options: Parameters<typeof laterConnection>[0], env: NodeJS.ProcessEnv = {}) => laterConnection(options, env, machine).config;
     expect(config({ dbname: 'app' })).toMatchObject({ host: 'localhost', port: 5432, user: 'os', database: 'app' });
-    expect(config({ dbname: 'postgres://u:p%40ss@h:5433/db?sslmode=disable', host: 'other' }))
-      .toMatchObject({ host: 'other', port: 5433, user: 'u', password: 'p@ss', database: 'db', ssl: false });
+    expect(config({ dbname: 'postgres://u:p%40ss@h:5433/db?sslmode=disable', host: 'other' })).toMatchObject({
+      host: 'other',
+      port: 5433,
+      user: 'u',
+      password: 'p@ss',
+      database: 'db',
+      ssl: false,
+    });
     expect(config({ dbname: 'host=x dbname=y', port: '6000', username: 'me' })).toMatchObject({ host: 'x', database: 'y', port: 6000, user: 'me' });
     expect(config({}, { DATABASE_URL: 'postgres://a@b/c' })).toMatchObject({ host: 'b', user: 'a', database: 'c' });
     expect(config({ dbname: 'host=x', host: 'flag' }, { PGHOST: 'env', PGUSER: 'envuser' })).toMatchObject({ host: 'flag', user: 'envuser' });

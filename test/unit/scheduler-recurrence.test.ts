@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import {
-  addInterval, cronRecurrence, intervalParts, intervalRecurrence, nextAfterRun, onceRecurrence, planOccurrence,
+  addInterval,
+  cronRecurrence,
+  intervalParts,
+  intervalRecurrence,
+  nextAfterRun,
+  onceRecurrence,
+  planOccurrence,
   recurrenceOf,
 } from '../../src/scheduler/recurrence.js';
 
@@ -23,8 +29,11 @@ describe('addInterval (PostgreSQL timestamptz + interval)', () => {
     expect(addInterval(before, { months: 0, days: 0, ms: 24 * 60 * MIN }, 'Europe/Paris')).toEqual(d('2024-03-31T08:00:00Z'));
   });
   it('reads a node-postgres interval', () => {
-    expect(intervalParts({ years: 1, months: 2, days: 3, hours: 4, minutes: 5, seconds: 6, milliseconds: 7 }))
-      .toEqual({ months: 14, days: 3, ms: ((4 * 60 + 5) * 60 + 6) * 1000 + 7 });
+    expect(intervalParts({ years: 1, months: 2, days: 3, hours: 4, minutes: 5, seconds: 6, milliseconds: 7 })).toEqual({
+      months: 14,
+      days: 3,
+      ms: ((4 * 60 + 5) * 60 + 6) * 1000 + 7,
+    });
     expect(intervalParts({ minutes: 20 })).toEqual({ months: 0, days: 0, ms: 20 * MIN });
   });
 });
@@ -39,17 +48,22 @@ describe('recurrences', () => {
   });
   it('calendar interval: latest walks the calendar', () => {
     const r = intervalRecurrence({ months: 1, days: 0, ms: 0 }, 'UTC');
-    expect(r.latest(d('2024-01-31T00:00:00Z'), d('2024-04-01T00:00:00Z'), 10))
-      .toEqual([d('2024-03-29T00:00:00Z'), d('2024-02-29T00:00:00Z'), d('2024-01-31T00:00:00Z')]);
+    expect(r.latest(d('2024-01-31T00:00:00Z'), d('2024-04-01T00:00:00Z'), 10)).toEqual([
+      d('2024-03-29T00:00:00Z'),
+      d('2024-02-29T00:00:00Z'),
+      d('2024-01-31T00:00:00Z'),
+    ]);
   });
   it('cron with seconds and with a time zone', () => {
     const every = cronRecurrence('*/5 * * * * *', 'UTC');
     expect(every.after(d('2024-01-01T00:00:00Z'))).toEqual(d('2024-01-01T00:00:05Z'));
-    expect(every.latest(d('2024-01-01T00:00:00Z'), d('2024-01-01T00:00:10Z'), 10))
-      .toEqual([d('2024-01-01T00:00:10Z'), d('2024-01-01T00:00:05Z'), d('2024-01-01T00:00:00Z')]);
+    expect(every.latest(d('2024-01-01T00:00:00Z'), d('2024-01-01T00:00:10Z'), 10)).toEqual([
+      d('2024-01-01T00:00:10Z'),
+      d('2024-01-01T00:00:05Z'),
+      d('2024-01-01T00:00:00Z'),
+    ]);
     // many occurrences: read backwards from the end
-    expect(every.latest(d('2024-01-01T00:00:00Z'), d('2024-01-02T00:00:00Z'), 2))
-      .toEqual([d('2024-01-02T00:00:00Z'), d('2024-01-01T23:59:55Z')]);
+    expect(every.latest(d('2024-01-01T00:00:00Z'), d('2024-01-02T00:00:00Z'), 2)).toEqual([d('2024-01-02T00:00:00Z'), d('2024-01-01T23:59:55Z')]);
     const paris = cronRecurrence('0 3 * * *', 'Europe/Paris');
     expect(paris.after(d('2024-07-01T00:00:00Z'))).toEqual(d('2024-07-01T01:00:00Z'));
   });
@@ -136,13 +150,19 @@ describe('overlap policy', () => {
     expect(r.skipped).toMatchObject({ from: d('2024-01-01T00:01:00Z'), to: d('2024-01-01T00:02:00Z'), count: 2 });
   });
   it('queue: the next one runs right after', () => {
-    expect(nextAfterRun({ recurrence: every1m, ran, started, finished, overlap: 'queue' })).toEqual({ next: d('2024-01-01T00:01:00Z'), skipped: null });
+    expect(nextAfterRun({ recurrence: every1m, ran, started, finished, overlap: 'queue' })).toEqual({
+      next: d('2024-01-01T00:01:00Z'),
+      skipped: null,
+    });
   });
   it('backlog that was due before the run started is left to the missed-run policy', () => {
     const late = d('2024-01-01T00:05:00Z');
     expect(nextAfterRun({ recurrence: every1m, ran, started: late, finished: late, overlap: 'skip' }).next).toEqual(d('2024-01-01T00:01:00Z'));
   });
   it('a quick run changes nothing', () => {
-    expect(nextAfterRun({ recurrence: every1m, ran, started, finished: started, overlap: 'skip' })).toEqual({ next: d('2024-01-01T00:01:00Z'), skipped: null });
+    expect(nextAfterRun({ recurrence: every1m, ran, started, finished: started, overlap: 'skip' })).toEqual({
+      next: d('2024-01-01T00:01:00Z'),
+      skipped: null,
+    });
   });
 });

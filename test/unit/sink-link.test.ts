@@ -5,12 +5,18 @@ import { createLink, type LinkOptions } from '../../src/sink-link.js';
 // The reconnect helper on fakes: links are plain objects, connects are promises the test settles
 // itself. No I/O, no timers.
 
-interface FakeLink { readonly n: number; broken: boolean }
+interface FakeLink {
+  readonly n: number;
+  broken: boolean;
+}
 
 function deferred<T>() {
   let resolve!: (value: T) => void;
   let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((res, rej) => { resolve = res; reject = rej; });
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
   return { promise, resolve, reject };
 }
 
@@ -26,7 +32,9 @@ function fake(over: Partial<LinkOptions<FakeLink>> = {}) {
       connects.push(d);
       return d.promise;
     },
-    close: async (l) => { closed.push(l); },
+    close: async (l) => {
+      closed.push(l);
+    },
     isBroken: (l) => l.broken,
     onRetire: (l, reason) => events.push(`retire ${l.n} ${String(reason)}`),
     onConnected: (l, failedBefore) => events.push(`connected ${l.n} after ${failedBefore}`),
@@ -115,7 +123,7 @@ describe('createLink: lazy connect, one attempt in flight', () => {
     expect(f.connects).toHaveLength(1);
   });
 
-  it('an already aborted signal rejects at once with the sink\'s own error', async () => {
+  it("an already aborted signal rejects at once with the sink's own error", async () => {
     const f = fake({ abortedError: (s) => new RetriableError('ABORTED', `mine: ${String(s.reason)}`) });
     const controller = new AbortController();
     controller.abort('stop');
@@ -219,7 +227,9 @@ describe('createLink: close()', () => {
     const waiting = f.link.get().catch((e: unknown) => e);
     await f.settle();
     let done = false;
-    const closing = f.link.close().then(() => { done = true; });
+    const closing = f.link.close().then(() => {
+      done = true;
+    });
     await f.settle();
     expect(done).toBe(false);
     const late = f.next();

@@ -10,7 +10,12 @@ function capture() {
   const lines: Record<string, unknown>[] = [];
   const logger = createLogger({
     level: 'debug',
-    destination: new Writable({ write(chunk: Buffer, _e, cb) { lines.push(JSON.parse(chunk.toString())); cb(); } }),
+    destination: new Writable({
+      write(chunk: Buffer, _e, cb) {
+        lines.push(JSON.parse(chunk.toString()));
+        cb();
+      },
+    }),
   });
   return { logger, lines };
 }
@@ -18,12 +23,25 @@ function capture() {
 /** A promise's state without waiting for it. */
 function track<T>(p: Promise<T>) {
   const s: { settled: boolean; value?: T; error?: unknown } = { settled: false };
-  p.then((value) => { s.settled = true; s.value = value; }, (error: unknown) => { s.settled = true; s.error = error; });
+  p.then(
+    (value) => {
+      s.settled = true;
+      s.value = value;
+    },
+    (error: unknown) => {
+      s.settled = true;
+      s.error = error;
+    },
+  );
   return s;
 }
 
-beforeEach(() => { vi.useFakeTimers({ now: 1_000_000 }); });
-afterEach(() => { vi.useRealTimers(); });
+beforeEach(() => {
+  vi.useFakeTimers({ now: 1_000_000 });
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
 
 describe('sleep', () => {
   it('resolves after the time, not before', async () => {
@@ -73,11 +91,13 @@ describe('retryForever: the connect loops', () => {
     vi.spyOn(Math, 'random').mockReturnValue(0.5);
     const { logger, lines } = capture();
     const attempts: number[] = [];
-    const r = track(retryForever({ signal: new AbortController().signal, logger, what: 'cannot connect', fields: { sink: 'k' } }, async (attempt) => {
-      attempts.push(attempt);
-      if (attempt < 3) throw new Error(`refused ${attempt}`);
-      return 'connected';
-    }));
+    const r = track(
+      retryForever({ signal: new AbortController().signal, logger, what: 'cannot connect', fields: { sink: 'k' } }, async (attempt) => {
+        attempts.push(attempt);
+        if (attempt < 3) throw new Error(`refused ${attempt}`);
+        return 'connected';
+      }),
+    );
     await vi.advanceTimersByTimeAsync(0);
     expect(attempts).toEqual([1]);
     // After the first failure: reconnectDelay(1) = 136 ms.
@@ -102,10 +122,19 @@ describe('retryForever: the connect loops', () => {
     const { logger, lines } = capture();
     const heard: [string, number, number][] = [];
     const c = new AbortController();
-    void retryForever({
-      signal: c.signal, logger, what: 'reconnect failed', level: 'warn', maxDelayMs: 200,
-      onFailure: (e, attempt, retryInMs) => heard.push([(e as Error).message, attempt, retryInMs]),
-    }, async () => { throw new Error('down'); });
+    void retryForever(
+      {
+        signal: c.signal,
+        logger,
+        what: 'reconnect failed',
+        level: 'warn',
+        maxDelayMs: 200,
+        onFailure: (e, attempt, retryInMs) => heard.push([(e as Error).message, attempt, retryInMs]),
+      },
+      async () => {
+        throw new Error('down');
+      },
+    );
     await vi.advanceTimersByTimeAsync(1_000);
     expect(heard.every(([, , wait]) => wait <= 200)).toBe(true);
     expect(heard.length).toBeGreaterThanOrEqual(5);
@@ -117,7 +146,12 @@ describe('retryForever: the connect loops', () => {
   it('an abort ends the wait at once and starts no further attempt', async () => {
     const c = new AbortController();
     let calls = 0;
-    const r = track(retryForever({ signal: c.signal, what: 'x' }, async () => { calls++; throw new Error('no'); }));
+    const r = track(
+      retryForever({ signal: c.signal, what: 'x' }, async () => {
+        calls++;
+        throw new Error('no');
+      }),
+    );
     await vi.advanceTimersByTimeAsync(0);
     expect(calls).toBe(1);
     c.abort();
@@ -126,14 +160,23 @@ describe('retryForever: the connect loops', () => {
     expect(calls).toBe(1);
     expect(vi.getTimerCount()).toBe(0);
     // Already aborted: not even a first attempt.
-    await expect(retryForever({ signal: c.signal, what: 'x' }, async () => { calls++; })).resolves.toBeUndefined();
+    await expect(
+      retryForever({ signal: c.signal, what: 'x' }, async () => {
+        calls++;
+      }),
+    ).resolves.toBeUndefined();
     expect(calls).toBe(1);
   });
 
   it('a failure that comes with the abort is not logged as a retry', async () => {
     const c = new AbortController();
     const { logger, lines } = capture();
-    const r = track(retryForever({ signal: c.signal, logger, what: 'x' }, async () => { c.abort(); throw new Error('aborted'); }));
+    const r = track(
+      retryForever({ signal: c.signal, logger, what: 'x' }, async () => {
+        c.abort();
+        throw new Error('aborted');
+      }),
+    );
     await vi.advanceTimersByTimeAsync(0);
     expect(r).toEqual({ settled: true, value: undefined });
     expect(lines).toEqual([]);
@@ -166,7 +209,7 @@ describe('bounded: one timeout that a signal can also end', () => {
     expect((plain.error as Error).message).toBe('no answer within 250 ms');
   });
 
-  it('rejects with aborted() (default: the signal\'s reason) as soon as the signal aborts, or had', async () => {
+  it("rejects with aborted() (default: the signal's reason) as soon as the signal aborts, or had", async () => {
     const c = new AbortController();
     const r = track(bounded(new Promise(() => {}), { signal: c.signal, aborted: () => new Error('send aborted') }));
     await vi.advanceTimersByTimeAsync(60_000);
@@ -200,7 +243,9 @@ describe('settleBy: waits for a step of a shutdown until a deadline, and no long
 
   it('late at the deadline when the work hangs (a dead database, a sink that never answers)', async () => {
     let state: string | undefined;
-    void settleBy(new Promise(() => {}), Date.now() + 1_000).then((o) => { state = o.state; });
+    void settleBy(new Promise(() => {}), Date.now() + 1_000).then((o) => {
+      state = o.state;
+    });
     await vi.advanceTimersByTimeAsync(999);
     expect(state).toBeUndefined();
     await vi.advanceTimersByTimeAsync(1);

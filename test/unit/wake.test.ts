@@ -7,7 +7,9 @@ describe('wake-ups (fake timers)', () => {
 
   const settled = async (p: Promise<void>) => {
     let done = false;
-    void p.then(() => { done = true; });
+    void p.then(() => {
+      done = true;
+    });
     await vi.advanceTimersByTimeAsync(0);
     return done;
   };

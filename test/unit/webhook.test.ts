@@ -12,8 +12,19 @@ import { notifyEnvelope, type Envelope } from '../../src/envelope.js';
 import { ConfigError, RetriableError } from '../../src/errors.js';
 
 const row = (over: Partial<Envelope> = {}): Envelope => ({
-  id: '42', source: 'table', channel: 'public.test_table', op: 'INSERT', schema: 'public', table: 'test_table',
-  key: '1', new: { id: 1, name: 'abc1' }, old: null, at: '2024-05-01T10:00:00.000Z', txid: '777', payload: undefined, ...over,
+  id: '42',
+  source: 'table',
+  channel: 'public.test_table',
+  op: 'INSERT',
+  schema: 'public',
+  table: 'test_table',
+  key: '1',
+  new: { id: 1, name: 'abc1' },
+  old: null,
+  at: '2024-05-01T10:00:00.000Z',
+  txid: '777',
+  payload: undefined,
+  ...over,
 });
 
 describe('webhook: Retry-After', () => {
@@ -32,8 +43,7 @@ describe('webhook: Retry-After', () => {
 describe('webhook: Standard Webhooks signing', () => {
   it('reproduces the published Standard Webhooks test vector', () => {
     const sign = createSigner(['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw']);
-    expect(sign('msg_p5jXN8AQM9LWM0D4loKWxJek', 1614265330, '{"test": 2432232314}'))
-      .toBe('v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=');
+    expect(sign('msg_p5jXN8AQM9LWM0D4loKWxJek', 1614265330, '{"test": 2432232314}')).toBe('v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=');
   });
   it('signs once per secret, space-separated (rotation); raw secrets are their UTF-8 bytes', () => {
     const both = createSigner(['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'plain secret']);
@@ -45,7 +55,11 @@ describe('webhook: Standard Webhooks signing', () => {
   });
   it('rejects a whsec_ secret that is not base64, without echoing it', () => {
     expect(() => secretKey('whsec_not*base64!')).toThrow(/base64/);
-    try { secretKey('whsec_not*base64!'); } catch (e) { expect((e as Error).message).not.toContain('not*base64'); }
+    try {
+      secretKey('whsec_not*base64!');
+    } catch (e) {
+      expect((e as Error).message).not.toContain('not*base64');
+    }
   });
 });
 
@@ -65,7 +79,9 @@ describe('webhook: URL templates', () => {
   it('a field the event lacks fails that event (TEMPLATE_FIELD_MISSING) instead of posting to …//', () => {
     const u = compileUrl('https://example.com/hooks/{schema}/{table}');
     expect(() => u.path(notifyEnvelope('jobs', '{}', 1))).toThrow(expect.objectContaining({ code: 'TEMPLATE_FIELD_MISSING', retriable: false }));
-    expect(() => u.path(notifyEnvelope('jobs', '{}', 1))).toThrow(/url "\/hooks\/\{schema\}\/\{table\}" needs \{schema\}, which this notify event on channel "jobs" does not have/);
+    expect(() => u.path(notifyEnvelope('jobs', '{}', 1))).toThrow(
+      /url "\/hooks\/\{schema\}\/\{table\}" needs \{schema\}, which this notify event on channel "jobs" does not have/,
+    );
     // {op} is filled for every event: the row op, else the source in capitals.
     expect(compileUrl('https://example.com/{channel}/{op}').path(notifyEnvelope('jobs', '{}', 1))).toBe('/jobs/NOTIFY');
   });
@@ -85,7 +101,7 @@ describe('webhook: formats', () => {
     expect(JSON.parse(skor(del).body)).toEqual({ table: 'test_table', schema: 'public', op: 'DELETE', data: { id: 1, name: 'pqr1' } });
     expect(skor(row()).contentType).toBe('application/json');
   });
-  it('skor: a notification (e.g. from skor\'s own triggers) is passed through byte for byte', () => {
+  it("skor: a notification (e.g. from skor's own triggers) is passed through byte for byte", () => {
     const raw = '{"table" : "t", "schema" : "public", "op" : "INSERT", "data" : {"id":1}}';
     expect(createFormatter('skor')(notifyEnvelope('skor', raw, 1))).toEqual({ body: raw, contentType: 'application/json' });
   });
@@ -102,9 +118,23 @@ describe('webhook: formats', () => {
     const out = ce(row({ op: 'UPDATE', seq: '42', old: { id: 1, name: 'abc1' }, new: { id: 1, name: 'pqr1' } }));
     expect(out.contentType).toBe('application/cloudevents+json; charset=utf-8');
     expect(JSON.parse(out.body)).toEqual({
-      specversion: '1.0', id: '42', source: '/pg-sidekick/public.test_table', type: 'pg-sidekick.row.update', subject: '1',
-      time: '2024-05-01T10:00:00.000Z', seq: '42', datacontenttype: 'application/json',
-      data: { op: 'UPDATE', schema: 'public', table: 'test_table', key: '1', new: { id: 1, name: 'pqr1' }, old: { id: 1, name: 'abc1' }, txid: '777' },
+      specversion: '1.0',
+      id: '42',
+      source: '/pg-sidekick/public.test_table',
+      type: 'pg-sidekick.row.update',
+      subject: '1',
+      time: '2024-05-01T10:00:00.000Z',
+      seq: '42',
+      datacontenttype: 'application/json',
+      data: {
+        op: 'UPDATE',
+        schema: 'public',
+        table: 'test_table',
+        key: '1',
+        new: { id: 1, name: 'pqr1' },
+        old: { id: 1, name: 'abc1' },
+        txid: '777',
+      },
     });
     const text = JSON.parse(ce(notifyEnvelope('jobs q', 'plain', 1)).body);
     expect(text).toMatchObject({ type: 'pg-sidekick.notify', source: '/pg-sidekick/jobs%20q', datacontenttype: 'text/plain', data: 'plain' });
@@ -141,38 +171,69 @@ describe('webhook: outcomes', () => {
     expect(refused).toMatchObject({ retriable: true, unavailable: true, code: 'ECONNREFUSED' });
     const agg = networkError(Object.assign(new AggregateError([Object.assign(new Error('x'), { code: 'ECONNREFUSED' })]), {}), 'POST u');
     expect(agg).toMatchObject({ unavailable: true });
-    expect(networkError(Object.assign(new Error('t'), { code: 'UND_ERR_HEADERS_TIMEOUT' }), 'POST u')).toMatchObject({ code: 'HTTP_TIMEOUT', unavailable: false, retriable: true });
+    expect(networkError(Object.assign(new Error('t'), { code: 'UND_ERR_HEADERS_TIMEOUT' }), 'POST u')).toMatchObject({
+      code: 'HTTP_TIMEOUT',
+      unavailable: false,
+      retriable: true,
+    });
     expect(networkError(Object.assign(new Error('r'), { code: 'ECONNRESET' }), 'POST u')).toMatchObject({ retriable: true, unavailable: false });
     expect(networkError(Object.assign(new Error('bad header'), { code: 'UND_ERR_INVALID_ARG' }), 'POST u')).toMatchObject({ retriable: false });
   });
 });
 
 describe('webhook: config', () => {
-  const parse = (sink: Record<string, unknown>) => parseConfig({ sinks: { hook: { type: 'webhook', ...sink } } }, { sinks: sinkDefinitions, env: { TOKEN: 't0k3n' } });
+  const parse = (sink: Record<string, unknown>) =>
+    parseConfig({ sinks: { hook: { type: 'webhook', ...sink } } }, { sinks: sinkDefinitions, env: { TOKEN: 't0k3n' } });
   it('applies the documented defaults (concurrency 32, one event per request, 10s timeouts, POST, envelope)', () => {
     const entry = parse({ url: 'http://127.0.0.1/h' }).sinks[0]!;
     expect(entry.dispatch.concurrency).toBe(32);
     expect(entry.dispatch.batch.size).toBe(1);
-    expect(entry.options).toMatchObject({ method: 'POST', format: 'envelope', followRedirects: false, proxy: 'env', headers: {},
-      timeout: { connect: 10_000, headers: 10_000, body: 10_000 } });
+    expect(entry.options).toMatchObject({
+      method: 'POST',
+      format: 'envelope',
+      followRedirects: false,
+      proxy: 'env',
+      headers: {},
+      timeout: { connect: 10_000, headers: 10_000, body: 10_000 },
+    });
   });
-  it('accepts the issue\'s example config', () => {
+  it("accepts the issue's example config", () => {
     const entry = parse({
-      url: 'https://example.com/hooks/{schema}/{table}', method: 'POST', headers: { Authorization: 'Bearer ${TOKEN}' },
-      format: 'envelope', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', timeout: '10s', concurrency: 32,
+      url: 'https://example.com/hooks/{schema}/{table}',
+      method: 'POST',
+      headers: { Authorization: 'Bearer ${TOKEN}' },
+      format: 'envelope',
+      secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+      timeout: '10s',
+      concurrency: 32,
       retry: { attempts: 10, initialDelay: '500ms', maxDelay: '5m', maxAge: '24h' },
     }).sinks[0]!;
     expect(entry.options.headers).toEqual({ Authorization: 'Bearer t0k3n' });
     expect(entry.options.secret).toEqual(['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw']);
     expect(entry.dispatch.retry).toEqual({ attempts: 10, initialDelay: 500, maxDelay: 300_000, maxAge: 86_400_000 });
-    expect(parse({ url: 'http://h/', timeout: { connect: '2s' } }).sinks[0]!.options.timeout).toEqual({ connect: 2000, headers: 10_000, body: 10_000 });
+    expect(parse({ url: 'http://h/', timeout: { connect: '2s' } }).sinks[0]!.options.timeout).toEqual({
+      connect: 2000,
+      headers: 10_000,
+      body: 10_000,
+    });
   });
   it('names the key of every mistake, never the secret', () => {
-    const bad = () => parse({ url: 'https://{table}.x/', format: 'xml', secret: 'whsec_!!', headers: { 'webhook-id': 'x' }, proxy: 'socks', colour: 1 });
+    const bad = () =>
+      parse({ url: 'https://{table}.x/', format: 'xml', secret: 'whsec_!!', headers: { 'webhook-id': 'x' }, proxy: 'socks', colour: 1 });
     expect(bad).toThrow(ConfigError);
-    try { bad(); } catch (e) {
+    try {
+      bad();
+    } catch (e) {
       const m = (e as Error).message;
-      for (const key of ['sinks.hook.url', 'sinks.hook.format', 'sinks.hook.secret', 'sinks.hook.headers', 'sinks.hook.proxy', 'sinks.hook.colour: unknown key']) expect(m).toContain(key);
+      for (const key of [
+        'sinks.hook.url',
+        'sinks.hook.format',
+        'sinks.hook.secret',
+        'sinks.hook.headers',
+        'sinks.hook.proxy',
+        'sinks.hook.colour: unknown key',
+      ])
+        expect(m).toContain(key);
       expect(m).not.toContain('whsec_!!');
     }
   });
@@ -187,7 +248,10 @@ describe('webhook: an event that cannot become a request', () => {
     const { webhookSink } = await import('../../sinks/webhook/index.js');
     const { contractContext } = await import('../contract/sink-contract.js');
     // Port 9 (discard) is never contacted: the request is refused before it is made.
-    const sink = webhookSink.create(z.strictObject(webhookOptions).parse({ url: 'http://127.0.0.1:9/in/{schema}/{table}', proxy: 'none' }), contractContext('h'));
+    const sink = webhookSink.create(
+      z.strictObject(webhookOptions).parse({ url: 'http://127.0.0.1:9/in/{schema}/{table}', proxy: 'none' }),
+      contractContext('h'),
+    );
     const [bad] = await sink.send([notifyEnvelope('jobs', '{}', 1)], new AbortController().signal);
     expect(bad).toMatchObject({ ok: false, error: { code: 'TEMPLATE_FIELD_MISSING', retriable: false } });
     expect(bad!.ok === false && bad!.error.message).toMatch(/needs \{schema\}/);
