@@ -379,7 +379,8 @@ const lines = [
   '| broker | scenario | contender | events/s | p50 ms | p99 ms | vs bare | batch × in flight |',
   '|---|---|---|---:|---:|---:|---:|---|',
   ...rows.flatMap((r) => [
-    `| ${r.broker} | ${r.scenario} | pg-sidekick (dispatcher + sink) | ${fmt(r.eps)} | ${ms(r.p50)} | ${ms(r.p99)} | ${(r.eps / r.bareEps).toFixed(2)} | ${r.batch} |`,
+    `| ${r.broker} | ${r.scenario} | pg-sidekick (dispatcher + sink) | ${fmt(r.eps)} | ${ms(r.p50)} | ${ms(r.p99)} | ` +
+      `${(r.eps / r.bareEps).toFixed(2)} | ${r.batch} |`,
     `| ${r.broker} | ${r.scenario} | ${bareName(r.broker)} | ${fmt(r.bareEps)} | ${ms(r.bareP50)} | ${ms(r.bareP99)} | 1.00 | ${r.batch} |`,
   ]),
   '',

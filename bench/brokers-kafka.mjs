@@ -257,7 +257,8 @@ for (let run = 1; run <= RUNS; run++) {
   results.live.push(await runSidekick(pacedSource(liveEnvelopes, LIVE_RATE)));
   const last = (k) => results[k][results[k].length - 1];
   process.stderr.write(
-    `run ${run}/${RUNS}: baseline ${Math.round(last('baseline').rate)}/s, sidekick ${Math.round(last('backlog').rate)}/s, live p99 ${last('live').p99.toFixed(1)} ms\n`,
+    `run ${run}/${RUNS}: baseline ${Math.round(last('baseline').rate)}/s, sidekick ${Math.round(last('backlog').rate)}/s, live p99 ` +
+      `${last('live').p99.toFixed(1)} ms\n`,
   );
 }
 
@@ -284,9 +285,12 @@ const lines = [
   '',
   '| scenario | events/s | vs bare kafkajs | p50 latency | p99 latency | client CPU per event |',
   '|---|---:|---:|---:|---:|---:|',
-  `| bare kafkajs producer (baseline; t0 → ack) | ${fmt(base)} | 1.00× | ${ms(summary.baseline.p50)} | ${ms(summary.baseline.p99)} | ${us(summary.baseline.cpu)} |`,
-  `| pg-sidekick dispatcher + kafka sink, backlog (t0 → ack) | ${fmt(summary.backlog.rate)} | ${(summary.backlog.rate / base).toFixed(2)}× | ${ms(summary.backlog.p50)} | ${ms(summary.backlog.p99)} | ${us(summary.backlog.cpu)} |`,
-  `| pg-sidekick, live stream at ${fmt(LIVE_RATE)}/s (arrival → ack) | ${fmt(summary.live.rate)} | — | ${ms(summary.live.p50)} | ${ms(summary.live.p99)} | ${us(summary.live.cpu)} |`,
+  `| bare kafkajs producer (baseline; t0 → ack) | ${fmt(base)} | 1.00× | ${ms(summary.baseline.p50)} | ${ms(summary.baseline.p99)} | ` +
+    `${us(summary.baseline.cpu)} |`,
+  `| pg-sidekick dispatcher + kafka sink, backlog (t0 → ack) | ${fmt(summary.backlog.rate)} | ${(summary.backlog.rate / base).toFixed(2)}× | ` +
+    `${ms(summary.backlog.p50)} | ${ms(summary.backlog.p99)} | ${us(summary.backlog.cpu)} |`,
+  `| pg-sidekick, live stream at ${fmt(LIVE_RATE)}/s (arrival → ack) | ${fmt(summary.live.rate)} | — | ${ms(summary.live.p50)} | ` +
+    `${ms(summary.live.p99)} | ${us(summary.live.cpu)} |`,
   '',
   'Backlog latency is measured from the moment the whole backlog is available, so it is mostly queueing ' +
     '(p50 ≈ time to drain half of it). The live row is the latency an event sees when nothing is queued. ' +

@@ -34,6 +34,8 @@ import { migrate } from '../dist/src/sql/migrate.js';
 import { sinkDefinitions } from '../dist/sinks/index.js';
 import { PG_BIN, startServer } from './lib/pg-server.mjs';
 
+/** Why the drain part runs with fsync off. */
+const FSYNC_OFF_NOTE = ' (this disk cannot take 10 000 fsynced transactions a second; the drain is what is measured)';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const option = (name, fallback) => {
@@ -172,7 +174,8 @@ async function main() {
       lines.push(
         `## Capture: what the trigger costs the writers${quick ? ' (--quick)' : ''}`,
         '',
-        `${where}; pgbench, median of ${runs} interleaved runs × ${seconds} s (× plain: the median of each run's ratio to the plain run beside it); no drain running (the writers' own cost).`,
+        `${where}; pgbench, median of ${runs} interleaved runs × ${seconds} s (× plain: the median of each run's ratio to the plain run beside it); ` +
+          `no drain running (the writers' own cost).`,
         '',
         '| workload | variant | rows/s | × plain | target |',
         '|---|---|---:|---:|---:|',
@@ -253,7 +256,8 @@ async function main() {
         steady.p99.push(percentile(sorted, 99));
         steady.writers.push(tps);
         say(
-          `  drain under ${fmt(tps)} tx/s of writers: ${fmt(deliveredDuring / elapsed)} events/s, backlog ${backlog}, p50 ${percentile(sorted, 50)} ms, p99 ${percentile(sorted, 99)} ms (run ${r + 1}/${runs})`,
+          `  drain under ${fmt(tps)} tx/s of writers: ${fmt(deliveredDuring / elapsed)} events/s, backlog ${backlog}, p50 ${percentile(sorted, 50)} ` +
+            `ms, p99 ${percentile(sorted, 99)} ms (run ${r + 1}/${runs})`,
         );
       }
       const fromBacklog = [];
@@ -281,11 +285,17 @@ async function main() {
       lines.push(
         `## Capture: the drain (outbox → no-op sink)${quick ? ' (--quick)' : ''}`,
         '',
-        `Same server, now with fsync=${drainFsync}${drainFsync === 'off' ? ' (this disk cannot take 10 000 fsynced transactions a second; the drain is what is measured)' : ''}, writers with synchronous_commit=on. The bridge runs in the benchmark's process; its bookkeeping commits use synchronous_commit=off. Writers: pgbench, 32 clients, 1-row INSERT transactions on a captured table (statement trigger), rate-limited to ${fmt(WRITER_RATE)}/s for ${seconds} s; latency from the writer's transaction start to the sink. Median of ${runs} runs.`,
+        `Same server, now with ` +
+          `fsync=${drainFsync}${drainFsync === 'off' ? FSYNC_OFF_NOTE : ''}, writers with synchronous_commit=on. The bridge runs in the benchmark's ` +
+          `process; its bookkeeping commits use synchronous_commit=off. Writers: pgbench, 32 clients, 1-row INSERT transactions on a captured ` +
+          `table (statement trigger), rate-limited to ${fmt(WRITER_RATE)}/s for ${seconds} s; latency from the writer's transaction start to the ` +
+          `sink. Median of ${runs} runs.`,
         '',
         '| scenario | writers tx/s | events/s | p50 ms | p99 ms | backlog when writers stop | target |',
         '|---|---:|---:|---:|---:|---:|---|',
-        `| writers at ${fmt(WRITER_RATE)} tx/s → drain → no-op sink | ${fmt(median(steady.writers))} | ${fmt(median(steady.rate))} | ${fmt(median(steady.p50), 1)} | ${fmt(p99, 1)} | ${fmt(backlog)} | p99 ≤ 100 ms ${p99 <= 100 ? '✓' : '✗'}, backlog ≈ 0 ${backlog <= WRITER_RATE * 0.05 ? '✓' : '✗'} |`,
+        `| writers at ${fmt(WRITER_RATE)} tx/s → drain → no-op sink | ${fmt(median(steady.writers))} | ${fmt(median(steady.rate))} | ` +
+          `${fmt(median(steady.p50), 1)} | ${fmt(p99, 1)} | ${fmt(backlog)} | p99 ≤ 100 ms ${p99 <= 100 ? '✓' : '✗'}, backlog ≈ 0 ` +
+          `${backlog <= WRITER_RATE * 0.05 ? '✓' : '✗'} |`,
         `| backlog of ${fmt(backlogSize)} → drain → no-op sink | – | ${fmt(rate)} | | | | ≥ 40,000/s ${rate >= 40_000 ? '✓' : '✗'} |`,
         '',
         `Machine: ${cpus()[0]?.model?.trim()}, ${cpus().length} cores; load average at the end ${loadavg()

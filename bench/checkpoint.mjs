@@ -118,7 +118,8 @@ async function one(server, { checkpointAfter, slowMs }, run) {
   await sleep(50);
   const after = (
     await c.query(
-      `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1) AS wal, coalesce((SELECT n_tup_ins FROM pg_stat_user_tables WHERE relid = 'sidekick.deliveries'::regclass), 0) AS ins`,
+      `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1) AS wal, coalesce((SELECT n_tup_ins FROM pg_stat_user_tables WHERE relid = ` +
+        `'sidekick.deliveries'::regclass), 0) AS ins`,
       [before.lsn],
     )
   ).rows[0];
@@ -158,7 +159,8 @@ try {
   cases.forEach((c, i) => {
     const m = (k) => median(results[i].map((x) => x[k]));
     console.log(
-      `| ${c.slowMs} ms | ${c.checkpointAfter / 1000} s | ${Math.round(m('exposure'))} / ${Math.round(m('exposure95'))} | ${(m('exposure') / RATE).toFixed(2)} s | ${m('copies').toFixed(2)} | ${Math.round(m('wal'))} |`,
+      `| ${c.slowMs} ms | ${c.checkpointAfter / 1000} s | ${Math.round(m('exposure'))} / ${Math.round(m('exposure95'))} | ` +
+        `${(m('exposure') / RATE).toFixed(2)} s | ${m('copies').toFixed(2)} | ${Math.round(m('wal'))} |`,
     );
   });
 } finally {

@@ -243,7 +243,10 @@ async function burstSection() {
   return contenders.map((c) => {
     const total = median(results[c].map((x) => x.total));
     const delivery = median(results[c].map((x) => x.delivery));
-    return `| burst ${burstN.toLocaleString('en-US')} in 1 tx | ${c} | ${fmt(total)} | ${(total / bareTotal).toFixed(2)} | ${fmt(delivery)} | ${(delivery / bareDelivery).toFixed(2)} |`;
+    return (
+      `| burst ${burstN.toLocaleString('en-US')} in 1 tx | ${c} | ${fmt(total)} | ${(total / bareTotal).toFixed(2)} | ${fmt(delivery)} | ` +
+      `${(delivery / bareDelivery).toFixed(2)} |`
+    );
   });
 }
 

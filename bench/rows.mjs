@@ -468,7 +468,9 @@ async function main() {
         const b = await backlogRun(target, target.backlog);
         res.backlog.push(b);
         say(
-          `  ${target.id} backlog ${fmt(b.n)}: ${fmt(b.eps)} events/s, ${fmt(b.spilled)} spilled to sidekick.deliveries; this process ${fmt(b.cpuPerEvent, 1)} µs CPU per event, main thread ${fmt(100 * b.threadBusy)} % busy, ${fmt(100 * b.threadStarved)} % waiting for a CPU (run ${run}/${RUNS})`,
+          `  ${target.id} backlog ${fmt(b.n)}: ${fmt(b.eps)} events/s, ${fmt(b.spilled)} spilled to sidekick.deliveries; this process ` +
+            `${fmt(b.cpuPerEvent, 1)} µs CPU per event, main thread ${fmt(100 * b.threadBusy)} % busy, ${fmt(100 * b.threadStarved)} % waiting for ` +
+            `a CPU (run ${run}/${RUNS})`,
         );
         for (const [i, spec] of target.baselines.entries()) {
           const x = await baselineRun(target, spec);
@@ -479,7 +481,8 @@ async function main() {
           const l = await liveRun(target, rate);
           res.live.get(rate).push(l);
           say(
-            `  ${target.id} writers at ${fmt(rate)}/s (${fmt(l.writers)} tx/s): p50 ${fmt(l.p50, 1)} ms, p99 ${fmt(l.p99, 1)} ms, ${fmt(l.behind)} behind when writers stopped (run ${run}/${RUNS})`,
+            `  ${target.id} writers at ${fmt(rate)}/s (${fmt(l.writers)} tx/s): p50 ${fmt(l.p50, 1)} ms, p99 ${fmt(l.p99, 1)} ms, ${fmt(l.behind)} ` +
+              `behind when writers stopped (run ${run}/${RUNS})`,
           );
         }
       }
@@ -491,8 +494,10 @@ async function main() {
     lines.push(
       `## Row changes → sinks, through the outbox${quick ? ' (--quick)' : ''}`,
       '',
-      `PostgreSQL 15, a server of the benchmark's own (fsync=on, synchronous_commit=on, track_commit_timestamp=on); a table captured by the statement trigger; ` +
-        `the bridge (dist/, ${SINK_BUFFER ? `outbox.sinkBuffer ${SINK_BUFFER}, otherwise ` : ''}default outbox and sink settings) in the benchmark's process. Medians of ${RUNS} runs, sinks interleaved run by run.`,
+      `PostgreSQL 15, a server of the benchmark's own (fsync=on, synchronous_commit=on, track_commit_timestamp=on); a table captured by the statement ` +
+        `trigger; ` +
+        `the bridge (dist/, ${SINK_BUFFER ? `outbox.sinkBuffer ${SINK_BUFFER}, otherwise ` : ''}default outbox and sink settings) in the benchmark's ` +
+        `process. Medians of ${RUNS} runs, sinks interleaved run by run.`,
       '',
       '| sink | scenario | contender | events | events/s | p50 ms | p99 ms | × baseline | target |',
       '|---|---|---|---:|---:|---:|---:|---:|---|',
@@ -503,12 +508,17 @@ async function main() {
       const eps = m(res.backlog, 'eps');
       const tgt = target.target.backlog;
       lines.push(
-        `| ${target.name} | backlog of ${fmt(target.backlog)} rows (${fmt(m(res.backlog, 'spilled'))} spilled to the sink's durable backlog; bridge ${fmt(m(res.backlog, 'cpuPerEvent'), 1)} µs CPU/event, main thread ${fmt(100 * m(res.backlog, 'threadBusy'))} % busy, ${fmt(100 * m(res.backlog, 'threadStarved'))} % waiting for a CPU) | ${target.contender} | ${fmt(target.backlog)} | ${fmt(eps)} | ${fmt(m(res.backlog, 'p50'), 0)} | ${fmt(m(res.backlog, 'p99'), 0)} | ${(eps / baseEps).toFixed(2)}× | ≥ ${fmt(tgt)}/s ${check(eps >= tgt)} |`,
+        `| ${target.name} | backlog of ${fmt(target.backlog)} rows (${fmt(m(res.backlog, 'spilled'))} spilled to the sink's durable backlog; bridge ` +
+          `${fmt(m(res.backlog, 'cpuPerEvent'), 1)} µs CPU/event, main thread ${fmt(100 * m(res.backlog, 'threadBusy'))} % busy, ` +
+          `${fmt(100 * m(res.backlog, 'threadStarved'))} % waiting for a CPU) | ${target.contender} | ${fmt(target.backlog)} | ${fmt(eps)} | ` +
+          `${fmt(m(res.backlog, 'p50'), 0)} | ${fmt(m(res.backlog, 'p99'), 0)} | ${(eps / baseEps).toFixed(2)}× | ≥ ${fmt(tgt)}/s ` +
+          `${check(eps >= tgt)} |`,
       );
       for (const [i, spec] of target.baselines.entries()) {
         const x = m(res.baselines[i], 'eps');
         lines.push(
-          `| ${target.name} | baseline, ${fmt(spec.n)} envelopes from memory | ${res.baselines[i][0].name} | ${fmt(spec.n)} | ${fmt(x)} | | | ${(x / baseEps).toFixed(2)}× | |`,
+          `| ${target.name} | baseline, ${fmt(spec.n)} envelopes from memory | ${res.baselines[i][0].name} | ${fmt(spec.n)} | ${fmt(x)} | | | ` +
+            `${(x / baseEps).toFixed(2)}× | |`,
         );
       }
       for (const rate of target.rates) {
@@ -516,7 +526,8 @@ async function main() {
         const p99 = m(xs, 'p99');
         const goal = rate === 2_000 && target.target.p99At2000 ? `p99 ≤ ${target.target.p99At2000} ms ${check(p99 <= target.target.p99At2000)}` : '';
         lines.push(
-          `| ${target.name} | writers at ${fmt(rate)} tx/s × ${SECONDS} s (got ${fmt(m(xs, 'writers'))}; ${fmt(m(xs, 'behind'))} behind at the end) | ${target.contender} | ${fmt(m(xs, 'n'))} | ${fmt(m(xs, 'eps'))} | ${fmt(m(xs, 'p50'), 1)} | ${fmt(p99, 1)} | | ${goal} |`,
+          `| ${target.name} | writers at ${fmt(rate)} tx/s × ${SECONDS} s (got ${fmt(m(xs, 'writers'))}; ${fmt(m(xs, 'behind'))} behind at the end) | ` +
+            `${target.contender} | ${fmt(m(xs, 'n'))} | ${fmt(m(xs, 'eps'))} | ${fmt(m(xs, 'p50'), 1)} | ${fmt(p99, 1)} | | ${goal} |`,
         );
       }
     }
@@ -525,16 +536,25 @@ async function main() {
       .join(' ');
     lines.push(
       '',
-      'Backlog: rows inserted while the bridge was down (one transaction; the trigger writes its first two changed rows alone and the rest one outbox row per 1000); events/s = rows / (bridge start → last event received); ' +
+      'Backlog: rows inserted while the bridge was down (one transaction; the trigger writes its first two changed rows alone and the rest one outbox ' +
+        'row per 1000); events/s = rows / (bridge start → last event received); ' +
         'its latency is commit → receipt and so mostly the wait behind the rest of the backlog; ' +
         "bridge µs CPU/event = this process's CPU over the run (every thread: the bridge, V8's GC helpers, and this script collecting receipts) ÷ events, " +
-        'main thread busy = its time on a CPU ÷ wall time (near 100 %: the event loop is what limits the rate), waiting for a CPU = the time it was ready to run while the other processes had both cores. ' +
-        'Writers: pgbench, 1-row INSERT transactions (8 clients at 2 000/s, 16 at 10 000/s), rate-limited; events/s over writers start → last event received; ' +
-        '"behind" = events not yet received when pgbench finished. Latency = receipt − the writer\'s commit time (pg_xact_commit_timestamp of the envelope\'s txid). ' +
-        "Receipt: the webhook receiver (child process) reading the request; for brokers, the broker's acknowledgement returned to the sink (Kafka acks=all, RabbitMQ confirm, XADD reply).",
-      "Baselines: the bare library with the sink's batch size and in-flight count, fed from memory (no database, no outbox, no per-key lanes, no retries); × baseline = events/s ÷ the first baseline of that sink. " +
-        "The sequential client posts one request at a time on a new connection (what skor does). Kafka is librdkafka's in-memory mock cluster (no disk, no replication): an upper bound, not a real Kafka.",
-      `Machine: ${cpus()[0]?.model?.trim()}, ${cpus().length} cores; everything (PostgreSQL, pgbench, the bridge, brokers, receiver) on it. Node ${process.version}; ${new Date().toISOString()}; load average (1, 5, 15 min) at the start: ${loadAtStart}, at the end: ${load} (other work on the machine shows up as noise).`,
+        'main thread busy = its time on a CPU ÷ wall time (near 100 %: the event loop is what limits the rate), waiting for a CPU = the time it was ' +
+        'ready to run while the other processes had both cores. ' +
+        'Writers: pgbench, 1-row INSERT transactions (8 clients at 2 000/s, 16 at 10 000/s), rate-limited; events/s over writers start → last event ' +
+        'received; ' +
+        '"behind" = events not yet received when pgbench finished. Latency = receipt − the writer\'s commit time (pg_xact_commit_timestamp of the ' +
+        "envelope's txid). " +
+        "Receipt: the webhook receiver (child process) reading the request; for brokers, the broker's acknowledgement returned to the sink (Kafka " +
+        'acks=all, RabbitMQ confirm, XADD reply).',
+      "Baselines: the bare library with the sink's batch size and in-flight count, fed from memory (no database, no outbox, no per-key lanes, no " +
+        'retries); × baseline = events/s ÷ the first baseline of that sink. ' +
+        "The sequential client posts one request at a time on a new connection (what skor does). Kafka is librdkafka's in-memory mock cluster (no " +
+        'disk, no replication): an upper bound, not a real Kafka.',
+      `Machine: ${cpus()[0]?.model?.trim()}, ${cpus().length} cores; everything (PostgreSQL, pgbench, the bridge, brokers, receiver) on it. Node ` +
+        `${process.version}; ${new Date().toISOString()}; load average (1, 5, 15 min) at the start: ${loadAtStart}, at the end: ${load} (other ` +
+        `work on the machine shows up as noise).`,
       '',
     );
   } finally {

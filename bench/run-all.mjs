@@ -195,7 +195,8 @@ export function barChart(groups, title) {
       const label = r.label.length > 70 ? `${r.label.slice(0, 69)}…` : r.label;
       parts.push(`<text x="${labelW - 8}" y="${y + 14}" text-anchor="end">${escapeXml(label)}</text>`);
       parts.push(
-        `<rect x="${labelW}" y="${y + 3}" width="${Math.max(1, x(r.value) - labelW).toFixed(1)}" height="${rowH - 6}" fill="${palette[gi % palette.length]}"><title>${escapeXml(`${r.label}: ${Math.round(r.value).toLocaleString('en-US')} ${r.unit}`)}</title></rect>`,
+        `<rect x="${labelW}" y="${y + 3}" width="${Math.max(1, x(r.value) - labelW).toFixed(1)}" height="${rowH - 6}" ` +
+          `fill="${palette[gi % palette.length]}"><title>${escapeXml(`${r.label}: ${Math.round(r.value).toLocaleString('en-US')} ${r.unit}`)}</title></rect>`,
       );
       parts.push(`<text x="${(x(r.value) + 4).toFixed(1)}" y="${y + 14}">${short(r.value)}</text>`);
       y += rowH;
@@ -311,7 +312,8 @@ async function main() {
         `| ${run.name} | ${r.label.replace(/\|/g, '\\|')} | ${Math.round(r.value).toLocaleString('en-US')} ${r.unit} | ${r.p50 || '—'} | ${r.p99 || '—'} |`,
       );
     sections.push(
-      `## ${run.name}\n\n\`node bench/${run.name}.mjs${quick ? ' --quick' : ''}\` — ${status}, ${run.seconds.toFixed(0)} s; table from ${from}.\n\n${text.trim() ? demote(text) : '_(no output)_'}`,
+      `## ${run.name}\n\n\`node bench/${run.name}.mjs${quick ? ' --quick' : ''}\` — ${status}, ${run.seconds.toFixed(0)} s; table from ` +
+        `${from}.\n\n${text.trim() ? demote(text) : '_(no output)_'}`,
     );
   }
 
@@ -345,7 +347,8 @@ async function main() {
     '|---|---|---:|',
     ...runs.map(
       (r) =>
-        `| [${r.name}](#${r.name}) | ${r.timedOut ? 'timed out' : r.code === 0 ? 'ok' : `failed (${r.signal ?? `exit ${r.code}`})`} | ${r.seconds.toFixed(0)} s |`,
+        `| [${r.name}](#${r.name}) | ${r.timedOut ? 'timed out' : r.code === 0 ? 'ok' : `failed (${r.signal ?? `exit ${r.code}`})`} | ` +
+        `${r.seconds.toFixed(0)} s |`,
     ),
     ...missing.map((n) => `| ${n} | missing: bench/${n}.mjs does not exist in this checkout | — |`),
     '',
@@ -356,7 +359,8 @@ async function main() {
     '',
     ...(summary.length > 0
       ? [
-          'One row per measured workload and contender (baselines included), taken from the tables below; p50/p99 as each benchmark reports them (see its notes for what the latency spans).',
+          'One row per measured workload and contender (baselines included), taken from the tables below; p50/p99 as each benchmark reports them (see ' +
+            'its notes for what the latency spans).',
           '',
           ...(chart ? [`![events/s per workload](${relative(dirname(reportFile), chartFile)})`, ''] : []),
           '| benchmark | workload · contender | throughput | p50 | p99 |',

@@ -303,9 +303,13 @@ const lagRow = (label, xs) => {
   const max = median(xs.map((x) => x.max));
   return `| ${label} | ${RATE} | ${xs[0].n} | ${fmt(p50, 1)} | ${fmt(p99, 1)} | ${fmt(max, 1)} |`;
 };
+const startedHere = typeof args.database === 'string' ? '' : ', started by the benchmark';
+const serverNote = `PostgreSQL ${settings.v} (fsync=${settings.f}, synchronous_commit=${settings.s})${startedHere}`;
+const runNote = `${runs} run(s), medians; \`node bench/scheduler.mjs${quick ? ' --quick' : ''}\``;
+const loadNote = `load average ${loadBefore.toFixed(1)} before, ${loadavg()[0].toFixed(1)} after (other work on the machine shows here)`;
 const table = `## Scheduler
 
-PostgreSQL ${settings.v} (fsync=${settings.f}, synchronous_commit=${settings.s})${typeof args.database === 'string' ? '' : ', started by the benchmark'}; ${runs} run(s), medians; \`node bench/scheduler.mjs${quick ? ' --quick' : ''}\`; load average ${loadBefore.toFixed(1)} before, ${loadavg()[0].toFixed(1)} after (other work on the machine shows here).
+${serverNote}; ${runNote}; ${loadNote}.
 
 **Throughput: ${fmt(JOBS)} trivial jobs (one-row INSERTs) due at once**, from the commit that made them due to the last one run.
 

@@ -70,8 +70,11 @@ const without = (sql, from) => {
 const wide = (sql) => {
   const from = `INSERT INTO sidekick.row_changes (id, xid, at, capture, new, old, keys)
   SELECT nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), '{"INSERT","public","${TABLE}","id"}'::text[], t.x, NULL::json, NULL::json`;
-  const to = `INSERT INTO sidekick.outbox (id, xid, at, source, channel, op, schema_name, table_name, key_columns, event_ids, new, old, keys, key, payload, origin_id, target) OVERRIDING SYSTEM VALUE
-  SELECT nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), 'table'::text, NULL::text, 'INSERT'::text, TG_TABLE_SCHEMA::text, TG_TABLE_NAME::text, '{"id"}'::text[], NULL::bigint[], t.x, NULL::json, NULL::json, NULL::text, NULL::jsonb, NULL::bigint, NULL::text`;
+  const to = `INSERT INTO sidekick.outbox (id, xid, at, source, channel, op, schema_name, table_name, key_columns, event_ids,
+    new, old, keys, key, payload, origin_id, target) OVERRIDING SYSTEM VALUE
+  SELECT nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), 'table'::text, NULL::text, 'INSERT'::text,
+    TG_TABLE_SCHEMA::text, TG_TABLE_NAME::text,
+    '{"id"}'::text[], NULL::bigint[], t.x, NULL::json, NULL::json, NULL::text, NULL::jsonb, NULL::bigint, NULL::text`;
   if (!sql.includes(from)) throw new Error('the generated trigger no longer contains its one-row insert as expected: update bench/trigger-cost.mjs');
   return sql.replace(from, to);
 };
@@ -136,7 +139,9 @@ async function timeVariants(version) {
   const lines = [
     "## Capture trigger: the server's CPU per one-row INSERT transaction",
     '',
-    `PostgreSQL ${version}, a server of the benchmark's own (fsync=off, synchronous_commit=off: CPU, not the disk); one session, a DO loop of ${fmt(transactions)} \`INSERT …; COMMIT;\` per run, ${runs} interleaved runs. "+ µs" is over the plain INSERT. Other work on a shared machine only adds time: the minimum is the closer figure.`,
+    `PostgreSQL ${version}, a server of the benchmark's own (fsync=off, synchronous_commit=off: CPU, not the disk); one session, a DO loop of ` +
+      `${fmt(transactions)} \`INSERT …; COMMIT;\` per run, ${runs} interleaved runs. "+ µs" is over the plain INSERT. Other work on a shared ` +
+      `machine only adds time: the minimum is the closer figure.`,
     '',
     '| variant | µs per transaction (minimum) | + µs | µs (median) | + µs |',
     '|---|---:|---:|---:|---:|',
@@ -149,7 +154,9 @@ async function timeVariants(version) {
   }
   lines.push(
     '',
-    'Diagnostic variants leave one part out to show what it costs; they are not options. The capture functions are SECURITY DEFINER, so they must pin `search_path`; a one-row statement writes its event directly (the row count of its LIMIT 2 insert tells it from a statement of several rows, which goes on to the chunked insert).',
+    'Diagnostic variants leave one part out to show what it costs; they are not options. The capture functions are SECURITY DEFINER, so they must pin ' +
+      '`search_path`; a one-row statement writes its event directly (the row count of its LIMIT 2 insert tells it from a statement of several ' +
+      'rows, which goes on to the chunked insert).',
     `Load average (1, 5, 15 min) at the start: ${load.map((x) => x.toFixed(2)).join(' ')}.`,
   );
   const out = lines.join('\n');
@@ -169,7 +176,8 @@ async function countInstructions(version) {
     const file = join(dir, `in-${v.name}-${n}.sql`);
     writeFileSync(file, `INSERT INTO public.t_${v.name} (name, qty) VALUES ('abc', 1);\n`.repeat(n));
     const { stderr } = await server.shell(
-      `valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null ${PG_BIN}/postgres --single -D '${server.data}' -c fsync=off postgres < '${file}' > /dev/null`,
+      `valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null ${PG_BIN}/postgres --single -D '${server.data}' -c fsync=off ` +
+        `postgres < '${file}' > /dev/null`,
     );
     const m = /I\s+refs:\s+([\d,]+)/.exec(stderr);
     if (!m) throw new Error(`valgrind gave no instruction count for ${v.name}:\n${stderr.slice(-2000)}`);
@@ -185,7 +193,9 @@ async function countInstructions(version) {
   const lines = [
     '## Capture trigger: instructions per one-row INSERT transaction',
     '',
-    `PostgreSQL ${version} (\`${PG_BIN}\`), a single-user backend under valgrind: no client, no network, no other process; (instructions with 1,200 one-row INSERT transactions − with 200) ÷ 1,000. Repeatable to about ±0.1k, whatever else runs on the machine; not time (cache misses are not counted).`,
+    `PostgreSQL ${version} (\`${PG_BIN}\`), a single-user backend under valgrind: no client, no network, no other process; (instructions with 1,200 ` +
+      `one-row INSERT transactions − with 200) ÷ 1,000. Repeatable to about ±0.1k, whatever else runs on the machine; not time (cache misses are ` +
+      `not counted).`,
     '',
     '| variant | instructions per transaction | over the plain INSERT |',
     '|---|---:|---:|',

@@ -389,7 +389,8 @@ async function main() {
     '|---|---|---:|---:|---:|---:|---:|---:|',
     ...rows.map(
       (r) =>
-        `| ${r.scenario} | ${r.name} | ${fmt(r.n)} | ${fmt(r.eps)} | ${fmt(r.p50, 1)} | ${fmt(r.p99, 1)} | ${r.vsSequential ? `${fmt(r.vsSequential, 1)}×` : '—'} | ${r.vsUndici ? `${fmt(r.vsUndici, 2)}×` : '—'} |`,
+        `| ${r.scenario} | ${r.name} | ${fmt(r.n)} | ${fmt(r.eps)} | ${fmt(r.p50, 1)} | ${fmt(r.p99, 1)} | ` +
+        `${r.vsSequential ? `${fmt(r.vsSequential, 1)}×` : '—'} | ${r.vsUndici ? `${fmt(r.vsUndici, 2)}×` : '—'} |`,
     ),
     '',
     'Latency in the backlog rows includes the time an event waited behind the rest of the backlog; the steady-rate rows show delivery latency proper.',

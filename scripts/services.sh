@@ -369,7 +369,8 @@ kafka_ctl_at() {
   local addr=$1 host port
   shift
   host=${addr%:*} port=${addr##*:}
-  KCTL_LINE="$*" timeout 5 bash -c "exec 3<>/dev/tcp/$host/$port && printf '%s\n' \"\$KCTL_LINE\" >&3 && IFS= read -r l <&3 && printf '%s\n' \"\$l\"" 2>/dev/null
+  KCTL_LINE="$*" timeout 5 bash -c \
+    "exec 3<>/dev/tcp/$host/$port && printf '%s\n' \"\$KCTL_LINE\" >&3 && IFS= read -r l <&3 && printf '%s\n' \"\$l\"" 2>/dev/null
 }
 
 kafka_control_addr() {

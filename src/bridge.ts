@@ -142,7 +142,9 @@ export function createBridge(params: {
       metrics,
       {
         name: 'sidekick_outbox_pending',
-        help: "Rows in sidekick.outbox and sidekick.row_changes not yet handed to every sink; a row holds one event, or (outbox) a chunk of up to 1000 of one statement's changed rows (read on scrape).",
+        help:
+          'Rows in sidekick.outbox and sidekick.row_changes not yet handed to every sink; a row holds one event, or (outbox) a chunk of up to ' +
+          "1000 of one statement's changed rows (read on scrape).",
       },
       async (set) => {
         if (!outbox.status.enabled) return;

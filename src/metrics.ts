@@ -68,7 +68,9 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     }),
     dropped: new Counter({
       name: 'sidekick_events_dropped_total',
-      help: 'Events given up with neither a delivery nor a dead letter (each logged): NOTIFY events refused because the sink queue was full, NOTIFY dead letters with no sidekick schema to hold them, events no store would take.',
+      help:
+        'Events given up with neither a delivery nor a dead letter (each logged): NOTIFY events refused because the sink queue was full, NOTIFY ' +
+        'dead letters with no sidekick schema to hold them, events no store would take.',
       labelNames: ['sink'],
       registers,
     }),
@@ -111,7 +113,9 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     }),
     storeRefused: new Counter({
       name: 'sidekick_events_store_refused_total',
-      help: "Events a sink's backlog or the dead letters refused to store as they were; set apart (dead-lettered with the reason, or stored as JSON text) so the others go on.",
+      help:
+        "Events a sink's backlog or the dead letters refused to store as they were; set apart (dead-lettered with the reason, or stored as JSON " +
+        'text) so the others go on.',
       labelNames: ['sink'],
       registers,
     }),

@@ -105,7 +105,8 @@ export const notifyFlood = {
     const result = await settle(db.url, [hook, redis.reader], { timeoutMs: ctx.ms(60_000, 15_000), extraTruth });
     const flood = hook.arrivals.filter((a) => a.key.startsWith('f'));
     ctx.note(
-      `webhook got ${new Set(flood.map((a) => `${a.key}:${a.v}`)).size} of ${total} NOTIFYs (written = ${total} NOTIFYs + ${result.written} row changes; redis gets the row changes only)`,
+      `webhook got ${new Set(flood.map((a) => `${a.key}:${a.v}`)).size} of ${total} NOTIFYs (written = ${total} NOTIFYs + ${result.written} row ` +
+        `changes; redis gets the row changes only)`,
     );
     return {
       ...result,

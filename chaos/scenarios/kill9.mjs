@@ -41,7 +41,8 @@ export default {
     const written = await w.stop();
     const outcome = await settle(db.url, [hook, redis.reader], { timeoutMs: ctx.ms(30_000, 15_000) });
     ctx.note(
-      `writers ${written.rate.toFixed(0)} ev/s (4 writers); duplicates per crash: ${outcome.results.map((r) => `${r.sink} ${(r.duplicates / 3).toFixed(0)}`).join(', ')}` +
+      `writers ${written.rate.toFixed(0)} ev/s (4 writers); duplicates per crash: ` +
+        `${outcome.results.map((r) => `${r.sink} ${(r.duplicates / 3).toFixed(0)}`).join(', ')}` +
         ` (= ${outcome.results.map((r) => `${r.sink} ${(r.duplicates / 3 / written.rate).toFixed(2)} s`).join(', ')} of writer traffic;` +
         ` issue 16 item 3 allows what the sink had in flight + ~1 s = ${written.rate.toFixed(0)} events)`,
     );

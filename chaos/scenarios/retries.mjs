@@ -34,7 +34,8 @@ export const retryFirstTwo = {
     const result = await settle(db.url, [hook], { timeoutMs: ctx.ms(60_000, 30_000) });
     const delivered = result.results[0]?.delivered ?? 0;
     ctx.note(
-      `${delivered} of ${result.written} delivered ${result.complete ? `after ${((now() - since) / 1000).toFixed(1)} s` : `within ${ctx.ms(60, 30)} s`}; ${hook.requests()} request(s)`,
+      `${delivered} of ${result.written} delivered ` +
+        `${result.complete ? `after ${((now() - since) / 1000).toFixed(1)} s` : `within ${ctx.ms(60, 30)} s`}; ${hook.requests()} request(s)`,
     );
     return { ...result, recoveryMs: result.complete ? result.settledMs : undefined };
   },
@@ -79,7 +80,8 @@ function sigtermScenario(name, order, quick, { latency = [1_500, 2_500], gapMs =
       }
       const limit = timeoutMs + 2_000;
       ctx.note(
-        `SIGTERM → exit in ${(exit.ms / 1000).toFixed(1)} s (shutdown.timeout 5 s), code ${exit.code ?? exit.signal}, ${exit.stopped ? '"stopped" logged' : 'no "stopped" line'}`,
+        `SIGTERM → exit in ${(exit.ms / 1000).toFixed(1)} s (shutdown.timeout 5 s), code ${exit.code ?? exit.signal}, ` +
+          `${exit.stopped ? '"stopped" logged' : 'no "stopped" line'}`,
       );
       if (exit.ms > limit) ctx.fail(`exit took ${(exit.ms / 1000).toFixed(1)} s, more than shutdown.timeout + 2 s`);
       if (!exit.stopped) ctx.fail('no "stopped" summary line at exit');

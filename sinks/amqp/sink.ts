@@ -260,7 +260,9 @@ export function createAmqpSink(options: AmqpOptions, context: SinkContext): Sink
   }
 
   function unroutable(_e: Envelope, r: Returned): SidekickError {
-    const message = `amqp ${where}: message returned as unroutable by exchange "${exchange}" with routing key "${r.routingKey}" (${r.replyCode} ${r.replyText}): no queue is bound for it`;
+    const message =
+      `amqp ${where}: message returned as unroutable by exchange "${exchange}" with routing key "${r.routingKey}" (${r.replyCode} ` +
+      `${r.replyText}): no queue is bound for it`;
     return options.unroutable === 'fatal' ? new FatalError('AMQP_UNROUTABLE', message) : new RetriableError('AMQP_UNROUTABLE', message);
   }
 

@@ -23,7 +23,8 @@ export function statusOutcome(status: number, headers: Headers, snippet: string,
       ok: false,
       error: new FatalError(
         `HTTP_${status}`,
-        `${what} answered HTTP ${status} (redirect to ${location}), not followed: fix the url, or set followRedirects (only 307/308 are followed: they keep the method and body)`,
+        `${what} answered HTTP ${status} (redirect to ${location}), not followed: fix the url, or set followRedirects (only 307/308 are followed: ` +
+          `they keep the method and body)`,
       ),
     };
   }

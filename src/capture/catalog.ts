@@ -75,7 +75,8 @@ export async function resolveCaptures(client: pg.ClientBase, specs: readonly Cap
       if (unknown.length > 0) {
         bad = true;
         problems.push(
-          `${spec.origin}: ${op}: unknown column${unknown.length > 1 ? 's' : ''} ${unknown.map((c) => `"${c}"`).join(', ')} in ${found.schema}.${found.table} (columns: ${found.columns.join(', ')})`,
+          `${spec.origin}: ${op}: unknown column${unknown.length > 1 ? 's' : ''} ${unknown.map((c) => `"${c}"`).join(', ')} in ` +
+            `${found.schema}.${found.table} (columns: ${found.columns.join(', ')})`,
         );
       }
     }

@@ -210,6 +210,7 @@ END`;
   // paired by position, and the FULL JOIN keeps an unpaired row rather than dropping it.
   const columns = `op, schema_name, table_name, key_columns, new, old${img.keys ? ', keys' : ''}`;
   const one = rowChangeInsert(c, op, { new: img.image('n.x'), old: img.image('o.x'), keys: img.keys?.('n.x') });
+  const updateKeys = img.keys ? `, json_agg(${img.keys('coalesce(c.n, c.o)')})` : '';
   return `${DECLARE}
 BEGIN
   ${one.into}
@@ -220,7 +221,7 @@ BEGIN
   IF NOT FOUND THEN
     ${FIRST_ID_WAKE}
     INSERT INTO sidekick.outbox (${columns.replace('new, old', 'event_ids, new, old')})
-    SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.n')}), json_agg(${img.image('c.o')})${img.keys ? `, json_agg(${img.keys('coalesce(c.n, c.o)')})` : ''}
+    SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.n')}), json_agg(${img.image('c.o')})${updateKeys}
     FROM (
       SELECT nextval('sidekick.outbox_id_seq') AS id, p.n, p.o
       FROM (

@@ -225,7 +225,9 @@ export async function backfillCommand(options: BackfillOptions, io: CommandIO): 
     // The total, for the progress bar: one count of what is left (with --where, exactly what will be sent).
     const remaining = await client
       .query<{ n: string }>(
-        `SELECT count(*) AS n FROM ${quoteIdent(p.schema)}.${quoteIdent(p.table)} AS t WHERE (${where || 'true'}) AND ($1::text[] IS NULL OR (${p.walk.map((w) => `t.${quoteIdent(w.name)}`).join(', ')}) > (${p.walk.map((w, i) => `($1::text[])[${i + 1}]::${w.type}`).join(', ')}))`,
+        `SELECT count(*) AS n FROM ${quoteIdent(p.schema)}.${quoteIdent(p.table)} AS t WHERE (${where || 'true'}) AND ($1::text[] IS NULL OR ` +
+          `(${p.walk.map((w) => `t.${quoteIdent(w.name)}`).join(', ')}) > ` +
+          `(${p.walk.map((w, i) => `($1::text[])[${i + 1}]::${w.type}`).join(', ')}))`,
         [cursor],
       )
       .catch((error: unknown) => {
@@ -266,7 +268,8 @@ export async function backfillCommand(options: BackfillOptions, io: CommandIO): 
       return 0;
     }
     io.stdout.write(
-      `${label}: stopped after ${done.toLocaleString('en-US')} rows${io.signal.aborted ? ' (interrupted)' : ` (--max-batches ${maxBatches})`}; run the same command again to resume\n`,
+      `${label}: stopped after ${done.toLocaleString('en-US')} rows${io.signal.aborted ? ' (interrupted)' : ` (--max-batches ${maxBatches})`}; run ` +
+        `the same command again to resume\n`,
     );
     return io.signal.aborted ? 130 : 0;
   } finally {

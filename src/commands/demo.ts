@@ -155,7 +155,8 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
   try {
     await bridge.start();
     say(
-      `PostgreSQL is up on 127.0.0.1:${port}; the bridge LISTENs on channel "demo", captures the row changes of table demo_orders, and prints each event as a JSON envelope on stdout.`,
+      `PostgreSQL is up on 127.0.0.1:${port}; the bridge LISTENs on channel "demo", captures the row changes of table demo_orders, and prints each ` +
+        `event as a JSON envelope on stdout.`,
     );
     say(
       `Row changes of demo_orders also go to a webhook sink posting to a local receiver (${receiver.url}), which prints each request here on stderr.`,
@@ -206,7 +207,8 @@ export async function demoCommand(options: { once?: boolean; dir?: string }, io:
         await after.connect();
         await after.query(`INSERT INTO demo_orders (item, status) VALUES ('written while the bridge was stopped', 'waiting')`);
         say(
-          `The bridge has stopped; one more row was written to demo_orders just now. It waits in the outbox (${dir} is kept): run the demo again and it is delivered first.`,
+          `The bridge has stopped; one more row was written to demo_orders just now. It waits in the outbox (${dir} is kept): run the demo again and ` +
+            `it is delivered first.`,
         );
       } catch (error) {
         say(`(could not write the row for the next run: ${(error as Error).message})`);

@@ -23,8 +23,19 @@ const UNREACHABLE = new Set([
 ]);
 
 /** node-postgres's own words for a connection that failed or went away (no errno, no SQLSTATE). */
-const CLIENT_MESSAGES =
-  /Connection terminated|timeout expired|connection timeout|password must be a string|SASL|The server does not support SSL|self[- ]signed certificate|certificate/i;
+const CLIENT_MESSAGES = new RegExp(
+  [
+    'Connection terminated',
+    'timeout expired',
+    'connection timeout',
+    'password must be a string',
+    'SASL',
+    'The server does not support SSL',
+    'self[- ]signed certificate',
+    'certificate',
+  ].join('|'),
+  'i',
+);
 
 interface ServerError {
   readonly code: string;
@@ -67,9 +78,15 @@ export function hintFor(code: string, message: string): string | undefined {
   if (code === '42501') {
     const db = /permission denied for database "?([^"\s]+)"?/.exec(message)?.[1];
     if (db)
-      return `the role needs CREATE on the database: GRANT CREATE ON DATABASE "${db}" TO <role>; or an administrator creates the schema for it: CREATE SCHEMA sidekick AUTHORIZATION <role>`;
+      return (
+        `the role needs CREATE on the database: GRANT CREATE ON DATABASE "${db}" TO <role>; or an administrator creates the schema for it: ` +
+        `CREATE SCHEMA sidekick AUTHORIZATION <role>`
+      );
     if (/schema sidekick/.test(message))
-      return "the role needs the sidekick schema's privileges: run the command as the role that ran `sidekick install` (the schema's owner), or see docs/operations.md for the bridge role's grants";
+      return (
+        "the role needs the sidekick schema's privileges: run the command as the role that ran `sidekick install` (the schema's owner), or see " +
+        "docs/operations.md for the bridge role's grants"
+      );
     return 'the role lacks a privilege for this: run it as a role that has it (see docs/operations.md for the roles and their grants)';
   }
   if (code === '28P01' || code === '28000') return 'check the user and password: --database, DATABASE_URL, PGUSER/PGPASSWORD or ~/.pgpass';

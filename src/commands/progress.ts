@@ -10,7 +10,10 @@ export function createProgress(stream: NodeJS.WritableStream, label: string, tot
     if (!tty) return `${label}: ${n(done)}/${n(total)} ${unit} (${Math.round(pct * 100)}%), ${n(Math.round(rate))} ${unit}/s\n`;
     const width = 30;
     const fill = Math.round(pct * width);
-    return `\r${label} [${'#'.repeat(fill)}${'-'.repeat(width - fill)}] ${String(Math.round(pct * 100)).padStart(3)}%  ${n(done)}/${n(total)} ${unit}  ${n(Math.round(rate))} ${unit}/s`;
+    return (
+      `\r${label} [${'#'.repeat(fill)}${'-'.repeat(width - fill)}] ${String(Math.round(pct * 100)).padStart(3)}%  ${n(done)}/${n(total)} ${unit} ` +
+      ` ${n(Math.round(rate))} ${unit}/s`
+    );
   };
   return {
     update(done: number): void {

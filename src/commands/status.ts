@@ -107,13 +107,19 @@ export function formatStatus(s: Status): string {
   );
   const o = s.outbox;
   lines.push(
-    `  outbox      ${o.estimated ? '~' : ''}${n(o.events)} event(s) waiting in ${o.estimated ? '~' : ''}${n(o.rows)} row(s)${o.events > 0 ? `, oldest ${formatAge(o.oldestAgeSeconds)}` : ''}`,
+    `  outbox      ${o.estimated ? '~' : ''}${n(o.events)} event(s) waiting in ${o.estimated ? '~' : ''}${n(o.rows)} ` +
+      `row(s)${o.events > 0 ? `, oldest ${formatAge(o.oldestAgeSeconds)}` : ''}`,
   );
   lines.push(
-    `  drains      ${s.drains.instances} instance(s), ${s.drains.partitionsOwned}/${s.drains.partitions} partitions owned${s.drains.instances === 0 ? ' — no bridge is draining the outbox' : ''}`,
+    `  drains      ${s.drains.instances} instance(s), ${s.drains.partitionsOwned}/${s.drains.partitions} partitions ` +
+      `owned${s.drains.instances === 0 ? ' — no bridge is draining the outbox' : ''}`,
   );
   lines.push(
-    `  schedules   ${s.schedules ? `${n(s.schedules.due)} due${s.schedules.due > 0 ? `, oldest due for ${formatAge(s.schedules.oldestDueSeconds)}` : ''}` : 'not installed'}`,
+    `  schedules   ${
+      s.schedules
+        ? `${n(s.schedules.due)} due${s.schedules.due > 0 ? `, oldest due for ${formatAge(s.schedules.oldestDueSeconds)}` : ''}`
+        : 'not installed'
+    }`,
   );
   lines.push('');
   if (s.sinks.length === 0) {

@@ -31,7 +31,8 @@ const CHANNEL_EXPR = `coalesce(o.channel, o.schema_name || '.' || o.table_name)`
  * The partition of an outbox row: its channel for row changes (one statement's rows travel
  * together, and a table's events keep their order), its channel and key for published events.
  */
-export const PART_EXPR = `((hashtext(CASE WHEN o.source = 'table' THEN ${CHANNEL_EXPR} ELSE o.channel || coalesce(o.key, '') END) & 2147483647) % ${PARTITIONS})`;
+export const PART_EXPR =
+  `((hashtext(CASE WHEN o.source = 'table' THEN ${CHANNEL_EXPR} ELSE o.channel || coalesce(o.key, '') END) & 2147483647) % ` + `${PARTITIONS})`;
 
 const SIZE_EXPR = `(coalesce(pg_column_size(o.new), 0) + coalesce(pg_column_size(o.old), 0) + coalesce(pg_column_size(o.payload), 0))`;
 const EVENTS_EXPR = `coalesce(cardinality(o.event_ids), 1)`;
@@ -123,7 +124,8 @@ WITH spilled AS (
   ORDER BY s.ord
   RETURNING seq, sink, event_id, event_uid
 ), dead AS (
-  INSERT INTO sidekick.dead_letters (sink, event_id, event_uid, attempts, error_code, error, xid, at, source, channel, op, schema_name, table_name, key, new, old, payload)
+  INSERT INTO sidekick.dead_letters (sink, event_id, event_uid, attempts, error_code, error,
+    xid, at, source, channel, op, schema_name, table_name, key, new, old, payload)
   SELECT d.sink, d.event_id, d.event_uid, d.attempts, d.error_code, d.error, d.xid::xid8, d.at, d.source, d.channel, d.op, d.schema_name, d.table_name, d.key,
          d.new::json, d.old::json, d.payload::json
   FROM json_to_recordset($2::json) AS d(sink text, attempts int, error_code text, error text, ${RECORD})

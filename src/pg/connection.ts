@@ -467,7 +467,10 @@ export function connectFailureMessage(error: unknown, resolved: Pick<ResolvedCon
   const e = error as { code?: string; severity?: string; message?: string; hostname?: string } | undefined;
   let reason: string;
   if (e?.code === 'ENOTFOUND' || e?.code === 'EAI_AGAIN') {
-    return `could not translate host name "${e.hostname ?? resolved.config.host}" to address: ${e.code === 'ENOTFOUND' ? 'Name or service not known' : 'Temporary failure in name resolution'}`;
+    return (
+      `could not translate host name "${e.hostname ?? resolved.config.host}" to address: ` +
+      `${e.code === 'ENOTFOUND' ? 'Name or service not known' : 'Temporary failure in name resolution'}`
+    );
   } else if (e?.code && ERRNO_TEXT[e.code]) {
     reason = ERRNO_TEXT[e.code] as string;
   } else if (e?.severity) {

@@ -255,8 +255,9 @@ function skippedRange(rec: Recurrence, from: Date, toExclusive: Date | null, toI
  * What to do with the due occurrence `due` at time `now`.
  *
  * An occurrence is *missed* when a later occurrence is also due already (not with overlap `queue`,
- * where occurrences wait their turn behind a long run), or when it is more than `grace` ms late. Then the schedule's policy decides: `skip` runs only the newest due occurrence if
- * that one is not late itself (else nothing), `once` runs the newest due occurrence once for all of
+ * where occurrences wait their turn behind a long run), or when it is more than `grace` ms late.
+ * Then the schedule's policy decides: `skip` runs only the newest due occurrence if that one is not
+ * late itself (else nothing), `once` runs the newest due occurrence once for all of
  * them, `all` runs every due occurrence oldest first — at most `cap` of them, the most recent ones.
  * Retries (`retry`) of an occurrence that failed are deliberately late and always run.
  */

@@ -27,7 +27,8 @@ const RETRY_MS = 1_000;
 const MAX_ERROR_TEXT = 2000;
 
 const INSERT = `
-INSERT INTO sidekick.dead_letters (sink, event_id, event_uid, attempts, error_code, error, xid, at, source, channel, op, schema_name, table_name, key, new, old, payload)
+INSERT INTO sidekick.dead_letters (sink, event_id, event_uid, attempts, error_code, error,
+  xid, at, source, channel, op, schema_name, table_name, key, new, old, payload)
 SELECT d.sink, d.event_id, d.event_uid, d.attempts, d.error_code, d.error, d.xid::xid8, d.at, d.source, d.channel, d.op, d.schema_name, d.table_name, d.key,
        d.new::json, d.old::json, d.payload::json
 FROM json_to_recordset($1::json) AS d(sink text, attempts int, error_code text, error text, event_id bigint, event_uid text, xid text,

@@ -39,7 +39,9 @@ export function isFolded(name: string): boolean {
 export class PreFoldSchema extends ConfigError {
   constructor() {
     super(
-      'the sidekick schema in this database was installed by a development version of pg-sidekick from before its migrations were folded into one (0.1.0 is unreleased): run `sidekick uninstall --yes` (it drops the undelivered events, backlogs and dead letters) and then `sidekick install`',
+      'the sidekick schema in this database was installed by a development version of pg-sidekick from before its migrations were folded into one ' +
+        '(0.1.0 is unreleased): run `sidekick uninstall --yes` (it drops the undelivered events, backlogs and dead letters) and then `sidekick ' +
+        'install`',
     );
   }
 }

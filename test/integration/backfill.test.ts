@@ -133,7 +133,8 @@ describe('sidekick backfill (real PostgreSQL)', () => {
     const file = join(mkdtempSync(join(tmpdir(), 'sk-backfill-')), 'sidekick.yaml');
     writeFileSync(
       file,
-      `database: ${db.url}\nsinks:\n  out: { type: stdout }\nroutes:\n  - { from: "public.*", to: out }\ncapture:\n  - table: public.accounts\n    key: [region]\n    columns: [email]\n`,
+      `database: ${db.url}\nsinks:\n  out: { type: stdout }\nroutes:\n  - { from: "public.*", to: out }\ncapture:\n  - table: public.accounts\n    ` +
+        `key: [region]\n    columns: [email]\n`,
     );
     await capture(c, [{ table: 'public.accounts', key: ['region'], columns: ['email'] }]);
     const term = io();

@@ -185,7 +185,10 @@ describe('sidekick listen / pglisten (real PostgreSQL)', () => {
     await admin.query(`SELECT pg_notify('a', 'after')`);
     await waitFor(() => r.stdout().toString() === 'before\nafter\n', 'the notification after the reconnect');
     expect(r.stderr()).toMatch(
-      /^pglisten: connection lost \(.*terminating connection due to administrator command.*\); reconnecting in \d+\.\d s\npglisten: reconnected; listening again on "a"/,
+      new RegExp(
+        '^pglisten: connection lost \\(.*terminating connection due to administrator command.*\\); reconnecting in \\d+\\.\\d s\\n' +
+          'pglisten: reconnected; listening again on "a"',
+      ),
     );
     expect(r.child.exitCode).toBe(null);
   });

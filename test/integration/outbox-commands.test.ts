@@ -118,7 +118,8 @@ describe('sidekick triggers, uninstall, dlq (real PostgreSQL)', () => {
     expect(
       (
         await c.query(
-          `SELECT coalesce(channel, schema_name || '.' || table_name) AS channel, CASE WHEN event_ids IS NULL THEN new ELSE new -> 0 END AS new FROM sidekick.events ORDER BY id`,
+          `SELECT coalesce(channel, schema_name || '.' || table_name) AS channel, CASE WHEN event_ids IS NULL THEN new ELSE new -> 0 END AS new FROM ` +
+            `sidekick.events ORDER BY id`,
         )
       ).rows,
     ).toEqual([

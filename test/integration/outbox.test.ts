@@ -87,7 +87,7 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
     expect(out.received.map((e) => e.payload)).toEqual([{ n: 2 }, { sentinel: true }]);
   });
 
-  it("writes each of a statement's first two rows alone and the rest in chunks; every row of 0-, 1-, 2- and 3-row statements arrives once, in order", async () => {
+  it("writes a statement's first two rows alone, the rest in chunks; every row of 0-, 1-, 2- and 3-row statements arrives once, in order", async () => {
     db = await bed.database();
     // A column list that leaves the key out: the keys travel beside the images, also in chunks.
     const c = await capturedClient(db, 'CREATE TABLE t (id int PRIMARY KEY, v int, note text)', [
@@ -142,7 +142,8 @@ describe('outbox: row changes and publish() reach the sinks (real PostgreSQL)', 
     // The first two rows alone, the rest in chunks of ranges of 1000 event ids: five or six outbox
     // rows, not 2500.
     const { rows } = await c.query(
-      'SELECT count(*)::int AS n, sum(coalesce(cardinality(event_ids), 1))::int AS events, count(*) FILTER (WHERE event_ids IS NULL)::int AS single FROM sidekick.events',
+      'SELECT count(*)::int AS n, sum(coalesce(cardinality(event_ids), 1))::int AS events, count(*) FILTER (WHERE event_ids IS NULL)::int AS single ' +
+        'FROM sidekick.events',
     );
     expect(rows[0]).toMatchObject({ events: 2500, single: 2 });
     expect(rows[0].n).toBeGreaterThanOrEqual(5);

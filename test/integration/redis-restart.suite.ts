@@ -136,7 +136,8 @@ export function redisRestartSuite(): void {
         reader.disconnect();
         const report = verifyDelivery(producer.sent, got);
         console.info(
-          `redis (AOF) kill -9: ${producer.sent.length} events (${atKill} before the kill), ${report.distinct} distinct in the stream, ${report.duplicates} duplicates`,
+          `redis (AOF) kill -9: ${producer.sent.length} events (${atKill} before the kill), ${report.distinct} distinct in the stream, ` +
+            `${report.duplicates} duplicates`,
         );
         expect(report.problems).toEqual([]);
       } finally {

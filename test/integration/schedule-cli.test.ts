@@ -188,7 +188,8 @@ describe('pgcron.sql compatibility: sidekick install --pgcron (real PostgreSQL)'
     await c.query(`create function events_changed() returns trigger as $$ begin return new; end $$ language plpgsql`);
     await c.query(`create trigger events_changed after insert or update on scheduled_events for each statement execute procedure events_changed()`);
     await c.query(
-      `insert into scheduled_events (run_at, period, run_action) values (now() + interval '1 hour', '1 day', 'select 1'), (now() + interval '2 hours', null, 'select 2')`,
+      `insert into scheduled_events (run_at, period, run_action) values (now() + interval '1 hour', '1 day', 'select 1'), (now() + interval '2 ` +
+        `hours', null, 'select 2')`,
     );
     expect(await installCommand({ database: db.url, pgcron: true }, captureIO())).toBe(0);
     expect(await installCommand({ database: db.url, pgcron: true }, captureIO())).toBe(0);

@@ -140,7 +140,8 @@ describe('capture: generated SQL', () => {
       `INSERT INTO sidekick.outbox (op, schema_name, table_name, key_columns, event_ids, new)\n    SELECT 'INSERT', 'public', 'orders', '{"id"}'::text[],`,
     );
     expect(sql).toContain(
-      `INSERT INTO sidekick.row_changes (${ROW_CHANGE_COLUMNS.join(', ')})\n  SELECT nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), '{"INSERT","public","orders","id"}'::text[], t.x, NULL::json, NULL::json\n`,
+      `INSERT INTO sidekick.row_changes (${ROW_CHANGE_COLUMNS.join(', ')})\n  SELECT nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), ` +
+        `'{"INSERT","public","orders","id"}'::text[], t.x, NULL::json, NULL::json\n`,
     );
     expect(sql).toContain(`'{"UPDATE","public","orders","id"}'::text[], n.x, o.x, NULL::json\n`);
     expect(sql).not.toContain('TG_TABLE_');
@@ -164,7 +165,8 @@ describe('capture: generated SQL', () => {
     const sql = captureStatements([resolved({ mode: 'row', key: [], keySource: 'none', operations: { insert: '*' } })]);
     // No key column after op, schema and table: the drain reads no key (one ordered stream).
     expect(sql).toContain(
-      `INSERT INTO sidekick.row_changes (id, xid, at, capture, new, old, keys)\n  VALUES (nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), now(), '{"INSERT","public","orders"}'::text[], row_to_json(NEW), NULL::json, NULL::json)`,
+      `INSERT INTO sidekick.row_changes (id, xid, at, capture, new, old, keys)\n  VALUES (nextval('sidekick.outbox_id_seq'), pg_current_xact_id(), ` +
+        `now(), '{"INSERT","public","orders"}'::text[], row_to_json(NEW), NULL::json, NULL::json)`,
     );
     expect(sql).toContain('RETURNING id % 1024 < 8 INTO v_wake');
     expect(sql).toContain('FOR EACH ROW EXECUTE FUNCTION');
