@@ -15,13 +15,21 @@
 // reports it delivered (the broker's confirm / the XADD reply). Sources are pluggable: `memory` (now)
 // hands envelopes straight to the dispatcher; an outbox source (commit → ack) plugs in as another
 // entry of SOURCES with the same interface.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+//
+// No pass/fail target here: the figures are informational, each with its ratio to the bare client of
+// the same run (bench/lib/bare-clients.mjs). The RabbitMQ and Redis sinks' targets are in
+// bench/rows.mjs (row changes through the outbox, as ratios to these bare clients measured in that
+// run). Medians and percentiles: bench/lib/stats.mjs; broker addresses: bench/lib/services.mjs.
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import amqp from 'amqplib';
 import { Redis } from 'ioredis';
+import { bareAmqp, bareRedis } from './lib/bare-clients.mjs';
+import { requireService, servicesEnv } from './lib/services.mjs';
+import { fmt, medianOf, percentile } from './lib/stats.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dist = (p) => join(here, '../dist', p);
@@ -47,35 +55,7 @@ function parseArgs(argv) {
   return args;
 }
 
-function serviceEnv() {
-  const file = join(process.env.SIDEKICK_SERVICES_DIR || '/var/tmp/pg-sidekick-services', 'env');
-  const values = {};
-  try {
-    for (const line of readFileSync(file, 'utf8').split('\n')) {
-      const eq = line.indexOf('=');
-      if (eq > 0) values[line.slice(0, eq)] = line.slice(eq + 1);
-    }
-  } catch {
-    /* fall back to the environment */
-  }
-  const get = (k) =>
-    process.env[k] ||
-    values[k] ||
-    (() => {
-      throw new Error(`${k} not set and not in ${file}: scripts/services.sh up`);
-    })();
-  return { amqp: () => get('AMQP_URL'), redis: () => get('REDIS_URL') };
-}
-
 // ---- helpers --------------------------------------------------------------------------------------
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s[Math.floor((s.length - 1) / 2)];
-};
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
-}
 const quiet = createLogger({ level: 'warn', destination: new Writable({ write: (_c, _e, cb) => cb() }) });
 const rand = () => Math.random().toString(36).slice(2, 10);
 
@@ -167,43 +147,22 @@ function sidekickTarget(sinkConfig) {
 }
 
 /**
- * A bare client with the same batching as the sink's dispatcher defaults: batches of `size`, at
- * most `concurrency` in flight. It offers the same `deliver` interface (a batcher in 30 lines), so the
- * sources and the latency measurement are identical; it just has no per-key lanes, retries or checks.
+ * A bare client of bench/lib/bare-clients.mjs with the sink's dispatcher defaults (batch size, batches
+ * in flight), behind the dispatcher's `deliver` interface, so the sources and the latency measurement
+ * are identical; it just has no per-key lanes, retries or checks.
  */
-function bareBatcher(sendBatch, { size, concurrency }) {
-  const queue = [];
-  let inFlight = 0;
-  let scheduled = false;
-  function pump() {
-    scheduled = false;
-    while (queue.length > 0 && inFlight < concurrency) {
-      const batch = queue.splice(0, size);
-      inFlight++;
-      sendBatch(batch.map((b) => b.e))
-        .then(
-          () => {
-            for (const b of batch) b.resolve({ status: 'delivered', attempts: 1 });
-          },
-          (error) => {
-            for (const b of batch) b.resolve({ status: 'dead', attempts: 1, error });
-          },
-        )
-        .finally(() => {
-          inFlight--;
-          pump();
-        });
-    }
-  }
-  return (e) =>
-    new Promise((resolve) => {
-      queue.push({ e, resolve });
-      if (!scheduled) {
-        scheduled = true;
-        setImmediate(pump);
-      }
-    });
+function asDispatcher(bare) {
+  return {
+    deliver: (e) =>
+      bare.deliver(e).then(
+        () => ({ status: 'delivered', attempts: 1 }),
+        (error) => ({ status: 'dead', attempts: 1, error }),
+      ),
+    close: () => bare.close(),
+  };
 }
+const body = (e) => JSON.stringify(envelopeJson(e));
+const batching = (sidekick) => ({ size: sidekick.dispatch.batch.size, concurrency: sidekick.dispatch.concurrency });
 
 async function amqpBroker(url) {
   const exchange = `bench-${rand()}`;
@@ -218,42 +177,7 @@ async function amqpBroker(url) {
     name: 'RabbitMQ (amqp, confirms)',
     sidekick,
     async bare() {
-      const connection = await amqp.connect(url);
-      const confirm = await connection.createConfirmChannel();
-      confirm.setMaxListeners(0);
-      const send = async (batch) => {
-        const confirms = [];
-        for (const e of batch) {
-          let flowing = true;
-          confirms.push(
-            new Promise((resolve, reject) => {
-              // The same message the sink sends: JSON envelope, persistent, mandatory, messageId, headers.
-              flowing = confirm.publish(
-                exchange,
-                `${e.schema}.${e.table}.${e.op}`,
-                Buffer.from(JSON.stringify(envelopeJson(e))),
-                {
-                  persistent: true,
-                  mandatory: true,
-                  messageId: e.id,
-                  contentType: 'application/json',
-                  appId: 'pg-sidekick',
-                  timestamp: Math.floor(Date.parse(e.at) / 1000),
-                  headers: { source: e.source, channel: e.channel, op: e.op, schema: e.schema, table: e.table, key: e.key },
-                },
-                (err) => (err ? reject(err) : resolve()),
-              );
-            }),
-          );
-          // Flow control, as the sink does: wait for the socket when amqplib's buffer is full.
-          if (!flowing) await new Promise((resolve) => confirm.once('drain', resolve));
-        }
-        await Promise.all(confirms);
-      };
-      return {
-        deliver: bareBatcher(send, { size: sidekick.dispatch.batch.size, concurrency: sidekick.dispatch.concurrency }),
-        close: () => connection.close(),
-      };
+      return asDispatcher(await bareAmqp(url, exchange, body, batching(sidekick)));
     },
     async count() {
       return (await ch.checkQueue(queue)).messageCount;
@@ -277,20 +201,7 @@ async function redisBroker(url) {
     name: 'Redis Streams (redis-stream)',
     sidekick,
     async bare() {
-      const client = new Redis(url);
-      const send = async (batch) => {
-        const p = client.pipeline();
-        for (const e of batch)
-          p.xadd(stream, '*', 'id', e.id, 'channel', e.channel, 'op', e.op, 'key', e.key, 'data', JSON.stringify(envelopeJson(e)));
-        const results = await p.exec();
-        for (const [err] of results) if (err) throw err;
-      };
-      return {
-        deliver: bareBatcher(send, { size: sidekick.dispatch.batch.size, concurrency: sidekick.dispatch.concurrency }),
-        close: async () => {
-          client.disconnect();
-        },
-      };
+      return asDispatcher(bareRedis(url, stream, body, batching(sidekick)));
     },
     async count() {
       return admin.xlen(stream);
@@ -324,15 +235,15 @@ async function measure(broker, open, scenario, n, source, rate) {
 
 // ---- main -------------------------------------------------------------------------------------------
 const args = parseArgs(process.argv.slice(2));
-const env = serviceEnv();
+const env = servicesEnv();
 const backlog = args.quick ? 20_000 : 200_000;
 const steadyRate = 2_000;
 const steadyN = args.quick ? 4_000 : 20_000;
 const source = SOURCES[args.source];
 
 const brokers = [];
-if (!args.only || args.only === 'redis') brokers.push(() => redisBroker(env.redis()));
-if (!args.only || args.only === 'amqp') brokers.push(() => amqpBroker(env.amqp()));
+if (!args.only || args.only === 'redis') brokers.push(() => redisBroker(requireService(env, 'REDIS_URL')));
+if (!args.only || args.only === 'amqp') brokers.push(() => amqpBroker(requireService(env, 'AMQP_URL')));
 
 const rows = [];
 for (const make of brokers) {
@@ -349,13 +260,13 @@ for (const make of brokers) {
         for (const who of order) {
           const open = who === 'bare' ? () => broker.bare() : () => broker.sidekick.open();
           runs[who].push(await measure(broker, open, scenario, n, source, steadyRate));
-          process.stderr.write(`${broker.name} ${scenario} ${who} run ${r + 1}: ${Math.round(runs[who].at(-1).eps)} events/s\n`);
+          process.stderr.write(`${broker.name} ${scenario} ${who} run ${r + 1}: ${fmt(runs[who].at(-1).eps)} events/s\n`);
         }
       }
-      const m = (who, k) => median(runs[who].map((x) => x[k]));
+      const m = (who, k) => medianOf(runs[who], k);
       rows.push({
         broker: broker.name,
-        scenario: scenario === 'backlog' ? `backlog ${n.toLocaleString('en')}` : `steady ${steadyRate}/s × ${n.toLocaleString('en')}`,
+        scenario: scenario === 'backlog' ? `backlog ${fmt(n)}` : `steady ${steadyRate}/s × ${fmt(n)}`,
         eps: m('sidekick', 'eps'),
         p50: m('sidekick', 'p50'),
         p99: m('sidekick', 'p99'),
@@ -370,8 +281,7 @@ for (const make of brokers) {
   }
 }
 
-const fmt = (x) => Math.round(x).toLocaleString('en');
-const ms = (x) => (x < 10 ? x.toFixed(1) : fmt(x));
+const ms = (x) => fmt(x, x < 10 ? 1 : 0);
 const bareName = (broker) => (broker.startsWith('Redis') ? 'bare ioredis, pipelined XADD' : 'bare amqplib, confirm channel');
 const lines = [
   `# Broker sinks: RabbitMQ and Redis Streams (${args.quick ? 'quick, ' : ''}medians of ${args.runs} run${args.runs === 1 ? '' : 's'}, source: ${args.source})`,

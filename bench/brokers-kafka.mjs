@@ -14,25 +14,32 @@
 //             dispatcher (per-key lanes, batches of 500, 8 in flight) and the kafka sink, acks=all.
 //             Latency = t0 → broker ack, so under a backlog it is mostly queueing.
 //   baseline  the same envelopes as JSON records (same key, headers, batch size, in-flight count,
-//             acks) through one bare kafkajs producer: sendBatch in a loop, no per-key lanes.
+//             acks) through one bare kafkajs producer (bench/lib/bare-clients.mjs: batches of 500,
+//             8 sendBatch calls in flight, no per-key lanes).
 //   live      a paced stream (events arrive at a fixed rate) through dispatcher + sink:
 //             latency = arrival → broker ack, the latency a row change sees when nothing is queued.
 // Source: `backlogSource` / `pacedSource` below produce {envelope, bornAt} pairs; when the outbox
 // drain lands, a source reading committed rows (bornAt = commit time) plugs in the same way.
+//
+// No pass/fail target here: the figures are informational, the backlog's as a ratio to the bare
+// kafkajs producer of the same run. The Kafka sink's target is in bench/rows.mjs (row changes through
+// the outbox, as a ratio to bare kafkajs measured in that run). Medians and percentiles:
+// bench/lib/stats.mjs; the broker's address and control port: bench/lib/services.mjs.
 
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import net from 'node:net';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { Writable } from 'node:stream';
-import { Kafka, logLevel, Partitioners } from 'kafkajs';
+import { fileURLToPath } from 'node:url';
 import { sinkDefinitions } from '../dist/sinks/index.js';
 import { parseConfig } from '../dist/src/config.js';
 import { createDispatcher } from '../dist/src/dispatcher/index.js';
 import { envelopeJson } from '../dist/src/envelope.js';
 import { createLogger } from '../dist/src/logger.js';
+import { bareKafka } from './lib/bare-clients.mjs';
+import { kafkaControl, requireService, servicesEnv } from './lib/services.mjs';
+import { fmt, medianOf, percentile } from './lib/stats.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -50,48 +57,14 @@ const BATCH = 500;
 const IN_FLIGHT = 8;
 const PARTITIONS = 4;
 
-function servicesEnv() {
-  const env = { ...process.env };
-  const file = join(process.env.SIDEKICK_SERVICES_DIR ?? '/var/tmp/pg-sidekick-services', 'env');
-  try {
-    for (const line of readFileSync(file, 'utf8').split('\n')) {
-      const i = line.indexOf('=');
-      if (i > 0 && !env[line.slice(0, i)]) env[line.slice(0, i)] = line.slice(i + 1);
-    }
-  } catch {
-    /* no env file: rely on the environment */
-  }
-  if (!env.KAFKA_BROKERS || !env.KAFKA_CONTROL) {
-    throw new Error('KAFKA_BROKERS / KAFKA_CONTROL not set and no services env file: run scripts/services.sh up kafka');
-  }
-  return env;
-}
 const env = servicesEnv();
-
-function control(command) {
-  const [host, port] = env.KAFKA_CONTROL.split(':');
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(Number(port), host);
-    let buf = '';
-    socket.setEncoding('utf8');
-    socket.setTimeout(5_000, () => socket.destroy(new Error(`control ${command}: no answer`)));
-    socket.on('data', (d) => {
-      buf += d;
-      if (!buf.includes('\n')) return;
-      socket.end();
-      const line = buf.trim();
-      if (line.startsWith('ok')) resolve(line.slice(2).trim());
-      else reject(new Error(`control ${command}: ${line}`));
-    });
-    socket.on('error', reject);
-    socket.write(`${command}\n`);
-  });
-}
+const BROKERS = requireService(env, 'KAFKA_BROKERS');
+requireService(env, 'KAFKA_CONTROL');
 
 let topicSeq = 0;
 async function newTopic(what) {
   const name = `bench-kafka-${what}-${process.pid}-${Date.now().toString(36)}-${++topicSeq}`;
-  await control(`create ${name} ${PARTITIONS}`);
+  await kafkaControl(env, `create ${name} ${PARTITIONS}`);
   return name;
 }
 
@@ -135,16 +108,11 @@ const quiet = createLogger({ level: 'silent', destination: new Writable({ write:
 function configure(topic) {
   const config = parseConfig(
     {
-      sinks: { kafka: { type: 'kafka', brokers: env.KAFKA_BROKERS, topic, acks: 'all', batch: { size: BATCH }, concurrency: IN_FLIGHT } },
+      sinks: { kafka: { type: 'kafka', brokers: BROKERS, topic, acks: 'all', batch: { size: BATCH }, concurrency: IN_FLIGHT } },
     },
     { sinks: sinkDefinitions },
   );
   return config.sinks[0];
-}
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
 }
 
 /** dispatcher + kafka sink, fed by `source`; latency per event = bornAt → delivered. */
@@ -192,39 +160,23 @@ async function runSidekick(source) {
   };
 }
 
-/** A bare kafkajs producer: the same records, batches of BATCH, IN_FLIGHT sendBatch calls at once. */
+/** The bare kafkajs producer: the same records, batches of BATCH, IN_FLIGHT sendBatch calls at once; latency = t0 → ack. */
 async function runBaseline(envelopes) {
   const topic = await newTopic('baseline');
-  const kafka = new Kafka({ clientId: 'bench-baseline', brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING, retry: { retries: 0 } });
-  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, allowAutoTopicCreation: false });
-  await producer.connect();
+  const bare = await bareKafka(BROKERS, topic, (e) => JSON.stringify(envelopeJson(e)), { size: BATCH, concurrency: IN_FLIGHT });
   const latencies = new Float64Array(envelopes.length);
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
-  let next = 0;
-  async function worker() {
-    while (next < envelopes.length) {
-      const from = next;
-      next = Math.min(envelopes.length, next + BATCH);
-      const messages = [];
-      for (let i = from; i < next; i++) {
-        const e = envelopes[i];
-        messages.push({
-          key: e.key,
-          value: JSON.stringify(envelopeJson(e)),
-          timestamp: String(Date.parse(e.at)),
-          headers: { id: e.id, channel: e.channel, source: e.source, op: e.op },
-        });
-      }
-      await producer.sendBatch({ topicMessages: [{ topic, messages }], acks: -1 });
-      const now = performance.now() - t0;
-      for (let i = from; i < from + messages.length; i++) latencies[i] = now;
-    }
-  }
-  await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
+  await Promise.all(
+    envelopes.map((e, i) =>
+      bare.deliver(e).then(() => {
+        latencies[i] = performance.now() - t0;
+      }),
+    ),
+  );
   const seconds = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
-  await producer.disconnect();
+  await bare.close();
   latencies.sort();
   return {
     rate: envelopes.length / seconds,
@@ -233,11 +185,6 @@ async function runBaseline(envelopes) {
     cpu: (cpu.user + cpu.system) / envelopes.length,
   };
 }
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 const results = { baseline: [], backlog: [], live: [] };
 const envelopes = rowChanges(EVENTS);
@@ -257,8 +204,8 @@ for (let run = 1; run <= RUNS; run++) {
   results.live.push(await runSidekick(pacedSource(liveEnvelopes, LIVE_RATE)));
   const last = (k) => results[k][results[k].length - 1];
   process.stderr.write(
-    `run ${run}/${RUNS}: baseline ${Math.round(last('baseline').rate)}/s, sidekick ${Math.round(last('backlog').rate)}/s, live p99 ` +
-      `${last('live').p99.toFixed(1)} ms\n`,
+    `run ${run}/${RUNS}: baseline ${fmt(last('baseline').rate)}/s, sidekick ${fmt(last('backlog').rate)}/s, live p99 ` +
+      `${fmt(last('live').p99, 1)} ms\n`,
   );
 }
 
@@ -266,22 +213,21 @@ const summary = Object.fromEntries(
   Object.entries(results).map(([k, rs]) => [
     k,
     {
-      rate: median(rs.map((r) => r.rate)),
-      p50: median(rs.map((r) => r.p50)),
-      p99: median(rs.map((r) => r.p99)),
-      cpu: median(rs.map((r) => r.cpu)),
+      rate: medianOf(rs, 'rate'),
+      p50: medianOf(rs, 'p50'),
+      p99: medianOf(rs, 'p99'),
+      cpu: medianOf(rs, 'cpu'),
     },
   ]),
 );
-const fmt = (n) => Math.round(n).toLocaleString('en-US');
-const ms = (n) => `${n.toFixed(1)} ms`;
-const us = (n) => `${n.toFixed(1)} µs`;
+const ms = (n) => `${fmt(n, 1)} ms`;
+const us = (n) => `${fmt(n, 1)} µs`;
 const base = summary.baseline.rate;
 const lines = [
-  `## Kafka sink — ${EVENTS.toLocaleString('en-US')}-event backlog, medians of ${RUNS} runs${quick ? ' (--quick)' : ''}`,
+  `## Kafka sink — ${fmt(EVENTS)}-event backlog, medians of ${RUNS} runs${quick ? ' (--quick)' : ''}`,
   '',
   `Broker: librdkafka mock cluster (in-memory, Kafka wire protocol, 1 broker, ${PARTITIONS} partitions; not a real Kafka). ` +
-    `Node ${process.version}, kafkajs 2.2.4, acks=all, batches of ${BATCH}, ${IN_FLIGHT} requests in flight, ${KEYS.toLocaleString('en-US')} keys.`,
+    `Node ${process.version}, kafkajs 2.2.4, acks=all, batches of ${BATCH}, ${IN_FLIGHT} requests in flight, ${fmt(KEYS)} keys.`,
   '',
   '| scenario | events/s | vs bare kafkajs | p50 latency | p99 latency | client CPU per event |',
   '|---|---:|---:|---:|---:|---:|',

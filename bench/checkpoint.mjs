@@ -25,7 +25,7 @@ import { createLogger } from '../dist/src/logger.js';
 import { defineSink, OK } from '../dist/src/sink.js';
 import { migrate } from '../dist/src/sql/migrate.js';
 import { startServer } from './lib/pg-server.mjs';
-import { median } from './lib/stats.mjs';
+import { median, percentile, sleep } from './lib/stats.mjs';
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -34,8 +34,6 @@ const arg = (name, fallback) => {
 const RUNS = arg('runs', 3);
 const SECONDS = arg('seconds', 8);
 const RATE = arg('rate', 400);
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** A sink that acknowledges every batch after `latency` ms (test-only type `lagging`). */
 const lagging = defineSink({
@@ -129,7 +127,7 @@ async function one(server, { checkpointAfter, slowMs }, run) {
   samples.sort((a, b) => a - b);
   return {
     exposure: median(samples),
-    exposure95: samples[Math.floor(samples.length * 0.95)] ?? 0,
+    exposure95: percentile(samples, 0.95),
     copies: (Number(after.ins) - Number(before.ins)) / written,
     wal: Number(after.wal) / written,
   };

@@ -29,6 +29,23 @@
 //      size and in-flight count, fed N envelopes from memory (no database): the ceiling of a sink
 //      on that library. Webhook also gets the sequential client (one request at a time on a new
 //      connection, what skor does).
+//
+// Targets (pass/fail) are ratios to a baseline measured in the same run, never absolute events/s:
+// load from other work on the machine slows a bare client as much as pg-sidekick, so an absolute
+// figure mostly says how busy the machine was. Backlog events/s ÷ that sink's first baseline (its
+// bare client; the table's "× baseline"):
+//      webhook → instant receiver   ≥ 0.60× bare undici (32 in flight)
+//      webhook → 20 ms receiver     ≥ 0.65× bare undici (32 in flight)
+//      Kafka                        ≥ 0.65× bare kafkajs producer
+//      RabbitMQ                     ≥ 0.65× bare amqplib, confirm channel
+//      Redis Streams                ≥ 0.30× bare ioredis, pipelined XADD
+//   Each is the absolute target it replaces (issues 4 and 5: 20,000, 1,000, 30,000, 10,000 and
+//   30,000 events/s) divided by its baseline in the last full run before the change (bench/REPORT.md
+//   of 2026-11-21: 31,848, 1,500, 44,043, 14,399 and 91,837/s), rounded down to 0.05: the same bar
+//   as then on that machine, but one that no longer moves with the machine's load.
+//   Latency: p99 commit → receipt ≤ 50 ms for the webhook with writers at 2,000 tx/s. It stays
+//   absolute: it is the bound users are promised, and no bare client spans commit → receipt.
+// Medians and percentiles: bench/lib/stats.mjs; bare clients: bench/lib/bare-clients.mjs.
 // Prints Markdown and writes bench/results/rows.md.
 import { fork } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -52,7 +69,7 @@ import { bareAmqp, bareKafka, bareRedis, bareUndici, sequentialHttp } from './li
 import { pgbench } from './lib/pgbench.mjs';
 import { startServer } from './lib/pg-server.mjs';
 import { kafkaControl, requireService, servicesEnv } from './lib/services.mjs';
-import { clock, fmt, mainThreadSched, median, percentile, sleep } from './lib/stats.mjs';
+import { clock, fmt, mainThreadSched, mark, medianOf, percentile, ratioTarget, sleep } from './lib/stats.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -189,7 +206,7 @@ async function makeTargets() {
       async close() {
         await receiver.stop();
       },
-      target: delay === 0 ? { backlog: 20_000, p99At2000: 50 } : { backlog: 1_000 },
+      target: delay === 0 ? { backlog: 0.6, vs: 'bare undici', p99At2000: 50 } : { backlog: 0.65, vs: 'bare undici' },
     });
   }
   if (wanted('kafka')) {
@@ -209,7 +226,7 @@ async function makeTargets() {
       async receipts() {},
       async reset() {},
       async close() {},
-      target: { backlog: 30_000 },
+      target: { backlog: 0.65, vs: 'bare kafkajs' },
     });
   }
   if (wanted('amqp')) {
@@ -238,7 +255,7 @@ async function makeTargets() {
         await ch.deleteExchange(exchange);
         await admin.close();
       },
-      target: { backlog: 10_000 },
+      target: { backlog: 0.65, vs: 'bare amqplib' },
     });
   }
   if (wanted('redis')) {
@@ -261,7 +278,7 @@ async function makeTargets() {
         await admin.del(stream);
         admin.disconnect();
       },
-      target: { backlog: 30_000 },
+      target: { backlog: 0.3, vs: 'bare ioredis' },
     });
   }
   return all;
@@ -489,8 +506,7 @@ async function main() {
     }
 
     // ---- the table ------------------------------------------------------------------------------------
-    const m = (xs, k) => median(xs.map((x) => x[k]));
-    const check = (ok) => (ok ? '✓' : '✗');
+    const m = medianOf;
     lines.push(
       `## Row changes → sinks, through the outbox${quick ? ' (--quick)' : ''}`,
       '',
@@ -506,13 +522,13 @@ async function main() {
       const res = results.get(target.id);
       const baseEps = m(res.baselines[0], 'eps');
       const eps = m(res.backlog, 'eps');
-      const tgt = target.target.backlog;
+      const ratio = eps / baseEps;
       lines.push(
         `| ${target.name} | backlog of ${fmt(target.backlog)} rows (${fmt(m(res.backlog, 'spilled'))} spilled to the sink's durable backlog; bridge ` +
           `${fmt(m(res.backlog, 'cpuPerEvent'), 1)} µs CPU/event, main thread ${fmt(100 * m(res.backlog, 'threadBusy'))} % busy, ` +
           `${fmt(100 * m(res.backlog, 'threadStarved'))} % waiting for a CPU) | ${target.contender} | ${fmt(target.backlog)} | ${fmt(eps)} | ` +
-          `${fmt(m(res.backlog, 'p50'), 0)} | ${fmt(m(res.backlog, 'p99'), 0)} | ${(eps / baseEps).toFixed(2)}× | ≥ ${fmt(tgt)}/s ` +
-          `${check(eps >= tgt)} |`,
+          `${fmt(m(res.backlog, 'p50'), 0)} | ${fmt(m(res.backlog, 'p99'), 0)} | ${ratio.toFixed(2)}× | ` +
+          `${ratioTarget(ratio, target.target.backlog, target.target.vs)} |`,
       );
       for (const [i, spec] of target.baselines.entries()) {
         const x = m(res.baselines[i], 'eps');
@@ -524,7 +540,7 @@ async function main() {
       for (const rate of target.rates) {
         const xs = res.live.get(rate);
         const p99 = m(xs, 'p99');
-        const goal = rate === 2_000 && target.target.p99At2000 ? `p99 ≤ ${target.target.p99At2000} ms ${check(p99 <= target.target.p99At2000)}` : '';
+        const goal = rate === 2_000 && target.target.p99At2000 ? `p99 ≤ ${target.target.p99At2000} ms ${mark(p99 <= target.target.p99At2000)}` : '';
         lines.push(
           `| ${target.name} | writers at ${fmt(rate)} tx/s × ${SECONDS} s (got ${fmt(m(xs, 'writers'))}; ${fmt(m(xs, 'behind'))} behind at the end) | ` +
             `${target.contender} | ${fmt(m(xs, 'n'))} | ${fmt(m(xs, 'eps'))} | ${fmt(m(xs, 'p50'), 1)} | ${fmt(p99, 1)} | | ${goal} |`,
@@ -550,6 +566,8 @@ async function main() {
         'acks=all, RabbitMQ confirm, XADD reply).',
       "Baselines: the bare library with the sink's batch size and in-flight count, fed from memory (no database, no outbox, no per-key lanes, no " +
         'retries); × baseline = events/s ÷ the first baseline of that sink. ' +
+        "Targets: the backlog's × baseline, a ratio to the bare client of the same run (other work on the machine slows both alike), never " +
+        'absolute events/s; the p99 bound is absolute (no bare client spans commit → receipt). ' +
         "The sequential client posts one request at a time on a new connection (what skor does). Kafka is librdkafka's in-memory mock cluster (no " +
         'disk, no replication): an upper bound, not a real Kafka.',
       `Machine: ${cpus()[0]?.model?.trim()}, ${cpus().length} cores; everything (PostgreSQL, pgbench, the bridge, brokers, receiver) on it. Node ` +

@@ -10,17 +10,27 @@
 //
 //   npm run build && node bench/scheduler.mjs [--quick] [--runs=3] [--seconds=5] [--database=URL]
 //
-// Without --database it starts its own PostgreSQL 15 with the default durable settings (fsync and
-// synchronous_commit on) in a temporary directory, because the test services run with fsync off.
-// Prints a Markdown table (medians of the runs) and writes it to bench/results/scheduler.md.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { loadavg, tmpdir } from 'node:os';
+// Without --database it starts its own PostgreSQL 15 (bench/lib/pg-server.mjs) with the durable
+// settings (fsync and synchronous_commit on), because the test services run with fsync off.
+//
+// Targets (pass/fail):
+//   throughput — the default scheduler (2 connections) ≥ 0.65× the plain client of the same run
+//                (its jobs/s ÷ the baseline's, the table's "× baseline"). It replaces an absolute
+//                ≥ 2,000 jobs/s (issue 6): 2,000 ÷ the baseline's 3,037 jobs/s in the last full run
+//                before the change (bench/REPORT.md of 2026-11-21), rounded down to 0.05. Absolute
+//                jobs/s say more about the machine's load (and its disk) than about the scheduler.
+//   timing     — p99 timing error ≤ 100 ms, for the scheduler and for pglater. It stays absolute: it
+//                is the bound users are promised; the setTimeout floor is shown beside it.
+// Medians and percentiles: bench/lib/stats.mjs. Prints a Markdown table (medians of the runs) and writes it to
+// bench/results/scheduler.md.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { startServer } from './lib/pg-server.mjs';
+import { fmt, mark, median, medianOf, percentile, ratioTarget, sleep } from './lib/stats.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DIST = join(ROOT, 'dist');
@@ -48,57 +58,19 @@ const seconds = Number(args.seconds ?? (quick ? 2 : 5));
 const JOBS = Number(args.jobs ?? 1000);
 const RATE = 100;
 const DELAY_MS = 300;
+/** The default scheduler's jobs/s ÷ the plain client's, at least (see the head of this file). */
+const THROUGHPUT_TARGET = 0.65;
+/** p99 timing error, ms, at most. */
+const TIMING_TARGET_MS = 100;
 const quiet = createLogger({ level: 'silent', destination: new Writable({ write: (_c, _e, cb) => cb() }) });
-const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
 // ---- the database -------------------------------------------------------------------------------
-let ownServer;
-async function freePort() {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-async function startOwnPostgres() {
-  const bin = ['/usr/lib/postgresql/15/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/17/bin'].find((b) => existsSync(join(b, 'initdb')));
-  if (!bin) throw new Error('no PostgreSQL server binaries found: pass --database=URL');
-  const dir = mkdtempSync(join(tmpdir(), 'sk-bench-'));
-  const asPostgres = process.getuid?.() === 0;
-  if (asPostgres)
-    chownSync(dir, Number(execFileSync('id', ['-u', 'postgres']).toString()), Number(execFileSync('id', ['-g', 'postgres']).toString()));
-  const run = (cmd, argv) => {
-    const r = asPostgres ? spawnSync('runuser', ['-u', 'postgres', '--', join(bin, cmd), ...argv], { cwd: '/' }) : spawnSync(join(bin, cmd), argv);
-    if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr}`);
-  };
-  run('initdb', ['-D', join(dir, 'data'), '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-locale']);
-  const port = await freePort();
-  run('pg_ctl', [
-    '-D',
-    join(dir, 'data'),
-    '-l',
-    join(dir, 'log'),
-    '-w',
-    '-o',
-    `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c max_connections=50`,
-    'start',
-  ]);
-  ownServer = {
-    stop: () => {
-      try {
-        run('pg_ctl', ['-D', join(dir, 'data'), '-m', 'fast', '-w', 'stop']);
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
-    },
-  };
-  return `postgres://postgres@127.0.0.1:${port}/postgres`;
-}
-const BASE_URL = typeof args.database === 'string' ? args.database : await startOwnPostgres();
-process.on('exit', () => ownServer?.stop());
-process.on('SIGINT', () => process.exit(130));
+const ownServer = typeof args.database === 'string' ? undefined : await startServer();
+const BASE_URL = ownServer?.url ?? args.database;
+process.on('SIGINT', () => {
+  const stopped = ownServer ? ownServer.stop() : Promise.resolve();
+  stopped.finally(() => process.exit(130));
+});
 
 async function freshDatabase(name) {
   const admin = new pg.Client({ connectionString: BASE_URL });
@@ -116,16 +88,6 @@ async function freshDatabase(name) {
   await c.query('CREATE TABLE lag (due timestamptz, at timestamptz DEFAULT clock_timestamp())');
   return { url, c };
 }
-
-const settings = await (async () => {
-  const c = new pg.Client({ connectionString: BASE_URL });
-  await c.connect();
-  const { rows } = await c.query(
-    `SELECT current_setting('server_version') AS v, current_setting('fsync') AS f, current_setting('synchronous_commit') AS s`,
-  );
-  await c.end();
-  return rows[0];
-})();
 
 const schedulerConfig = (over = {}) => ({
   pollInterval: 1000,
@@ -181,11 +143,11 @@ async function schedulerThroughput(url, c, instances, over) {
 }
 
 // ---- timing error -------------------------------------------------------------------------------
+/** Timing errors in ms: n, p50, p99 (bench/lib/stats.mjs's percentile, as every benchmark) and max. */
 async function lagStats(c) {
-  const { rows } = await c.query(`SELECT count(*)::int AS n,
-      percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99, max(ms) AS max
-    FROM (SELECT extract(epoch FROM at - due) * 1000 AS ms FROM lag) q`);
-  return { n: rows[0].n, p50: Number(rows[0].p50), p99: Number(rows[0].p99), max: Number(rows[0].max) };
+  const { rows } = await c.query('SELECT (extract(epoch FROM at - due) * 1000)::float8 AS ms FROM lag ORDER BY 1');
+  const sorted = rows.map((r) => r.ms);
+  return { n: sorted.length, p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted.at(-1) ?? Number.NaN };
 }
 
 /** Calls `produce(i)` at RATE per second for `seconds`, on schedule (no drift). */
@@ -274,40 +236,42 @@ async function pglaterTiming(url, c) {
 }
 
 // ---- run ----------------------------------------------------------------------------------------
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-const results = { direct: [], c1: [], c2: [], two: [], timer: [], sched: [], pglater: [] };
-const loadBefore = loadavg()[0];
-for (let r = 0; r < runs; r++) {
-  const { url, c } = await freshDatabase(`sk_bench_${process.pid}`);
-  results.direct.push(await directBaseline(c));
-  results.c1.push(await schedulerThroughput(url, c, 1, { concurrency: 1 }));
-  results.c2.push(await schedulerThroughput(url, c, 1, {}));
-  results.two.push(await schedulerThroughput(url, c, 2, {}));
-  results.timer.push(await timerBaseline(url, c));
-  results.sched.push(await schedulerTiming(url, c));
-  results.pglater.push(await pglaterTiming(url, c));
-  await c.end();
-  process.stderr.write(`run ${r + 1}/${runs} done\n`);
-}
+try {
+  const settings = await (async () => {
+    const c = new pg.Client({ connectionString: BASE_URL });
+    await c.connect();
+    const { rows } = await c.query(
+      `SELECT current_setting('server_version') AS v, current_setting('fsync') AS f, current_setting('synchronous_commit') AS s`,
+    );
+    await c.end();
+    return rows[0];
+  })();
+  const results = { direct: [], c1: [], c2: [], two: [], timer: [], sched: [], pglater: [] };
+  const loadBefore = loadavg()[0];
+  for (let r = 0; r < runs; r++) {
+    const { url, c } = await freshDatabase(`sk_bench_${process.pid}`);
+    results.direct.push(await directBaseline(c));
+    results.c1.push(await schedulerThroughput(url, c, 1, { concurrency: 1 }));
+    results.c2.push(await schedulerThroughput(url, c, 1, {}));
+    results.two.push(await schedulerThroughput(url, c, 2, {}));
+    results.timer.push(await timerBaseline(url, c));
+    results.sched.push(await schedulerTiming(url, c));
+    results.pglater.push(await pglaterTiming(url, c));
+    await c.end();
+    process.stderr.write(`run ${r + 1}/${runs} done\n`);
+  }
 
-const fmt = (n, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
-const base = median(results.direct);
-const tput = (label, xs) => `| ${label} | ${fmt(median(xs))} | ${fmt(median(xs) / base, 2)}× |`;
-const lagRow = (label, xs) => {
-  const p50 = median(xs.map((x) => x.p50));
-  const p99 = median(xs.map((x) => x.p99));
-  const max = median(xs.map((x) => x.max));
-  return `| ${label} | ${RATE} | ${xs[0].n} | ${fmt(p50, 1)} | ${fmt(p99, 1)} | ${fmt(max, 1)} |`;
-};
-const startedHere = typeof args.database === 'string' ? '' : ', started by the benchmark';
-const serverNote = `PostgreSQL ${settings.v} (fsync=${settings.f}, synchronous_commit=${settings.s})${startedHere}`;
-const runNote = `${runs} run(s), medians; \`node bench/scheduler.mjs${quick ? ' --quick' : ''}\``;
-const loadNote = `load average ${loadBefore.toFixed(1)} before, ${loadavg()[0].toFixed(1)} after (other work on the machine shows here)`;
-const table = `## Scheduler
+  const base = median(results.direct);
+  const tput = (label, xs) => `| ${label} | ${fmt(median(xs))} | ${fmt(median(xs) / base, 2)}× |`;
+  const lagRow = (label, xs) =>
+    `| ${label} | ${RATE} | ${xs[0].n} | ${fmt(medianOf(xs, 'p50'), 1)} | ${fmt(medianOf(xs, 'p99'), 1)} | ${fmt(medianOf(xs, 'max'), 1)} |`;
+  const defaultRatio = median(results.c2) / base;
+  const timingOk = (xs) => mark(medianOf(xs, 'p99') <= TIMING_TARGET_MS);
+  const startedHere = typeof args.database === 'string' ? '' : ', started by the benchmark';
+  const serverNote = `PostgreSQL ${settings.v} (fsync=${settings.f}, synchronous_commit=${settings.s})${startedHere}`;
+  const runNote = `${runs} run(s), medians; \`node bench/scheduler.mjs${quick ? ' --quick' : ''}\``;
+  const loadNote = `load average ${loadBefore.toFixed(1)} before, ${loadavg()[0].toFixed(1)} after (other work on the machine shows here)`;
+  const table = `## Scheduler
 
 ${serverNote}; ${runNote}; ${loadNote}.
 
@@ -332,9 +296,14 @@ ${lagRow(`baseline: in-process setTimeout at the due time, then the INSERT`, res
 ${lagRow(`scheduler: rows inserted into sidekick.schedules, due ${DELAY_MS} ms later`, results.sched)}
 ${lagRow('pglater channel through the bridge: "1 <sql>" notifications (includes NOTIFY delivery)', results.pglater)}
 
-Targets: ≥ 2 000 trivial jobs/s; p99 timing error ≤ 100 ms.
+Targets: the default scheduler's jobs/s ${ratioTarget(defaultRatio, THROUGHPUT_TARGET, 'the plain client of this run')} (it made \
+${fmt(defaultRatio, 2)}×; a ratio, since other work on the machine slows both alike); p99 timing error ≤ ${TIMING_TARGET_MS} ms: \
+scheduler ${timingOk(results.sched)}, pglater ${timingOk(results.pglater)}.
 `;
-process.stdout.write(table);
-mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
-writeFileSync(join(ROOT, 'bench', 'results', 'scheduler.md'), table);
+  process.stdout.write(table);
+  mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
+  writeFileSync(join(ROOT, 'bench', 'results', 'scheduler.md'), table);
+} finally {
+  await ownServer?.stop();
+}
 process.exit(0);

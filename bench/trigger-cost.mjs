@@ -17,6 +17,9 @@
 //
 // Variants marked "diagnostic" are not something pg-sidekick could ship: they only show what one
 // part costs (for instance, the capture functions must pin search_path: they are SECURITY DEFINER).
+// No pass/fail target: every figure is informational, as a difference to the plain INSERT measured
+// in the same run (the baseline). bench/capture.mjs holds the trigger's targets (ratios to plain).
+// Medians and number format: bench/lib/stats.mjs.
 // Prints Markdown and writes bench/results/trigger-cost.md.
 //
 // --instructions counts instead of timing: the same variants, each a single-user backend

@@ -12,16 +12,21 @@
 //
 // Sources are pluggable: `memory` (now) hands envelopes straight to the dispatcher. A source that
 // inserts rows into the outbox (commit → receipt) plugs in as another entry of SOURCES.
+//
+// No pass/fail target here: every figure is informational, with its ratios to the sequential client
+// and to bare undici of the same run. The webhook's targets are in bench/rows.mjs (row changes through
+// the outbox, as a ratio to bare undici measured in that run). Baselines: bench/lib/bare-clients.mjs;
+// medians and percentiles: bench/lib/stats.mjs.
 import { fork } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { createServer, request as httpRequest } from 'node:http';
+import { createServer } from 'node:http';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { Agent } from 'undici';
+import { bareUndici, sequentialHttp } from './lib/bare-clients.mjs';
+import { clock, fmt, medianOf, percentile } from './lib/stats.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const clock = () => performance.timeOrigin + performance.now();
 
 // ---- receiver (child process) -------------------------------------------------------------------
 if (process.argv[2] === '--receiver') {
@@ -94,15 +99,6 @@ function parseArgs(argv) {
   return args;
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s[Math.floor((s.length - 1) / 2)];
-};
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
-}
-
 let seq = 0;
 function envelopes(n) {
   const at = new Date().toISOString();
@@ -164,87 +160,12 @@ async function sidekickClient(receiverUrl, concurrency) {
   };
 }
 
-/** Bare undici at the same concurrency: N workers posting the same body, no retries, no ordering. */
-async function undiciClient(receiverUrl, concurrency) {
-  const agent = new Agent({ keepAliveTimeout: 30_000 });
-  // An index into the queue, not shift(): shifting a 200 000-entry array is O(n) each time.
-  let queue = [];
-  let head = 0;
-  let active = 0;
-  const pump = () => {
-    while (active < concurrency && head < queue.length) {
-      const { e, resolve, reject } = queue[head];
-      queue[head++] = undefined;
-      active++;
-      agent
-        .request({
-          origin: receiverUrl,
-          path: '/hooks/public/orders',
-          method: 'POST',
-          body: JSON.stringify(e),
-          headers: { 'content-type': 'application/json', 'webhook-id': e.id },
-        })
-        .then(async (r) => {
-          await r.body.dump();
-          if (r.statusCode >= 300) throw new Error(`HTTP ${r.statusCode}`);
-        })
-        .then(resolve, reject)
-        .finally(() => {
-          active--;
-          pump();
-        });
-    }
-  };
-  return {
-    name: `bare undici (${concurrency} in flight)`,
-    deliver: (e) =>
-      new Promise((resolve, reject) => {
-        queue.push({ e, resolve, reject });
-        pump();
-      }),
-    async close() {
-      queue = [];
-      head = 0;
-      await agent.close();
-    },
-  };
-}
-
-/** What skor does: one POST at a time, each on a new connection (libcurl easy handle per event). */
-async function sequentialClient(receiverUrl) {
-  const { hostname, port } = new URL(receiverUrl);
-  let chain = Promise.resolve();
-  const post = (e) =>
-    new Promise((resolve, reject) => {
-      const body = JSON.stringify(e);
-      const req = httpRequest(
-        {
-          host: hostname,
-          port,
-          path: '/hooks/public/orders',
-          method: 'POST',
-          agent: false,
-          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'webhook-id': e.id },
-        },
-        (res) => {
-          res.resume();
-          res.on('end', () => (res.statusCode < 300 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
-        },
-      );
-      req.on('error', reject);
-      req.end(body);
-    });
-  return {
-    name: 'sequential, new connection per event (skor)',
-    deliver: (e) => {
-      chain = chain.then(() => post(e));
-      return chain;
-    },
-    async close() {
-      await chain.catch(() => {});
-    },
-  };
-}
+/** The baselines (bench/lib/bare-clients.mjs), posting the envelope as JSON to the receiver's fixed path. */
+const json = (e) => JSON.stringify(e);
+/** Bare undici at the same concurrency: no retries, no ordering, no signature. */
+const undiciClient = async (receiverUrl, concurrency) => bareUndici(`${receiverUrl}/hooks/public/orders`, json, { concurrency });
+/** What skor does: one POST at a time, each on a new connection. */
+const sequentialClient = async (receiverUrl) => sequentialHttp(`${receiverUrl}/hooks/public/orders`, json);
 
 // ---- sources ------------------------------------------------------------------------------------
 const SOURCES = {
@@ -353,7 +274,7 @@ async function main() {
         const run = { eps: result.sentAt.size / result.seconds, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), n: result.sentAt.size };
         results[c].runs.push(run);
         process.stderr.write(
-          `  ${scenario.name} · ${client.name} · run ${r + 1}: ${Math.round(run.eps)} ev/s, p50 ${run.p50.toFixed(1)} ms, p99 ${run.p99.toFixed(1)} ms\n`,
+          `  ${scenario.name} · ${client.name} · run ${r + 1}: ${fmt(run.eps)} ev/s, p50 ${fmt(run.p50, 1)} ms, p99 ${fmt(run.p99, 1)} ms\n`,
         );
       }
     }
@@ -361,9 +282,9 @@ async function main() {
     const perClient = results.map(({ name, runs }) => ({
       name,
       n: runs[0].n,
-      eps: median(runs.map((x) => x.eps)),
-      p50: median(runs.map((x) => x.p50)),
-      p99: median(runs.map((x) => x.p99)),
+      eps: medianOf(runs, 'eps'),
+      p50: medianOf(runs, 'p50'),
+      p99: medianOf(runs, 'p99'),
     }));
     const sequential = perClient.find((c) => c.name.startsWith('sequential'));
     const bare = perClient.find((c) => c.name.startsWith('bare undici'));
@@ -377,8 +298,6 @@ async function main() {
     }
   }
 
-  const fmt = (x, d = 0) =>
-    x === undefined || Number.isNaN(x) ? '—' : x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
   const lines = [
     `# Webhook sink benchmark${q ? ' (--quick)' : ''}`,
     '',

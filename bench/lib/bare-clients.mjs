@@ -2,11 +2,16 @@
 // count as the pg-sidekick sink it is compared with, but without per-key lanes, retries, per-item
 // outcomes or the outbox. They are the ceiling any sink built on that library can reach. Each offers
 // `deliver(envelope) → Promise` (resolves once the receiver answered / the broker acknowledged) and
-// `close()`.
+// `close()`. The benchmarks' pass/fail targets are ratios against these, measured in the same run.
+//
+// Also here: `bareDrain`, node-postgres alone reading the outbox and deleting what it read (the floor
+// of any drain). ./bare-listener.mjs is the LISTEN client that only counts (a script of its own: it
+// runs as a separate process).
 import { request as httpRequest } from 'node:http';
 import amqp from 'amqplib';
 import { Redis } from 'ioredis';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
+import pg from 'pg';
 import { Agent } from 'undici';
 
 /** Batches of `size`, at most `concurrency` of them in flight; `sendBatch(envelopes)` rejects on failure. */
@@ -127,7 +132,10 @@ export async function bareKafka(brokers, topic, body, { size, concurrency }) {
   return { name: 'bare kafkajs producer', deliver: batcher(send, { size, concurrency }), close: () => producer.disconnect() };
 }
 
-/** amqplib alone on a confirm channel: persistent, mandatory messages, confirmed per batch. */
+/**
+ * amqplib alone on a confirm channel: persistent, mandatory messages with the sink's properties and
+ * headers, confirmed per batch; it waits for 'drain' when amqplib's buffer is full, as the sink does.
+ */
 export async function bareAmqp(url, exchange, body, { size, concurrency }) {
   const connection = await amqp.connect(url);
   const channel = await connection.createConfirmChannel();
@@ -149,7 +157,7 @@ export async function bareAmqp(url, exchange, body, { size, concurrency }) {
               contentType: 'application/json',
               appId: 'pg-sidekick',
               timestamp: Math.floor(Date.parse(e.at) / 1000),
-              headers: { source: e.source, channel: e.channel, op: e.op, key: e.key },
+              headers: { source: e.source, channel: e.channel, op: e.op, schema: e.schema, table: e.table, key: e.key },
             },
             (err) => (err ? reject(err) : resolve()),
           );
@@ -177,4 +185,49 @@ export function bareRedis(url, stream, body, { size, concurrency }) {
       client.disconnect();
     },
   };
+}
+
+/**
+ * The least any outbox drain must do, with node-postgres alone: read the waiting events in id order
+ * from sidekick.events (at most `batchSize` events per read, the first row always, as the drain
+ * fetches; node-postgres parses the row images) and delete the rows it read, one transaction per read
+ * with synchronous_commit=off (as the drain's bookkeeping). No envelopes, no ledger, no routing, no
+ * sink. Resolves with the number of events read (a chunk row holds up to 1000).
+ */
+export async function bareDrain(url, { batchSize = 1000 } = {}) {
+  const client = new pg.Client({ connectionString: url, application_name: 'bench-bare-drain' });
+  await client.connect();
+  const fetch = `
+    SELECT id, xid::text AS xid, at, source, channel, op, schema_name, table_name, key_columns, event_ids, new, old, keys, key, payload
+    FROM (
+      SELECT o.*, sum(coalesce(cardinality(o.event_ids), 1)) OVER w AS running, coalesce(cardinality(o.event_ids), 1) AS events
+      FROM sidekick.events o
+      WHERE o.id > $1
+      WINDOW w AS (ORDER BY o.id ROWS UNBOUNDED PRECEDING)
+      ORDER BY o.id
+      LIMIT $2
+    ) b
+    WHERE b.running - b.events < $2
+    ORDER BY id`;
+  try {
+    let events = 0;
+    let after = '0';
+    for (;;) {
+      await client.query('BEGIN');
+      await client.query('SET LOCAL synchronous_commit = off');
+      const { rows } = await client.query(fetch, [after, batchSize]);
+      if (rows.length === 0) {
+        await client.query('COMMIT');
+        return events;
+      }
+      const ids = rows.map((r) => r.id);
+      for (const r of rows) events += r.event_ids?.length ?? 1;
+      await client.query('DELETE FROM sidekick.outbox WHERE id = ANY ($1::bigint[])', [ids]);
+      await client.query('DELETE FROM sidekick.row_changes WHERE id = ANY ($1::bigint[])', [ids]);
+      await client.query('COMMIT');
+      after = ids.at(-1);
+    }
+  } finally {
+    await client.end();
+  }
 }

@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../support/services.js';
 
@@ -59,6 +60,7 @@ console.log('| runner | jobs/s | × baseline |\\n|---|---:|---:|\\n| baseline: p
     expect(text).toContain(`| Node.js | ${process.version} |`);
     expect(text).toMatch(/\| PostgreSQL \| PostgreSQL 15\./);
     expect(text).toMatch(/Quick smoke runs/);
+    expect(text).toContain('Pass/fail targets (✓/✗) are ratios to a baseline of the same run');
     expect(text).toMatch(/\| \[capture\]\(#capture\) \| failed \(exit 3\) \|/);
     for (const missing of ['listen', 'brokers-kafka', 'brokers-amqp-redis']) {
       expect(text).toContain(`| ${missing} | missing: bench/${missing}.mjs does not exist in this checkout | — |`);
@@ -80,5 +82,43 @@ console.log('| runner | jobs/s | × baseline |\\n|---|---:|---:|\\n| baseline: p
     expect(svg.match(/<rect x=/g)).toHaveLength(4);
     expect(svg).toContain('sequential (skor): 5,155 events/s');
     expect(existsSync(join(bench, 'results', 'webhook.md'))).toBe(true);
+  });
+});
+
+// Every benchmark computes its figures with bench/lib/stats.mjs, and states its targets as ratios to a
+// baseline of the same run (issue 17 item 9).
+describe('bench/lib/stats.mjs and the benchmarks that use it', () => {
+  it('one median (mean of the middle two), one percentile (nearest rank), targets as ratios that fail when missing', async () => {
+    const stats = await import(pathToFileURL(join(REPO_ROOT, 'bench', 'lib', 'stats.mjs')).href);
+    expect(stats.median([3, 1, 2])).toBe(2);
+    expect(stats.median([4, 1, 3, 2])).toBe(2.5);
+    expect(stats.median([Number.NaN, 5])).toBe(5);
+    expect(stats.median([])).toBeNaN();
+    expect(stats.medianOf([{ eps: 10 }, { eps: 30 }, { eps: 20 }], 'eps')).toBe(20);
+    const hundred = Array.from({ length: 100 }, (_, i) => i + 1);
+    expect(stats.percentile(hundred, 0.5)).toBe(50);
+    expect(stats.percentile(hundred, 0.99)).toBe(99);
+    expect(stats.percentile([7], 0.99)).toBe(7);
+    expect(stats.ratioTarget(0.62, 0.6, 'bare undici')).toBe('≥ 0.60× bare undici ✓');
+    expect(stats.ratioTarget(0.59, 0.6, 'bare undici')).toBe('≥ 0.60× bare undici ✗');
+    expect(stats.ratioTarget(Number.NaN, 0.6, 'bare undici')).toBe('≥ 0.60× bare undici ✗');
+  });
+
+  it('no benchmark defines its own median, percentile or number format, or prints an absolute events/s target', () => {
+    const bench = join(REPO_ROOT, 'bench');
+    const files = readdirSync(bench).filter((f) => f.endsWith('.mjs'));
+    expect(files).toContain('rows.mjs');
+    const found: string[] = [];
+    for (const file of files) {
+      readFileSync(join(bench, file), 'utf8')
+        .split('\n')
+        .forEach((line, i) => {
+          const code = line.trim();
+          if (code.startsWith('//') || code.startsWith('*')) return;
+          if (/\b(const|let|function)\s+(median|percentile|mean|fmt)\b/.test(code)) found.push(`${file}:${i + 1} own helper: ${code}`);
+          if (/≥ (\$\{[^}]*\}|[\d,]+)\/s/.test(code)) found.push(`${file}:${i + 1} absolute target: ${code}`);
+        });
+    }
+    expect(found).toEqual([]);
   });
 });
