@@ -18,6 +18,8 @@ import { compileTemplate, payloadText, type Envelope } from './envelope.js';
  * | `datacontenttype` | `application/json`, or `text/plain` for a notification whose payload is not JSON |
  * | `data`            | a row change: `{op, schema, table, key, new, old, txid}`; otherwise the payload |
  *
+ * When a route's transform shaped the event (docs/shaping.md), `data` is the transform's result.
+ *
  * Why this shape: CloudEvents puts what every event has (id, origin, kind, time, subject) in
  * attributes that SDKs, brokers and routers read without parsing `data`; `data` holds the occurrence
  * itself, not the attributes a second time. `type` names the kind of occurrence (a fixed, small
@@ -99,6 +101,8 @@ export function createCloudEvents(options: CloudEventsOptions = {}): (e: Envelop
     // An extension (lower-case alphanumeric name). Not the Sequence extension's `sequence`: that one
     // must order lexicographically, and a consumer compares these as integers.
     if (e.seq !== undefined) attributes.seq = e.seq;
+    // A route's transform shaped the event: its result is the data; the attributes stay the envelope's.
+    if (e.body !== undefined) return { attributes, datacontenttype: e.body.json ? JSON_TYPE : TEXT_TYPE, data: e.body.value };
     if (isRowChange(e)) {
       const data: Record<string, unknown> = { op: e.op, schema: e.schema, table: e.table };
       if (e.key !== undefined) data.key = e.key;

@@ -40,6 +40,39 @@ export interface Envelope {
   readonly pid?: number;
   /** The payload text exactly as received (not part of the JSON form). */
   readonly raw?: string;
+  /**
+   * Set by the pipeline on the copy it hands to one sink when a route's `transform` shaped the event
+   * (docs/shaping.md): what that sink sends instead of the envelope, in every format. Not part of the
+   * JSON form; the id, key and headers stay the envelope's.
+   */
+  readonly body?: ShapedBody;
+}
+
+/** A transform's result, rendered once: a string is sent as it is (text), anything else as JSON. */
+export interface ShapedBody {
+  readonly value: unknown;
+  readonly text: string;
+  /** False for a string result (text/plain). */
+  readonly json: boolean;
+}
+
+export const SHAPED_JSON_TYPE = 'application/json';
+export const SHAPED_TEXT_TYPE = 'text/plain; charset=utf-8';
+
+/**
+ * Renders a transform's result (never null or undefined). Throws a TypeError for a value JSON cannot
+ * hold (a BigInt, a cycle, a function alone), which the pipeline reports as that event's transform failure.
+ */
+export function shapedBody(value: unknown): ShapedBody {
+  if (typeof value === 'string') return { value, text: value, json: false };
+  const text = JSON.stringify(value) as string | undefined;
+  if (text === undefined) throw new TypeError(`a transform result must be JSON or a string, not ${typeof value}`);
+  return { value, text, json: true };
+}
+
+/** The content type of a shaped body. */
+export function shapedContentType(body: ShapedBody): string {
+  return body.json ? SHAPED_JSON_TYPE : SHAPED_TEXT_TYPE;
 }
 
 /** Parses a payload as JSON when it is JSON; otherwise it stays a string. Never throws. */

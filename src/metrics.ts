@@ -125,6 +125,26 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['sink'],
       registers,
     }),
+    filtered: new Counter({
+      name: 'sidekick_events_filtered_total',
+      help:
+        'Events a route left out, per route (its name or index): its filter said false or could not be evaluated, or its transform gave ' +
+        'null/undefined.',
+      labelNames: ['route'],
+      registers,
+    }),
+    filterErrors: new Counter({
+      name: 'sidekick_filter_errors_total',
+      help: "Events a route's filter could not evaluate (a missing field in arithmetic, a non-boolean result): left out, counted here too.",
+      labelNames: ['route'],
+      registers,
+    }),
+    transformFailures: new Counter({
+      name: 'sidekick_transform_failures_total',
+      help: "Events whose route's transform threw (or whose transform module could not be loaded): dead-lettered for that route's sinks.",
+      labelNames: ['route'],
+      registers,
+    }),
     sampleErrors: new Counter({
       name: 'sidekick_metric_read_errors_total',
       help: 'Scrape-time reads that failed (database unreachable or too slow); that sample is left out or NaN.',
@@ -146,9 +166,14 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     metrics.latency.zero({ sink });
     metrics.outboxBacklogMode.set({ sink }, 0);
   };
+  /** Creates a shaping route's series at 0 (a route with a filter or a transform), for the same reason as initSink. */
+  const initRoute = (route: string): void => {
+    for (const counter of [metrics.filtered, metrics.filterErrors, metrics.transformFailures]) counter.inc({ route }, 0);
+  };
   return {
     ...metrics,
     initSink,
+    initRoute,
     /**
      * A dispatcher's own counts for `sink`, read at each scrape (sidekick_sink_queued,
      * sidekick_events_delivered_total); every per-sink series of the sink starts at 0 here.

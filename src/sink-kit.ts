@@ -39,11 +39,13 @@ export {
   compileTemplate,
   envelopeJson,
   payloadText,
+  shapedContentType,
   TEMPLATE_FIELD_MISSING,
   TEMPLATE_FIELDS,
   type Envelope,
   type EnvelopeSource,
   type RowOp,
+  type ShapedBody,
   type TemplateField,
   type TemplateOptions,
 } from './envelope.js';

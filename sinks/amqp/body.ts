@@ -3,6 +3,7 @@ import {
   createCloudEvents,
   envelopeJson,
   payloadText,
+  shapedContentType,
   structuredCloudEvent,
   type CloudEventsOptions,
   type Envelope,
@@ -57,6 +58,14 @@ const payloadOnly = (e: Envelope): Body => ({
 });
 
 /**
+ * A route's transform shaped the event (docs/shaping.md): its result is the body in `envelope` and
+ * `payload` format, and the CloudEvent's `data` in `cloudevents` (src/cloudevents.ts).
+ */
+function shapedOr(render: (e: Envelope) => Body): (e: Envelope) => Body {
+  return (e) => (e.body === undefined ? render(e) : { text: e.body.text, contentType: shapedContentType(e.body) });
+}
+
+/**
  * The body text and its MIME type for an envelope in the given format (templates compiled once).
  * `cloudevents` may throw FatalError TEMPLATE_FIELD_MISSING (a `source`/`type` template the event
  * cannot fill): one event's failure.
@@ -64,9 +73,9 @@ const payloadOnly = (e: Envelope): Body => ({
 export function createBodyFormatter(format: BodyFormat, options: { cloudEvents?: CloudEventsOptions | undefined } = {}): (e: Envelope) => Body {
   switch (format) {
     case 'envelope':
-      return envelopeBody;
+      return shapedOr(envelopeBody);
     case 'payload':
-      return payloadOnly;
+      return shapedOr(payloadOnly);
     case 'cloudevents': {
       const toCloudEvent = createCloudEvents(options.cloudEvents);
       return (e) => ({ text: structuredCloudEvent(toCloudEvent(e)), contentType: CLOUDEVENTS_CONTENT_TYPE });

@@ -6,6 +6,7 @@ import {
   envelopeJson,
   FatalError,
   payloadText,
+  shapedContentType,
   structuredCloudEvent,
   type Envelope,
 } from '../../src/sink-kit.js';
@@ -84,7 +85,11 @@ export function createMessageBuilder(options: MessageOptions): (e: Envelope) => 
     const timestamp = Number.isFinite(at) ? String(at) : undefined;
     let value: string;
 
-    if (options.format === 'envelope') {
+    if (e.body !== undefined && options.format !== 'cloudevents') {
+      // A route's transform shaped the event (docs/shaping.md): its result is the value; key and headers stay the envelope's.
+      value = e.body.text;
+      if (options.format === 'payload' || !e.body.json) headers['content-type'] = shapedContentType(e.body);
+    } else if (options.format === 'envelope') {
       // Always JSON: no content-type header (kafkajs spends ~1.6 µs encoding each header, per record).
       value = JSON.stringify(envelopeJson(e));
     } else if (options.format === 'payload') {

@@ -22,12 +22,13 @@ export const stdoutSink = defineSink({
   defaults: { concurrency: 1, batchSize: 1000 },
   create(options, context) {
     const out = context.stdout ?? process.stdout;
+    // A route's transform shaped the event (docs/shaping.md): its result (JSON, or a string as it is) replaces the envelope and the payload.
     const line =
       options.format === 'json'
-        ? (e: Envelope) => `${JSON.stringify(envelopeJson(e))}\n`
+        ? (e: Envelope) => `${e.body === undefined ? JSON.stringify(envelopeJson(e)) : e.body.text}\n`
         : options.format === 'payload'
-          ? (e: Envelope) => `${payloadText(e)}\n`
-          : (e: Envelope) => `${payloadText(e)}\0`;
+          ? (e: Envelope) => `${e.body === undefined ? payloadText(e) : e.body.text}\n`
+          : (e: Envelope) => `${e.body === undefined ? payloadText(e) : e.body.text}\0`;
     let closed: Error | undefined;
     const onError = (error: Error) => {
       closed = error;

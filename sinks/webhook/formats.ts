@@ -3,6 +3,7 @@ import {
   createCloudEvents,
   envelopeJson,
   payloadText,
+  shapedContentType,
   structuredCloudEvent,
   type CloudEventsOptions,
   type Envelope,
@@ -79,14 +80,22 @@ function cloudevents(options: CloudEventsOptions | undefined): (e: Envelope) => 
   return (e) => ({ body: structuredCloudEvent(toCloudEvent(e)), contentType: CLOUDEVENTS_CONTENT_TYPE });
 }
 
+/**
+ * A route's transform shaped the event (docs/shaping.md): its result is the body in every format but
+ * `cloudevents`, where it is the CloudEvent's `data`.
+ */
+function shapedOr(render: (e: Envelope) => Rendered): (e: Envelope) => Rendered {
+  return (e) => (e.body === undefined ? render(e) : { body: e.body.text, contentType: shapedContentType(e.body) });
+}
+
 export function createFormatter(format: Format, options: FormatOptions = {}): (e: Envelope) => Rendered {
   switch (format) {
     case 'envelope':
-      return envelope;
+      return shapedOr(envelope);
     case 'payload':
-      return payload;
+      return shapedOr(payload);
     case 'skor':
-      return skor;
+      return shapedOr(skor);
     case 'cloudevents':
       return cloudevents(options.cloudEvents);
   }
