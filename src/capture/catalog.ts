@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { ConfigError } from '../errors.js';
-import { OPERATIONS, type CaptureSpec } from './spec.js';
+import { quoteIdent } from '../pg/quote.js';
+import { keyOrigin, OPERATIONS, whereProblem, type CaptureSpec } from './spec.js';
 
 /** A capture spec checked against the database: the table exists, the columns and key are real. */
 export interface ResolvedCapture extends CaptureSpec {
@@ -42,8 +43,53 @@ async function findTable(client: pg.ClientBase, schema: string, table: string): 
 }
 
 /**
- * Looks every spec up in the catalog. Errors (missing table, unknown column or key column, a view)
- * name the entry they come from; all problems are reported at once.
+ * Plans `sql` (an EXPLAIN, which runs nothing) through the extended protocol, which takes exactly one
+ * statement, with the search_path the capture functions pin: a name the trigger could not resolve
+ * fails here too. Returns PostgreSQL's complaint, or undefined.
+ */
+async function planProblem(client: pg.ClientBase, sql: string): Promise<string | undefined> {
+  const { rows } = await client.query<{ path: string }>('SELECT pg_catalog.current_setting($1) AS path', ['search_path']);
+  await client.query("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)");
+  try {
+    await client.query({ text: sql, queryMode: 'extended' } as pg.QueryConfig);
+    return undefined;
+  } catch (error) {
+    return (error as Error).message;
+  } finally {
+    await client.query("SELECT pg_catalog.set_config('search_path', $1, false)", [rows[0]?.path ?? '"$user", public']);
+  }
+}
+
+/** Checks `where` and `changed` against the table, as the trigger will use them. */
+async function filterProblems(client: pg.ClientBase, spec: CaptureSpec, found: TableRow): Promise<string[]> {
+  const problems: string[] = [];
+  const table = `${quoteIdent(found.schema)}.${quoteIdent(found.table)}`;
+  if (spec.changed) {
+    const at = keyOrigin(spec, 'changed');
+    const unknown = spec.changed.filter((c) => !found.columns.includes(c));
+    if (unknown.length > 0) {
+      problems.push(
+        `${at}: unknown column${unknown.length > 1 ? 's' : ''} ${unknown.map((c) => `"${c}"`).join(', ')} in ` +
+          `${found.schema}.${found.table} (columns: ${found.columns.join(', ')})`,
+      );
+    } else {
+      const row = (alias: string) => `ROW(${spec.changed?.map((c) => `${alias}.${quoteIdent(c)}`).join(', ')})`;
+      const problem = await planProblem(client, `EXPLAIN SELECT 1 FROM ${table} AS n, ${table} AS o WHERE ${row('n')} IS DISTINCT FROM ${row('o')}`);
+      if (problem) problems.push(`${at}: the columns cannot be compared: ${problem}`);
+    }
+  }
+  if (spec.where !== undefined) {
+    // The same alias as the trigger's (t): a column by name, or t.column.
+    const problem = whereProblem(spec.where) ?? (await planProblem(client, `EXPLAIN SELECT 1 FROM ${table} AS t WHERE (${spec.where})`));
+    if (problem) problems.push(`${keyOrigin(spec, 'where')}: ${problem} (in ${JSON.stringify(spec.where)})`);
+  }
+  return problems;
+}
+
+/**
+ * Looks every spec up in the catalog. Errors (missing table, unknown column or key column, a view, a
+ * `where` or `changed` the database refuses) name the entry they come from; all problems are reported
+ * at once.
  */
 export async function resolveCaptures(client: pg.ClientBase, specs: readonly CaptureSpec[]): Promise<ResolvedCapture[]> {
   const problems: string[] = [];
@@ -88,6 +134,11 @@ export async function resolveCaptures(client: pg.ClientBase, specs: readonly Cap
           `${spec.origin}: key: unknown column${unknown.length > 1 ? 's' : ''} ${unknown.map((c) => `"${c}"`).join(', ')} in ${found.schema}.${found.table}`,
         );
       }
+    }
+    const filters = await filterProblems(client, spec, found);
+    if (filters.length > 0) {
+      problems.push(...filters);
+      continue;
     }
     if (bad) continue;
     const key = spec.key ?? found.pk;

@@ -21,6 +21,12 @@ export interface CaptureSpec {
   readonly key?: readonly string[];
   /** `statement` (default): one trigger call per statement, reading transition tables; `row`: one call and one outbox INSERT per row. */
   readonly mode: 'statement' | 'row';
+  /** The entry's key path in the config (`capture[2]`), for errors about one of its keys (`capture[2].where`). */
+  readonly path?: string;
+  /** Capture only rows for which this SQL boolean holds: over NEW for INSERT and UPDATE, over OLD for DELETE. */
+  readonly where?: string;
+  /** UPDATE: capture only when one of these columns IS DISTINCT FROM its old value. */
+  readonly changed?: readonly string[];
 }
 
 /** The `capture:` entry of the config, as validated by the config schema. */
@@ -30,6 +36,94 @@ export interface CaptureConfigEntry {
   readonly columns: ColumnSelection | Readonly<Partial<Record<Operation, ColumnSelection>>>;
   readonly key?: readonly string[];
   readonly mode: 'statement' | 'row';
+  readonly where?: string;
+  readonly changed?: readonly string[];
+}
+
+/** Where a problem with one key of a spec is reported: `capture[0].where (table orders) in c.yaml`. */
+export function keyOrigin(spec: Pick<CaptureSpec, 'origin' | 'path'>, key: string): string {
+  if (spec.path && spec.origin.startsWith(spec.path)) return `${spec.path}.${key}${spec.origin.slice(spec.path.length)}`;
+  return `${spec.origin}, ${key}`;
+}
+
+/**
+ * Why `where` is not one SQL expression, or undefined. It is pasted into the trigger's SQL, so it may
+ * not end the statement (`;`) or close a parenthesis it did not open (`x) OR (y`): either would change
+ * what the surrounding SQL means. Strings, quoted identifiers, dollar quotes and comments are skipped.
+ * The database checks the rest (see catalog.ts).
+ */
+export function whereProblem(text: string): string | undefined {
+  if (text.trim() === '') return 'is empty';
+  let depth = 0;
+  let i = 0;
+  const skipTo = (end: string, from: number): number => {
+    const at = text.indexOf(end, from);
+    return at === -1 ? -1 : at + end.length;
+  };
+  while (i < text.length) {
+    const ch = text[i] as string;
+    const next = text[i + 1];
+    let end = i + 1;
+    if (ch === "'" || ch === '"') {
+      // '' and "" are escaped quotes: scanning on from the second quote finds the real end.
+      end = i + 1;
+      for (;;) {
+        const at = text.indexOf(ch, end);
+        if (at === -1) return `has an unterminated ${ch === "'" ? 'string' : 'quoted identifier'}`;
+        const escaped = ch === "'" && /[eE]/.test(text[i - 1] ?? '') && !/\w/.test(text[i - 2] ?? '');
+        if (escaped && countBackslashes(text, at) % 2 === 1) {
+          end = at + 1;
+          continue;
+        }
+        if (text[at + 1] === ch) {
+          end = at + 2;
+          continue;
+        }
+        end = at + 1;
+        break;
+      }
+    } else if (ch === '-' && next === '-') {
+      const at = text.indexOf('\n', i);
+      end = at === -1 ? text.length : at + 1;
+    } else if (ch === '/' && next === '*') {
+      let nested = 0;
+      end = i;
+      do {
+        const open = text.indexOf('/*', end);
+        const close = text.indexOf('*/', end);
+        if (close === -1) return 'has an unterminated /* comment';
+        if (open !== -1 && open < close) {
+          nested++;
+          end = open + 2;
+        } else {
+          nested--;
+          end = close + 2;
+        }
+      } while (nested > 0);
+    } else if (ch === '$' && !/[\w$]/.test(text[i - 1] ?? '')) {
+      const tag = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(text.slice(i))?.[0];
+      if (tag) {
+        end = skipTo(tag, i + tag.length);
+        if (end === -1) return `has an unterminated ${tag} quote`;
+      }
+    } else if (ch === ';') {
+      return 'must be one SQL expression, without ";"';
+    } else if (ch === '(') {
+      depth++;
+    } else if (ch === ')') {
+      depth--;
+      if (depth < 0) return 'closes a parenthesis it did not open';
+    }
+    i = end;
+  }
+  if (depth > 0) return 'leaves a parenthesis open';
+  return undefined;
+}
+
+function countBackslashes(text: string, before: number): number {
+  let n = 0;
+  while (text[before - 1 - n] === '\\') n++;
+  return n;
 }
 
 /**
@@ -101,13 +195,27 @@ export function captureSpecsFromConfig(entries: readonly CaptureConfigEntry[], f
       }
       for (const op of entry.operations ?? listed) operations[op] = perOp[op] ?? '*';
     }
+    const path = `capture[${index}]`;
+    if (entry.where !== undefined) {
+      const problem = whereProblem(entry.where);
+      if (problem) throw new ConfigError(`${keyOrigin({ origin, path }, 'where')}: ${problem}`);
+    }
+    if (entry.changed !== undefined) {
+      const at = keyOrigin({ origin, path }, 'changed');
+      if (!operations.update) throw new ConfigError(`${at}: only UPDATEs have changed columns, and this entry captures no update`);
+      const twice = entry.changed.find((c, i) => entry.changed?.indexOf(c) !== i);
+      if (twice !== undefined) throw new ConfigError(`${at}: column "${twice}" is listed twice`);
+    }
     return {
       origin,
+      path,
       schema: name.schema,
       table: name.table,
       operations,
       ...(entry.key ? { key: entry.key } : {}),
       mode: entry.mode,
+      ...(entry.where !== undefined ? { where: entry.where } : {}),
+      ...(entry.changed !== undefined ? { changed: entry.changed } : {}),
     };
   });
 }

@@ -102,6 +102,31 @@ const DECLARE = `DECLARE
   v_wake boolean;`;
 
 /**
+ * The capture filters (`where`, `changed`) as pieces of the trigger's SQL. `where` is the user's own
+ * expression, pasted in as written (checked to be one expression, and planned against the table, when
+ * the triggers are generated: catalog.ts); bare column names resolve against the row, aliased `t`.
+ * PL/pgSQL would read a column that shares a name with one of its variables (v_wake, x, n, o) as
+ * ambiguous: `#variable_conflict use_column` makes it the column, as it is in the validation.
+ */
+interface Filters {
+  readonly where: string | undefined;
+  readonly changed: readonly string[] | undefined;
+  /** Prepended to the function body when a filter is set. */
+  readonly pragma: string;
+}
+
+function filtersOf(c: ResolvedCapture, op: Operation): Filters {
+  const where = c.where;
+  const changed = op === 'update' ? c.changed : undefined;
+  return { where, changed, pragma: where !== undefined || changed ? '#variable_conflict use_column\n' : '' };
+}
+
+/** ROW(r.a, r.b) of the `changed` columns. */
+function changedRow(changed: readonly string[], row: string): string {
+  return `ROW(${changed.map((col) => `${row}.${quoteIdent(col)}`).join(', ')})`;
+}
+
+/**
  * Wake a sleeping drain: NOTIFY when an id this statement took is one of those that follow the
  * drain's wake-up mark (sidekick.arm_wakeup in sql/002_outbox.sql) — the first writers after it fell asleep (no
  * statement straddles a mark: it is set while none writes the outbox). The test needs nothing but
@@ -164,24 +189,33 @@ function chunkHead(c: ResolvedCapture, op: Operation): string {
 
 function statementBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
   const img = imageOf(selection, c.key);
+  const f = filtersOf(c, op);
+  if (op === 'insert' || op === 'delete') return `${f.pragma}${insertDeleteBody(c, op, img, f.where)}`;
+  return f.where !== undefined || f.changed ? `${f.pragma}${filteredUpdateBody(c, img, f)}` : updateBody(c, img);
+}
+
+function insertDeleteBody(c: ResolvedCapture, op: 'insert' | 'delete', img: Image, where: string | undefined): string {
   const head = chunkHead(c, op);
-  if (op === 'insert' || op === 'delete') {
-    const transition = op === 'insert' ? 'sidekick_new' : 'sidekick_old';
-    const column = op === 'insert' ? 'new' : 'old';
-    const columns = `op, schema_name, table_name, key_columns, ${column}${img.keys ? ', keys' : ''}`;
-    const one = rowChangeInsert(c, op, { [column]: img.image('t.x'), keys: img.keys?.('t.x') });
-    // Most statements change one row. Its event is written as it is, with no test of the row count
-    // first: the first two rows are written one row_changes row each (LIMIT 2), and only a
-    // statement that had a second row goes on to write the rest (OFFSET 2) in outbox chunks. The row count of the
-    // first insert is all it takes to know which case this is. (Both scans read the transition
-    // table in its stored order.) A test for "no second row" before the insert cost more than the
-    // insert's LIMIT: see docs/outbox.md.
-    return `${DECLARE}
+  const transition = op === 'insert' ? 'sidekick_new' : 'sidekick_old';
+  const column = op === 'insert' ? 'new' : 'old';
+  const columns = `op, schema_name, table_name, key_columns, ${column}${img.keys ? ', keys' : ''}`;
+  const one = rowChangeInsert(c, op, { [column]: img.image('t.x'), keys: img.keys?.('t.x') });
+  // A filtered-out row is never read past the scan: both scans apply `where` to the transition
+  // table in its stored order, so LIMIT 2 and OFFSET 2 split the same matching rows. When none
+  // matches, the first insert writes nothing (v_rows = 0): no id taken, no NOTIFY.
+  const filter = where === undefined ? '' : ` WHERE (${where})`;
+  // Most statements change one row. Its event is written as it is, with no test of the row count
+  // first: the first two rows are written one row_changes row each (LIMIT 2), and only a
+  // statement that had a second row goes on to write the rest (OFFSET 2) in outbox chunks. The row count of the
+  // first insert is all it takes to know which case this is. (Both scans read the transition
+  // table in its stored order.) A test for "no second row" before the insert cost more than the
+  // insert's LIMIT: see docs/outbox.md.
+  return `${DECLARE}
   v_rows bigint;
 BEGIN
   ${one.into}
   SELECT ${one.values}
-  FROM (SELECT ${img.source('t')} AS x FROM ${transition} AS t) AS t
+  FROM (SELECT ${img.source('t')} AS x FROM ${transition} AS t${filter}) AS t
   LIMIT 2;
   GET DIAGNOSTICS v_rows = ROW_COUNT;
   IF v_rows = 1 THEN
@@ -194,7 +228,7 @@ BEGIN
     v_wake := ${IN_WINDOW(LAST_ID)};
     INSERT INTO sidekick.outbox (${columns.replace(`${column}`, `event_ids, ${column}`)})
     SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.x')})${img.keys ? `, json_agg(${img.keys('c.x')})` : ''}
-    FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, ${img.source('t')} AS x FROM ${transition} AS t OFFSET 2) AS c
+    FROM (SELECT nextval('sidekick.outbox_id_seq') AS id, ${img.source('t')} AS x FROM ${transition} AS t${filter} OFFSET 2) AS c
     ${CHUNK('octet_length(c.x::text)', 'c.id')};
     IF v_wake THEN
       ${NOTIFY}
@@ -202,7 +236,11 @@ BEGIN
   END IF;
   RETURN NULL;
 END`;
-  }
+}
+
+function updateBody(c: ResolvedCapture, img: Image): string {
+  const op = 'update';
+  const head = chunkHead(c, op);
   // UPDATE: the old and new images come in pairs. PostgreSQL fills the old and new transition
   // tables together, one row at a time, so the n-th old row and the n-th new row are the same row
   // (whatever happened to its key, and with or without a primary key). A one-row statement (the
@@ -238,13 +276,78 @@ BEGIN
 END`;
 }
 
+/**
+ * UPDATE with a filter: `where` over the new row, `changed` comparing the two. The rows are paired
+ * first (the n-th old with the n-th new, by position in the whole statement), then filtered: a filter
+ * before the pairing would shift the positions. Ids are taken only for the rows that pass, and the
+ * wake-up test looks at those ids, so a statement whose rows all fail writes nothing and never NOTIFYs.
+ */
+function filteredUpdateBody(c: ResolvedCapture, img: Image, f: Filters): string {
+  const head = chunkHead(c, 'update');
+  const columns = `op, schema_name, table_name, key_columns, event_ids, new, old${img.keys ? ', keys' : ''}`;
+  const one = rowChangeInsert(c, 'update', { new: img.image('n.x'), old: img.image('o.x'), keys: img.keys?.('n.x') });
+  const updateKeys = img.keys ? `, json_agg(${img.keys('coalesce(c.n, c.o)')})` : '';
+  const keep = f.where === undefined ? '' : `, (${f.where}) AS keep`;
+  const chg = f.changed ? `, ${changedRow(f.changed, 't')} AS chg` : '';
+  const side = (table: string, extra: string, numbered: boolean) =>
+    `(SELECT ${numbered ? 'row_number() OVER () AS r, ' : ''}${img.source('t')} AS x${extra} FROM ${table} AS t)`;
+  const pass: string[] = [];
+  if (f.where !== undefined) pass.push('n.keep');
+  if (f.changed) pass.push('n.chg IS DISTINCT FROM o.chg');
+  // An unpaired row (PostgreSQL fills both tables together: none is expected) is kept, not lost.
+  const pairedPass = [...(f.where !== undefined ? ['n.keep'] : []), ...(f.changed ? ['(o.r IS NULL OR n.chg IS DISTINCT FROM o.chg)'] : [])];
+  return `${DECLARE}
+BEGIN
+  ${one.into}
+  SELECT ${one.values}
+  FROM ${side('sidekick_new', keep + chg, false)} AS n, ${side('sidekick_old', chg, false)} AS o
+  WHERE NOT EXISTS (SELECT 1 FROM sidekick_new OFFSET 1) AND ${pass.join(' AND ')}
+  ${RETURNING_WAKE};
+  IF NOT FOUND AND EXISTS (SELECT 1 FROM sidekick_new OFFSET 1) THEN
+    WITH w AS (
+      INSERT INTO sidekick.outbox (${columns})
+      SELECT ${head}, array_agg(c.id), json_agg(${img.image('c.n')}), json_agg(${img.image('c.o')})${updateKeys}
+      FROM (
+        SELECT nextval('sidekick.outbox_id_seq') AS id, p.n, p.o
+        FROM (
+          SELECT n.x AS n, o.x AS o
+          FROM ${side('sidekick_new', keep + chg, true)} AS n
+          FULL JOIN ${side('sidekick_old', chg, true)} AS o ON o.r = n.r
+          WHERE n.r IS NULL OR (${pairedPass.join(' AND ')})
+          ORDER BY coalesce(n.r, o.r)
+        ) AS p
+      ) AS c
+      ${CHUNK("octet_length(coalesce(c.n::text, '')) + octet_length(coalesce(c.o::text, ''))", 'c.id')}
+      RETURNING event_ids
+    )
+    SELECT bool_or(EXISTS (SELECT 1 FROM unnest(w.event_ids) AS i WHERE ${IN_WINDOW('i')})) INTO v_wake FROM w;
+  END IF;
+  ${WAKE}
+  RETURN NULL;
+END`;
+}
+
 function rowBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection): string {
   const img = imageOf(selection, c.key);
-  // Column lists pick from the row's jsonb, computed once.
+  const f = filtersOf(c, op);
+  // A row the filters turn away returns before anything is computed or written.
+  const checks: string[] = [];
+  if (f.changed)
+    checks.push(`IF ${changedRow(f.changed, 'NEW')} IS NOT DISTINCT FROM ${changedRow(f.changed, 'OLD')} THEN\n    RETURN NULL;\n  END IF;`);
+  if (f.where !== undefined) {
+    const row = op === 'delete' ? 'OLD' : 'NEW';
+    checks.push(`IF NOT EXISTS (SELECT 1 FROM (SELECT ${row}.*) AS t WHERE (${f.where})) THEN\n    RETURN NULL;\n  END IF;`);
+  }
+  // Column lists pick from the row's jsonb, computed once (after the filters, when there are some).
   const declare: string[] = [];
   const value = (record: 'NEW' | 'OLD', name: string) => {
     if (selection === '*') return img.source(record);
-    declare.push(`  ${name} jsonb := ${img.source(record)};`);
+    if (checks.length > 0) {
+      declare.push(`  ${name} jsonb;`);
+      checks.push(`${name} := ${img.source(record)};`);
+    } else {
+      declare.push(`  ${name} jsonb := ${img.source(record)};`);
+    }
     return name;
   };
   let one: { into: string; values: string };
@@ -256,9 +359,9 @@ function rowBody(c: ResolvedCapture, op: Operation, selection: ColumnSelection):
     const o = value('OLD', 'o');
     one = rowChangeInsert(c, op, { new: img.image(n), old: img.image(o), keys: img.keys?.(n) });
   }
-  return `${[DECLARE, ...declare].join('\n')}
+  return `${f.pragma}${[DECLARE, ...declare].join('\n')}
 BEGIN
-  ${one.into}
+  ${checks.map((check) => `${check}\n  `).join('')}${one.into}
   VALUES (${one.values})
   ${RETURNING_WAKE};
   ${WAKE}
@@ -283,7 +386,11 @@ function captureOne(c: ResolvedCapture): string {
     c.key.length === 0
       ? 'no key (no primary key; set `key:` to order per row): events of this table are delivered in one ordered stream'
       : `key ${c.key.join(', ')} (${c.keySource})`;
-  const lines = [`-- ${c.schema}.${c.table} — from ${c.origin}; ${c.mode}-level; ${keyNote}`];
+  const filters = [
+    ...(c.where !== undefined ? [`only rows where ${c.where.replace(/\s+/g, ' ')}`] : []),
+    ...(c.changed && c.operations.update ? [`UPDATEs only when ${c.changed.join(', ')} change${c.changed.length > 1 ? '' : 's'}`] : []),
+  ];
+  const lines = [`-- ${c.schema}.${c.table} — from ${c.origin}; ${c.mode}-level; ${keyNote}${filters.map((x) => `; ${x}`).join('')}`];
   for (const op of OPERATIONS) {
     const selection = c.operations[op];
     const fn = qualifiedFunction(c, op);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { ResolvedCapture } from '../../src/capture/catalog.js';
-import { captureSpecsFromConfig, parseQualifiedName, parseSkorTriggers } from '../../src/capture/spec.js';
+import { captureSpecsFromConfig, parseQualifiedName, parseSkorTriggers, whereProblem } from '../../src/capture/spec.js';
 import { captureStatements, dropStatements, functionName, ROW_CHANGE_COLUMNS, script } from '../../src/capture/sql.js';
 import { parseConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
@@ -198,6 +198,91 @@ describe('capture: generated SQL', () => {
     const drop = dropStatements([{ schema: 'public', table: 'orders' }]);
     expect(drop.match(/DROP TRIGGER IF EXISTS/g)).toHaveLength(3);
     expect(drop.match(/DROP FUNCTION IF EXISTS sidekick\."public\.orders:(insert|update|delete)"\(\);/g)).toHaveLength(3);
+  });
+});
+
+describe('capture filters: where and changed', () => {
+  const parse = (doc: Record<string, unknown>) => parseConfig({ sinks: {}, ...doc }, { file: 'c.yaml', sinks: sinkDefinitions });
+
+  it('are config keys, checked for one expression and for an update to compare', () => {
+    const config = parse({ capture: [{ table: 'orders', where: "status <> 'draft'", changed: ['status', 'total'] }] });
+    expect(config.capture[0]).toMatchObject({ where: "status <> 'draft'", changed: ['status', 'total'] });
+    const [spec] = captureSpecsFromConfig(config.capture, 'c.yaml');
+    expect(spec).toMatchObject({ path: 'capture[0]', where: "status <> 'draft'", changed: ['status', 'total'] });
+    expect(() => parse({ capture: [{ table: 'orders', changed: [] }] })).toThrow(/capture\[0\]\.changed/);
+    expect(() => parse({ capture: [{ table: 'orders', where: 5 }] })).toThrow(/capture\[0\]\.where/);
+    expect(() => parse({ capture: [{ table: 'orders', where: "a = 'x'; DROP TABLE orders" }] })).toThrow(
+      /capture\[0\]\.where \(table orders\) in c\.yaml: must be one SQL expression, without ";"/,
+    );
+    expect(() => parse({ capture: [{ table: 'orders', operations: ['insert', 'delete'], changed: ['a'] }] })).toThrow(
+      /capture\[0\]\.changed \(table orders\) in c\.yaml: only UPDATEs have changed columns/,
+    );
+    expect(() => parse({ capture: [{ table: 'orders', changed: ['a', 'a'] }] })).toThrow(/capture\[0\]\.changed .*"a" is listed twice/);
+    // skor's triggers.json has no such keys: it stays as it was.
+    expect(() => parseSkorTriggers([{ table: 't', where: 'true' }])).toThrow(/unknown key "where"/);
+  });
+
+  it('finds ; and unbalanced parentheses outside strings, quoted names, dollar quotes and comments', () => {
+    for (const ok of [
+      "status <> 'draft'",
+      'note <> \'a;b)\' AND "we;ird)" > 0',
+      "x = 'it''s;'",
+      "x = E'\\';' AND y",
+      'x = $$;)$$ AND y = $q$ ) $q$',
+      'a /* ; ( /* nested ) */ */ > 0 -- ; )\n AND b',
+      '(a OR b) AND (c)',
+    ]) {
+      expect(whereProblem(ok), ok).toBeUndefined();
+    }
+    expect(whereProblem('a; b')).toMatch(/without ";"/);
+    expect(whereProblem('a) OR (b')).toMatch(/closes a parenthesis/);
+    expect(whereProblem('(a')).toMatch(/leaves a parenthesis open/);
+    expect(whereProblem("a = 'x")).toMatch(/unterminated string/);
+    expect(whereProblem('a /* x')).toMatch(/unterminated/);
+    expect(whereProblem('a = $$x')).toMatch(/unterminated \$\$ quote/);
+    expect(whereProblem('  ')).toMatch(/empty/);
+  });
+
+  it('filters the statement trigger in the transition-table scans, UPDATE after pairing', () => {
+    const sql = captureStatements([resolved({ where: "status <> 'draft'", changed: ['status', 'total'] })]);
+    expect(sql).toContain("only rows where status <> 'draft'; UPDATEs only when status, total change\n");
+    expect(sql.match(/#variable_conflict use_column\nDECLARE/g)).toHaveLength(3);
+    // INSERT and DELETE: both scans (LIMIT 2 and OFFSET 2) read only matching rows.
+    expect(sql).toContain("FROM (SELECT row_to_json(t) AS x FROM sidekick_new AS t WHERE (status <> 'draft')) AS t\n  LIMIT 2;");
+    expect(sql).toContain("row_to_json(t) AS x FROM sidekick_new AS t WHERE (status <> 'draft') OFFSET 2) AS c");
+    expect(sql).toContain("FROM (SELECT row_to_json(t) AS x FROM sidekick_old AS t WHERE (status <> 'draft')) AS t\n  LIMIT 2;");
+    // UPDATE: where over the new row, the changed columns of both, compared once the rows are paired.
+    expect(sql).toContain(
+      `(SELECT row_to_json(t) AS x, (status <> 'draft') AS keep, ROW(t."status", t."total") AS chg FROM sidekick_new AS t) AS n, ` +
+        `(SELECT row_to_json(t) AS x, ROW(t."status", t."total") AS chg FROM sidekick_old AS t) AS o`,
+    );
+    expect(sql).toContain('WHERE NOT EXISTS (SELECT 1 FROM sidekick_new OFFSET 1) AND n.keep AND n.chg IS DISTINCT FROM o.chg');
+    expect(sql).toContain(
+      `(SELECT row_number() OVER () AS r, row_to_json(t) AS x, (status <> 'draft') AS keep, ROW(t."status", t."total") AS chg FROM sidekick_new AS t) AS n`,
+    );
+    expect(sql).toContain('WHERE n.r IS NULL OR (n.keep AND (o.r IS NULL OR n.chg IS DISTINCT FROM o.chg))');
+    // No id is taken up front: the wake-up test looks at the ids the rows that passed took.
+    expect(sql).toContain('IF NOT FOUND AND EXISTS (SELECT 1 FROM sidekick_new OFFSET 1) THEN');
+    expect(sql).toContain('SELECT bool_or(EXISTS (SELECT 1 FROM unnest(w.event_ids) AS i WHERE i % 1024 < 8)) INTO v_wake FROM w;');
+    expect(sql).not.toContain("v_wake := nextval('sidekick.outbox_id_seq')");
+  });
+
+  it('filters the row trigger before it computes or writes anything, and leaves unfiltered triggers as they were', () => {
+    const sql = captureStatements([resolved({ mode: 'row', where: 'total > 0', changed: ['total'], operations: { update: ['id'], delete: '*' } })]);
+    expect(sql).toContain(
+      '  n jsonb;\n  o jsonb;\nBEGIN\n  IF ROW(NEW."total") IS NOT DISTINCT FROM ROW(OLD."total") THEN\n    RETURN NULL;\n  END IF;',
+    );
+    expect(sql).toContain(
+      'IF NOT EXISTS (SELECT 1 FROM (SELECT NEW.*) AS t WHERE (total > 0)) THEN\n    RETURN NULL;\n  END IF;\n  n := to_jsonb(NEW);',
+    );
+    expect(sql).toContain('IF NOT EXISTS (SELECT 1 FROM (SELECT OLD.*) AS t WHERE (total > 0)) THEN');
+    expect(sql).not.toContain('IF ROW(OLD');
+    const plain = captureStatements([resolved()]);
+    expect(plain).not.toContain('variable_conflict');
+    expect(plain).not.toContain('keep');
+    // `changed` alone does not touch INSERT and DELETE.
+    const changedOnly = captureStatements([resolved({ changed: ['status'] })]);
+    expect(changedOnly.match(/variable_conflict/g)).toHaveLength(1);
   });
 });
 
