@@ -1,11 +1,14 @@
-import { readFileSync } from 'node:fs';
-import { extname } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, extname, resolve } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { captureSpecsFromConfig, OPERATIONS, type CaptureConfigEntry } from './capture/spec.js';
 import { duration } from './duration.js';
 import { ConfigError, errorMessage } from './errors.js';
+import type { RouteRule } from './router.js';
 import { expandPglater, resolveScheduler, schedulerSchema, type SchedulerConfig } from './scheduler/config.js';
+import { compileFilter } from './shape/filter.js';
+import { compileJsonata } from './shape/transform.js';
 import type { SinkDefinition } from './sink.js';
 
 /** Retry policy of one sink (the `retry:` key every sink accepts). */
@@ -82,6 +85,13 @@ const captureSchema = z.strictObject({
     .optional(),
   /** statement (default): one outbox insert per statement from transition tables; row: one per row. */
   mode: z.enum(['statement', 'row']).default('statement'),
+  /**
+   * Capture only rows for which this SQL boolean expression is true: over the new row for INSERT and
+   * UPDATE, over the old row for DELETE (columns by name, or as t.column). Default: every row.
+   */
+  where: z.string().min(1).optional(),
+  /** UPDATE only when one of these columns IS DISTINCT FROM its old value. Default: every UPDATE. */
+  changed: z.array(z.string().min(1)).min(1).optional(),
 });
 
 /** The durable drain: outbox → router → sinks (`outbox:`). */
@@ -112,6 +122,24 @@ export type OutboxOptions = z.infer<typeof outboxSchema>;
 
 const channelList = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((v) => (typeof v === 'string' ? [v] : v));
 
+/** One `routes:` entry (docs/shaping.md for `filter` and `transform`). */
+const routeSchema = z.strictObject({
+  /** The route's label in metrics (`sidekick_events_filtered_total{route}`) and logs. Default: its index. */
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+$/, 'route names use letters, digits, _ . -')
+    .optional(),
+  from: channelList,
+  to: channelList,
+  /** A CEL expression over the event (op, new, old, payload, …); only events for which it is true take this route. Default: all. */
+  filter: z.string().min(1).optional(),
+  /**
+   * What this route's sinks send instead of the envelope: a JSONata expression, or `{ module: ./file.mjs }`
+   * (relative to the config file) whose default export maps the envelope to the body. null drops the event. Default: the envelope.
+   */
+  transform: z.union([z.string().min(1), z.strictObject({ module: z.string().min(1) })]).optional(),
+});
+
 const baseSchema = z.strictObject({
   /** postgres:// URL or conninfo. Default: DATABASE_URL, then the libpq PG* variables. */
   database: z.string().min(1).optional(),
@@ -123,7 +151,7 @@ const baseSchema = z.strictObject({
   capture: z.array(captureSchema).default([]),
   outbox: outboxSchema.prefault({}),
   /** Which channels go to which sinks. Every `to` must name a sink. */
-  routes: z.array(z.strictObject({ from: channelList, to: channelList })).default([]),
+  routes: z.array(routeSchema).default([]),
   log: z
     .strictObject({
       /** trace | debug | info | warn | error | fatal. Default: LOG_LEVEL or info. */
@@ -186,7 +214,8 @@ export interface Config {
   readonly capture: readonly CaptureConfigEntry[];
   readonly outbox: OutboxOptions;
   readonly sinks: readonly SinkEntry[];
-  readonly routes: readonly { from: readonly string[]; to: readonly string[] }[];
+  /** Module transforms' paths are absolute here (resolved against the config file's folder). */
+  readonly routes: readonly RouteRule[];
   readonly log: { readonly level: string | undefined; readonly format: 'auto' | 'json' | 'pretty' | undefined };
   readonly shutdown: { readonly timeout: number };
   readonly scheduler: SchedulerConfig;
@@ -310,8 +339,10 @@ export function parseConfig(document: unknown, options: ParseOptions): Config {
   // Every `to` names a sink (`to: name` or `to: [names]`; other shapes are the base schema's).
   const names = new Set(Object.keys(sinkDocs));
   const routeDocs = Array.isArray(raw.routes) ? raw.routes : [];
+  const routeNames = new Map<string, number>();
   routeDocs.forEach((route: unknown, i) => {
     if (!isRecord(route)) return;
+    problems.push(...shapingProblems(route, i, file, routeNames));
     const targets: [unknown, Path][] =
       typeof route.to === 'string'
         ? [[route.to, ['routes', i, 'to']]]
@@ -340,7 +371,7 @@ export function parseConfig(document: unknown, options: ParseOptions): Config {
     capture: base.data.capture,
     outbox: base.data.outbox,
     sinks,
-    routes: base.data.routes,
+    routes: base.data.routes.map((route) => resolveRoute(route, file)),
     log: base.data.log,
     shutdown: base.data.shutdown,
     scheduler: resolveScheduler(
@@ -349,6 +380,47 @@ export function parseConfig(document: unknown, options: ParseOptions): Config {
     ),
     http: base.data.http ?? HTTP_OFF,
   }) as Config;
+}
+
+/**
+ * A route's filter and transform, compiled once here so that a syntax or type error is a config error
+ * with its key path (the router and the pipeline compile them again, from the checked text).
+ */
+function shapingProblems(route: Record<string, unknown>, i: number, file: string | undefined, names: Map<string, number>): string[] {
+  const problems: string[] = [];
+  if (typeof route.name === 'string') {
+    const earlier = names.get(route.name);
+    if (earlier !== undefined) problems.push(`${formatPath(['routes', i, 'name'])}: "${route.name}" already names routes[${earlier}]`);
+    else names.set(route.name, i);
+  }
+  if (typeof route.filter === 'string' && route.filter !== '') {
+    try {
+      compileFilter(route.filter);
+    } catch (error) {
+      problems.push(`${formatPath(['routes', i, 'filter'])}: ${errorMessage(error)} (CEL)`);
+    }
+  }
+  const transform = route.transform;
+  if (typeof transform === 'string' && transform !== '') {
+    try {
+      compileJsonata(transform);
+    } catch (error) {
+      problems.push(`${formatPath(['routes', i, 'transform'])}: ${errorMessage(error)} (JSONata)`);
+    }
+  } else if (isRecord(transform) && typeof transform.module === 'string' && transform.module !== '') {
+    const path = moduleOf(transform.module, file);
+    if (!existsSync(path)) problems.push(`${formatPath(['routes', i, 'transform', 'module'])}: no such file ${path}`);
+  }
+  return problems;
+}
+
+function moduleOf(path: string, file: string | undefined): string {
+  return resolve(file === undefined ? process.cwd() : dirname(resolve(file)), path);
+}
+
+function resolveRoute(route: z.infer<typeof routeSchema>, file: string | undefined): RouteRule {
+  if (route.transform === undefined || typeof route.transform === 'string') return route;
+  return { ...route, transform: { module: moduleOf(route.transform.module, file) } };
 }
 
 /** Reads a YAML or JSON file; syntax errors name the file, line and column. */
