@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { createDispatcher, type Dispatcher } from './dispatcher/index.js';
-import { errorMessage } from './errors.js';
+import { ConfigError, errorMessage } from './errors.js';
 import { createHttpServer, type HttpServer, type Readiness } from './http.js';
 import { createMetrics, createSampledGauge, type Metrics } from './metrics.js';
 import { databaseConnection, describeConnection } from './pg/connection.js';
@@ -232,6 +232,11 @@ export function createBridge(params: {
     http,
     stats,
     async start() {
+      // Transform modules are loaded before anything is taken in: one that cannot be loaded is a
+      // config error (the process exits 1 with the reason), not a dead letter per event.
+      await pipeline.ready.catch((error: unknown) => {
+        throw new ConfigError(`a transform module cannot be loaded: ${errorMessage(error)}`, { cause: error });
+      });
       // First, so /healthz answers and /readyz says why the bridge is not ready while it connects.
       await http?.start();
       // The scheduler retries its database connection in the background, like the sinks.

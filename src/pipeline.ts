@@ -97,7 +97,7 @@ export function createPipeline(params: {
         loaded.loaded.catch((error: unknown) => {
           logger.error(
             { route: rule.label, err: errorMessage(error) },
-            'cannot load a transform module; its events are dead-lettered (TRANSFORM_FAILED)',
+            'cannot load a transform module',
           );
           throw error;
         }),

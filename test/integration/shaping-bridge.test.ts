@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { sinkDefinitions } from '../../sinks/index.js';
@@ -93,5 +96,27 @@ describe('shaping end to end: filter + transform → webhook, stdout', () => {
     } finally {
       await bridge.stop();
     }
+  });
+
+  it('a transform module that cannot be loaded stops the bridge at start with a config error naming it (not a dead letter per event)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'shape-broken-'));
+    bed.defer(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'broken.mjs'), "throw new Error('broken on import');\n");
+    const db = await bed.database();
+    const config = parseConfig(
+      {
+        database: db.url,
+        listen: ['jobs'],
+        sinks: { out: { type: 'stdout' } },
+        routes: [{ from: 'jobs', to: 'out', transform: { module: './broken.mjs' } }],
+      },
+      { file: join(dir, 'sidekick.yaml'), env: {}, sinks: sinkDefinitions },
+    );
+    const bridge = createBridge({ config, logger: quietLogger });
+    bed.defer(() => bridge.stop());
+    await expect(bridge.start()).rejects.toMatchObject({
+      code: 'CONFIG_INVALID',
+      message: expect.stringMatching(/transform module cannot be loaded: .*broken on import/),
+    });
   });
 });
