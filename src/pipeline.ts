@@ -4,7 +4,7 @@ import { type Envelope, shapedBody } from './envelope.js';
 import { errorMessage, FatalError, SidekickError } from './errors.js';
 import type { Metrics } from './metrics.js';
 import type { CompiledRule, Router } from './router.js';
-import { createOrderedHandoff, type Failed, type OrderedHandoff } from './shape/handoff.js';
+import { createLimiter, createOrderedHandoff, type Failed, type OrderedHandoff } from './shape/handoff.js';
 import { type CompiledTransform, compileJsonata, loadModuleTransform, TRANSFORM_FAILED } from './shape/transform.js';
 
 export interface Routed {
@@ -39,6 +39,8 @@ export interface Pipeline {
   readonly ready: Promise<void>;
 }
 
+/** Transforms of one sink running at once. */
+const TRANSFORMS_AT_ONCE = 16;
 const DURABLE = Object.freeze({ force: true });
 /** A copy the transform dropped (null/undefined), or an event no route to the sink matches any more: settled, nothing sent. */
 const LEFT_OUT: Delivery = Object.freeze({ status: 'delivered', attempts: 0 });
@@ -95,10 +97,7 @@ export function createPipeline(params: {
       transforms.set(rule.index, loaded.transform);
       loads.push(
         loaded.loaded.catch((error: unknown) => {
-          logger.error(
-            { route: rule.label, err: errorMessage(error) },
-            'cannot load a transform module',
-          );
+          logger.error({ route: rule.label, err: errorMessage(error) }, 'cannot load a transform module');
           throw error;
         }),
       );
@@ -108,6 +107,8 @@ export function createPipeline(params: {
   ready.catch(() => {});
   /** Per sink: its shaped copies go out in the order they were handed over (a key's order holds). */
   const handoffs = new Map<string, OrderedHandoff<Shaped>>();
+  /** Per sink: its transforms, a few at a time (see createLimiter). */
+  const limiters = new Map<string, ReturnType<typeof createLimiter>>();
 
   async function shape(rule: CompiledRule, envelope: Envelope): Promise<Shaped> {
     const value = await (transforms.get(rule.shape) as CompiledTransform)(envelope);
@@ -148,28 +149,34 @@ export function createPipeline(params: {
     }
     const heard = copies === 1 ? receiver : fanIn(copies, receiver);
     let handoff = handoffs.get(sink);
-    if (handoff === undefined) {
+    let limit = limiters.get(sink);
+    if (handoff === undefined || limit === undefined) {
       handoff = createOrderedHandoff<Shaped>();
       handoffs.set(sink, handoff);
+      limit = createLimiter(TRANSFORMS_AT_ONCE);
+      limiters.set(sink, limit);
     }
     if (plain) handoff.push(envelope, () => dispatcher.deliverTo(envelope, heard, options));
     for (const rule of shapes) {
-      handoff.push(shape(rule, envelope), (result) => {
-        if (result === DROP) {
-          metrics?.filtered.inc({ route: rule.label });
-          heard.delivered(LEFT_OUT);
-        } else if ('failed' in result) {
-          const failed = (result as Failed).failed;
-          const error =
-            failed instanceof SidekickError
-              ? failed
-              : new FatalError(TRANSFORM_FAILED, `transform failed: ${errorMessage(failed)}`, { cause: failed });
-          transformFailed(rule, sink, envelope, error);
-          heard.delivered({ status: 'dead', attempts: 1, error });
-        } else {
-          dispatcher.deliverTo(result, heard, options);
-        }
-      });
+      handoff.push(
+        limit(() => shape(rule, envelope)),
+        (result) => {
+          if (result === DROP) {
+            metrics?.filtered.inc({ route: rule.label });
+            heard.delivered(LEFT_OUT);
+          } else if ('failed' in result) {
+            const failed = (result as Failed).failed;
+            const error =
+              failed instanceof SidekickError
+                ? failed
+                : new FatalError(TRANSFORM_FAILED, `transform failed: ${errorMessage(failed)}`, { cause: failed });
+            transformFailed(rule, sink, envelope, error);
+            heard.delivered({ status: 'dead', attempts: 1, error });
+          } else {
+            dispatcher.deliverTo(result, heard, options);
+          }
+        },
+      );
     }
   }
 
