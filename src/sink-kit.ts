@@ -15,6 +15,7 @@ export {
   type SinkDefaults,
   type SinkDefinition,
   type SinkOptions,
+  type SinkPreview,
   type TypedSinkDefinition,
 } from './sink.js';
 
@@ -42,6 +43,7 @@ export {
   shapedContentType,
   TEMPLATE_FIELD_MISSING,
   TEMPLATE_FIELDS,
+  TEMPLATE_NESTED_FIELDS,
   type Envelope,
   type EnvelopeSource,
   type RowOp,
