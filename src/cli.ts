@@ -256,19 +256,6 @@ export function buildProgram(io: () => CommandIO): Command {
     );
 
   program
-    .command('preview')
-    .description('what each route and sink would send for an event (channel, filter, transform, topic/URL/key, headers, body); sends nothing')
-    .requiredOption('-c, --config <file>', 'config file (YAML or JSON)')
-    .option('-e, --event <file>', 'an envelope JSON file, as format: json prints it (one object, an array, or one per line)')
-    .option('-t, --table <table>', "or: the table's last rows (by primary key) as op READ events, read from the database")
-    .option('-n, --limit <n>', 'rows read with --table', (v) => Number(v), 1)
-    .option('-d, --database <url>', "with --table: database URL or conninfo (default: the config's, DATABASE_URL, PG* variables)")
-    .option('--json', 'machine-readable JSON')
-    .action((opts: { config: string; event?: string; table?: string; limit: number; database?: string; json?: boolean }) =>
-      exitWith(async () => (await import('./commands/preview.js')).previewCommand(opts, io())),
-    );
-
-  program
     .command('status')
     .description(
       'backlog, oldest event, per-sink backlog and dead letters, due schedules, bridge connections (exit 1 if unreachable or not installed)',
