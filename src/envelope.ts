@@ -118,22 +118,13 @@ export function payloadText(e: Envelope): string {
 }
 
 /**
- * Fills `{field}` placeholders (topic, routing key, stream, URL, header values, CloudEvents source …)
- * from the envelope. Unknown fields are an error when the template is compiled, not when an event
- * arrives. `{op}` is the row operation, or for other events their source in capitals (NOTIFY,
- * PUBLISH, SCHEDULE), so every event can fill it.
- *
- * `{new.tenant_id}`, `{old.status}`, `{payload.kind}` reach into the row images and the payload (a
- * dotted path, each segment a key or an array index), so one sink can fan a table out to per-tenant
- * topics or URLs. A string value is used as it is; a number or boolean as its JSON text (`42`,
- * `true`); null, "" and an object or array count as missing (a topic or URL holding JSON is never
- * meant, so it is the event's error, not a strange destination). `{payload}` alone is the payload
- * when it is a string, number or boolean.
+ * Fills `{field}` placeholders (topic, routing key, stream, URL, CloudEvents source …) from the
+ * envelope. Unknown fields are an error when the template is compiled, not when an event arrives.
+ * `{op}` is the row operation, or for other events their source in capitals (NOTIFY, PUBLISH,
+ * SCHEDULE), so every event can fill it.
  */
 export const TEMPLATE_FIELDS = ['id', 'source', 'channel', 'op', 'schema', 'table', 'key'] as const;
 export type TemplateField = (typeof TEMPLATE_FIELDS)[number];
-/** The fields a template may reach into with a dotted path (`{new.tenant_id}`). */
-export const TEMPLATE_NESTED_FIELDS = ['new', 'old', 'payload'] as const;
 
 /** The stable code of an event that lacks a field its sink's template needs (dead-lettered, never retried). */
 export const TEMPLATE_FIELD_MISSING = 'TEMPLATE_FIELD_MISSING';
@@ -150,65 +141,39 @@ export interface TemplateOptions {
   readonly name?: string;
 }
 
-/** A dotted path segment: a column or JSON key name, or an array index. */
-const SEGMENT = /^[A-Za-z0-9_$-]+$/;
-
-/** Parses `{…}`'s inside into a path, or explains why it is not a field. */
-function templatePath(field: string, template: string): readonly string[] {
-  const path = field.split('.');
-  const [root] = path as [string];
-  const known = () =>
-    `(known: ${TEMPLATE_FIELDS.map((f) => `{${f}}`).join(', ')}, and ${TEMPLATE_NESTED_FIELDS.map((f) => `{${f}.<field>}`).join(', ')})`;
-  const nested = (TEMPLATE_NESTED_FIELDS as readonly string[]).includes(root);
-  if (!nested && !(TEMPLATE_FIELDS as readonly string[]).includes(root))
-    throw new Error(`unknown template field {${field}} in "${template}" ${known()}`);
-  if (path.length > 1 && !nested) throw new Error(`template field {${field}} in "${template}": {${root}} has no fields ${known()}`);
-  if (path.slice(1).some((s) => !SEGMENT.test(s)))
-    throw new Error(`template field {${field}} in "${template}": a path segment is empty or not a plain name`);
-  if (path.length === 1 && (root === 'new' || root === 'old')) {
-    throw new Error(`template field {${field}} in "${template}" is a whole row: name a column, e.g. {${root}.id}`);
-  }
-  return path;
-}
-
-/** Why a value cannot fill a placeholder, or its text. */
-function templateValue(e: Envelope, path: readonly string[]): string | { readonly missing: string } {
-  const [root] = path as [string];
-  let value: unknown = root === 'op' ? (e.op ?? e.source.toUpperCase()) : (e as unknown as Record<string, unknown>)[root];
-  for (let i = 1; i < path.length; i++) {
-    if (value === null || typeof value !== 'object') return { missing: `${path.slice(0, i).join('.')} is ${value === null ? 'null' : typeof value}` };
-    value = (value as Record<string, unknown>)[path[i] as string];
-  }
-  if (typeof value === 'string') return value === '' ? { missing: 'it is empty' } : value;
-  if (typeof value === 'number' || typeof value === 'boolean') return JSON.stringify(value);
-  if (value === undefined || value === null) return { missing: path.length > 1 ? `it is ${value === null ? 'null' : 'not there'}` : '' };
-  return { missing: `it is ${Array.isArray(value) ? 'an array' : 'an object'}, not a string, number or boolean` };
+function templateValue(e: Envelope, field: string): string | undefined {
+  const value = field === 'op' ? (e.op ?? e.source.toUpperCase()) : (e as unknown as Record<string, unknown>)[field];
+  return value === undefined || value === null || value === '' ? undefined : String(value);
 }
 
 export function compileTemplate(template: string, encode: (s: string) => string = (s) => s, options: TemplateOptions = {}): (e: Envelope) => string {
   const parts = template.split(/(\{[^{}]*\})/);
-  // Decided once: odd parts are fields (parsed paths), even parts literal text (split with a capture group).
-  const paths = parts.map((p, i) => (i % 2 === 1 ? templatePath(p.slice(1, -1), template) : undefined));
+  for (const p of parts) {
+    if (p.startsWith('{') && p.endsWith('}') && !TEMPLATE_FIELDS.includes(p.slice(1, -1) as TemplateField)) {
+      throw new Error(`unknown template field ${p} in "${template}" (known: ${TEMPLATE_FIELDS.map((f) => `{${f}}`).join(', ')})`);
+    }
+  }
   if (parts.length === 1) return () => template;
+  // Decided once: odd parts are fields, even parts literal text (split with a capture group).
+  const fields = parts.map((p, i) => (i % 2 === 1 ? p.slice(1, -1) : undefined));
   const fail = options.missing !== 'empty';
   const name = options.name ?? 'template';
   return (e) => {
     let out = '';
     for (let i = 0; i < parts.length; i++) {
-      const path = paths[i];
-      if (path === undefined) {
+      const field = fields[i];
+      if (field === undefined) {
         out += parts[i];
         continue;
       }
-      const value = templateValue(e, path);
-      if (typeof value === 'string') out += encode(value);
+      const value = templateValue(e, field);
+      if (value !== undefined) out += encode(value);
       else if (fail) {
         // The same event would fail the same way on every attempt: fatal, with what to change.
-        const why = value.missing === '' ? '' : ` (${value.missing})`;
         throw new FatalError(
           TEMPLATE_FIELD_MISSING,
-          `${name} "${template}" needs {${path.join('.')}}, which this ${e.source} event on channel ` +
-            `"${e.channel}" does not have${why}; use a ${name} every event routed to this sink can fill (e.g. {channel}), or route these events elsewhere`,
+          `${name} "${template}" needs {${field}}, which this ${e.source} event on channel ` +
+            `"${e.channel}" does not have; use a ${name} every event routed to this sink can fill (e.g. {channel}), or route these events elsewhere`,
         );
       }
     }

@@ -15,7 +15,6 @@ export {
   type SinkDefaults,
   type SinkDefinition,
   type SinkOptions,
-  type SinkPreview,
   type TypedSinkDefinition,
 } from './sink.js';
 
@@ -43,7 +42,6 @@ export {
   shapedContentType,
   TEMPLATE_FIELD_MISSING,
   TEMPLATE_FIELDS,
-  TEMPLATE_NESTED_FIELDS,
   type Envelope,
   type EnvelopeSource,
   type RowOp,

@@ -49,20 +49,6 @@ export interface SinkContext {
   readonly stdout?: NodeJS.WritableStream;
 }
 
-/**
- * What a sink would send for one envelope (`sidekick preview`): pure, from the sink's own builders, so
- * it is what `send` puts on the wire. Values the sink makes per attempt (a timestamp, a signature) are
- * shown as a note in angle brackets; configured header values that may be secrets are `<redacted>`.
- */
-export interface SinkPreview {
-  /** Where it goes, in the sink's words: `{ method, url }`, `{ topic, key }`, `{ exchange, routingKey }`, `{ stream }`. */
-  readonly target: Readonly<Record<string, string | null>>;
-  /** Headers, message properties or stream fields besides the body. */
-  readonly headers: Readonly<Record<string, string>>;
-  /** The body, value or `data` field, exactly as sent. */
-  readonly body: string;
-}
-
 /** Defaults for the common dispatcher options that suit a sink (e.g. its batch size). */
 export interface SinkDefaults {
   readonly concurrency?: number;
@@ -96,19 +82,12 @@ export interface SinkDefinition {
   /** Defaults for the common dispatcher options that suit this sink (e.g. batch size). */
   readonly defaults?: SinkDefaults;
   readonly create: (options: never, context: SinkContext) => Sink;
-  /**
-   * Optional, pure: compiles the options into what the sink would send for an envelope, without a
-   * connection (`sidekick preview`). The returned function throws what delivery would fail with
-   * (e.g. FatalError TEMPLATE_FIELD_MISSING). Same `never` reasoning as `create`.
-   */
-  readonly preview?: (options: never) => (e: Envelope) => SinkPreview;
 }
 
 /** A sink type as its module writes it (`defineSink({...})`): `create` takes its own options, typed. */
 export interface TypedSinkDefinition<Shape extends z.ZodRawShape> extends SinkDefinition {
   readonly options: Shape;
   readonly create: (options: SinkOptions<Shape>, context: SinkContext) => Sink;
-  readonly preview?: (options: SinkOptions<Shape>) => (e: Envelope) => SinkPreview;
 }
 
 /**

@@ -1,6 +1,5 @@
 import { defineSink } from '../../src/sink-kit.js';
 import { amqpOptions } from './options.js';
-import { createMessageBuilder } from './message.js';
 import { createAmqpSink } from './sink.js';
 
 /**
@@ -23,18 +22,5 @@ export const amqpSink = defineSink({
   description: 'publish events to a RabbitMQ (AMQP 0-9-1) exchange with publisher confirms',
   options: amqpOptions,
   defaults: { concurrency: 8, batchSize: 500 },
-  preview(options) {
-    const build = createMessageBuilder(options);
-    return (e) => {
-      const { routingKey, content, properties } = build(e);
-      // Message properties by their AMQP names; the message's own headers as `headers.<name>`.
-      const headers: Record<string, string> = {};
-      for (const [name, value] of Object.entries(properties)) {
-        if (name !== 'headers' && value !== undefined) headers[name] = String(value);
-      }
-      for (const [name, value] of Object.entries(properties.headers ?? {})) headers[`headers.${name}`] = String(value);
-      return { target: { exchange: options.exchange, routingKey }, headers, body: content.toString('utf8') };
-    };
-  },
   create: createAmqpSink,
 });

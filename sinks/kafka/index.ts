@@ -1,6 +1,5 @@
 import { defineSink } from '../../src/sink-kit.js';
 import { kafkaOptions } from './options.js';
-import { createMessageBuilder } from './message.js';
 import { createKafkaSink } from './sink.js';
 
 /**
@@ -27,14 +26,6 @@ export const kafkaSink = defineSink({
   options: kafkaOptions,
   // Kafka is built for batches: 500 records per produce request, 8 requests in flight.
   defaults: { concurrency: 8, batchSize: 500 },
-  preview(options) {
-    const build = createMessageBuilder(options);
-    return (e) => {
-      const record = build(e);
-      const headers = record.timestamp === undefined ? record.headers : { ...record.headers, timestamp: record.timestamp };
-      return { target: { topic: record.topic, key: record.key }, headers, body: record.value };
-    };
-  },
   create(options, context) {
     return createKafkaSink(options, context);
   },

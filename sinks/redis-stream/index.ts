@@ -1,6 +1,5 @@
 import { defineSink } from '../../src/sink-kit.js';
 import { redisStreamOptions } from './options.js';
-import { createEntryBuilder } from './entry.js';
 import { createRedisStreamSink } from './sink.js';
 
 /**
@@ -21,20 +20,5 @@ export const redisStreamSink = defineSink({
   description: 'append events to Redis streams (pipelined XADD, optional MAXLEN ~ trimming)',
   options: redisStreamOptions,
   defaults: { concurrency: 4, batchSize: 500 },
-  preview(options) {
-    const build = createEntryBuilder(options);
-    return (e) => {
-      const args = build(e);
-      // XADD key [MAXLEN ~ n] * field value …: the fields besides `data` are the headers.
-      const fields = args.slice(args.indexOf('*') + 1).map(String);
-      const headers: Record<string, string> = {};
-      let body = '';
-      for (let i = 0; i + 1 < fields.length; i += 2) {
-        if (fields[i] === 'data') body = fields[i + 1] as string;
-        else headers[fields[i] as string] = fields[i + 1] as string;
-      }
-      return { target: { stream: String(args[0]) }, headers, body };
-    };
-  },
   create: createRedisStreamSink,
 });

@@ -12,16 +12,6 @@ import { defineSink, envelopeJson, FatalError, OK, payloadText, type Envelope, t
  * - `payload`: the raw NOTIFY payload followed by "\n" (pglisten's output).
  * - `payload0`: the raw payload followed by NUL (pglisten --print0), safe for `xargs -0`.
  */
-/** One event's text, its terminator included. */
-function lineOf(format: 'json' | 'payload' | 'payload0'): (e: Envelope) => string {
-  // A route's transform shaped the event (docs/shaping.md): its result (JSON, or a string as it is) replaces the envelope and the payload.
-  return format === 'json'
-    ? (e) => `${e.body === undefined ? JSON.stringify(envelopeJson(e)) : e.body.text}\n`
-    : format === 'payload'
-      ? (e) => `${e.body === undefined ? payloadText(e) : e.body.text}\n`
-      : (e) => `${e.body === undefined ? payloadText(e) : e.body.text}\0`;
-}
-
 export const stdoutSink = defineSink({
   type: 'stdout',
   description: 'write events to standard output (json lines, or raw payloads like pglisten)',
@@ -30,13 +20,15 @@ export const stdoutSink = defineSink({
     format: z.enum(['json', 'payload', 'payload0']).default('json'),
   },
   defaults: { concurrency: 1, batchSize: 1000 },
-  preview(options) {
-    const line = lineOf(options.format);
-    return (e) => ({ target: { stream: 'stdout' }, headers: {}, body: line(e) });
-  },
   create(options, context) {
     const out = context.stdout ?? process.stdout;
-    const line = lineOf(options.format);
+    // A route's transform shaped the event (docs/shaping.md): its result (JSON, or a string as it is) replaces the envelope and the payload.
+    const line =
+      options.format === 'json'
+        ? (e: Envelope) => `${e.body === undefined ? JSON.stringify(envelopeJson(e)) : e.body.text}\n`
+        : options.format === 'payload'
+          ? (e: Envelope) => `${e.body === undefined ? payloadText(e) : e.body.text}\n`
+          : (e: Envelope) => `${e.body === undefined ? payloadText(e) : e.body.text}\0`;
     let closed: Error | undefined;
     const onError = (error: Error) => {
       closed = error;

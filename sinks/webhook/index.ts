@@ -11,12 +11,13 @@ import {
   type SendResult,
 } from '../../src/sink-kit.js';
 import { createAgent } from './agent.js';
+import { createFormatter, type Rendered } from './formats.js';
 import { webhookOptions } from './options.js';
 import { createExchange, type Answer } from './exchange.js';
 import { networkError, statusOutcome } from './outcome.js';
 import { createSigner } from './signing.js';
 import { loadTls } from './tls.js';
-import { createRequestBuilder, type RequestBuilder, type WebhookRequest } from './request.js';
+import { compileUrl } from './url.js';
 
 /** Redirects followed when `followRedirects: true`. */
 const DEFAULT_MAX_REDIRECTS = 5;
@@ -53,36 +54,27 @@ export const webhookSink = defineSink({
   options: webhookOptions,
   // One event per request, so `concurrency` is exactly the number of requests in flight.
   defaults: { concurrency: 32, batchSize: 1 },
-  preview(options) {
-    const request = createRequestBuilder(options);
-    return (e) => {
-      const built = request.build(e);
-      // Configured values without placeholders come from the config and may be secrets (a token).
-      const headers: Record<string, string> = {};
-      for (const [name, value] of Object.entries(built.headers)) {
-        headers[name] = request.headers.names.includes(name) && !request.headers.templated.has(name) ? '<redacted>' : value;
-      }
-      headers['webhook-timestamp'] = '<the time of each attempt>';
-      if (options.secret?.length) headers['webhook-signature'] = '<signed per attempt>';
-      return { target: { method: options.method, url: `${built.origin}${built.path}` }, headers, body: built.body };
-    };
-  },
   create(options, context) {
     const where = `sink "${context.name}"`;
-    let request: RequestBuilder;
+    let url: ReturnType<typeof compileUrl>;
     let agent: Dispatcher;
     try {
-      request = createRequestBuilder(options);
+      url = compileUrl(options.url);
       agent = createAgent({ proxy: options.proxy, connectTimeout: options.timeout.connect, tls: loadTls(options.tls) });
     } catch (error) {
       throw new ConfigError(`${where}: ${(error as Error).message}`, { cause: error });
     }
-    const { url } = request;
     const { method } = options;
+    const render = createFormatter(options.format, { cloudEvents: options.cloudevents });
     const sign = options.secret ? createSigner(options.secret) : undefined;
     const maxRedirects = options.followRedirects === true ? DEFAULT_MAX_REDIRECTS : options.followRedirects || 0;
     const { headers: headersTimeout, body: bodyTimeout } = options.timeout;
-    const configuredNames = new Set(request.headers.names);
+
+    // Header names are case-insensitive; lower-casing them lets configured ones replace ours cleanly.
+    const configured: Record<string, string> = {};
+    if (url.basicAuth) configured.authorization = url.basicAuth;
+    for (const [name, value] of Object.entries(options.headers)) configured[name.toLowerCase()] = value;
+    const configuredNames = Object.keys(configured);
     const exchange = createExchange(agent, bodyTimeout);
     const userAgent = `pg-sidekick/${VERSION}`;
 
@@ -90,9 +82,11 @@ export const webhookSink = defineSink({
     const what = (origin: string, path: string) => `${method} ${origin}${path.split('?')[0]}`;
 
     async function deliver(e: Envelope, signal: AbortSignal): Promise<ItemOutcome> {
-      let built: WebhookRequest;
+      let rendered: Rendered;
+      let path: string;
       try {
-        built = request.build(e);
+        rendered = render(e);
+        path = url.path(e);
       } catch (error) {
         // Another attempt would fail the same way (a template field the event lacks keeps its own
         // code, TEMPLATE_FIELD_MISSING; e.g. a lone surrogate that cannot be URL-encoded).
@@ -104,17 +98,24 @@ export const webhookSink = defineSink({
           }),
         };
       }
-      let { path } = built;
       // A fresh timestamp per attempt (receivers reject stale ones); the id stays the event's.
       const timestamp = Math.floor(Date.now() / 1000);
-      let headers: Record<string, string> = { ...built.headers, 'webhook-timestamp': String(timestamp) };
-      if (sign) headers['webhook-signature'] = sign(e.id, timestamp, built.body);
+      let headers: Record<string, string> = {
+        'user-agent': userAgent,
+        'content-type': rendered.contentType,
+      };
+      for (const name of configuredNames) headers[name] = configured[name] as string;
+      headers['webhook-id'] = e.id;
+      // Durable events: the outbox number, growing in commit order per key (dedupe on the id, order on this).
+      if (e.seq !== undefined) headers['webhook-seq'] = e.seq;
+      headers['webhook-timestamp'] = String(timestamp);
+      if (sign) headers['webhook-signature'] = sign(e.id, timestamp, rendered.body);
 
       let origin = url.origin;
       for (let hop = 0; ; hop++) {
         let answer: Answer;
         try {
-          answer = await exchange({ origin, path, method, headers, body: built.body, headersTimeout, bodyTimeout }, signal);
+          answer = await exchange({ origin, path, method, headers, body: rendered.body, headersTimeout, bodyTimeout }, signal);
         } catch (error) {
           if (signal.aborted) throw signal.reason ?? error;
           return { ok: false, error: networkError(error, what(origin, path)) };
@@ -140,7 +141,7 @@ export const webhookSink = defineSink({
           }
           if (next.origin !== origin) {
             // Configured credentials are for the configured receiver, not wherever it points us.
-            headers = Object.fromEntries(Object.entries(headers).filter(([name]) => name === 'content-type' || !configuredNames.has(name)));
+            headers = Object.fromEntries(Object.entries(headers).filter(([name]) => name === 'content-type' || !(name in configured)));
           }
           origin = next.origin;
           path = `${next.pathname}${next.search}`;
@@ -193,7 +194,7 @@ export const webhookSink = defineSink({
             origin: url.origin,
             path,
             method: 'HEAD',
-            headers: { 'user-agent': userAgent, ...request.headers.fixed },
+            headers: { 'user-agent': userAgent, ...configured },
             signal,
             headersTimeout,
             bodyTimeout,

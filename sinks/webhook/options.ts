@@ -2,7 +2,6 @@ import { z } from 'zod';
 import { cloudEventsShape, duration } from '../../src/sink-kit.js';
 import { FORMATS } from './formats.js';
 import { secretKey } from './signing.js';
-import { compileHeaders } from './headers.js';
 import { compileUrl } from './url.js';
 
 const DEFAULT_TIMEOUT = 10_000;
@@ -39,16 +38,12 @@ const pemValue = z.string().min(1);
 export const webhookOptions = {
   /**
    * Where to send events: an http(s) URL; `{schema}`, `{table}`, `{channel}`, `{op}`, `{key}`,
-   * `{id}`, `{source}` and nested fields (`{new.tenant_id}`, `{old.status}`, `{payload.kind}`) in the path or
-   * query are filled from the event, URL-encoded. Required.
+   * `{id}`, `{source}` in the path or query are filled from the event, URL-encoded. Required.
    */
   url: z.string().min(1).superRefine(check(compileUrl)),
   /** POST (default) | PUT | PATCH. */
   method: z.enum(['POST', 'PUT', 'PATCH']).default('POST'),
-  /**
-   * Extra request headers, e.g. `Authorization: Bearer ${TOKEN}`. A value may hold the URL's `{field}`
-   * placeholders, `{new.tenant_id}` too (filled as they are, not encoded). Values are never logged. Default none.
-   */
+  /** Extra request headers, e.g. `Authorization: Bearer ${TOKEN}`. Values are never logged. Default none. */
   headers: z
     .record(z.string().regex(TOKEN, 'not a valid header name'), z.string())
     .superRefine(
@@ -56,7 +51,6 @@ export const webhookOptions = {
         for (const name of Object.keys(h)) {
           if (RESERVED_HEADERS.has(name.toLowerCase())) throw new Error(`header ${name} is set by the sink and cannot be configured`);
         }
-        compileHeaders(h);
       }),
     )
     .default({}),
